@@ -1,0 +1,104 @@
+/**
+ * What each provider kind can do, as data: the policy loader and `rekey plan` read it without
+ * loading adapters, and the adapters return the same answers. Keyed by kind, so a new kind fails
+ * to compile until it is described here.
+ */
+import type { ProviderConfig, ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
+import type { Capabilities } from "./types.ts";
+
+type CapabilityTable = { [K in ProviderKind]: (config: ProviderConfigOf<K>) => Capabilities };
+
+const TABLE: CapabilityTable = {
+  launchdarkly: (c) =>
+    c.strategy === "reset-with-expiry"
+      ? {
+          issue: "reset",
+          // Whether `expiry` keeps the old secret alive is unconfirmed (PROVIDERS.md): plan for the worst.
+          oldSurvivesIssue: false,
+          verify: "identity",
+          revoke: "none",
+          listByOwner: true,
+          reportsLastUse: true,
+          leakReplace: false,
+          consumerImpact: "the token is reset in place; the old secret may stop working at once, so consumers can fail until they load the new value",
+        }
+      : {
+          issue: "overlap",
+          oldSurvivesIssue: true,
+          verify: "identity",
+          revoke: "api",
+          listByOwner: true,
+          reportsLastUse: true,
+          leakReplace: false,
+          consumerImpact: "no outage: a second token is created, the old one is deleted only after every consumer confirmed",
+        },
+  "snyk-service-account": () => ({
+    issue: "overlap",
+    oldSurvivesIssue: true,
+    verify: "identity",
+    revoke: "api",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: true,
+    consumerImpact: "no outage: a second client secret is added (at most two live), the old one is deleted after every consumer confirmed",
+  }),
+  "snyk-user-token": () => ({
+    issue: "human",
+    oldSurvivesIssue: false,
+    verify: "identity",
+    revoke: "none",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: false,
+    consumerImpact: "cut-over: the owner regenerates the token in the Snyk UI and the old one stops working at once; consumers fail until they load the new value",
+  }),
+  "snyk-pat": () => ({
+    issue: "human",
+    oldSurvivesIssue: true,
+    verify: "identity",
+    revoke: "api",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: false,
+    consumerImpact: "no outage: the owner creates a new PAT in the Snyk UI, the old PAT is deleted by API after every consumer confirmed",
+  }),
+  "qstash-token": () => ({
+    issue: "reset",
+    oldSurvivesIssue: false,
+    verify: "identity",
+    revoke: "none",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: false,
+    consumerImpact: "cut-over: rotate-token kills the old token at once; publishers fail until they load the new value",
+  }),
+  "qstash-signing-keys": () => ({
+    issue: "overlap",
+    oldSurvivesIssue: true,
+    verify: "identity",
+    revoke: "next-roll",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: false,
+    consumerImpact: "no outage: receivers accept current and next; the next roll is held until every receiver loaded the new pair",
+  }),
+  "crewai-crew": () => ({
+    issue: "human",
+    oldSurvivesIssue: false,
+    verify: "identity",
+    revoke: "none",
+    listByOwner: false,
+    reportsLastUse: false,
+    leakReplace: false,
+    consumerImpact: "cut-over: the owner presses Reset on the crew's page and the old token stops working at once; callers fail until they load the new value",
+  }),
+};
+
+export function capabilitiesOf(config: ProviderConfig): Capabilities {
+  return (TABLE[config.kind] as (c: ProviderConfig) => Capabilities)(config);
+}
+
+/** A cut-over credential cannot honour I2 (old value dies at issue): its policy must accept that. */
+export function isCutover(config: ProviderConfig): boolean {
+  return !capabilitiesOf(config).oldSurvivesIssue;
+}

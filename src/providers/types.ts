@@ -1,0 +1,123 @@
+/**
+ * The Provider interface: everything the rotation engine needs from a credential issuer. One
+ * adapter per provider kind, looked up in a `Record<ProviderKind, …>` map (src/providers/index.ts)
+ * so adding a kind fails to compile until every map has it.
+ *
+ * Secret values pass through these methods as plain strings held in memory for the length of one
+ * step. Adapters must never put a value in an error message, a log line or a returned id.
+ */
+import type { ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
+
+/** How a new credential comes to exist. */
+export type IssueMode =
+  /** The provider holds two at once: the old one keeps working until revoked. */
+  | "overlap"
+  /** A reset makes a new value and kills the old one at once (cut-over). */
+  | "reset"
+  /** Only a human can issue it (web UI); the value is submitted back to rekey. */
+  | "human";
+
+export interface Capabilities {
+  issue: IssueMode;
+  /** Does the old credential keep working after the new one is issued? false = cut-over. */
+  oldSurvivesIssue: boolean;
+  /** How the new value is checked before promotion; "none" where the provider offers no check. */
+  verify: "identity" | "none";
+  /** How the old credential is revoked: by API, not at all (it already died), or by the next roll (signing keys). */
+  revoke: "api" | "none" | "next-roll";
+  /** Can the provider list credentials by owner (offboarding finds unmanaged ones)? */
+  listByOwner: boolean;
+  /** Does the provider report when a credential was last used (usage confirmations)? */
+  reportsLastUse: boolean;
+  /** Has a mode meant for compromise that replaces every live credential at once (leak). */
+  leakReplace: boolean;
+  /** One-line summary for `rekey plan`: what consumers experience. */
+  consumerImpact: string;
+}
+
+/** A credential as the engine tracks it: an id at the provider, never the value. */
+export interface CredentialHandle {
+  /** Provider id of the credential (LaunchDarkly token `_id`, Snyk PAT id, …), where it has one. */
+  credentialId?: string;
+  /** Non-secret facts the adapter needs later (e.g. the member a token belongs to). */
+  meta?: Record<string, string>;
+}
+
+export interface IssuedCredential extends CredentialHandle {
+  /** The new secret value: in memory only, written to the store in the same step. */
+  value: string;
+}
+
+export interface ProviderContext<K extends ProviderKind = ProviderKind> {
+  config: ProviderConfigOf<K>;
+  policyId: string;
+  /** The rotation this call belongs to (a UUID); adapters name new credentials with it. */
+  rotationId: string;
+  /** Aborted when the job's lock is lost or the worker shuts down: stop at once. */
+  signal: AbortSignal;
+  /** Resolves a credential reference (management credential, successor's) to its value. */
+  resolve(ref: import("../policy/schema.ts").CredentialRef): Promise<string>;
+  now(): number;
+  /** Why the rotation runs: a leak revokes at once, offboarding issues for the successor. */
+  reason: RotationReason;
+  /** The successor member (offboarding only). */
+  successor?: string;
+}
+
+export type RotationReason = "scheduled" | "manual" | "leak" | "offboarding";
+
+export interface OwnedCredential {
+  credentialId: string;
+  name: string;
+  /** The provider's id or email of the member who owns it. */
+  owner: string;
+  kind?: string;
+  lastUsed?: number;
+}
+
+export interface Provider<K extends ProviderKind = ProviderKind> {
+  readonly kind: K;
+  capabilities(config: ProviderConfigOf<K>): Capabilities;
+
+  /**
+   * Which credential does this value belong to? Used on the old (current) value before issuing,
+   * so the engine records the id it will revoke. May return `{}` where the provider has no ids.
+   */
+  identify(ctx: ProviderContext<K>, value: string): Promise<CredentialHandle>;
+
+  /**
+   * Remove credentials that an earlier run of this same rotation issued but whose value never
+   * reached the store (a crash between the provider's answer and the store write). Returns the ids
+   * removed. Adapters that name credentials with the rotation id find them by listing.
+   */
+  cleanupOrphans?(ctx: ProviderContext<K>, keep: CredentialHandle | undefined): Promise<string[]>;
+
+  /**
+   * Issue a new credential (API providers only). `old` is the current value and its handle, where
+   * the secret already holds one (clone its role fields, or reset it).
+   */
+  issue?(ctx: ProviderContext<K>, old: (CredentialHandle & { value: string }) | undefined): Promise<IssuedCredential>;
+
+  /** Prove the value works and is the credential expected. Throws VerificationError if not. */
+  verify(ctx: ProviderContext<K>, value: string, expected: CredentialHandle): Promise<void>;
+
+  /**
+   * Revoke the old credential. Idempotent: a credential already gone counts as revoked. Takes the
+   * value too, for providers that name a secret by its value (Snyk client secrets).
+   */
+  revoke?(ctx: ProviderContext<K>, old: CredentialHandle & { value: string }): Promise<void>;
+
+  /** Leak response for providers with a compromise mode (Snyk `replace`): one call, all old ones die. */
+  replaceAll?(ctx: ProviderContext<K>): Promise<IssuedCredential>;
+
+  /** Credentials owned by a member (offboarding). */
+  listByOwner?(ctx: ProviderContext<K>, member: string): Promise<OwnedCredential[]>;
+
+  /** When the credential was last used (epoch ms), where the provider reports it. */
+  lastUsed?(ctx: ProviderContext<K>, handle: CredentialHandle): Promise<number | undefined>;
+
+  /** Human step: what the owner must do, with the link. */
+  instructions?(config: ProviderConfigOf<K>, opts: { policyId: string; rotationId: string; successor?: string }): { text: string; link: string };
+}
+
+export type ProviderRegistry = { [K in ProviderKind]: Provider<K> };

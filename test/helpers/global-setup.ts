@@ -1,0 +1,19 @@
+import type { TestProject } from "vitest/node";
+import { acquireRedis, type RunningRedis } from "./redis-server.ts";
+
+let redis: RunningRedis | undefined;
+
+export async function setup(project: TestProject): Promise<void> {
+  redis = await acquireRedis();
+  project.provide("redisUrl", redis.url);
+}
+
+export async function teardown(): Promise<void> {
+  await redis?.stop();
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    redisUrl: string;
+  }
+}
