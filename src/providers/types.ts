@@ -6,7 +6,7 @@
  * Secret values pass through these methods as plain strings held in memory for the length of one
  * step. Adapters must never put a value in an error message, a log line or a returned id.
  */
-import type { ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
+import type { CredentialRef, ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
 
 /** How a new credential comes to exist. */
 export type IssueMode =
@@ -56,7 +56,7 @@ export interface ProviderContext<K extends ProviderKind = ProviderKind> {
   /** Aborted when the job's lock is lost or the worker shuts down: stop at once. */
   signal: AbortSignal;
   /** Resolves a credential reference (management credential, successor's) to its value. */
-  resolve(ref: import("../policy/schema.ts").CredentialRef): Promise<string>;
+  resolve(ref: CredentialRef): Promise<string>;
   now(): number;
   /** Why the rotation runs: a leak revokes at once, offboarding issues for the successor. */
   reason: RotationReason;
