@@ -98,6 +98,12 @@ export interface Provider<K extends ProviderKind = ProviderKind> {
    */
   issue?(ctx: ProviderContext<K>, old: (CredentialHandle & { value: string }) | undefined): Promise<IssuedCredential>;
 
+  /**
+   * Reset providers whose value can be read again (QStash token, QStash signing keys): the value
+   * an interrupted issue produced, so a resumed rotation stores it instead of resetting twice.
+   */
+  recoverIssued?(ctx: ProviderContext<K>): Promise<IssuedCredential | undefined>;
+
   /** Prove the value works and is the credential expected. Throws VerificationError if not. */
   verify(ctx: ProviderContext<K>, value: string, expected: CredentialHandle): Promise<void>;
 
