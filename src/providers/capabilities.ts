@@ -18,7 +18,8 @@ const TABLE: CapabilityTable = {
           verify: "identity",
           revoke: "none",
           listByOwner: true,
-          reportsLastUse: true,
+          // One token id carries both secrets after a reset: its lastUsed cannot tell them apart.
+          reportsLastUse: false,
           leakReplace: false,
           consumerImpact: "the token is reset in place; the old secret may stop working at once, so consumers can fail until they load the new value",
         }

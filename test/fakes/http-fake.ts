@@ -44,6 +44,8 @@ export interface LoggedRequest {
   status: number;
   at: number;
   fault?: FaultKind;
+  /** The key faults were matched against (set where the fake has a `routeKey` hook). */
+  route?: string;
 }
 
 export interface FakeRequest {
@@ -112,6 +114,11 @@ export interface HttpFakeOptions {
   serverError?: (req: FakeRequest) => FakeReply;
   port?: number;
   host?: string;
+  /**
+   * The key fault rules and `count` match against (default `"<METHOD> <path>"`). RPC-style fakes
+   * whose every call is `POST /` name the operation here instead.
+   */
+  routeKey?: (req: FakeRequest) => string;
 }
 
 export class HttpFake {
@@ -151,7 +158,7 @@ export class HttpFake {
 
   /** Count of logged requests whose "METHOD path" matches. */
   count(route?: string | RegExp, status?: number): number {
-    return this.requests.filter((r) => matches(route, `${r.method} ${r.path}`) && (status === undefined || r.status === status)).length;
+    return this.requests.filter((r) => matches(route, r.route ?? `${r.method} ${r.path}`) && (status === undefined || r.status === status)).length;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -166,8 +173,9 @@ export class HttpFake {
       json = undefined;
     }
     const freq: FakeRequest = { method: req.method ?? "GET", path: u.pathname, query: u.searchParams, headers: req.headers, text, json };
-    const key = `${freq.method} ${freq.path}`;
+    const key = this.opts.routeKey?.(freq) ?? `${freq.method} ${freq.path}`;
     const log: LoggedRequest = { method: freq.method, path: freq.path, query: u.searchParams, status: 0, at: Date.now() };
+    if (this.opts.routeKey) log.route = key;
     this.requests.push(log);
 
     const fault = this.faults.take(key);

@@ -48,6 +48,7 @@ async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
   let lastErr: unknown;
   while (Date.now() < deadline) {
     const c = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    c.on("error", () => undefined); // connection refused while the server starts: retried below
     try {
       await c.connect();
       await c.ping();

@@ -1,0 +1,67 @@
+/**
+ * The audit trail: every step transition and every operator action, in Redis streams with bounded
+ * retention (one stream for everything, one per policy for `rekey history <policy>`). Entries hold
+ * ids, steps, outcomes and actors — never a value.
+ */
+import type { Redis } from "ioredis";
+
+export interface AuditEntry {
+  rotationId?: string;
+  policyId?: string;
+  /** The step or action, e.g. `issuing`, `confirmation`, `leak.requested`. */
+  step: string;
+  /** `ok`, `refused`, `failed`, `skipped`, … */
+  outcome: string;
+  /** Who: `worker`, `scheduler`, `consumer:<id>`, `cli`, `api:admin`. */
+  actor: string;
+  message?: string;
+}
+
+export interface AuditRecord extends AuditEntry {
+  id: string;
+  at: number;
+}
+
+export class Audit {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly opts: { maxLen: number; perPolicyMaxLen?: number; now?: () => number },
+  ) {}
+
+  private streamKey(policyId?: string): string {
+    return policyId ? `${this.prefix}:audit:policy:${policyId}` : `${this.prefix}:audit`;
+  }
+
+  async record(entry: AuditEntry): Promise<void> {
+    const at = (this.opts.now ?? Date.now)();
+    const fields: string[] = ["at", String(at), "step", entry.step, "outcome", entry.outcome, "actor", entry.actor];
+    if (entry.rotationId) fields.push("rotationId", entry.rotationId);
+    if (entry.policyId) fields.push("policyId", entry.policyId);
+    if (entry.message) fields.push("message", entry.message);
+    const m = this.redis.multi().xadd(this.streamKey(), "MAXLEN", "~", String(this.opts.maxLen), "*", ...fields);
+    if (entry.policyId) {
+      m.xadd(this.streamKey(entry.policyId), "MAXLEN", "~", String(this.opts.perPolicyMaxLen ?? 1_000), "*", ...fields);
+    }
+    await m.exec();
+  }
+
+  /** Newest first. */
+  async history(opts: { policyId?: string; limit?: number } = {}): Promise<AuditRecord[]> {
+    const rows = await this.redis.xrevrange(this.streamKey(opts.policyId), "+", "-", "COUNT", opts.limit ?? 100);
+    return rows.map(([id, flat]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+      return {
+        id,
+        at: Number(f.at),
+        step: f.step ?? "",
+        outcome: f.outcome ?? "",
+        actor: f.actor ?? "",
+        rotationId: f.rotationId,
+        policyId: f.policyId,
+        message: f.message,
+      };
+    });
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Every queue and worker operational default in one place, each with its reason.
+ */
+import type { DefaultJobOptions } from "bullmq";
+
+export const ROTATION_QUEUE = "rotations";
+export const NOTIFY_QUEUE = "notify";
+
+export const rotationJobOptions: DefaultJobOptions = {
+  // Transient failures (a provider's 5xx, a dropped connection) are retried with backoff; 8
+  // attempts at 5 s doubling cover about 20 minutes of an outage before the failure path runs.
+  // Rate limits and waiting for consumers do not use attempts (moveToDelayed skips them).
+  attempts: 8,
+  backoff: { type: "exponential", delay: 5_000 },
+  // Completed rotations stay a day for `rekey status` / Bull Board, then go: the audit stream
+  // and the rotation records are the long-term history. Bounded so Redis memory stays flat.
+  removeOnComplete: { age: 86_400, count: 10_000 },
+  // Failed rotations stay a week so an operator can inspect them.
+  removeOnFail: { age: 7 * 86_400, count: 10_000 },
+};
+
+/** Lower is sooner in BullMQ: leaks go ahead of everything. */
+export const PRIORITY = { leak: 1, offboarding: 5, manual: 5, scheduled: 10 } as const;
+
+export const workerDefaults = {
+  // A step holds its lock while it calls a provider and the store; 60 s covers the HTTP timeouts
+  // (15 s per call) with room, and a dead worker's job is picked up again within about a minute.
+  lockDuration: 60_000,
+  // How often BullMQ looks for stalled jobs (a worker that died mid-step).
+  stalledInterval: 15_000,
+  // A job that stalls this often is failed rather than retried forever (a step that crashes its
+  // worker every time). Each resumed step is idempotent, so a few stalls are harmless.
+  maxStalledCount: 5,
+} as const;
+
+export const engineDefaults = {
+  /** Re-check pending confirmations at least this often (push confirmations wake the job at once). */
+  confirmationRecheckMs: 30_000,
+  /** Remind the owner of a pending human step this often. */
+  humanReminderMs: 4 * 3_600_000,
+  /** How long a human step may wait before it needs attention. */
+  humanTimeoutMs: 3 * 86_400_000,
+  /** After needs-attention, retry the step this often (an operator may have fixed the cause). */
+  attentionRetryMs: 15 * 60_000,
+  /** Rotation records and per-rotation confirmation sets are kept this long after the end. */
+  recordTtlSec: 30 * 86_400,
+  /** In-process retries of the store write that must not lose a freshly issued value. */
+  storeWriteRetries: 5,
+  /** Added to a rate limit's reset time so a fleet does not retry in the same millisecond. */
+  rateLimitJitterMs: 250,
+  /** AWS Secrets Manager: PutSecretValue + UpdateSecret + UpdateSecretVersionStage, per account and region. */
+  awsWritesPerSecond: 50,
+} as const;

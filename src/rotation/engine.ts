@@ -1,0 +1,693 @@
+/**
+ * The rotation protocol: one BullMQ job per rotation, a step cursor in its data, and steps that
+ * each read the outside truth (store version stages, the provider) before acting, so a step re-run
+ * after a crash or a lost lock changes nothing the first run already did.
+ *
+ *   start -> issuing | awaiting-human -> verifying -> promoting -> awaiting-confirmation
+ *         -> revoking -> done
+ *   failure before promotion: the new credential is cleaned up; the old one stays current (I6)
+ *   failure after promotion: needs-attention, the old credential kept alive, retried later
+ *
+ * The engine decides; providers and the store act. Invariants are enforced where marked (I1–I6).
+ */
+import { DelayedError, type Job, UnrecoverableError } from "bullmq";
+import { createHash } from "node:crypto";
+import type { Audit } from "../audit/audit.ts";
+import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
+import { errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
+import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
+import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
+import { engineDefaults } from "./defaults.ts";
+import { RotationJobData, type Step } from "./job.ts";
+import { type RekeyState, TERMINAL } from "./state.ts";
+
+export type EngineEventType =
+  | "rotation.started"
+  | "rotation.awaiting-confirmation"
+  | "rotation.completed"
+  | "rotation.failed"
+  | "rotation.needs-attention"
+  | "rotation.leak"
+  | "human.action-required"
+  | "human.reminder";
+
+export interface EngineEvent {
+  type: EngineEventType;
+  rotationId: string;
+  policyId: string;
+  reason: string;
+  message: string;
+  versionId?: string;
+  /** Consumers still awaited (awaiting-confirmation, needs-attention). */
+  consumers?: string[];
+  instructions?: string;
+  link?: string;
+}
+
+export interface PolicySource {
+  get(policyId: string): Policy | undefined;
+}
+
+/** Points where fault-injection tests kill the worker (see workers/rotation-worker.ts). */
+export type CrashPoint = "after-issue" | "after-store" | "after-promote";
+
+export interface EngineDeps {
+  state: RekeyState;
+  audit: Audit;
+  store: SecretStore;
+  providers: ProviderRegistry;
+  policies: PolicySource;
+  resolve(ref: CredentialRef): Promise<string>;
+  notify(policy: Policy, event: EngineEvent): Promise<void>;
+  /** Wake a delayed job (another rotation taken over by a leak). */
+  wake(jobId: string): Promise<void>;
+  now(): number;
+  log: Logger;
+  /** REKEY_FINGERPRINT_KEY: fingerprints for confirmations and the leaked-value index. */
+  fingerprintKey?: string;
+  fetch?: typeof fetch;
+  /** AWS write pacing (per region, shared by all workers through Redis); default 50/s. */
+  awsWritesPerSecond?: number;
+  crashAt?: (point: CrashPoint) => void;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+interface StepOutcome {
+  data: RotationJobData;
+  /** Park the job (no worker slot held) until this epoch ms. */
+  waitUntil?: number;
+}
+
+/** Failure-path marker kept in job data so an interrupted cleanup resumes as cleanup. */
+type Data = RotationJobData & { failing?: string };
+
+export function refOf(policy: Policy): SecretRef {
+  return { secretId: policy.target.secretId, region: policy.target.region, jsonKey: policy.target.jsonKey };
+}
+
+/** Rate-limit scope of a provider: kind, host and management credential (limits are per key). */
+export function providerScope(config: ProviderConfig): string {
+  const host = "baseUrl" in config && config.baseUrl ? new URL(config.baseUrl).host : "crewUrl" in config ? new URL(config.crewUrl).host : "default";
+  const mgmt = "management" in config ? createHash("sha256").update(JSON.stringify(config.management)).digest("hex").slice(0, 12) : "none";
+  return `${config.kind}:${host}:${mgmt}`;
+}
+
+export function storeScope(ref: SecretRef): string {
+  return `aws:${ref.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "default"}`;
+}
+
+export class RotationEngine {
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+  }
+
+  /** The BullMQ processor. */
+  readonly process = async (job: Job, token?: string, signal?: AbortSignal): Promise<{ status: string }> => {
+    const parsed = RotationJobData.safeParse(job.data);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      throw new UnrecoverableError(`rotation job ${job.id}: invalid job data at ${first?.path.join(".") || "(root)"}: ${first?.message}`);
+    }
+    let data: Data = { ...parsed.data, failing: (job.data as Data).failing };
+    const abort = signal ?? new AbortController().signal;
+    const policy = this.deps.policies.get(data.policyId);
+    if (!policy) return this.policyMissing(job, data, token);
+
+    const run = new Run(this.deps, policy, data, job, abort, this.sleep);
+    try {
+      if (data.failing) return await run.fail(data.failing, token);
+      while (data.step !== "done") {
+        abort.throwIfAborted();
+        const out = await run.step(data.step);
+        data = out.data;
+        run.data = data;
+        await job.updateData(data);
+        if (out.waitUntil !== undefined) return await parkJob(this.deps, job, data, out.waitUntil, token);
+      }
+      return { status: "completed" };
+    } catch (err) {
+      data = run.data;
+      if (err instanceof DelayedError) throw err;
+      if (abort.aborted) {
+        // Lock lost or shutting down: another worker owns the job now. Save nothing more.
+        throw err;
+      }
+      if (err instanceof RateLimitedError) {
+        const until = err.retryAt + Math.floor(Math.random() * engineDefaults.rateLimitJitterMs);
+        await this.deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, outcome: "rate-limited", actor: "worker", message: err.message });
+        await job.updateData(data);
+        return await parkJob(this.deps, job, data, until, token);
+      }
+      const attempts = job.opts.attempts ?? 1;
+      const lastAttempt = job.attemptsMade + 1 >= attempts;
+      const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
+      if (permanent || lastAttempt) return await run.fail(errorMessage(err), token);
+      this.deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");
+      await job.updateData(data);
+      throw err;
+    }
+  };
+
+  private async policyMissing(job: Job, data: Data, token: string | undefined): Promise<{ status: string }> {
+    const message = `policy ${data.policyId} is no longer loaded; restore the policy file to let rotation ${data.rotationId} continue`;
+    if (data.step === "start") {
+      await this.deps.state.endRecord(data, "skipped", message, this.deps.now(), engineDefaults.recordTtlSec);
+      await this.deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: "start", outcome: "skipped", actor: "worker", message });
+      return { status: "skipped" };
+    }
+    await this.deps.state.updateRecord(data.rotationId, { status: "needs-attention", message, policyId: data.policyId });
+    return parkJob(this.deps, job, data, this.deps.now() + engineDefaults.attentionRetryMs, token);
+  }
+}
+
+/**
+ * Park the job until `until` without holding a worker slot (and without using an attempt).
+ * Confirmations wake it early: they set a wake flag and promote the delayed job.
+ */
+async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, token: string | undefined): Promise<never> {
+  const wakeKey = deps.state.key("wake", data.rotationId);
+  await deps.state.redis.del(wakeKey);
+  await job.moveToDelayed(Math.max(until, deps.now() + 1), token);
+  // A confirmation may have arrived while this run was deciding to wait: it set the wake flag but
+  // could not promote a job that was still active. Promote now so it is not missed until the next
+  // re-check.
+  if (await deps.state.redis.get(wakeKey)) await job.promote().catch(() => undefined);
+  throw new DelayedError();
+}
+
+function isNetworkish(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return typeof code === "string" && /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|UND_ERR)/.test(code);
+}
+
+/** One execution of one rotation job: the policy, the provider, the store, and the steps. */
+class Run {
+  readonly provider: Provider;
+  readonly caps: Capabilities;
+  readonly ref: SecretRef;
+  readonly pScope: string;
+  readonly sScope: string;
+
+  constructor(
+    readonly deps: EngineDeps,
+    readonly policy: Policy,
+    public data: Data,
+    readonly job: Job,
+    readonly signal: AbortSignal,
+    readonly sleep: (ms: number) => Promise<void>,
+  ) {
+    this.provider = deps.providers[policy.provider.kind] as Provider;
+    this.caps = this.provider.capabilities(policy.provider as never);
+    this.ref = refOf(policy);
+    this.pScope = providerScope(policy.provider);
+    this.sScope = storeScope(this.ref);
+  }
+
+  get now(): number {
+    return this.deps.now();
+  }
+
+  ctx(): ProviderContext {
+    return {
+      config: this.policy.provider,
+      policyId: this.policy.id,
+      rotationId: this.data.rotationId,
+      signal: this.signal,
+      resolve: this.deps.resolve,
+      now: this.deps.now,
+      reason: this.data.reason,
+      successor: this.data.successor,
+    };
+  }
+
+  async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+    await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+  }
+
+  async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
+    try {
+      await this.deps.notify(this.policy, { type, rotationId: this.data.rotationId, policyId: this.policy.id, reason: this.data.reason, message, ...extra });
+    } catch (err) {
+      // Notifications go through their own durable queue; failing to enqueue one must not undo a step.
+      this.deps.log.error({ rotationId: this.data.rotationId, err: errorMessage(err) }, "could not enqueue notification");
+    }
+  }
+
+  /** A provider call behind the shared rate-limit gate: a 429 closes the gate for every worker. */
+  async providerCall<T>(fn: () => Promise<T>): Promise<T> {
+    const until = await this.deps.state.gate(this.pScope);
+    if (until > this.now) throw new RateLimitedError(this.pScope, until, `${this.policy.provider.kind} is rate limited until ${new Date(until).toISOString()} (another rotation hit the limit)`);
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof RateLimitedError) {
+        await this.deps.state.closeGate(this.pScope, err.retryAt);
+        throw new RateLimitedError(this.pScope, err.retryAt, err.message);
+      }
+      throw err;
+    }
+  }
+
+  /** A store call behind the AWS write pacing and the shared throttle gate. */
+  async storeWrite<T>(fn: () => Promise<T>): Promise<T> {
+    const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
+    for (;;) {
+      const until = await this.deps.state.gate(this.sScope);
+      if (until > this.now) {
+        if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
+        await this.sleep(until - this.now);
+        continue;
+      }
+      const wait = Number.isFinite(perSec) ? await this.deps.state.pace(this.sScope, perSec, 1_000, this.now) : 0;
+      if (wait === 0) break;
+      await this.sleep(wait);
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof RateLimitedError) await this.deps.state.closeGate(this.sScope, err.retryAt);
+      throw err;
+    }
+  }
+
+  async readVersion(versionId: string): Promise<StoredVersion | undefined> {
+    return this.deps.store.getVersion(this.ref, versionId, this.signal);
+  }
+
+  async step(step: Step): Promise<StepOutcome> {
+    switch (step) {
+      case "start":
+        return this.start();
+      case "issuing":
+        return this.issuing();
+      case "awaiting-human":
+        return this.awaitingHuman();
+      case "verifying":
+        return this.verifying();
+      case "promoting":
+        return this.promoting();
+      case "awaiting-confirmation":
+        return this.awaitingConfirmation();
+      case "revoking":
+        return this.revoking();
+      case "done":
+        return { data: this.data };
+    }
+  }
+
+  // ---- start ---------------------------------------------------------------------------------
+
+  async start(): Promise<StepOutcome> {
+    const d = this.data;
+    const { state } = this.deps;
+    // I3: at most one rotation in flight per policy.
+    let holder = await state.acquire(d.policyId, d.rotationId);
+    if (holder !== d.rotationId) {
+      const other = await state.getRecord(holder);
+      const stale = !other || TERMINAL.has(other.status);
+      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+    }
+    if (holder !== d.rotationId) return this.yieldTo(holder);
+
+    const existing = await state.getRecord(d.rotationId);
+    if (!existing) {
+      await state.putRecord({
+        rotationId: d.rotationId,
+        policyId: d.policyId,
+        reason: d.reason,
+        actor: d.actor,
+        status: "running",
+        step: "start",
+        jobId: String(this.job.id),
+        startedAt: d.startedAt,
+        updatedAt: this.now,
+        leak: d.reason === "leak" ? true : undefined,
+        member: d.member,
+        successor: d.successor,
+      });
+    }
+    const current = await this.deps.store.getCurrent(this.ref, this.signal);
+    let oldHandle: CredentialHandle = {};
+    if (current && current.versionId !== d.rotationId) {
+      oldHandle = await this.providerCall(() => this.provider.identify(this.ctx(), current.value));
+    }
+    const next: Data = {
+      ...d,
+      step: this.caps.issue === "human" ? "awaiting-human" : "issuing",
+      oldVersionId: current && current.versionId !== d.rotationId ? current.versionId : d.oldVersionId,
+      oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
+      oldMeta: oldHandle.meta ?? d.oldMeta,
+    };
+    await state.updateRecord(d.rotationId, { step: next.step, oldVersionId: next.oldVersionId, policyId: d.policyId, status: "running" });
+    await this.auditStep("start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
+    await this.event("rotation.started", `${d.reason} rotation of ${this.policy.id} started`, { versionId: d.rotationId });
+    return { data: next };
+  }
+
+  /** Another rotation holds the policy: a leak takes it over, anything else is skipped. */
+  async yieldTo(holder: string): Promise<StepOutcome> {
+    const d = this.data;
+    const { state } = this.deps;
+    let message: string;
+    if (d.reason === "leak") {
+      const other = await state.getRecord(holder);
+      await state.updateRecord(holder, { leak: true, policyId: d.policyId });
+      if (other?.jobId) await this.deps.wake(other.jobId);
+      message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted`;
+      await this.deps.audit.record({ rotationId: holder, policyId: d.policyId, step: "leak.takeover", outcome: "ok", actor: d.actor, message: `taken over by leak request ${d.rotationId}` });
+    } else {
+      message = `skipped: rotation ${holder} of this policy is still in flight`;
+    }
+    await state.putRecord({
+      rotationId: d.rotationId,
+      policyId: d.policyId,
+      reason: d.reason,
+      actor: d.actor,
+      status: "skipped",
+      step: "start",
+      jobId: String(this.job.id),
+      startedAt: d.startedAt,
+      updatedAt: this.now,
+      message,
+    });
+    await state.endRecord(d, "skipped", message, this.now, engineDefaults.recordTtlSec);
+    await this.auditStep("start", "skipped", message, d.actor);
+    return { data: { ...d, step: "done" } };
+  }
+
+  // ---- issuing (API providers) ---------------------------------------------------------------
+
+  async issuing(): Promise<StepOutcome> {
+    const d = this.data;
+    // I4: the store is the truth. A version under this rotation's token means an earlier run
+    // already issued and stored the value; do not issue again.
+    const stored = await this.readVersion(d.rotationId);
+    if (stored) return this.afterStored(stored);
+
+    if (!this.provider.issue) throw new PermanentError(`provider ${this.policy.provider.kind} cannot issue credentials by API`);
+    let issued: IssuedCredential | undefined;
+    let replaced = false;
+    if (this.caps.issue === "reset" && d.issueStarted && this.provider.recoverIssued) {
+      // A reset already ran and its value was lost with the worker: read it back, never reset twice.
+      const recovered = await this.providerCall(() => this.provider.recoverIssued!(this.ctx()));
+      const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
+      // The worker may have died before the reset call itself: then the live value is still the old one.
+      if (recovered && recovered.value !== old?.value) issued = recovered;
+    }
+    if (!issued) {
+      if (this.provider.cleanupOrphans) {
+        const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
+        if (removed.length) await this.auditStep("issuing", "cleanup", `removed ${removed.length} credential(s) an interrupted run of this rotation had issued: ${removed.join(", ")}`);
+      }
+      const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
+      if (this.caps.issue === "reset") {
+        // Persist before the reset: from here on the old value may be dead (needs-attention on failure).
+        this.data = { ...this.data, issueStarted: true };
+        await this.job.updateData(this.data);
+      }
+      const ctx = this.ctx();
+      if (d.reason === "leak" && this.caps.leakReplace && this.provider.replaceAll) {
+        issued = await this.providerCall(() => this.provider.replaceAll!(ctx));
+        replaced = true;
+      } else {
+        const oldArg = old ? { value: old.value, credentialId: d.oldCredentialId, meta: d.oldMeta } : undefined;
+        issued = await this.providerCall(() => this.provider.issue!(ctx, oldArg));
+      }
+    }
+    this.deps.crashAt?.("after-issue");
+    await this.storeIssued(issued);
+    this.deps.crashAt?.("after-store");
+    const next: Data = { ...this.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || this.data.oldRevokedByReplace, step: "verifying" };
+    await this.indexNew(issued.value, issued.credentialId);
+    await this.auditStep("issuing", "ok", `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (AWSPENDING)`);
+    return { data: next };
+  }
+
+  /**
+   * I1: the value exists only in memory until this write succeeds, so it is retried in-process.
+   * If it cannot be stored: an overlap credential is revoked again (nothing live is lost); a reset
+   * credential whose value can be read back is left for the next attempt; otherwise the rotation
+   * needs attention, because the old value is already dead.
+   */
+  async storeIssued(issued: IssuedCredential): Promise<void> {
+    let lastErr: unknown;
+    for (let i = 0; i < engineDefaults.storeWriteRetries; i++) {
+      try {
+        await this.storeWrite(() => this.deps.store.putPending(this.ref, this.data.rotationId, issued.value, this.signal));
+        return;
+      } catch (err) {
+        lastErr = err;
+        if (err instanceof PermanentError || this.signal.aborted) break;
+        const wait = err instanceof RateLimitedError ? Math.min(5_000, Math.max(100, err.retryAt - this.now)) : 250 * 2 ** i;
+        await this.sleep(wait);
+      }
+    }
+    const why = errorMessage(lastErr);
+    if (this.caps.issue === "overlap" && this.provider.revoke) {
+      await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: issued.value, credentialId: issued.credentialId, meta: issued.meta }));
+      await this.auditStep("issuing", "compensated", `store write failed (${why}); the new credential was revoked again and the old one stays current`);
+      if (lastErr instanceof PermanentError) throw lastErr;
+      throw new TransientError(`could not store the new credential: ${why}`);
+    }
+    if (this.caps.issue === "reset" && this.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
+    throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead`);
+  }
+
+  async indexNew(value: string, credentialId: string | undefined): Promise<void> {
+    const key = this.deps.fingerprintKey;
+    const patch: Record<string, string> = {};
+    if (credentialId) patch.newCredentialId = credentialId;
+    if (key) {
+      const fp = keyedFingerprint(key, value);
+      patch.newFingerprint = fp;
+      await this.deps.state.indexFingerprint(fp, { policyId: this.policy.id, versionId: this.data.rotationId });
+    }
+    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id });
+  }
+
+  async afterStored(stored: StoredVersion): Promise<StepOutcome> {
+    const d = this.data;
+    let credentialId = d.newCredentialId;
+    if (!credentialId) {
+      const rec = await this.deps.state.getRecord(d.rotationId);
+      credentialId = rec?.newCredentialId;
+    }
+    if (!credentialId && this.caps.issue !== "human") {
+      const handle = await this.providerCall(() => this.provider.identify(this.ctx(), stored.value));
+      credentialId = handle.credentialId;
+    }
+    await this.indexNew(stored.value, credentialId);
+    return { data: { ...d, newCredentialId: credentialId, step: "verifying" } };
+  }
+
+  // ---- awaiting-human ------------------------------------------------------------------------
+
+  async awaitingHuman(): Promise<StepOutcome> {
+    const d = this.data;
+    const stored = await this.readVersion(d.rotationId);
+    if (stored) return this.afterStored(stored);
+    const now = this.now;
+    if (!d.humanRequestedAt) {
+      const how = this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
+      const cut = !this.caps.oldSurvivesIssue;
+      await this.deps.state.updateRecord(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: this.policy.id });
+      if (cut) {
+        // Consumers hear about a cut-over before the human acts (the old value dies at reset).
+        await this.event("rotation.leak", `${this.policy.id}: the credential will be reset by ${this.policy.owner}; the old value stops working at once — reload ${this.policy.target.secretId} when told the new version is current`);
+      }
+      await this.event("human.action-required", `${this.policy.owner}: a new credential is needed for ${this.policy.id}`, { instructions: how?.text, link: how?.link });
+      await this.auditStep("awaiting-human", "requested", `instructions sent to ${this.policy.owner}`);
+      const next = { ...d, humanRequestedAt: now, lastReminderAt: now };
+      return { data: next, waitUntil: now + engineDefaults.humanReminderMs };
+    }
+    if (now - d.humanRequestedAt > engineDefaults.humanTimeoutMs) {
+      throw new PermanentError(`no new value was submitted within ${Math.round(engineDefaults.humanTimeoutMs / 3_600_000)} h (rekey submit ${d.rotationId})`);
+    }
+    if (now - (d.lastReminderAt ?? 0) >= engineDefaults.humanReminderMs) {
+      const how = this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
+      await this.event("human.reminder", `${this.policy.owner}: rekey is still waiting for a new credential for ${this.policy.id}`, { instructions: how?.text, link: how?.link });
+      return { data: { ...d, lastReminderAt: now }, waitUntil: now + engineDefaults.humanReminderMs };
+    }
+    return { data: d, waitUntil: (d.lastReminderAt ?? now) + engineDefaults.humanReminderMs };
+  }
+
+  // ---- verifying -----------------------------------------------------------------------------
+
+  async verifying(): Promise<StepOutcome> {
+    const d = this.data;
+    const stored = await this.readVersion(d.rotationId);
+    if (!stored) {
+      // The pending version is gone (discarded by hand?): go back and issue again.
+      return { data: { ...d, step: this.caps.issue === "human" ? "awaiting-human" : "issuing", humanRequestedAt: undefined } };
+    }
+    await this.providerCall(() => this.provider.verify(this.ctx(), stored.value, { credentialId: d.newCredentialId, meta: d.newMeta }));
+    await this.auditStep("verifying", "ok", `new credential passed the ${this.policy.provider.kind} identity check`);
+    return { data: { ...d, step: "promoting" } };
+  }
+
+  // ---- promoting -----------------------------------------------------------------------------
+
+  async promoting(): Promise<StepOutcome> {
+    const d = this.data;
+    await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal));
+    const promotedAt = d.promotedAt ?? this.now;
+    this.deps.crashAt?.("after-promote");
+    const rec = await this.deps.state.getRecord(d.rotationId);
+    const leak = d.reason === "leak" || rec?.leak === true;
+    await this.deps.state.updateRecord(d.rotationId, { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt, policyId: this.policy.id });
+    await this.auditStep("promoting", "ok", `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`);
+    const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
+    if (leak) {
+      await this.event("rotation.leak", `${this.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${this.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
+    } else {
+      await this.event("rotation.awaiting-confirmation", `${this.policy.id}: version ${d.rotationId} of ${this.policy.target.secretId} is current; load it and confirm`, { versionId: d.rotationId, consumers: required });
+    }
+    return { data: { ...d, promotedAt, step: leak ? "revoking" : "awaiting-confirmation" } };
+  }
+
+  // ---- awaiting-confirmation -----------------------------------------------------------------
+
+  async awaitingConfirmation(): Promise<StepOutcome> {
+    const d = this.data;
+    const now = this.now;
+    const rec = await this.deps.state.getRecord(d.rotationId);
+    if (rec?.leak) {
+      await this.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
+      return { data: { ...d, step: "revoking" } };
+    }
+    const confirmed = await this.deps.state.confirmations(d.rotationId);
+    const promotedAt = d.promotedAt ?? now;
+    let nextCheck = now + engineDefaults.confirmationRecheckMs;
+    for (const c of this.policy.consumers) {
+      if (confirmed.has(c.id)) continue;
+      if (c.confirm === "probe") {
+        nextCheck = Math.min(nextCheck, now + c.interval);
+        if (await this.probe(c.url, d.rotationId, rec?.newFingerprint)) {
+          if (await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: now, via: "probe", versionId: d.rotationId })) {
+            await this.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
+          }
+          confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
+        }
+      } else if (c.confirm === "usage" && this.provider.lastUsed && d.oldCredentialId) {
+        const last = await this.providerCall(() => this.provider.lastUsed!(this.ctx(), { credentialId: d.oldCredentialId, meta: d.oldMeta }));
+        const quietSince = Math.max(promotedAt, last ?? 0);
+        if (now - quietSince >= c.quietFor) {
+          await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: now, via: "usage" });
+          await this.auditStep("confirmation", "ok", `the old credential has not been used since ${new Date(quietSince).toISOString()} (usage)`, `consumer:${c.id}`);
+          confirmed.set(c.id, { consumerId: c.id, at: now, via: "usage" });
+        } else {
+          nextCheck = Math.min(nextCheck, quietSince + c.quietFor);
+        }
+      }
+    }
+    const waiting = this.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
+    // I2: the old credential is revoked only once every required consumer confirmed…
+    if (waiting.length === 0) {
+      await this.auditStep("awaiting-confirmation", "ok", "every required consumer confirmed");
+      return { data: { ...d, step: "revoking" } };
+    }
+    const deadline = promotedAt + this.policy.confirmation.timeout;
+    if (now >= deadline) {
+      // …or after the timeout where the policy says so.
+      if (this.policy.confirmation.onTimeout === "revoke") {
+        await this.auditStep("awaiting-confirmation", "timeout", `no confirmation from ${waiting.join(", ")}; the policy says onTimeout: revoke`);
+        return { data: { ...d, step: "revoking" } };
+      }
+      if (!d.attentionSince) {
+        const message = `${this.policy.id}: ${waiting.join(", ")} did not confirm version ${d.rotationId} within the timeout; the old credential stays alive (onTimeout: keep-old)`;
+        await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message, policyId: this.policy.id });
+        await this.auditStep("awaiting-confirmation", "needs-attention", message);
+        await this.event("rotation.needs-attention", message, { versionId: d.rotationId, consumers: waiting });
+      }
+      return { data: { ...d, attentionSince: d.attentionSince ?? now }, waitUntil: now + engineDefaults.attentionRetryMs };
+    }
+    await this.deps.state.updateRecord(d.rotationId, { status: d.attentionSince ? "needs-attention" : "awaiting-confirmation", message: `waiting for ${waiting.join(", ")}`, policyId: this.policy.id });
+    return { data: d, waitUntil: Math.min(nextCheck, deadline) };
+  }
+
+  async probe(url: string, versionId: string, fp: string | undefined): Promise<boolean> {
+    try {
+      const res = await (this.deps.fetch ?? fetch)(url, { signal: AbortSignal.any([this.signal, AbortSignal.timeout(5_000)]), headers: { accept: "application/json" } });
+      if (!res.ok) return false;
+      const text = (await res.text()).trim();
+      let reported: { versionId?: unknown; fingerprint?: unknown } = {};
+      try {
+        reported = JSON.parse(text) as typeof reported;
+      } catch {
+        reported = { versionId: text, fingerprint: text };
+      }
+      return reported.versionId === versionId || (fp !== undefined && reported.fingerprint === fp);
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- revoking ------------------------------------------------------------------------------
+
+  async revoking(): Promise<StepOutcome> {
+    const d = this.data;
+    const rec = await this.deps.state.getRecord(d.rotationId);
+    const leak = d.reason === "leak" || rec?.leak === true;
+    let what = "nothing to revoke (the old credential died when the new one was issued)";
+    if (this.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
+    if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
+    else if (this.caps.revoke === "api" && this.provider.revoke && d.oldVersionId) {
+      const old = await this.readVersion(d.oldVersionId);
+      if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
+      await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
+      what = `old credential${d.oldCredentialId ? ` ${d.oldCredentialId}` : ""} revoked${leak ? " (leak: without waiting for consumers)" : ""}`;
+    }
+    const now = this.now;
+    await this.auditStep("revoking", "ok", what);
+    await this.deps.state.endRecord(d, "completed", what, now, engineDefaults.recordTtlSec);
+    await this.deps.state.release(d.policyId, d.rotationId);
+    await this.event("rotation.completed", `${this.policy.id}: rotation completed; ${what}`, { versionId: d.rotationId });
+    return { data: { ...d, step: "done" } };
+  }
+
+  // ---- failure path --------------------------------------------------------------------------
+
+  async fail(message: string, token: string | undefined): Promise<{ status: string }> {
+    const d: Data = { ...this.data, failing: message };
+    this.data = d;
+    await this.job.updateData(d);
+    if (d.promotedAt) {
+      // After promotion nothing is undone: the new value is current and the old one stays alive.
+      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${Math.round(engineDefaults.attentionRetryMs / 60_000)} min`;
+      const cleared: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
+      if (!d.attentionSince) {
+        await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message: text, policyId: this.policy.id });
+        await this.auditStep(d.step, "needs-attention", text);
+        await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
+      }
+      await this.job.updateData(cleared);
+      this.data = cleared;
+      return parkJob(this.deps, this.job, cleared, this.now + engineDefaults.attentionRetryMs, token);
+    }
+    // I6: before promotion the old credential stays current. Clean up what this rotation made.
+    const cleanup: string[] = [];
+    const pending = await this.readVersion(d.rotationId);
+    if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
+      await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
+      cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
+    }
+    if (pending || d.step !== "start") {
+      await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
+      if (pending) cleanup.push("pending version discarded");
+    }
+    const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
+    const status = oldMayBeDead ? "needs-attention" : "failed";
+    const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
+      oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
+    }`;
+    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec);
+    await this.deps.state.release(d.policyId, d.rotationId);
+    await this.auditStep(d.step, "failed", text);
+    await this.event(status === "failed" ? "rotation.failed" : "rotation.needs-attention", text, { versionId: d.rotationId });
+    throw new UnrecoverableError(text);
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The rotation job's data: a versioned cursor and provider artifacts (ids, never values). A
+ * payload that does not parse is unrecoverable (it was written by something else, or by a version
+ * that no longer exists), not retried.
+ */
+import { z } from "zod";
+
+export const STEPS = [
+  "start",
+  "issuing",
+  "awaiting-human",
+  "verifying",
+  "promoting",
+  "awaiting-confirmation",
+  "revoking",
+  "done",
+] as const;
+export type Step = (typeof STEPS)[number];
+
+export const REASONS = ["scheduled", "manual", "leak", "offboarding"] as const;
+export type Reason = (typeof REASONS)[number];
+
+const Meta = z.record(z.string(), z.string());
+
+export const RotationJobData = z.object({
+  v: z.literal(1),
+  rotationId: z.uuid(),
+  policyId: z.string().min(1),
+  reason: z.enum(REASONS),
+  /** Who asked: `scheduler`, `cli:<user>`, `api:admin`, … */
+  actor: z.string().min(1),
+  /** Scheduled slot (epoch ms). */
+  slot: z.number().int().optional(),
+  /** Offboarding: the member the new credential is issued for. */
+  successor: z.string().optional(),
+  /** Offboarding: the departed member. */
+  member: z.string().optional(),
+  step: z.enum(STEPS),
+  /** Store version that was AWSCURRENT when the rotation started: the credential to revoke. */
+  oldVersionId: z.string().optional(),
+  oldCredentialId: z.string().optional(),
+  oldMeta: Meta.optional(),
+  newCredentialId: z.string().optional(),
+  newMeta: Meta.optional(),
+  /** A reset provider was asked for a new value: the old one may be dead from here on. */
+  issueStarted: z.boolean().optional(),
+  /** The old credential was replaced by a compromise-mode call (it is already dead). */
+  oldRevokedByReplace: z.boolean().optional(),
+  startedAt: z.number().int(),
+  promotedAt: z.number().int().optional(),
+  humanRequestedAt: z.number().int().optional(),
+  lastReminderAt: z.number().int().optional(),
+  /** Set when the rotation was flagged needs-attention, so the alert is sent once. */
+  attentionSince: z.number().int().optional(),
+});
+export type RotationJobData = z.infer<typeof RotationJobData>;
+
+/** BullMQ custom job ids may not contain ':'; '@' cannot appear in a policy id. */
+export function scheduledJobId(policyId: string, slot: number): string {
+  return `sched@${policyId}@${slot}`;
+}
+export function manualJobId(policyId: string, rotationId: string): string {
+  return `manual@${policyId}@${rotationId}`;
+}
+export function leakJobId(policyId: string, rotationId: string): string {
+  return `leak@${policyId}@${rotationId}`;
+}
+/** One offboarding rotation per (member, policy): a re-run finds the same job and never duplicates it. */
+export function offboardJobId(member: string, policyId: string): string {
+  return `offboard@${member.toLowerCase()}@${policyId}`;
+}

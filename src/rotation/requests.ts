@@ -1,0 +1,181 @@
+/**
+ * Ways a rotation is asked for (scheduler, `rekey rotate`, leak, offboarding) and the operator
+ * actions on a running one (a consumer's confirmation, a human's submitted value). Used by the
+ * API, the CLI and the scheduler alike, so every path is audited the same way.
+ */
+import { randomUUID } from "node:crypto";
+import type { Queue } from "bullmq";
+import type { Audit } from "../audit/audit.ts";
+import { equalConstantTime, fingerprint, tokenMatches } from "../consumers/fingerprint.ts";
+import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
+import type { CredentialRef, Policy } from "../policy/schema.ts";
+import type { Provider, ProviderRegistry } from "../providers/types.ts";
+import type { SecretStore } from "../stores/types.ts";
+import { PRIORITY } from "./defaults.ts";
+import { refOf, type PolicySource } from "./engine.ts";
+import { leakJobId, manualJobId, type Reason, type RotationJobData, scheduledJobId } from "./job.ts";
+import type { RekeyState } from "./state.ts";
+
+/** A refusal the API turns into a 4xx with this status. Never carries a value. */
+export class RequestError extends RekeyError {
+  override name = "RequestError";
+  constructor(
+    readonly status: 400 | 401 | 403 | 404 | 409 | 422,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RequestDeps {
+  queue: Pick<Queue, "add" | "getJob">;
+  state: RekeyState;
+  audit: Audit;
+  policies: PolicySource & { all(): Policy[] };
+  now(): number;
+  /** Needed for human submissions. */
+  store?: SecretStore;
+  providers?: ProviderRegistry;
+  resolve?(ref: CredentialRef): Promise<string>;
+  fingerprintKey?: string;
+}
+
+export interface Enqueued {
+  policyId: string;
+  rotationId: string;
+  jobId: string;
+  /** false when a job with this id already existed (a replica or a re-run got there first). */
+  added: boolean;
+}
+
+export class Rotations {
+  constructor(private readonly deps: RequestDeps) {}
+
+  private policy(policyId: string): Policy {
+    const p = this.deps.policies.get(policyId);
+    if (!p) throw new RequestError(404, `unknown policy "${policyId}"`);
+    return p;
+  }
+
+  async enqueue(opts: { policyId: string; reason: Reason; actor: string; jobId?: string; slot?: number; member?: string; successor?: string }): Promise<Enqueued> {
+    this.policy(opts.policyId);
+    const rotationId = randomUUID();
+    const jobId =
+      opts.jobId ??
+      (opts.reason === "scheduled" && opts.slot !== undefined
+        ? scheduledJobId(opts.policyId, opts.slot)
+        : opts.reason === "leak"
+          ? leakJobId(opts.policyId, rotationId)
+          : manualJobId(opts.policyId, rotationId));
+    const data: RotationJobData = {
+      v: 1,
+      rotationId,
+      policyId: opts.policyId,
+      reason: opts.reason,
+      actor: opts.actor,
+      slot: opts.slot,
+      member: opts.member,
+      successor: opts.successor,
+      step: "start",
+      startedAt: this.deps.now(),
+    };
+    const existing = await this.deps.queue.getJob(jobId);
+    if (existing) {
+      const d = existing.data as RotationJobData;
+      return { policyId: opts.policyId, rotationId: d.rotationId, jobId, added: false };
+    }
+    const job = await this.deps.queue.add("rotate", data, { jobId, priority: PRIORITY[opts.reason] });
+    // BullMQ ignores an add whose id exists: the job returned then carries the first one's data.
+    const added = (job.data as RotationJobData).rotationId === rotationId;
+    if (added) {
+      await this.deps.audit.record({ rotationId, policyId: opts.policyId, step: `${opts.reason}.requested`, outcome: "ok", actor: opts.actor, message: opts.slot ? `slot ${new Date(opts.slot).toISOString()}` : undefined });
+    }
+    return { policyId: opts.policyId, rotationId: (job.data as RotationJobData).rotationId, jobId, added };
+  }
+
+  /** A consumer says it runs on the new version: push confirmation (POST /v1/confirmations). */
+  async confirm(opts: { policyId: string; consumerId: string; bearer: string | undefined; versionId?: string; fingerprint?: string }): Promise<{ rotationId: string; alreadyConfirmed: boolean; waitingFor: string[] }> {
+    const { state, audit } = this.deps;
+    const refuse = async (status: RequestError["status"], message: string): Promise<never> => {
+      await audit.record({ policyId: this.deps.policies.get(opts.policyId) ? opts.policyId : undefined, step: "confirmation", outcome: "refused", actor: `consumer:${opts.consumerId}`, message });
+      throw new RequestError(status, message);
+    };
+    const policy = this.deps.policies.get(opts.policyId);
+    if (!policy) return refuse(404, `unknown policy "${opts.policyId}"`);
+    const consumer = policy.consumers.find((c) => c.id === opts.consumerId);
+    if (!consumer || consumer.confirm !== "push") return refuse(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
+    if (!opts.bearer || !tokenMatches(opts.bearer, consumer.tokenHash)) return refuse(401, `bad or missing bearer token for consumer ${consumer.id}`);
+    if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
+    const rotationId = await state.inFlight(policy.id);
+    const rec = rotationId ? await state.getRecord(rotationId) : undefined;
+    if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
+    const byVersion = opts.versionId !== undefined && opts.versionId === rotationId;
+    const byFingerprint = opts.fingerprint !== undefined && rec.newFingerprint !== undefined && equalConstantTime(opts.fingerprint, rec.newFingerprint);
+    if (!byVersion && !byFingerprint) {
+      return refuse(409, opts.versionId ? `version ${opts.versionId} is not the version rotation ${rotationId} is waiting for` : `the fingerprint does not match the new value of rotation ${rotationId}`);
+    }
+    if (!rec.promotedAt && rec.status !== "awaiting-confirmation") return refuse(409, `rotation ${rotationId} has not promoted its new version yet`);
+    const added = await state.confirm(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
+    if (added) {
+      await audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` });
+      await this.wake(rotationId, rec.jobId);
+    }
+    const confirmed = await state.confirmations(rotationId);
+    const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
+    return { rotationId, alreadyConfirmed: !added, waitingFor };
+  }
+
+  /** Wake a parked rotation now (a confirmation or a submission arrived). */
+  async wake(rotationId: string, jobId: string): Promise<void> {
+    await this.deps.state.redis.set(this.deps.state.key("wake", rotationId), "1", "EX", 3_600);
+    const job = await this.deps.queue.getJob(jobId);
+    if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);
+  }
+
+  /**
+   * A human submits the new value of a human-step rotation. It is verified before it is stored;
+   * a wrong value is refused with the reason and the rotation keeps waiting.
+   */
+  async submit(opts: { rotationId: string; value: string; actor: string }): Promise<{ policyId: string; versionId: string }> {
+    const { state, audit, store, providers, resolve } = this.deps;
+    if (!store || !providers || !resolve) throw new Error("submit needs the store, the providers and a credential resolver");
+    const rec = await state.getRecord(opts.rotationId);
+    if (!rec) throw new RequestError(404, `unknown rotation ${opts.rotationId}`);
+    const policy = this.policy(rec.policyId);
+    if (rec.status !== "awaiting-human") throw new RequestError(409, `rotation ${opts.rotationId} is not waiting for a value (status: ${rec.status})`);
+    const value = opts.value.trim();
+    if (!value) throw new RequestError(400, "the submitted value is empty");
+    const provider = providers[policy.provider.kind] as Provider;
+    const ctx = {
+      config: policy.provider,
+      policyId: policy.id,
+      rotationId: opts.rotationId,
+      signal: AbortSignal.timeout(30_000),
+      resolve,
+      now: this.deps.now,
+      reason: rec.reason as Reason,
+      successor: rec.successor,
+    };
+    try {
+      await provider.verify(ctx, value, {});
+    } catch (err) {
+      const why = errorMessage(err);
+      await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "refused", actor: opts.actor, message: why });
+      if (err instanceof VerificationError || (err as { status?: number }).status === 401) throw new RequestError(422, `the submitted value did not pass the ${policy.provider.kind} check: ${why}; the rotation keeps waiting`);
+      throw err;
+    }
+    const handle = await provider.identify(ctx, value).catch(() => ({ credentialId: undefined }));
+    await store.putPending(refOf(policy), opts.rotationId, value);
+    const patch: Record<string, string> = {};
+    if (handle.credentialId) patch.newCredentialId = handle.credentialId;
+    if (this.deps.fingerprintKey) {
+      const fp = fingerprint(this.deps.fingerprintKey, value);
+      patch.newFingerprint = fp;
+      await state.indexFingerprint(fp, { policyId: policy.id, versionId: opts.rotationId });
+    }
+    await state.updateRecord(opts.rotationId, { ...patch, status: "running", step: "verifying", policyId: policy.id });
+    await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and stored as version ${opts.rotationId} (AWSPENDING)` });
+    await this.wake(rec.rotationId, rec.jobId);
+    return { policyId: policy.id, versionId: opts.rotationId };
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * rekey's own state in Redis, besides the queue: the per-policy in-flight lock (I3), rotation
+ * records for `rekey status`, consumer confirmations, the fingerprint index for leaked values, and
+ * rate-limit gates shared by every worker. Keys hold ids and keyed fingerprints, never values.
+ */
+import type { Redis } from "ioredis";
+
+export type RotationStatus =
+  | "running"
+  | "awaiting-human"
+  | "awaiting-confirmation"
+  | "needs-attention"
+  | "completed"
+  | "failed"
+  | "skipped";
+
+export const TERMINAL: ReadonlySet<RotationStatus> = new Set(["completed", "failed", "skipped"]);
+
+export interface RotationRecord {
+  rotationId: string;
+  policyId: string;
+  reason: string;
+  actor: string;
+  status: RotationStatus;
+  step: string;
+  jobId: string;
+  startedAt: number;
+  updatedAt: number;
+  message?: string;
+  oldVersionId?: string;
+  newCredentialId?: string;
+  /** Keyed fingerprint of the new value (consumers may confirm with it). */
+  newFingerprint?: string;
+  promotedAt?: number;
+  /** A leak took this rotation over: revoke the old credential at once. */
+  leak?: boolean;
+  member?: string;
+  successor?: string;
+  /** Set when the rotation ended. */
+  endedAt?: number;
+}
+
+export interface Confirmation {
+  consumerId: string;
+  at: number;
+  via: "push" | "probe" | "usage";
+  versionId?: string;
+}
+
+const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
+/** Fixed one-second window counter: returns the count in the current window after incrementing. */
+const WINDOW_LUA = `local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n`;
+
+export class RekeyState {
+  constructor(
+    readonly redis: Redis,
+    readonly prefix: string,
+  ) {}
+
+  key(...parts: string[]): string {
+    return [this.prefix, ...parts].join(":");
+  }
+
+  // ---- I3: at most one rotation in flight per policy -------------------------------------
+
+  /** Take the policy's in-flight lock for `rotationId`. Returns the holder (itself when acquired). */
+  async acquire(policyId: string, rotationId: string): Promise<string> {
+    const k = this.key("inflight", policyId);
+    const ok = await this.redis.set(k, rotationId, "NX");
+    if (ok === "OK") return rotationId;
+    return (await this.redis.get(k)) ?? (await this.acquire(policyId, rotationId));
+  }
+
+  /** Replace a stale holder (its rotation ended without releasing) atomically. */
+  async takeOver(policyId: string, staleRotationId: string, rotationId: string): Promise<boolean> {
+    return (await this.redis.eval(TAKEOVER_LUA, 1, this.key("inflight", policyId), staleRotationId, rotationId)) === 1;
+  }
+
+  async release(policyId: string, rotationId: string): Promise<void> {
+    await this.redis.eval(RELEASE_LUA, 1, this.key("inflight", policyId), rotationId);
+  }
+
+  async inFlight(policyId: string): Promise<string | undefined> {
+    return (await this.redis.get(this.key("inflight", policyId))) ?? undefined;
+  }
+
+  // ---- rotation records --------------------------------------------------------------------
+
+  async putRecord(rec: RotationRecord): Promise<void> {
+    const k = this.key("rot", rec.rotationId);
+    await this.redis
+      .multi()
+      .hset(k, toHash(rec))
+      .zadd(this.key("active"), rec.startedAt, rec.rotationId)
+      .hset(this.key("policy", rec.policyId), { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) })
+      .exec();
+  }
+
+  async updateRecord(rotationId: string, patch: Partial<RotationRecord>): Promise<void> {
+    const k = this.key("rot", rotationId);
+    const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
+    const m = this.redis.multi().hset(k, fields);
+    if (patch.status && patch.policyId) m.hset(this.key("policy", patch.policyId), { lastStatus: patch.status });
+    await m.exec();
+  }
+
+  /** Mark a rotation ended: out of the active set, record kept for `ttlSec`. */
+  async endRecord(rec: Pick<RotationRecord, "rotationId" | "policyId">, status: RotationStatus, message: string | undefined, now: number, ttlSec: number): Promise<void> {
+    const k = this.key("rot", rec.rotationId);
+    const policyFields: Record<string, string> = { lastStatus: status, lastEndedAt: String(now) };
+    if (status === "completed") policyFields.lastCompletedAt = String(now);
+    const m = this.redis
+      .multi()
+      .hset(k, toHash({ status, message, updatedAt: now, endedAt: now }))
+      .expire(k, ttlSec)
+      .expire(this.key("rot", rec.rotationId, "confirmed"), ttlSec)
+      .zrem(this.key("active"), rec.rotationId);
+    // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
+    const latest = await this.redis.hget(this.key("policy", rec.policyId), "lastRotationId");
+    if (latest === rec.rotationId || status !== "skipped") m.hset(this.key("policy", rec.policyId), policyFields);
+    await m.exec();
+  }
+
+  async getRecord(rotationId: string): Promise<RotationRecord | undefined> {
+    const h = await this.redis.hgetall(this.key("rot", rotationId));
+    return h.rotationId ? fromHash(h) : undefined;
+  }
+
+  async activeRotations(): Promise<RotationRecord[]> {
+    const ids = await this.redis.zrange(this.key("active"), 0, -1);
+    const recs = await Promise.all(ids.map((id) => this.getRecord(id)));
+    return recs.filter((r): r is RotationRecord => r !== undefined);
+  }
+
+  async policySummary(policyId: string): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.key("policy", policyId));
+  }
+
+  // ---- confirmations -----------------------------------------------------------------------
+
+  async confirm(rotationId: string, c: Confirmation): Promise<boolean> {
+    const added = await this.redis.hsetnx(this.key("rot", rotationId, "confirmed"), c.consumerId, JSON.stringify(c));
+    return added === 1;
+  }
+
+  async confirmations(rotationId: string): Promise<Map<string, Confirmation>> {
+    const h = await this.redis.hgetall(this.key("rot", rotationId, "confirmed"));
+    return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as Confirmation]));
+  }
+
+  // ---- fingerprint index (leak by value) -----------------------------------------------------
+
+  async indexFingerprint(fingerprint: string, entry: { policyId: string; versionId: string }): Promise<void> {
+    await this.redis.hset(this.key("fp", fingerprint), entry);
+  }
+
+  async lookupFingerprint(fingerprint: string): Promise<{ policyId: string; versionId: string } | undefined> {
+    const h = await this.redis.hgetall(this.key("fp", fingerprint));
+    return h.policyId && h.versionId ? { policyId: h.policyId, versionId: h.versionId } : undefined;
+  }
+
+  // ---- rate-limit gates (shared by every worker) ---------------------------------------------
+
+  /** Close `scope` until `until` (epoch ms); an earlier gate never shortens a later one. */
+  async closeGate(scope: string, until: number): Promise<void> {
+    const k = this.key("gate", scope);
+    const current = Number((await this.redis.get(k)) ?? 0);
+    if (until > current) await this.redis.set(k, String(until), "PX", Math.max(1, until - Date.now() + 60_000));
+  }
+
+  /** Epoch ms until which `scope` is closed, or 0. */
+  async gate(scope: string): Promise<number> {
+    return Number((await this.redis.get(this.key("gate", scope))) ?? 0);
+  }
+
+  /**
+   * Fixed-window pacing shared by all workers: returns 0 when a slot in the current window was
+   * taken, else the ms to wait for the next window.
+   */
+  async pace(name: string, perWindow: number, windowMs: number, now: number): Promise<number> {
+    const window = Math.floor(now / windowMs);
+    const n = Number(await this.redis.eval(WINDOW_LUA, 1, this.key("pace", name, String(window)), String(windowMs * 2)));
+    return n <= perWindow ? 0 : (window + 1) * windowMs - now;
+  }
+}
+
+function toHash(rec: Partial<RotationRecord>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(rec)) {
+    if (v === undefined) continue;
+    out[k] = typeof v === "string" ? v : JSON.stringify(v);
+  }
+  return out;
+}
+
+const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt"]);
+
+function fromHash(h: Record<string, string>): RotationRecord {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (NUMERIC.has(k)) out[k] = Number(v);
+    else if (k === "leak") out[k] = v === "true";
+    else out[k] = v;
+  }
+  return out as unknown as RotationRecord;
+}
