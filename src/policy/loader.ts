@@ -5,6 +5,7 @@
  * installation loads thousands of files at every scheduler start: lines are worked out by parsing
  * a file a second time, and only when there is something to report.
  */
+import { readFileSync } from "node:fs";
 import { readFile, readdir, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Document, type Node as YamlNode } from "yaml";
@@ -12,6 +13,7 @@ import { type z } from "zod";
 import { PolicyError, type PolicyIssue } from "../errors.ts";
 import { capabilitiesOf } from "../providers/capabilities.ts";
 import { formatDuration, parseDuration } from "../util/duration.ts";
+import { fastYaml, UNSUPPORTED } from "./fast-yaml.ts";
 import { Policy, PROVIDER_KINDS, type ProviderConfig, type ProviderKind } from "./schema.ts";
 
 export interface LoadedPolicy {
@@ -28,8 +30,12 @@ export interface LoadResult {
 }
 
 export interface LoadOptions {
-  /** How many files are read at the same time. Default: 64. */
-  concurrency?: number;
+  /**
+   * Files read and validated between two turns of the event loop. Default: 100. Files are read
+   * synchronously, in batches: for thousands of small files that is several times faster than
+   * asynchronous reads, and the batches keep a running process responsive.
+   */
+  batchSize?: number;
 }
 
 type Path = readonly PropertyKey[];
@@ -47,7 +53,12 @@ const POLICY_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
  */
 export async function loadPolicies(paths: string[], opts: LoadOptions = {}): Promise<LoadResult> {
   const found = await findPolicyFiles(paths);
-  const perFile = await mapLimit(found.files, opts.concurrency ?? 64, (file) => loadOne(file));
+  const perFile: LoadResult[] = [];
+  const batch = Math.max(1, opts.batchSize ?? 100);
+  for (let i = 0; i < found.files.length; i++) {
+    if (i > 0 && i % batch === 0) await yieldToEventLoop();
+    perFile.push(loadOne(found.files[i] as string));
+  }
   const issues = [...found.issues];
   const policies: LoadedPolicy[] = [];
   const firstById = new Map<string, LoadedPolicy>();
@@ -77,7 +88,7 @@ export async function loadPolicies(paths: string[], opts: LoadOptions = {}): Pro
 
 /** Loads one policy file (the scheduler re-applies a single changed file with it). */
 export async function loadPolicyFile(file: string): Promise<LoadResult> {
-  const result = await loadOne(file);
+  const result = loadOne(file);
   return { policies: result.policies, issues: sortIssues(result.issues) };
 }
 
@@ -134,10 +145,10 @@ async function walk(dir: string, files: string[], issues: PolicyIssue[]): Promis
   }
 }
 
-async function loadOne(file: string): Promise<LoadResult> {
+function loadOne(file: string): LoadResult {
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    text = readFileSync(file, "utf8");
   } catch (err) {
     return { policies: [], issues: [{ file, path: "", message: `cannot read: ${fsReason(err)}` }] };
   }
@@ -210,6 +221,8 @@ export function parsePolicyText(text: string, file: string): LoadResult {
 type ParsedDoc = { value: unknown } | { syntax: Array<Omit<PolicyIssue, "file">> };
 
 function parseYaml(text: string): ParsedDoc[] {
+  const fast = fastYaml(text);
+  if (fast !== UNSUPPORTED) return [{ value: fast }];
   // prettyErrors off: it would count lines for every file, and lines are only needed on errors.
   const docs = parseAllDocuments(text, { prettyErrors: false });
   if (!Array.isArray(docs)) return [];
@@ -220,7 +233,8 @@ function parseYaml(text: string): ParsedDoc[] {
     if (d.errors.length === 0) return { value: d.toJS({ maxAliasCount: 100 }) as unknown };
     return {
       syntax: d.errors.map((e) => {
-        const { line, col } = lines.linePos(e.pos[0]);
+        // An error at the very end (an unclosed bracket) belongs to the last line that has text.
+        const { line, col } = lines.linePos(Math.min(e.pos[0], text.trimEnd().length));
         return { line, path: "", message: `invalid YAML (column ${col}): ${e.message}` };
       }),
     };
@@ -608,15 +622,6 @@ function fsReason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return out;
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

@@ -141,7 +141,16 @@ class CronSlots implements SlotSource {
     if (candidate === undefined) return undefined;
     for (;;) {
       const n = this.next(candidate);
-      if (n === undefined || n > now) return candidate;
+      if (n === undefined) return candidate;
+      if (n > now) {
+        // Keep [candidate, n] in the memo so the next caller at this time finds it. Slots are whole
+        // seconds, so nothing lies between candidate - 1 ms and candidate.
+        if (!(this.from < candidate)) {
+          this.from = candidate - 1;
+          this.slots = [candidate, n];
+        }
+        return candidate;
+      }
       candidate = n;
     }
   }

@@ -423,14 +423,34 @@ describe("snyk-pat", () => {
     expect((await provider.identify(ctxFor(config({ patId: b.id })), b.token)).credentialId).toBe(b.id);
   });
 
-  it("refuses to delete the PAT created for the running rotation", async () => {
+  it("deletes the new PAT when a failed rotation cleans up after itself", async () => {
+    const old = fake.createPat(user.id, { name: "first" });
     const rotationId = randomUUID();
     const fresh = fake.createPat(user.id, { name: patName("snyk-ci", rotationId) });
     const c = ctxFor(config(), { rotationId });
-    const err = await failure(provider.revoke!(c, { value: fresh.token, credentialId: fresh.id }));
+    const handle = await provider.identify(c, fresh.token);
+    await provider.revoke!(c, { value: fresh.token, ...handle });
+    expect(fake.isLive(fresh.token)).toBe(false);
+    expect(fake.isLive(old.token)).toBe(true);
+
+    const err = await failure(provider.revoke!(c, { value: old.token }));
     expect(err).toBeInstanceOf(PermanentError);
-    expect(err.message).toMatch(/refusing to delete/);
-    expect(fake.isLive(fresh.token)).toBe(true);
+    expect(err.message).toMatch(/no PAT id was recorded/);
+    expect(fake.isLive(old.token)).toBe(true);
+  });
+
+  it("records nothing for a PAT Snyk already refuses, and counts it as revoked", async () => {
+    let t = Date.now();
+    await start({ now: () => t });
+    user = fake.addUser();
+    const short = fake.createPat(user.id, { name: "short", expiresInDays: 1 });
+    t += 2 * 86_400_000;
+    const c = ctxFor(config(), { now: () => t });
+    const handle = await provider.identify(c, short.token);
+    expect(handle).toEqual({});
+    await provider.revoke!(c, { value: short.token, ...handle });
+    expect(fake.count("DELETE /rest/self/personal_access_tokens/")).toBe(0);
+    expect(fake.count(/^GET \/rest\/self$/, 401)).toBe(1);
   });
 
   it("reports a malformed answer clearly", async () => {

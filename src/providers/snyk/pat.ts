@@ -14,8 +14,8 @@
  * deletes a PAT that something else uses.
  *
  * `verify` insists that a PAT named for this rotation exists, so the submitted value is always
- * found by rule 1, and `revoke` refuses to delete a PAT named for the running rotation: the old
- * credential can never be the one this rotation created.
+ * found by rule 1. The old value is identified when the rotation starts, before the owner is asked
+ * for the new PAT, so rule 1 cannot claim it.
  */
 import { z } from "zod";
 import { PermanentError, VerificationError } from "../../errors.ts";
@@ -79,7 +79,10 @@ export function createSnykPatProvider(deps: SnykDeps = {}): Provider<Kind> {
       try {
         pats = await activePats(ctx, client, { scheme: "token", value });
       } catch (err) {
-        throw withAdvice(err, "Snyk refused the PAT the secret holds; it may have expired or been deleted. Rotate it with `rekey leak` or store a live PAT first");
+        // A PAT Snyk refuses (expired, deleted) has nothing left to revoke; the rotation must still
+        // be able to replace it.
+        if (err instanceof HttpStatusError && err.status === 401) return {};
+        throw err;
       }
       const expected = patName(ctx.policyId, ctx.rotationId);
       const thisRotation = pats.filter((p) => sameName(p.attributes.name, expected));
@@ -132,21 +135,24 @@ export function createSnykPatProvider(deps: SnykDeps = {}): Provider<Kind> {
 
     async revoke(ctx, old) {
       const id = old.credentialId;
-      if (!id) throw new PermanentError(`snyk-pat: no PAT id was recorded for the old value of policy ${ctx.policyId}, so rekey cannot tell which PAT to delete; delete it in the Snyk UI`);
       const client = snykClient(ctx.config, ctx, deps);
+      if (!id) {
+        // identify() records no id for a PAT that was already refused; one that still works needs its id.
+        try {
+          await client.self({ scheme: "token", value: old.value });
+        } catch (err) {
+          if (err instanceof HttpStatusError && err.status === 401) return;
+          throw err;
+        }
+        throw new PermanentError(`snyk-pat: no PAT id was recorded for the credential to revoke (policy ${ctx.policyId}), so rekey cannot tell which PAT to delete; delete it in the Snyk UI`);
+      }
       const viaManagement = ctx.config.management !== undefined;
       const auth: SnykAuth = { scheme: "token", value: ctx.config.management ? await ctx.resolve(ctx.config.management) : old.value };
       const advice = "the credential used to delete the old PAT (provider.management) was refused: it must be a live token of the same Snyk user";
       try {
         const pats = await activePats(ctx, client, auth);
-        const pat = pats.find((p) => p.id === id);
-        if (!pat) return;
-        // The old PAT is never the one this rotation asked for: deleting that would kill the new value.
-        if (sameName(pat.attributes.name, patName(ctx.policyId, ctx.rotationId))) {
-          throw new PermanentError(
-            `snyk-pat: refusing to delete PAT ${id} ("${pat.attributes.name}"): it was created for this rotation and holds the new value; the recorded id of the old PAT is wrong, delete the old PAT in the Snyk UI`,
-          );
-        }
+        // Read first: a PAT already gone (or expired) is revoked, and a repeated step changes nothing.
+        if (!pats.some((p) => p.id === id)) return;
         await client.restRaw("DELETE", `/self/personal_access_tokens/${encodeURIComponent(id)}`, auth);
       } catch (err) {
         if (err instanceof HttpStatusError && err.status === 404) return;

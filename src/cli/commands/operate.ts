@@ -1,0 +1,176 @@
+/** `rekey rotate | status | history | plan | submit`: operator commands. */
+import { type Command, Option } from "commander";
+import { errorMessage } from "../../errors.ts";
+import { loadPolicies } from "../../policy/loader.ts";
+import type { Policy } from "../../policy/schema.ts";
+import { capabilitiesOf } from "../../providers/capabilities.ts";
+import { RequestError } from "../../rotation/requests.ts";
+import { collectStatus } from "../../rotation/status.ts";
+import { nextSlots } from "../../scheduler/slots.ts";
+import { formatDuration } from "../../util/duration.ts";
+import { openRuntime, when } from "../context.ts";
+import { CliExit, EXIT, type CliIo } from "../io.ts";
+
+const json = new Option("--json", "print JSON");
+
+function nextDueOf(p: Policy, now: number): number | undefined {
+  return p.schedule ? nextSlots(p.schedule, now, 1, p.id)[0] : undefined;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(typeof c === "string" ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export function register(program: Command, io: CliIo): void {
+  program
+    .command("rotate")
+    .description("rotate a policy's credential now (normal confirmation semantics)")
+    .argument("<policy>", "policy id")
+    .addOption(json)
+    .action(async (policyId: string, opts: { json?: boolean }) => {
+      const { rt } = await openRuntime(io, { name: "cli", quiet: true });
+      try {
+        const res = await rt.rotations.enqueue({ policyId, reason: "manual", actor: `cli:${io.env.USER ?? "operator"}` });
+        if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
+        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+      } catch (err) {
+        if (err instanceof RequestError) {
+          io.stderr(`rekey rotate: ${err.message}\n`);
+          throw new CliExit(EXIT.failure);
+        }
+        throw err;
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command("status")
+    .description("each policy's last rotation and next due time, and every rotation waiting on consumers")
+    .addOption(json)
+    .action(async (opts: { json?: boolean }) => {
+      const { rt } = await openRuntime(io, { name: "cli", quiet: true });
+      try {
+        const now = Date.now();
+        const status = await collectStatus({ state: rt.state, policies: rt.policies.all(), nextDue: (id) => { const p = rt.policies.get(id); return p ? nextDueOf(p, now) : undefined; } });
+        if (opts.json) {
+          io.stdout(`${JSON.stringify(status, null, 2)}\n`);
+          return;
+        }
+        const rows = [["POLICY", "PROVIDER", "LAST", "STATUS", "NEXT DUE"]];
+        for (const s of status) rows.push([s.policyId, s.provider, when(s.lastCompletedAt), s.inFlight?.status ?? s.lastStatus ?? "never", when(s.nextDue)]);
+        io.stdout(table(rows));
+        const waiting = status.filter((s) => s.inFlight);
+        if (waiting.length) {
+          io.stdout("\nin flight:\n");
+          for (const s of waiting) {
+            const f = s.inFlight!;
+            const on = f.waitingFor.length ? `waiting for ${f.waitingFor.map((w) => `${w.consumerId} (${w.confirm})`).join(", ")}` : "";
+            io.stdout(`  ${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  ${on}${f.message && !on ? f.message : ""}\n`);
+          }
+        }
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command("history")
+    .description("the audit trail of a policy (or of everything), newest first")
+    .argument("[policy]", "policy id (default: all)")
+    .option("-n, --limit <n>", "entries", "50")
+    .addOption(json)
+    .action(async (policyId: string | undefined, opts: { limit: string; json?: boolean }) => {
+      const { rt } = await openRuntime(io, { name: "cli", quiet: true });
+      try {
+        if (policyId && !rt.policies.get(policyId)) io.stderr(`note: ${policyId} is not in the loaded policies; showing its stored history\n`);
+        const rows = await rt.audit.history({ policyId, limit: Number(opts.limit) || 50 });
+        if (opts.json) {
+          io.stdout(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        if (!rows.length) io.stdout("no audit records\n");
+        for (const r of rows) {
+          io.stdout(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}\n`);
+        }
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command("plan")
+    .description("per policy: next three due times, strategy (overlap or cut-over), consumers and how each confirms")
+    .argument("[paths...]", "policy files or folders (default REKEY_POLICY_DIR or policies/)")
+    .addOption(json)
+    .action(async (paths: string[], opts: { json?: boolean }) => {
+      const dir = paths.length ? paths : [io.env.REKEY_POLICY_DIR ?? "policies"];
+      const { policies, issues } = await loadPolicies(dir);
+      if (issues.length) {
+        for (const i of issues) io.stderr(`${i.file}${i.line ? `:${i.line}` : ""}: ${i.path ? `${i.path}: ` : ""}${i.message}\n`);
+        throw new CliExit(EXIT.failure);
+      }
+      const now = Date.now();
+      const plan = policies.map(({ policy: p }) => {
+        const caps = capabilitiesOf(p.provider);
+        return {
+          policyId: p.id,
+          provider: p.provider.kind,
+          owner: p.owner,
+          secret: p.target.secretId + (p.target.jsonKey ? `#${p.target.jsonKey}` : ""),
+          next: p.schedule ? nextSlots(p.schedule, now, 3, p.id) : [],
+          strategy: caps.oldSurvivesIssue ? "overlap" : "cut-over",
+          issue: caps.issue,
+          consumerImpact: caps.consumerImpact,
+          consumers: p.consumers.map((c) => ({ id: c.id, confirm: c.confirm, required: c.required, ...(c.confirm === "probe" ? { url: c.url } : {}) })),
+          timeout: formatDuration(p.confirmation.timeout),
+          onTimeout: p.confirmation.onTimeout,
+        };
+      });
+      if (opts.json) {
+        io.stdout(`${JSON.stringify(plan, null, 2)}\n`);
+        return;
+      }
+      for (const p of plan) {
+        io.stdout(`${p.policyId}  (${p.provider}, owner ${p.owner}, secret ${p.secret})\n`);
+        io.stdout(`  next due:  ${p.next.length ? p.next.map((t) => when(t)).join(", ") : "no schedule (manual, leak and offboarding only)"}\n`);
+        io.stdout(`  strategy:  ${p.strategy}${p.issue === "human" ? " (human step)" : ""} — ${p.consumerImpact}\n`);
+        io.stdout(`  consumers: ${p.consumers.length ? p.consumers.map((c) => `${c.id} (${c.confirm}${c.required ? "" : ", optional"})`).join(", ") : "none"}; timeout ${p.timeout}, then ${p.onTimeout}\n\n`);
+      }
+    });
+
+  program
+    .command("submit")
+    .description("give a human-step rotation its new value, read from standard input (never as an argument)")
+    .argument("<rotation-id>", "the rotation waiting for a value (from the notification or `rekey status`)")
+    .argument("[value]", "refused: a value on the command line lands in shell history")
+    .action(async (rotationId: string, value: string | undefined) => {
+      if (value !== undefined) {
+        io.stderr("rekey submit: refusing a value given as an argument (it would land in shell history and the process list); pipe or paste it on standard input\n");
+        throw new CliExit(EXIT.usage);
+      }
+      if ((io.stdin as NodeJS.ReadStream).isTTY) io.stderr("paste the new value, then press Enter and Ctrl-D:\n");
+      const text = (await readStdin(io.stdin)).trim();
+      if (!text) {
+        io.stderr("rekey submit: nothing was read from standard input\n");
+        throw new CliExit(EXIT.usage);
+      }
+      const { rt } = await openRuntime(io, { name: "cli", quiet: true });
+      try {
+        const res = await rt.rotations.submit({ rotationId, value: text, actor: `cli:${io.env.USER ?? "operator"}` });
+        io.stdout(`accepted: the value passed the check and is stored as version ${res.versionId} of ${res.policyId}; the rotation goes on\n`);
+      } catch (err) {
+        io.stderr(`rekey submit: ${errorMessage(err)}\n`);
+        throw new CliExit(EXIT.failure);
+      } finally {
+        await rt.close();
+      }
+    });
+}

@@ -1,0 +1,55 @@
+/**
+ * What every command that talks to Redis needs: configuration from the environment, a logger,
+ * and the runtime. Long-running commands also wait for a stop signal here.
+ */
+import { loadConfig, type Config } from "../config.ts";
+import { createLogger, type Logger } from "../log.ts";
+import { createRuntime, type Runtime } from "../runtime.ts";
+import type { CliIo } from "./io.ts";
+
+export interface CommandContext {
+  config: Config;
+  log: Logger;
+  rt: Runtime;
+}
+
+export async function openRuntime(io: CliIo, opts: { name: string; policies?: string[]; quiet?: boolean }): Promise<CommandContext> {
+  const config = loadConfig(io.env);
+  // Short commands keep stdout for their own output; the logger writes JSON lines to stderr.
+  const log = createLogger({ level: opts.quiet ? "warn" : config.logLevel, name: opts.name, destination: opts.quiet ? process.stderr : undefined });
+  const rt = await createRuntime({
+    redisUrl: config.redisUrl,
+    prefix: config.prefix,
+    policyPaths: opts.policies ?? [config.policyDir],
+    log,
+    auditMaxLen: config.auditMaxLen,
+    fingerprintKey: config.fingerprintKey,
+    region: config.awsRegion,
+    env: io.env,
+  });
+  return { config, log, rt };
+}
+
+/** Resolves on SIGINT/SIGTERM; SIGHUP calls `onHup` (policy reload) and keeps running. */
+export function untilStopped(log: Logger, onHup?: () => Promise<void>): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const hup = () => {
+      log.info("SIGHUP: reloading policies");
+      void onHup?.().catch((err: unknown) => log.error({ err }, "reload failed"));
+    };
+    const stop = (sig: NodeJS.Signals) => {
+      process.off("SIGHUP", hup);
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      log.info({ signal: sig }, "stopping");
+      resolve(sig);
+    };
+    process.on("SIGHUP", hup);
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+export function when(ms: number | undefined): string {
+  return ms ? new Date(ms).toISOString().replace(".000Z", "Z") : "-";
+}

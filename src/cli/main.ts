@@ -1,0 +1,73 @@
+/**
+ * The `rekey` command line. bin/rekey.js calls main() and exits with what it returns; tests call
+ * it in-process with their own CliIo.
+ */
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
+import { errorMessage } from "../errors.ts";
+import * as operate from "./commands/operate.ts";
+import * as roles from "./commands/roles.ts";
+import * as schema from "./commands/schema.ts";
+import * as validate from "./commands/validate.ts";
+import { CliExit, EXIT, processIo, type CliIo } from "./io.ts";
+
+export { CliExit, EXIT, type CliIo } from "./io.ts";
+
+export interface CommandModule {
+  register(program: Command, io: CliIo): void;
+}
+
+/**
+ * Every command of `rekey`, in the order `rekey --help` lists them. A command is one module
+ * under ./commands/ exporting `register(program, io)`: to add one, import it above and list it
+ * here.
+ */
+const COMMANDS: readonly CommandModule[] = [
+  validate,
+  schema,
+  operate,
+  roles,
+];
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+export function buildProgram(io: CliIo): Command {
+  const program = new Command("rekey")
+    .description("Policy-driven secret rotation: rotate API tokens on a schedule, on a leak and on offboarding, without outages.")
+    .version(version(), "-V, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .helpCommand("help [command]", "show help for a command")
+    .showSuggestionAfterError(true)
+    // Set before commands are added: subcommands copy these settings when they are created.
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
+  for (const command of COMMANDS) command.register(program, io);
+  return program;
+}
+
+/** Runs `rekey` with the arguments after the program name; resolves to the exit code. */
+export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return EXIT.ok;
+  } catch (err) {
+    if (err instanceof CliExit) return err.code;
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return EXIT.ok;
+      // program.error() from a command carries the code the command chose.
+      if (err.code === "commander.error") return err.exitCode;
+      // Everything else (unknown command or option, missing argument, no command at all) is a usage error.
+      return EXIT.usage;
+    }
+    io.stderr(`rekey: ${errorMessage(err)}\n`);
+    return EXIT.failure;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Process configuration from environment variables, validated once at start. A bad variable
+ * stops the process with a message that names it and says what was expected; the value of a
+ * variable that may hold a secret is never repeated.
+ */
+import { z } from "zod";
+import { ConfigError } from "./errors.ts";
+import { parseDuration } from "./util/duration.ts";
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  /** Redis connection URL (`redis://` or `rediss://`). Default: `redis://127.0.0.1:6379`. */
+  redisUrl: string;
+  /**
+   * Prefix of every Redis key and BullMQ queue. Default: `rekey`. For a Redis Cluster use a hash
+   * tag such as `{rekey}`, so that all of rekey's keys live in one slot.
+   */
+  prefix: string;
+  /** Directory (or file) the scheduler loads policies from. Default: `policies`. */
+  policyDir: string;
+  /** Address the HTTP API listens on. Default: `127.0.0.1`. */
+  apiHost: string;
+  /** Port of the HTTP API. Default: 8080. */
+  apiPort: number;
+  /** `sha256:<hex>` of the admin bearer token for the admin API; without it the admin API is off. */
+  adminTokenHash?: string;
+  /** Key (at least 32 characters) for value fingerprints; commands that need it check for it. */
+  fingerprintKey?: string;
+  /** Rotation jobs one worker process runs at the same time. Default: 8. */
+  workerConcurrency: number;
+  /** Approximate number of audit records kept (Redis stream MAXLEN). Default: 100000. */
+  auditMaxLen: number;
+  /** How often the scheduler looks for due rotations, in milliseconds. Default: 5000 (`5s`). */
+  schedulerTickMs: number;
+  /** AWS region of the secret store (AWS_REGION, else AWS_DEFAULT_REGION); unset lets the SDK decide. */
+  awsRegion?: string;
+  /** pino log level. Default: `info`. */
+  logLevel: LogLevel;
+  /** How long a worker's lock on a rotation job lasts, in ms (REKEY_WORKER_LOCK_DURATION). Default: 60 s. */
+  workerLockMs?: number;
+  /** How often workers look for stalled jobs, in ms (REKEY_WORKER_STALLED_INTERVAL). Default: 15 s. */
+  workerStalledIntervalMs?: number;
+}
+
+/** Variables whose values must not appear in an error message. */
+const SECRET_VARIABLES = new Set(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+
+const int = (min: number, max: number, what: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, `expected ${what}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `expected ${what}`).max(max, `expected ${what}`));
+
+const Env = z.object({
+  REDIS_URL: z
+    .string()
+    .default("redis://127.0.0.1:6379")
+    .refine((v) => {
+      try {
+        return ["redis:", "rediss:"].includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    }, "expected a redis:// or rediss:// URL"),
+  REKEY_PREFIX: z
+    .string()
+    .default("rekey")
+    .refine((v) => /^[^\s:]+$/.test(v), "expected a prefix without spaces or ':' (e.g. rekey, or {rekey} for a Redis Cluster)")
+    .refine((v) => !/[{}]/.test(v) || /^[^{}]*\{[^{}]+\}[^{}]*$/.test(v), "expected at most one hash tag such as {rekey}"),
+  REKEY_POLICY_DIR: z.string().min(1).default("policies"),
+  REKEY_API_HOST: z.string().min(1).default("127.0.0.1"),
+  REKEY_API_PORT: int(0, 65_535, "a port number from 0 to 65535 (0 picks a free port)").default(8080),
+  REKEY_ADMIN_TOKEN_HASH: z
+    .string()
+    .regex(/^sha256:[0-9a-f]{64}$/, "expected sha256:<64 lower-case hex digits> (the sha256 of the admin token)")
+    .optional(),
+  REKEY_FINGERPRINT_KEY: z.string().min(32, "expected at least 32 characters (a random key, e.g. openssl rand -hex 32)").optional(),
+  REKEY_WORKER_CONCURRENCY: int(1, 1_000, "a whole number from 1 to 1000").default(8),
+  REKEY_AUDIT_MAXLEN: int(1_000, 100_000_000, "a whole number from 1000 to 100000000").default(100_000),
+  REKEY_SCHEDULER_TICK: z
+    .string()
+    .default("5s")
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined || ms < 1_000 || ms > 3_600_000) {
+        ctx.addIssue({ code: "custom", message: 'expected a duration from 1s to 1h, such as "5s"' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
+  REKEY_WORKER_LOCK_DURATION: durationBetween(1_000, 600_000, 'expected a duration from 1s to 10m, such as "60s"').optional(),
+  REKEY_WORKER_STALLED_INTERVAL: durationBetween(500, 600_000, 'expected a duration from 500ms to 10m, such as "15s"').optional(),
+  AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
+  AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
+});
+
+function durationBetween(min: number, max: number, message: string) {
+  return z.string().transform((v, ctx) => {
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < min || ms > max) {
+      ctx.addIssue({ code: "custom", message });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty variable (`FOO=` in a compose file) means "not set", not "set to nothing".
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(Env.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== "") input[key] = value;
+  }
+  const parsed = Env.safeParse(input);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? "environment");
+      const value = input[name];
+      const shown = value === undefined || SECRET_VARIABLES.has(name) ? "" : ` (got ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)})`;
+      return `${name}: ${issue.message}${shown}`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const e = parsed.data;
+  return {
+    redisUrl: e.REDIS_URL,
+    prefix: e.REKEY_PREFIX,
+    policyDir: e.REKEY_POLICY_DIR,
+    apiHost: e.REKEY_API_HOST,
+    apiPort: e.REKEY_API_PORT,
+    adminTokenHash: e.REKEY_ADMIN_TOKEN_HASH,
+    fingerprintKey: e.REKEY_FINGERPRINT_KEY,
+    workerConcurrency: e.REKEY_WORKER_CONCURRENCY,
+    auditMaxLen: e.REKEY_AUDIT_MAXLEN,
+    schedulerTickMs: e.REKEY_SCHEDULER_TICK,
+    awsRegion: e.AWS_REGION ?? e.AWS_DEFAULT_REGION,
+    logLevel: e.LOG_LEVEL,
+    workerLockMs: e.REKEY_WORKER_LOCK_DURATION,
+    workerStalledIntervalMs: e.REKEY_WORKER_STALLED_INTERVAL,
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * Slack incoming-webhook messages: `text` is the fallback shown in notifications, `blocks` the
+ * readable card. The incoming-webhook URL is itself a credential, so it only ever comes from a
+ * credential reference and never appears in job data, logs or errors.
+ */
+import { EVENT_TITLES, type EventType, type NotificationEvent } from "./events.ts";
+
+export interface SlackMessage {
+  text: string;
+  blocks: SlackBlock[];
+}
+
+export type SlackBlock =
+  | { type: "header"; text: { type: "plain_text"; text: string } }
+  | { type: "section"; text?: { type: "mrkdwn"; text: string }; fields?: { type: "mrkdwn"; text: string }[] }
+  | { type: "actions"; elements: { type: "button"; text: { type: "plain_text"; text: string }; url: string; style?: "primary" | "danger" }[] }
+  | { type: "context"; elements: { type: "mrkdwn"; text: string }[] };
+
+const ICONS: Record<EventType, string> = {
+  "rotation.started": ":arrows_counterclockwise:",
+  "rotation.awaiting-confirmation": ":hourglass_flowing_sand:",
+  "rotation.completed": ":white_check_mark:",
+  "rotation.failed": ":x:",
+  "rotation.needs-attention": ":warning:",
+  "human.action-required": ":raising_hand:",
+  "human.reminder": ":bell:",
+  "rotation.leak": ":rotating_light:",
+};
+
+/** Slack mrkdwn treats &, < and > as control characters. */
+function esc(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+function list(ids: string[]): string {
+  return ids.map((c) => `\`${esc(c)}\``).join(", ");
+}
+
+export function slackMessage(event: NotificationEvent): SlackMessage {
+  const title = `${ICONS[event.event]} ${EVENT_TITLES[event.event]}: ${event.policyId}`;
+  const blocks: SlackBlock[] = [
+    { type: "header", text: { type: "plain_text", text: title.slice(0, 150) } },
+    { type: "section", text: { type: "mrkdwn", text: esc(event.message) } },
+    {
+      type: "section",
+      fields: [
+        { type: "mrkdwn", text: `*Policy*\n\`${esc(event.policyId)}\`` },
+        { type: "mrkdwn", text: `*Provider*\n${esc(event.provider)}` },
+        { type: "mrkdwn", text: `*Secret*\n\`${esc(event.secretId)}\`` },
+        { type: "mrkdwn", text: `*Reason*\n${esc(event.reason)}` },
+        ...(event.versionId ? [{ type: "mrkdwn" as const, text: `*Version*\n\`${esc(event.versionId)}\`` }] : []),
+      ],
+    },
+  ];
+  let extra = "";
+  switch (event.event) {
+    case "rotation.awaiting-confirmation":
+      if (event.consumers.length) {
+        extra = `waiting for ${list(event.consumers)}`;
+        blocks.push({ type: "section", text: { type: "mrkdwn", text: `*Still waiting for:* ${list(event.consumers)}` } });
+      }
+      break;
+    case "rotation.needs-attention":
+      if (event.consumers.length) blocks.push({ type: "section", text: { type: "mrkdwn", text: `*Consumers not confirmed:* ${list(event.consumers)}` } });
+      break;
+    case "rotation.leak":
+      extra = "consumers must reload now";
+      blocks.push({
+        type: "section",
+        text: {
+          type: "mrkdwn",
+          text: `:rotating_light: *Urgent:* every consumer of \`${esc(event.secretId)}\` must reload it now${event.consumers.length ? ` (${list(event.consumers)})` : ""}.`,
+        },
+      });
+      break;
+    case "human.action-required":
+    case "human.reminder":
+      if (event.instructions) blocks.push({ type: "section", text: { type: "mrkdwn", text: `*What to do*\n${esc(event.instructions)}` } });
+      if (event.link && /^https?:\/\//.test(event.link)) {
+        blocks.push({ type: "actions", elements: [{ type: "button", text: { type: "plain_text", text: "Open" }, url: event.link, style: "primary" }] });
+      }
+      break;
+    default:
+      break;
+  }
+  blocks.push({ type: "context", elements: [{ type: "mrkdwn", text: `rotation \`${esc(event.rotationId)}\` · ${esc(event.at)}` }] });
+  const text = `${EVENT_TITLES[event.event]}: ${event.policyId} — ${event.message}${extra ? ` (${extra})` : ""}`;
+  return { text, blocks };
+}

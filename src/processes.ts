@@ -1,0 +1,81 @@
+/**
+ * The long-running roles — rotation worker, API, scheduler — as functions the entry points call
+ * (`workers/`, `rekey worker|api|scheduler|run`). Each returns a handle whose `stop()` drains it.
+ */
+import { Worker } from "bullmq";
+import { buildApi } from "./api/server.ts";
+import { errorMessage } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { createNotifyProcessor } from "./notify/outbox.ts";
+import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
+import { bullPrefix, type Runtime } from "./runtime.ts";
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface WorkerOptions {
+  concurrency: number;
+  log: Logger;
+  /** Override workerDefaults.lockDuration (ms): crash tests shorten how long a dead worker's job stays locked. */
+  lockDurationMs?: number;
+  /** Override workerDefaults.stalledInterval (ms). */
+  stalledIntervalMs?: number;
+}
+
+export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable & { worker: Worker } {
+  const worker = new Worker(ROTATION_QUEUE, rt.engine.process, {
+    connection: rt.connection,
+    prefix: bullPrefix(rt.prefix),
+    concurrency: opts.concurrency,
+    ...workerDefaults,
+    ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
+    ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
+  });
+  // A lost lock means another worker may already run this job: abort every provider and AWS call
+  // in flight for it (the processor's signal reaches them all).
+  worker.on("lockRenewalFailed", (ids) => {
+    for (const id of ids) worker.cancelJob(id, "lock lost");
+    opts.log.warn({ jobIds: ids }, "lost the lock of rotation jobs; aborted their calls");
+  });
+  worker.on("failed", (job, err) => {
+    opts.log.warn({ jobId: job?.id, err: errorMessage(err) }, "rotation job failed");
+  });
+  worker.on("error", (err) => opts.log.error({ err: errorMessage(err) }, "rotation worker error"));
+  const notifier = new Worker(NOTIFY_QUEUE, createNotifyProcessor({ resolve: rt.resolve, now: Date.now, log: opts.log, policies: rt.policies }), {
+    connection: rt.connection,
+    prefix: bullPrefix(rt.prefix),
+    concurrency: 4,
+  });
+  notifier.on("error", (err) => opts.log.error({ err: errorMessage(err) }, "notification worker error"));
+  return {
+    worker,
+    async stop() {
+      await Promise.allSettled([worker.close(), notifier.close()]);
+    },
+  };
+}
+
+export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
+  const app = buildApi({
+    rotations: rt.rotations,
+    state: rt.state,
+    audit: rt.audit,
+    policies: rt.policies,
+    log: opts.log,
+    adminTokenHash: opts.adminTokenHash,
+    nextDue: opts.nextDue,
+    queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
+    ping: async () => {
+      await rt.redis.ping();
+    },
+  });
+  const address = await app.listen({ host: opts.host, port: opts.port });
+  opts.log.info({ address }, "rekey api listening");
+  return {
+    url: address,
+    async stop() {
+      await app.close();
+    },
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * Process wiring shared by the entry points (workers/, `rekey api|scheduler|run`, CLI commands):
+ * Redis connections, the queues, the store, the providers, the policies, and the engine. Nothing
+ * in the rest of src/ creates a connection; it all takes its dependencies as arguments.
+ */
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { Audit } from "./audit/audit.ts";
+import { ConfigError, PolicyError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { enqueueNotification } from "./notify/outbox.ts";
+import { PolicySet } from "./policy/policy-set.ts";
+import type { CredentialRef, Policy } from "./policy/schema.ts";
+import { createProviders } from "./providers/index.ts";
+import type { ProviderRegistry } from "./providers/types.ts";
+import { NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
+import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
+import { Rotations } from "./rotation/requests.ts";
+import { RekeyState } from "./rotation/state.ts";
+import { AwsSecretsManagerStore } from "./stores/aws-secrets-manager.ts";
+import type { SecretStore } from "./stores/types.ts";
+
+export interface RuntimeOptions {
+  redisUrl: string;
+  prefix: string;
+  policyPaths: string[];
+  log: Logger;
+  auditMaxLen?: number;
+  fingerprintKey?: string;
+  region?: string;
+  env?: NodeJS.ProcessEnv;
+  now?: () => number;
+  /** Tests inject these; production builds them. */
+  store?: SecretStore;
+  providers?: ProviderRegistry;
+  awsWritesPerSecond?: number;
+  crashAt?: (point: CrashPoint) => void;
+}
+
+export interface Runtime {
+  redis: Redis;
+  queue: Queue;
+  notifyQueue: Queue;
+  state: RekeyState;
+  audit: Audit;
+  store: SecretStore;
+  providers: ProviderRegistry;
+  policies: PolicySet;
+  rotations: Rotations;
+  engine: RotationEngine;
+  resolve(ref: CredentialRef): Promise<string>;
+  /** BullMQ connection options for Workers (each Worker opens its own connections). */
+  connection: Redis;
+  prefix: string;
+  close(): Promise<void>;
+}
+
+/** BullMQ needs `maxRetriesPerRequest: null` on its connections (blocking commands). */
+export function redisConnection(url: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+}
+
+/** BullMQ prefix: under rekey's own prefix so one Redis can host several installs. */
+export function bullPrefix(prefix: string): string {
+  return `${prefix}:bull`;
+}
+
+export function credentialResolver(store: SecretStore, env: NodeJS.ProcessEnv): (ref: CredentialRef) => Promise<string> {
+  return async (ref) => {
+    if ("env" in ref) {
+      const v = env[ref.env];
+      if (!v) throw new ConfigError(`environment variable ${ref.env} (a credential a policy refers to) is not set`);
+      return v;
+    }
+    const cur = await store.getCurrent({ secretId: ref.secretId, region: ref.region, jsonKey: ref.jsonKey });
+    if (!cur) throw new ConfigError(`secret ${ref.secretId}${ref.jsonKey ? ` (key ${ref.jsonKey})` : ""}, a credential a policy refers to, holds no value`);
+    return cur.value;
+  };
+}
+
+export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const now = opts.now ?? Date.now;
+  const env = opts.env ?? process.env;
+  const redis = redisConnection(opts.redisUrl);
+  const connection = redisConnection(opts.redisUrl);
+  const prefix = opts.prefix;
+  const queue = new Queue(ROTATION_QUEUE, { connection, prefix: bullPrefix(prefix), defaultJobOptions: rotationJobOptions });
+  const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });
+  const state = new RekeyState(redis, prefix);
+  const audit = new Audit(redis, prefix, { maxLen: opts.auditMaxLen ?? 100_000, now });
+  const store = opts.store ?? new AwsSecretsManagerStore({ region: opts.region });
+  const providers = opts.providers ?? createProviders({ now });
+  const policies = new PolicySet(opts.policyPaths);
+  if (opts.policyPaths.length) {
+    const issues = await policies.reload();
+    if (issues.length) {
+      await Promise.allSettled([queue.close(), notifyQueue.close()]);
+      redis.disconnect();
+      connection.disconnect();
+      throw new PolicyError(issues);
+    }
+  }
+  const resolve = credentialResolver(store, env);
+  const notify = async (policy: Policy, event: EngineEvent): Promise<void> => {
+    if (policy.notify.length === 0) return;
+    await enqueueNotification(notifyQueue, policy, event, now);
+  };
+  const engine = new RotationEngine({
+    state,
+    audit,
+    store,
+    providers,
+    policies,
+    resolve,
+    notify,
+    wake: async (jobId) => {
+      const job = await queue.getJob(jobId);
+      if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);
+    },
+    now,
+    log: opts.log,
+    fingerprintKey: opts.fingerprintKey,
+    awsWritesPerSecond: opts.awsWritesPerSecond,
+    crashAt: opts.crashAt,
+  });
+  const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey });
+  return {
+    redis,
+    queue,
+    notifyQueue,
+    state,
+    audit,
+    store,
+    providers,
+    policies,
+    rotations,
+    engine,
+    resolve,
+    connection,
+    prefix,
+    async close() {
+      await Promise.allSettled([queue.close(), notifyQueue.close()]);
+      await Promise.allSettled([redis.quit(), connection.quit()]);
+    },
+  };
+}

@@ -1,0 +1,227 @@
+/**
+ * A LaunchDarkly token rotated end to end on real Redis, the real AWS SDK against the emulator,
+ * and the LaunchDarkly fake over HTTP: issue, store, verify, promote, confirm (push and probe),
+ * revoke — with the old token alive until the last consumer confirmed.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fingerprint, tokenHash } from "../../src/consumers/fingerprint.ts";
+import type { PolicyInput } from "../../src/policy/schema.ts";
+import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { ADMIN_TOKEN, dumpRedis, FINGERPRINT_KEY, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+
+const CONSUMER_TOKEN = "billing-consumer-token-abcdefghijklmnop";
+
+interface ProbeServer {
+  url: string;
+  report: { versionId?: string; fingerprint?: string };
+  close(): Promise<void>;
+}
+
+async function startProbe(): Promise<ProbeServer> {
+  const state: ProbeServer = { url: "", report: {}, close: async () => {} };
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify(state.report));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/rekey-version`;
+  state.close = () => new Promise((r) => server.close(() => r()));
+  return state;
+}
+
+function ldPolicy(ld: LaunchDarklyFake, probeUrl: string, extra: Partial<PolicyInput> = {}): PolicyInput {
+  return {
+    id: "ld-api",
+    owner: "alice@example.com",
+    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+    schedule: { cron: "0 3 * * 1", timezone: "Europe/Berlin" },
+    target: { secretId: "prod/ld-api-token", region: REGION },
+    consumers: [
+      { id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) },
+      { id: "web", confirm: "probe", url: probeUrl, interval: "1s" },
+    ],
+    confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    ...extra,
+  };
+}
+
+async function confirm(stack: Stack, body: Record<string, unknown>, token = CONSUMER_TOKEN): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${stack.apiUrl}/v1/confirmations`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe("LaunchDarkly rotation end to end", () => {
+  let ld: LaunchDarklyFake;
+  let probe: ProbeServer;
+  let stack: Stack;
+  let admin: { id: string; value: string };
+  let managed: { id: string; value: string };
+
+  beforeEach(async () => {
+    ld = await startLaunchDarklyFake();
+    probe = await startProbe();
+    admin = ld.addToken({ role: "admin", name: "rekey management" });
+    managed = ld.addToken({ role: "writer", name: "billing-service", customRoleIds: ["billing"] });
+    stack = await startStack({ policies: [ldPolicy(ld, probe.url)], env: { LD_ADMIN_TOKEN: admin.value } });
+    await stack.store.create!({ secretId: "prod/ld-api-token", region: REGION }, managed.value);
+  });
+
+  afterEach(async () => {
+    await stack.close();
+    await probe.close();
+    await ld.close();
+  });
+
+  it("rotates, waits for every consumer, then deletes the old token — AWSCURRENT always works", async () => {
+    // Watch AWSCURRENT the whole time: its value must work at LaunchDarkly at every moment.
+    let checks = 0;
+    let broken = 0;
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+        checks++;
+        if (!cur || !ld.isLive(cur.value)) broken++;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 10, 23, 2) });
+    expect(req.added).toBe(true);
+    const rec = await until("awaiting-confirmation", async () => {
+      const r = await stack.rt.state.getRecord(req.rotationId);
+      return r?.status === "awaiting-confirmation" ? r : undefined;
+    });
+
+    const current = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+    expect(current?.versionId).toBe(req.rotationId);
+    expect(current?.value).not.toBe(managed.value);
+    const newToken = ld.tokens().find((t) => t.value === current?.value);
+    expect(newToken?.customRoleIds).toEqual(["billing"]);
+    expect(newToken?.role).toBe("writer");
+    expect(rec.newCredentialId).toBe(newToken?.id);
+    // I2: both consumers still outstanding — the old token must still work.
+    expect(ld.isLive(managed.value)).toBe(true);
+
+    // A forged confirmation (wrong bearer) is refused and changes nothing.
+    const forged = await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: req.rotationId }, "not-the-token");
+    expect(forged.status).toBe(401);
+    // A mistaken one (an old version) is refused too.
+    const mistaken = await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: "11111111-2222-4333-8444-555555555555" });
+    expect(mistaken.status).toBe(409);
+    expect((await stack.rt.state.confirmations(req.rotationId)).size).toBe(0);
+
+    // billing confirms by fingerprint (it never sends the value).
+    const ok = await confirm(stack, { policyId: "ld-api", consumerId: "billing", fingerprint: fingerprint(FINGERPRINT_KEY, current!.value) });
+    expect(ok.status).toBe(200);
+    expect(ok.body.waitingFor).toEqual(["web"]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ld.isLive(managed.value)).toBe(true);
+
+    // web reports the new version through its probe: the last confirmation.
+    probe.report = { versionId: req.rotationId };
+    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed");
+    expect(ld.isLive(managed.value)).toBe(false);
+    expect(ld.isLive(current!.value)).toBe(true);
+    expect(ld.isLive(admin.value)).toBe(true);
+    // Exactly one live managed token: the new one.
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.id)).toEqual([newToken!.id]);
+
+    watching = false;
+    await watcher;
+    expect(checks).toBeGreaterThan(10);
+    expect(broken).toBe(0);
+
+    // The audit trail tells the story, refusals included.
+    const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 50 });
+    const steps = history.map((h) => `${h.step}:${h.outcome}`).reverse();
+    expect(steps).toEqual(expect.arrayContaining(["start:ok", "issuing:ok", "verifying:ok", "promoting:ok", "confirmation:ok", "confirmation:refused", "revoking:ok"]));
+
+    // I5: no secret value anywhere in Redis, the logs, or the audit.
+    const dump = await dumpRedis(stack.rt, stack.prefix);
+    for (const secret of [managed.value, current!.value, admin.value]) {
+      expect(dump).not.toContain(secret);
+      expect(stack.logs.text()).not.toContain(secret);
+    }
+    expect(dump).toContain(req.rotationId);
+  });
+
+  it("keeps the old token and flags needs-attention when consumers do not confirm in time", async () => {
+    stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "keep-old" } })), file: "ld.yaml" }]);
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("needs-attention", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "needs-attention", 20_000);
+    expect(ld.isLive(managed.value)).toBe(true);
+    // A late confirmation still finishes the rotation.
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+    expect((await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: cur!.versionId })).status).toBe(200);
+    probe.report = { versionId: cur!.versionId };
+    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 40_000);
+    expect(ld.isLive(managed.value)).toBe(false);
+  });
+
+  it("revokes on timeout where the policy says onTimeout: revoke", async () => {
+    stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 20_000);
+    expect(ld.isLive(managed.value)).toBe(false);
+    const history = await stack.rt.audit.history({ policyId: "ld-api" });
+    expect(history.some((h) => h.outcome === "timeout")).toBe(true);
+  });
+
+  it("fails safely before promotion: the new token is deleted and the old one stays current (I6)", async () => {
+    // Hold the identity checks back, and delete the new token at LaunchDarkly before its
+    // verification runs: verification must fail and the rotation must clean up after itself.
+    ld.faults.inject({ route: "GET /api/v2/caller-identity", kind: "delay", delayMs: 1_500, times: 2 });
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    const newId = await until("issued", async () => (await stack.rt.state.getRecord(req.rotationId))?.newCredentialId);
+    const del = await fetch(`${ld.url}/api/v2/tokens/${newId}`, { method: "DELETE", headers: { authorization: admin.value } });
+    expect(del.status).toBe(204);
+    const status = await until("ended", async () => {
+      const s = (await stack.rt.state.getRecord(req.rotationId))?.status;
+      return s === "failed" || s === "completed" || s === "needs-attention" ? s : undefined;
+    });
+    expect(status).toBe("failed");
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+    expect(cur?.value).toBe(managed.value);
+    expect(ld.isLive(managed.value)).toBe(true);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.id)).toEqual([managed.id]);
+    // The pending version was discarded and the lock released: a new rotation may start.
+    const stages = await stack.store.stages({ secretId: "prod/ld-api-token", region: REGION });
+    expect(Object.values(stages).flat()).not.toContain("AWSPENDING");
+    expect(await stack.rt.state.inFlight("ld-api")).toBeUndefined();
+  });
+
+  it("keeps one rotation in flight per policy (I3): a second request is skipped", async () => {
+    const first = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(first.rotationId))?.status === "awaiting-confirmation");
+    const second = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("skipped", async () => (await stack.rt.state.getRecord(second.rotationId))?.status === "skipped");
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(2);
+    expect(await stack.rt.state.inFlight("ld-api")).toBe(first.rotationId);
+  });
+
+  it("answers the operator API with auth: status lists the waiting consumers", async () => {
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    const unauth = await fetch(`${stack.apiUrl}/v1/status`);
+    expect(unauth.status).toBe(401);
+    const res = await fetch(`${stack.apiUrl}/v1/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { policyId: string; inFlight?: { rotationId: string; waitingFor: { consumerId: string }[] } }[];
+    const ld1 = body.find((p) => p.policyId === "ld-api");
+    expect(ld1?.inFlight?.rotationId).toBe(req.rotationId);
+    expect(ld1?.inFlight?.waitingFor.map((w) => w.consumerId).sort()).toEqual(["billing", "web"]);
+    // Malformed bodies get 4xx, never 5xx.
+    for (const body of ["{not json", JSON.stringify({ policyId: 5 }), JSON.stringify({ policyId: "ld-api", consumerId: "billing" })]) {
+      const r = await fetch(`${stack.apiUrl}/v1/confirmations`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` }, body });
+      expect(r.status).toBeGreaterThanOrEqual(400);
+      expect(r.status).toBeLessThan(500);
+    }
+  });
+});

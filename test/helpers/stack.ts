@@ -1,0 +1,150 @@
+/**
+ * A whole rekey in one test process: the AWS emulator, the real store on the real SDK, a runtime
+ * on the shared test Redis with a fresh prefix, a rotation worker and the HTTP API on 127.0.0.1.
+ * Provider fakes are started by each test and referred to from its policies.
+ */
+import { Writable } from "node:stream";
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { createLogger } from "../../src/log.ts";
+import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
+import { startApiServer, startRotationWorker } from "../../src/processes.ts";
+import type { ProviderRegistry } from "../../src/providers/types.ts";
+import type { CrashPoint } from "../../src/rotation/engine.ts";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import { type AwsEmulator, type AwsEmulatorOptions, startAwsEmulator } from "../fakes/aws/emulator.ts";
+import { deleteKeys, redisUrl, testPrefix } from "./redis.ts";
+
+export const REGION = "us-east-1";
+export const ADMIN_TOKEN = "rekey-test-admin-token-0123456789";
+export const FINGERPRINT_KEY = "rekey-test-fingerprint-key-0123456789abcdef";
+
+export function emulatorClient(emulator: AwsEmulator, region = REGION): SecretsManagerClient {
+  return new SecretsManagerClient({
+    region,
+    endpoint: emulator.url,
+    credentials: { accessKeyId: "test", secretAccessKey: "test" },
+    maxAttempts: 3,
+  });
+}
+
+export function emulatorStore(emulator: AwsEmulator): AwsSecretsManagerStore {
+  return new AwsSecretsManagerStore({ region: REGION, clientFor: (r) => emulatorClient(emulator, r) });
+}
+
+/** A pino destination that keeps every line, so tests can scan logs for secrets. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
+    cb();
+  }
+  text(): string {
+    return this.lines.join("\n");
+  }
+}
+
+export interface StackOptions {
+  policies: PolicyInput[];
+  env?: Record<string, string>;
+  concurrency?: number;
+  /** Start a worker in this process (default true). */
+  worker?: boolean;
+  providers?: ProviderRegistry;
+  emulator?: AwsEmulatorOptions;
+  crashAt?: (point: CrashPoint) => void;
+  awsWritesPerSecond?: number;
+}
+
+export interface Stack {
+  emulator: AwsEmulator;
+  store: AwsSecretsManagerStore;
+  rt: Runtime;
+  prefix: string;
+  apiUrl: string;
+  logs: LogCapture;
+  stopWorker(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const emulator = await startAwsEmulator({ writesPerSecond: Infinity, ...opts.emulator });
+  const store = emulatorStore(emulator);
+  const prefix = testPrefix("stack");
+  const logs = new LogCapture();
+  const log = createLogger({ level: "debug", destination: logs });
+  const rt = await createRuntime({
+    redisUrl: redisUrl(),
+    prefix,
+    policyPaths: [],
+    log,
+    fingerprintKey: FINGERPRINT_KEY,
+    region: REGION,
+    env: { ...opts.env },
+    store,
+    providers: opts.providers,
+    crashAt: opts.crashAt,
+    awsWritesPerSecond: opts.awsWritesPerSecond ?? Infinity,
+  });
+  rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
+  const { tokenHash } = await import("../../src/consumers/fingerprint.ts");
+  const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, adminTokenHash: tokenHash(ADMIN_TOKEN), log });
+  const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log });
+  let workerStopped = !worker;
+  return {
+    emulator,
+    store,
+    rt,
+    prefix,
+    apiUrl: api.url,
+    logs,
+    async stopWorker() {
+      if (!workerStopped) await worker?.stop();
+      workerStopped = true;
+    },
+    async close() {
+      if (!workerStopped) await worker?.stop();
+      await api.stop();
+      await deleteKeys(rt.redis, prefix);
+      await rt.close();
+      await emulator.close();
+    },
+  };
+}
+
+/** Poll until `fn` returns a value (not undefined/false), or fail after `timeoutMs`. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Every string stored under a prefix in Redis: keys, and values of every type. */
+export async function dumpRedis(rt: Runtime, prefix: string): Promise<string> {
+  const out: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await rt.redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    for (const k of keys) {
+      out.push(k);
+      const type = await rt.redis.type(k);
+      if (type === "string") out.push((await rt.redis.get(k)) ?? "");
+      else if (type === "hash") out.push(JSON.stringify(await rt.redis.hgetall(k)));
+      else if (type === "list") out.push(JSON.stringify(await rt.redis.lrange(k, 0, -1)));
+      else if (type === "set") out.push(JSON.stringify(await rt.redis.smembers(k)));
+      else if (type === "zset") out.push(JSON.stringify(await rt.redis.zrange(k, 0, -1)));
+      else if (type === "stream") out.push(JSON.stringify(await rt.redis.xrange(k, "-", "+")));
+    }
+  } while (cursor !== "0");
+  return out.join("\n");
+}
