@@ -70,7 +70,7 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // fastify's own logger is off: rekey logs through its redacting pino instance below.
-  const app = Fastify({ logger: false, bodyLimit: 128 * 1024, disableRequestLogging: true });
+  const app = Fastify({ logger: false, bodyLimit: 128 * 1024 });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
   const confirmations = new Counter({ name: "rekey_confirmations_total", help: "Push confirmations received, by outcome", labelNames: ["outcome"], registers: [registry] });

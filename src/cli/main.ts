@@ -20,7 +20,8 @@ export interface CommandModule {
 /**
  * Every command of `rekey`, in the order `rekey --help` lists them. A command is one module
  * under ./commands/ exporting `register(program, io)`: to add one, import it above and list it
- * here.
+ * here. All modules load on every run, so a module keeps heavy dependencies (Redis, BullMQ, the
+ * AWS SDK) inside its action with `await import(…)`: `rekey validate` should not pay for them.
  */
 const COMMANDS: readonly CommandModule[] = [
   validate,
@@ -62,6 +63,8 @@ export async function main(argv: string[], io: CliIo = processIo()): Promise<num
     if (err instanceof CliExit) return err.code;
     if (err instanceof CommanderError) {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return EXIT.ok;
+      // `rekey help <command>` exits 0; help shown because no command was given exits 1 here.
+      if (err.code === "commander.help") return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
       // program.error() from a command carries the code the command chose.
       if (err.code === "commander.error") return err.exitCode;
       // Everything else (unknown command or option, missing argument, no command at all) is a usage error.

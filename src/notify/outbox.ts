@@ -84,12 +84,11 @@ export function buildEvent(policy: Policy, input: NotificationInput, now: number
 export async function enqueueNotification(queue: NotifyQueue, policy: Policy, input: NotificationInput, now: () => number, jobOptions: JobsOptions = notifyJobOptions): Promise<string[]> {
   if (policy.notify.length === 0) return [];
   const event = buildEvent(policy, input, now());
-  const { at, ...stable } = event;
+  const { at: _at, ...stable } = event;
   const discriminator = createHash("sha256")
     .update(JSON.stringify(event.event === "human.reminder" ? event : stable))
     .digest("hex")
     .slice(0, 16);
-  void at;
   const jobs = policy.notify.map((target, targetIndex) => ({
     name: event.event,
     data: NotifyJobData.parse({ v: 1, event, targetIndex, target }),

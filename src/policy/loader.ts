@@ -245,24 +245,90 @@ function parseJson(text: string): ParsedDoc[] {
   try {
     return [{ value: JSON.parse(text) as unknown }];
   } catch (err) {
+    // The engine's message may quote part of the file and rarely gives a position: keep its
+    // first clause, and find the position with a scanner of our own.
     const message = err instanceof Error ? err.message : String(err);
-    const position = /at position (\d+)/.exec(message);
-    // Newer engines quote a piece of the file in the message; the position says enough.
-    const reason = message.replace(/,? ".*" is not valid JSON$/s, "").replace(/ in JSON at position \d+.*$/s, "");
-    if (position?.[1] !== undefined) {
-      const lines = new LineCounter();
-      let at = 0;
-      for (;;) {
-        lines.addNewLine(at);
-        const next = text.indexOf("\n", at);
-        if (next < 0) break;
-        at = next + 1;
-      }
-      const { line, col } = lines.linePos(Number(position[1]));
-      return [{ syntax: [{ line, path: "", message: `invalid JSON (column ${col}): ${reason}` }] }];
-    }
-    return [{ syntax: [{ path: "", message: `invalid JSON: ${reason}` }] }];
+    const reason = message
+      .replace(/^(Unexpected token .+?), .*$/s, "$1")
+      .replace(/ in JSON at position \d+.*$/s, "")
+      .replace(/,? ".*" is not valid JSON$/s, "");
+    const offset = jsonErrorOffset(text);
+    const lines = new LineCounter();
+    for (let at = 0; at >= 0; at = text.indexOf("\n", at) + 1 || -1) lines.addNewLine(at);
+    const { line, col } = lines.linePos(Math.min(offset, text.trimEnd().length));
+    return [{ syntax: [{ line, path: "", message: `invalid JSON (column ${col}): ${reason}` }] }];
   }
+}
+
+/** Offset of the first character a JSON parser would refuse (text.length when the text ends early). */
+function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const fail = (): never => {
+    throw new JsonStop(i);
+  };
+  const ws = (): void => {
+    while (i < text.length && " \t\n\r".includes(text.charAt(i))) i++;
+  };
+  const string = (): void => {
+    i++;
+    while (i < text.length) {
+      const c = text.charAt(i);
+      if (c === '"') {
+        i++;
+        return;
+      }
+      if (c < " ") fail();
+      i += c === "\\" ? 2 : 1;
+    }
+    fail();
+  };
+  const scalar = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
+  const value = (): void => {
+    ws();
+    const c = text.charAt(i);
+    if (c === '"') return string();
+    if (c === "{" || c === "[") {
+      const close = c === "{" ? "}" : "]";
+      i++;
+      ws();
+      if (text.charAt(i) === close) {
+        i++;
+        return;
+      }
+      for (;;) {
+        if (c === "{") {
+          ws();
+          if (text.charAt(i) !== '"') fail();
+          string();
+          ws();
+          if (text.charAt(i) !== ":") fail();
+          i++;
+        }
+        value();
+        ws();
+        if (text.charAt(i) === ",") i++;
+        else if (text.charAt(i) === close) {
+          i++;
+          return;
+        } else fail();
+      }
+    }
+    scalar.lastIndex = i;
+    if (!scalar.test(text)) fail();
+    i = scalar.lastIndex;
+  };
+  try {
+    value();
+    ws();
+    return i < text.length ? i : text.length;
+  } catch (err) {
+    if (err instanceof JsonStop) return err.offset;
+    throw err;
+  }
+}
+
+class JsonStop {
+  constructor(readonly offset: number) {}
 }
 
 /** Finds the line of a field path in the documents of a file (JSON is YAML, so both work). */

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import type { PolicyInput } from "../../src/policy/schema.ts";
 import type { CrashPoint } from "../../src/rotation/engine.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { redisUrl } from "../helpers/redis.ts";
@@ -49,7 +50,7 @@ describe("a worker killed mid-rotation", () => {
     admin = ld.addToken({ role: "admin", name: "rekey management" });
     managed = ld.addToken({ role: "writer", name: "checkout-service" });
     dir = mkdtempSync(join(tmpdir(), "rekey-crash-"));
-    const policy = {
+    const policy: PolicyInput = {
       id: "ld-crash",
       owner: "alice@example.com",
       provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },

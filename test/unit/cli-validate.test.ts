@@ -60,8 +60,8 @@ describe("rekey validate", () => {
     expect(code).toBe(1);
     const lines = stdout.trimEnd().split("\n");
     expect(lines).toContain(`ok  ${join(dir, "good.yaml")}  good (launchdarkly)`);
-    expect(lines).toContain(`${join(dir, "cron.yaml")}:8: schedule.cron: expected 5 fields (minute hour day-of-month month day-of-week), got 4`);
-    expect(lines).toContain(`${join(dir, "team/typo.yaml")}:7: notfy: unknown key "notfy" (did you mean "notify"?)`);
+    expect(lines).toContain(`${join(dir, "cron.yaml")}:9: schedule.cron: expected 5 fields (minute hour day-of-month month day-of-week), got 4`);
+    expect(lines).toContain(`${join(dir, "team/typo.yaml")}:8: notfy: unknown key "notfy" (did you mean "notify"?)`);
     const cutover = lines.find((l) => l.startsWith(`${join(dir, "team/cutover.yaml")}:4: provider.kind: qstash-token is a cut-over`));
     expect(cutover).toContain('Add "acceptCutover: true"');
     expect(lines.find((l) => l.startsWith(`${join(dir, "broken.json")}:4: invalid JSON`))).toBeDefined();
@@ -93,7 +93,7 @@ describe("rekey validate", () => {
     expect(report.valid).toBe(false);
     expect(report.summary).toBe("1 problem in 1 file (1 policy valid)");
     expect(report.policies).toEqual([{ file: join(dir, "good.yaml"), id: "good", kind: "launchdarkly" }]);
-    expect(report.issues).toEqual([{ file: join(dir, "bad.yaml"), line: 7, path: "colour", message: expect.stringMatching(/^unknown key "colour"/) as unknown }]);
+    expect(report.issues).toEqual([{ file: join(dir, "bad.yaml"), line: 8, path: "colour", message: expect.stringMatching(/^unknown key "colour"/) as unknown }]);
   });
 
   it("fails when there is nothing to validate", async () => {

@@ -1,0 +1,113 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
+import { ConfigError } from "../../src/errors.ts";
+
+function configError(env: NodeJS.ProcessEnv): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("has a default for everything", () => {
+    expect(loadConfig({})).toEqual({
+      redisUrl: "redis://127.0.0.1:6379",
+      prefix: "rekey",
+      policyDir: "policies",
+      apiHost: "127.0.0.1",
+      apiPort: 8080,
+      adminTokenHash: undefined,
+      fingerprintKey: undefined,
+      workerConcurrency: 8,
+      auditMaxLen: 100_000,
+      schedulerTickMs: 5_000,
+      awsRegion: undefined,
+      logLevel: "info",
+    });
+  });
+
+  it("reads every variable", () => {
+    const hash = `sha256:${"ab".repeat(32)}`;
+    const key = "k".repeat(32);
+    expect(
+      loadConfig({
+        REDIS_URL: "rediss://user:pw@redis.internal:6380/2",
+        REKEY_PREFIX: "{rekey}",
+        REKEY_POLICY_DIR: "/etc/rekey/policies",
+        REKEY_API_HOST: "0.0.0.0",
+        REKEY_API_PORT: "9090",
+        REKEY_ADMIN_TOKEN_HASH: hash,
+        REKEY_FINGERPRINT_KEY: key,
+        REKEY_WORKER_CONCURRENCY: "32",
+        REKEY_AUDIT_MAXLEN: "5000",
+        REKEY_SCHEDULER_TICK: "1m",
+        AWS_REGION: "eu-central-1",
+        LOG_LEVEL: "debug",
+      }),
+    ).toEqual({
+      redisUrl: "rediss://user:pw@redis.internal:6380/2",
+      prefix: "{rekey}",
+      policyDir: "/etc/rekey/policies",
+      apiHost: "0.0.0.0",
+      apiPort: 9090,
+      adminTokenHash: hash,
+      fingerprintKey: key,
+      workerConcurrency: 32,
+      auditMaxLen: 5000,
+      schedulerTickMs: 60_000,
+      awsRegion: "eu-central-1",
+      logLevel: "debug",
+    });
+  });
+
+  it("falls back to AWS_DEFAULT_REGION, and prefers AWS_REGION", () => {
+    expect(loadConfig({ AWS_DEFAULT_REGION: "us-east-1" }).awsRegion).toBe("us-east-1");
+    expect(loadConfig({ AWS_DEFAULT_REGION: "us-east-1", AWS_REGION: "eu-west-1" }).awsRegion).toBe("eu-west-1");
+  });
+
+  it("treats an empty variable as unset", () => {
+    expect(loadConfig({ REKEY_API_PORT: "", REKEY_FINGERPRINT_KEY: "" })).toMatchObject({ apiPort: 8080, fingerprintKey: undefined });
+  });
+
+  it("names every bad variable and what was expected", () => {
+    const err = configError({
+      REKEY_API_PORT: "eighty",
+      REKEY_WORKER_CONCURRENCY: "0",
+      REKEY_SCHEDULER_TICK: "5",
+      LOG_LEVEL: "verbose",
+      REKEY_PREFIX: "re key",
+      AWS_REGION: "Frankfurt",
+    });
+    expect(err.message.split("\n")).toEqual([
+      "invalid configuration:",
+      '  REKEY_PREFIX: expected a prefix without spaces or \':\' (e.g. rekey, or {rekey} for a Redis Cluster) (got "re key")',
+      '  REKEY_API_PORT: expected a port number from 0 to 65535 (0 picks a free port) (got "eighty")',
+      '  REKEY_WORKER_CONCURRENCY: expected a whole number from 1 to 1000 (got "0")',
+      '  REKEY_SCHEDULER_TICK: expected a duration from 1s to 1h, such as "5s" (got "5")',
+      '  AWS_REGION: expected an AWS region such as eu-central-1 (got "Frankfurt")',
+      '  LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent (got "verbose")',
+    ]);
+  });
+
+  it("never repeats the value of a variable that may hold a secret", () => {
+    const secretKey = "short-but-secret-key";
+    const secretUrl = "http://:hunter2@redis.internal:6379";
+    const hash = "sha256:not-hex-but-private";
+    const err = configError({ REKEY_FINGERPRINT_KEY: secretKey, REDIS_URL: secretUrl, REKEY_ADMIN_TOKEN_HASH: hash });
+    expect(err.message).toContain("REKEY_FINGERPRINT_KEY: expected at least 32 characters");
+    expect(err.message).toContain("REDIS_URL: expected a redis:// or rediss:// URL");
+    expect(err.message).toContain("REKEY_ADMIN_TOKEN_HASH: expected sha256:<64 lower-case hex digits>");
+    expect(err.message).not.toContain(secretKey);
+    expect(err.message).not.toContain("hunter2");
+    expect(err.message).not.toContain("private");
+  });
+
+  it("accepts one hash tag in the prefix and refuses a broken one", () => {
+    expect(loadConfig({ REKEY_PREFIX: "prod{rekey}" }).prefix).toBe("prod{rekey}");
+    expect(configError({ REKEY_PREFIX: "{rekey" }).message).toContain("REKEY_PREFIX: expected at most one hash tag");
+  });
+});
