@@ -250,7 +250,7 @@ function parseJson(text: string): ParsedDoc[] {
     const message = err instanceof Error ? err.message : String(err);
     const reason = message
       .replace(/^(Unexpected token .+?), .*$/s, "$1")
-      .replace(/ in JSON at position \d+.*$/s, "")
+      .replace(/ (?:in JSON )?at position \d+.*$/s, "")
       .replace(/,? ".*" is not valid JSON$/s, "");
     const offset = jsonErrorOffset(text);
     const lines = new LineCounter();

@@ -84,8 +84,12 @@ export const CronExpression = z
   })
   .meta({ description: 'Five-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 3 * * 1" for Mondays at 03:00.' });
 
-const Email = z.email({ error: (iss) => `expected an email address, got "${String(iss.input)}"` });
-const HttpUrl = z.url({ protocol: /^https?$/, error: (iss) => `expected an http(s) URL, got "${String(iss.input)}"` });
+// A missing field keeps zod's own message; the loader words that case itself.
+const Email = z.email({ error: (iss) => (iss.input === undefined ? undefined : `expected an email address, got "${String(iss.input)}"`) });
+const HttpUrl = z.url({
+  protocol: /^https?$/,
+  error: (iss) => (iss.input === undefined ? undefined : `expected an http(s) URL, got "${String(iss.input)}"`),
+});
 const ApiVersion = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, "expected a date YYYY-MM-DD")

@@ -79,7 +79,7 @@ export interface TickReport {
   failed: { policyId: string; slot: number; error: string }[];
 }
 
-/** Turns `sched:<policyId>:<slot>` back into its parts. */
+/** The queue job id of a policy's slot: the same on every replica. */
 export function schedJobId(policyId: string, slot: number): string {
   return `sched:${policyId}:${slot}`;
 }
@@ -323,7 +323,11 @@ export class Scheduler {
         idle.push(e);
         continue;
       }
-      const op = now - latest <= e.windowMs || retry ? "claim" : "miss";
+      // A claimed slot whose enqueue failed (here or on a replica that died) is retried until its
+      // window closes (at least two leases, so a short window still survives one takeover), then
+      // reported as missed instead of retried forever.
+      const late = now - latest;
+      const op = late <= e.windowMs || (retry && late <= 2 * this.leaseMs) ? "claim" : "miss";
       actions.push({ e, sync: e.last === undefined, op, slot: latest });
     }
 

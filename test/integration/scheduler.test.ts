@@ -240,6 +240,27 @@ describe("Scheduler", () => {
     expect((await b.s.tick()).enqueued.map((r) => r.jobId)).toEqual([`sched:${p.id}:${Date.parse("2025-06-02T12:00:00Z")}`]);
   });
 
+  it("reports a slot as missed when its enqueue keeps failing past the window", async () => {
+    const p = policy("broken-queue", { cron: "0 * * * *", window: "5m" });
+    const { s } = replica({
+      enqueue: async () => {
+        throw new Error("queue unavailable");
+      },
+    });
+    s.setPolicies([p]);
+    await s.tick();
+    const slot = Date.parse("2025-06-02T11:00:00Z");
+    clock = slot;
+    expect((await s.tick()).failed).toHaveLength(1);
+    clock = slot + 4 * MIN;
+    expect((await s.tick()).failed).toHaveLength(1);
+    clock = slot + 6 * MIN;
+    const report = await s.tick();
+    expect(report.failed).toEqual([]);
+    expect(report.missed).toEqual([{ policyId: p.id, slot }]);
+    expect(s.nextDue(p.id)).toBe(slot + H);
+  });
+
   it("a changed schedule counts from its own latest slot", async () => {
     const { s, enqueued } = replica();
     s.setPolicies([policy("edit", { cron: "0 3 * * *" })]);
