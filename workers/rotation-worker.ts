@@ -43,6 +43,10 @@ const worker = startRotationWorker(rt, {
 });
 log.info({ concurrency: config.workerConcurrency, pid: process.pid }, "rotation worker started");
 
+const unwatch = rt.policies.watch((issues) => {
+  for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
+  if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
+});
 process.on("SIGHUP", () => {
   void rt.policies.reload().then((issues) => {
     for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
@@ -51,6 +55,7 @@ process.on("SIGHUP", () => {
 });
 const stop = async (signal: string) => {
   log.info({ signal }, "stopping: finishing the steps in progress");
+  unwatch();
   await worker.stop();
   await rt.close();
   process.exit(0);

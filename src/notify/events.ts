@@ -15,6 +15,7 @@ export const EVENT_TYPES = [
   "human.action-required",
   "human.reminder",
   "rotation.leak",
+  "rotation.cutover-pending",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -77,6 +78,12 @@ export const NotificationEvent = z.discriminatedUnion("event", [
     /** Consumers that must reload. */
     consumers: Consumers,
   }),
+  z.strictObject({
+    ...common,
+    event: z.literal("rotation.cutover-pending"),
+    /** Consumers that will fail from the reset until they load the new version. */
+    consumers: Consumers,
+  }),
 ]);
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 export type NotificationEventInput = z.input<typeof NotificationEvent>;
@@ -91,4 +98,5 @@ export const EVENT_TITLES: Record<EventType, string> = {
   "human.action-required": "Action required",
   "human.reminder": "Reminder: action still required",
   "rotation.leak": "LEAK: reload the secret now",
+  "rotation.cutover-pending": "Cut-over ahead: the old credential is about to stop working",
 };

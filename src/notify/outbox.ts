@@ -58,7 +58,8 @@ export interface NotifyQueue {
 
 /** Builds the event from what a step reports and the policy it belongs to. `now` is epoch ms. */
 export function buildEvent(policy: Policy, input: NotificationInput, now: number): NotificationEvent {
-  const withConsumers = input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak";
+  const withConsumers =
+    input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak" || input.type === "rotation.cutover-pending";
   const human = input.type === "human.action-required" || input.type === "human.reminder";
   return NotificationEvent.parse({
     schemaVersion: 1,

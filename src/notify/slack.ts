@@ -25,6 +25,7 @@ const ICONS: Record<EventType, string> = {
   "human.action-required": ":raising_hand:",
   "human.reminder": ":bell:",
   "rotation.leak": ":rotating_light:",
+  "rotation.cutover-pending": ":scissors:",
 };
 
 /** Slack mrkdwn treats &, < and > as control characters. */
@@ -70,6 +71,16 @@ export function slackMessage(event: NotificationEvent): SlackMessage {
         text: {
           type: "mrkdwn",
           text: `:rotating_light: *Urgent:* every consumer of \`${esc(event.secretId)}\` must reload it now${event.consumers.length ? ` (${list(event.consumers)})` : ""}.`,
+        },
+      });
+      break;
+    case "rotation.cutover-pending":
+      extra = "consumers must reload when told the new version is current";
+      blocks.push({
+        type: "section",
+        text: {
+          type: "mrkdwn",
+          text: `*Heads-up:* the old value of \`${esc(event.secretId)}\` stops working at the reset; consumers${event.consumers.length ? ` (${list(event.consumers)})` : ""} fail until they load the new version, which rekey announces as soon as it is current.`,
         },
       });
       break;

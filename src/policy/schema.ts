@@ -332,6 +332,18 @@ export const NotifyTarget = z
   .meta({ description: "Where rotation events are sent: a signed webhook or Slack." });
 export type NotifyTarget = z.infer<typeof NotifyTarget>;
 
+/**
+ * Providers whose new credential only a person can make (Snyk user token and PAT, CrewAI crew):
+ * how long rekey waits for the value and how often it reminds the owner meanwhile.
+ */
+export const HumanStep = z
+  .strictObject({
+    timeout: Duration.optional().meta({ description: "How long rekey waits for the new value before the rotation needs attention. Default: 72h." }),
+    remindEvery: Duration.optional().meta({ description: "How often the owner is reminded while rekey waits. Default: 4h." }),
+  })
+  .meta({ description: "Human steps (providers without an issuing API): how long to wait for the submitted value, and how often to remind the owner." });
+export type HumanStep = z.infer<typeof HumanStep>;
+
 export const Policy = z
   .strictObject({
     id: z
@@ -355,6 +367,7 @@ export const Policy = z
         "Must be true for providers whose old credential dies when the new one is issued (consumers fail until they reload).",
     }),
     notify: z.array(NotifyTarget).default([]).meta({ description: "Where rotation events are sent. Default: none." }),
+    human: HumanStep.optional(),
     offboarding: z
       .strictObject({ successor: Email.meta({ description: "Email of the member who takes the credential over." }) })
       .optional()

@@ -60,8 +60,10 @@ export function slotSource(schedule: Schedule, policyId: string): SlotSource {
  */
 export function everyOffset(policyId: string, periodMs: number): number {
   const digest = createHash("sha256").update(policyId).digest();
-  // 48 bits are exact in a double and plenty to spread any period of a few years.
-  return digest.readUIntBE(0, 6) % periodMs;
+  // 48 bits are exact in a double and plenty to spread any period of a few years. Whole
+  // seconds (whole minutes for periods of an hour or more) keep due times readable.
+  const grain = periodMs >= 3_600_000 ? 60_000 : periodMs >= 60_000 ? 1_000 : 1;
+  return (digest.readUIntBE(0, 6) % Math.max(1, Math.floor(periodMs / grain))) * grain;
 }
 
 function everySource(period: number, offset: number): SlotSource {

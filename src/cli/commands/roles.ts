@@ -26,6 +26,8 @@ async function runRoles(io: CliIo, roles: Role[], opts: { concurrency?: string }
         loadPolicies,
         loadPolicyFile,
         enqueue: async ({ policyId, slot }) => {
+          // The scheduler's own watch may have seen a new policy file before this set did.
+          if (!rt.policies.get(policyId)) await rt.policies.reload();
           await rt.rotations.enqueue({ policyId, reason: "scheduled", actor: "scheduler", slot });
         },
       });
@@ -41,6 +43,11 @@ async function runRoles(io: CliIo, roles: Role[], opts: { concurrency?: string }
     if (roles.includes("api")) {
       running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue }));
     }
+    const unwatch = rt.policies.watch((issues) => {
+      for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
+      if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
+    });
+    running.push({ stop: async () => unwatch() });
     await untilStopped(log, async () => {
       const issues = await rt.policies.reload();
       for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
