@@ -19,6 +19,7 @@ import type { Logger } from "../log.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
 import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
+import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
 import { type RekeyState, TERMINAL } from "./state.ts";
@@ -30,6 +31,7 @@ export type EngineEventType =
   | "rotation.failed"
   | "rotation.needs-attention"
   | "rotation.leak"
+  | "rotation.cutover-pending"
   | "human.action-required"
   | "human.reminder";
 
@@ -405,6 +407,13 @@ class Run {
       }
       const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
       if (this.caps.issue === "reset") {
+        if (!d.issueStarted && !this.caps.oldSurvivesIssue) {
+          // A cut-over by API: consumers hear of it before the reset, so a failure they see next
+          // is explained; the new version is announced as soon as it is current.
+          await this.event("rotation.cutover-pending", `${this.policy.id}: the credential is being reset; the old value stops working at once — reload ${this.policy.target.secretId} when told the new version is current`, {
+            consumers: this.policy.consumers.map((c) => c.id),
+          });
+        }
         // Persist before the reset: from here on the old value may be dead (needs-attention on failure).
         this.data = { ...this.data, issueStarted: true };
         await this.job.updateData(this.data);
@@ -491,28 +500,50 @@ class Run {
     const stored = await this.readVersion(d.rotationId);
     if (stored) return this.afterStored(stored);
     const now = this.now;
+    // Per policy (`human:`), so an owner in another time zone can be given longer.
+    const timeoutMs = this.policy.human?.timeout ?? engineDefaults.humanTimeoutMs;
+    const remindMs = this.policy.human?.remindEvery ?? engineDefaults.humanReminderMs;
+    const how = () => this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
     if (!d.humanRequestedAt) {
-      const how = this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
-      const cut = !this.caps.oldSurvivesIssue;
+      const steps = how();
       await this.deps.state.updateRecord(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: this.policy.id });
-      if (cut) {
-        // Consumers hear about a cut-over before the human acts (the old value dies at reset).
-        await this.event("rotation.leak", `${this.policy.id}: the credential will be reset by ${this.policy.owner}; the old value stops working at once — reload ${this.policy.target.secretId} when told the new version is current`);
+      if (!this.caps.oldSurvivesIssue) {
+        // Consumers hear about a cut-over before the human acts: the old value dies at the reset.
+        const consumers = this.policy.consumers.map((c) => c.id);
+        await this.event(
+          "rotation.cutover-pending",
+          `${this.policy.id}: ${this.policy.owner} is asked to reset the credential; the old value stops working at once — reload ${this.policy.target.secretId} when told the new version is current`,
+          { consumers },
+        );
       }
-      await this.event("human.action-required", `${this.policy.owner}: a new credential is needed for ${this.policy.id}`, { instructions: how?.text, link: how?.link });
+      await this.event("human.action-required", `${this.policy.owner}: a new credential is needed for ${this.policy.id}; submit it within ${formatDuration(timeoutMs)} (rekey submit ${d.rotationId})`, {
+        instructions: steps?.text,
+        link: steps?.link,
+      });
       await this.auditStep("awaiting-human", "requested", `instructions sent to ${this.policy.owner}`);
       const next = { ...d, humanRequestedAt: now, lastReminderAt: now };
-      return { data: next, waitUntil: now + engineDefaults.humanReminderMs };
+      return { data: next, waitUntil: now + Math.min(remindMs, timeoutMs) };
     }
-    if (now - d.humanRequestedAt > engineDefaults.humanTimeoutMs) {
-      throw new PermanentError(`no new value was submitted within ${Math.round(engineDefaults.humanTimeoutMs / 3_600_000)} h (rekey submit ${d.rotationId})`);
+    const deadline = d.humanRequestedAt + timeoutMs;
+    if (now >= deadline) {
+      // The rotation ends (needs-attention, see fail) and frees the policy for the next one, rather
+      // than hold it for a person who may never come back.
+      throw new PermanentError(`no new value was submitted within ${formatDuration(timeoutMs)}; if the credential was already reset, start a new rotation and submit that value`);
     }
-    if (now - (d.lastReminderAt ?? 0) >= engineDefaults.humanReminderMs) {
-      const how = this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
-      await this.event("human.reminder", `${this.policy.owner}: rekey is still waiting for a new credential for ${this.policy.id}`, { instructions: how?.text, link: how?.link });
-      return { data: { ...d, lastReminderAt: now }, waitUntil: now + engineDefaults.humanReminderMs };
+    let last = d.lastReminderAt ?? d.humanRequestedAt;
+    let data: Data = d;
+    if (now - last >= remindMs) {
+      const steps = how();
+      await this.event("human.reminder", `${this.policy.owner}: rekey is still waiting for a new credential for ${this.policy.id}; submit it before ${new Date(deadline).toISOString()} (rekey submit ${d.rotationId})`, {
+        instructions: steps?.text,
+        link: steps?.link,
+      });
+      await this.auditStep("awaiting-human", "reminded", `reminder sent to ${this.policy.owner}`);
+      last = now;
+      data = { ...d, lastReminderAt: now };
     }
-    return { data: d, waitUntil: (d.lastReminderAt ?? now) + engineDefaults.humanReminderMs };
+    // Parked (no worker slot held) until the next reminder or the deadline; a submission wakes it.
+    return { data, waitUntil: Math.min(last + remindMs, deadline) };
   }
 
   // ---- verifying -----------------------------------------------------------------------------
@@ -680,7 +711,8 @@ class Run {
       if (pending) cleanup.push("pending version discarded");
     }
     const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
-    const status = oldMayBeDead ? "needs-attention" : "failed";
+    // A human step that ended unanswered needs a person even where the old credential still works.
+    const status = oldMayBeDead || d.step === "awaiting-human" ? "needs-attention" : "failed";
     const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
       oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
     }`;
