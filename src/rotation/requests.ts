@@ -145,6 +145,14 @@ export class Rotations {
     if (rec.status !== "awaiting-human") throw new RequestError(409, `rotation ${opts.rotationId} is not waiting for a value (status: ${rec.status})`);
     const value = opts.value.trim();
     if (!value) throw new RequestError(400, "the submitted value is empty");
+    // The old value still passes the provider's check until the owner resets it (and forever where
+    // the old one survives issue): storing it would end the rotation with nothing rotated.
+    const current = await store.getCurrent(refOf(policy));
+    if (current && equalConstantTime(current.value, value)) {
+      const why = `that is the current value of ${policy.target.secretId} (version ${current.versionId}), not a new one: follow the instructions to get a new credential and submit that; the rotation keeps waiting`;
+      await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "refused", actor: opts.actor, message: why });
+      throw new RequestError(422, why);
+    }
     const provider = providers[policy.provider.kind] as Provider;
     const ctx = {
       config: policy.provider,
