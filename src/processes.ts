@@ -65,6 +65,7 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
     log: opts.log,
     adminTokenHash: opts.adminTokenHash,
     nextDue: opts.nextDue,
+    boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
     ping: async () => {
       await rt.redis.ping();

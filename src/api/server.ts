@@ -7,6 +7,10 @@
  * operator endpoints need the admin token (its sha256 is REKEY_ADMIN_TOKEN_HASH). Refusals are
  * 4xx, change nothing, and are audited.
  */
+import { createBullBoard } from "@bull-board/api";
+import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
+import { FastifyAdapter } from "@bull-board/fastify";
+import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { z } from "zod";
@@ -27,6 +31,8 @@ export interface ApiExtensions {
 }
 
 export interface ApiDeps {
+  /** Queues shown in Bull Board at /admin/queues (admin token as the HTTP Basic password). */
+  boardQueues?: Queue[];
   rotations: Rotations;
   state: RekeyState;
   audit: Audit;
@@ -198,5 +204,29 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(202).send(await deps.extensions.offboard(req.body, actor));
   });
 
+  if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, deps.adminTokenHash);
+
   return app;
+}
+
+/**
+ * Bull Board: the queues in a browser. Browsers cannot send a bearer header, so the board asks
+ * for HTTP Basic credentials and takes the admin token as the password. Job data holds ids and
+ * step cursors only, so the board shows no secret.
+ */
+function mountBoard(app: FastifyInstance, queues: Queue[], adminTokenHash: string | undefined): void {
+  const basePath = "/admin/queues";
+  const adapter = new FastifyAdapter();
+  adapter.setBasePath(basePath);
+  createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q, { readOnlyMode: false })), serverAdapter: adapter });
+  void app.register(async (scope) => {
+    scope.addHook("onRequest", async (req, reply) => {
+      const m = /^Basic\s+(.+)$/i.exec(req.headers.authorization ?? "");
+      const password = m?.[1] ? Buffer.from(m[1], "base64").toString("utf8").split(":").slice(1).join(":") : "";
+      if (!adminTokenHash || !password || !tokenMatches(password, adminTokenHash)) {
+        return reply.code(401).header("www-authenticate", 'Basic realm="rekey queues"').send({ error: adminTokenHash ? "admin token required (HTTP Basic password)" : "operator API disabled: set REKEY_ADMIN_TOKEN_HASH" });
+      }
+    });
+    await scope.register(adapter.registerPlugin(), { prefix: basePath });
+  });
 }

@@ -4,8 +4,34 @@
  * method, path (without query) and status, and the provider's own error text, never a header or a
  * request body.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { createHash } from "node:crypto";
 import type { z } from "zod";
 import { PermanentError, RateLimitedError, TransientError } from "../errors.ts";
+
+/**
+ * Paces provider requests against rekey's shared rate budgets (src/rotation/pacing.ts). The
+ * engine installs one around each provider call with withRequestPacer, so every request an
+ * adapter makes is paced without the adapter knowing. `credential` is a salted, truncated hash
+ * of the Authorization header (limits are per key): it names a budget, never the value.
+ */
+export interface RequestPacer {
+  before(req: { credential: string }): Promise<void>;
+  after(req: { credential: string }, res: HttpResponse): Promise<void>;
+}
+
+const pacers = new AsyncLocalStorage<RequestPacer>();
+
+/** Run `fn` with every ProviderHttp request inside it paced by `pacer`. */
+export function withRequestPacer<T>(pacer: RequestPacer, fn: () => Promise<T>): Promise<T> {
+  return pacers.run(pacer, fn);
+}
+
+function credentialTag(headers: Record<string, string>): string {
+  const auth = Object.entries(headers).find(([k]) => k.toLowerCase() === "authorization")?.[1];
+  if (!auth) return "anonymous";
+  return createHash("sha256").update("rekey-rate-budget\0").update(auth).digest("hex").slice(0, 12);
+}
 
 export interface HttpRequest {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -75,6 +101,9 @@ export class ProviderHttp {
       body = typeof req.body === "string" ? req.body : JSON.stringify(req.body);
       if (!Object.keys(headers).some((h) => h.toLowerCase() === "content-type")) headers["content-type"] = "application/json";
     }
+    const pacer = pacers.getStore();
+    const paced = pacer ? { credential: credentialTag(headers) } : undefined;
+    if (pacer && paced) await pacer.before(paced);
     let res: Response;
     try {
       res = await (this.opts.fetch ?? fetch)(req.url, { method: req.method, headers, body, signal });
@@ -98,6 +127,7 @@ export class ProviderHttp {
       }
     }
     const out: HttpResponse = { status: res.status, headers: res.headers, body: parsed };
+    if (pacer && paced) await pacer.after(paced, out);
     if (res.ok) return out;
 
     const detail = this.opts.errorText?.(parsed);

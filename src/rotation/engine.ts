@@ -17,11 +17,13 @@ import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
 import { errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
+import { withRequestPacer } from "../providers/http.ts";
 import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
+import { latencyMargin, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
 import { type RekeyState, TERMINAL } from "./state.ts";
 
 export type EngineEventType =
@@ -72,6 +74,8 @@ export interface EngineDeps {
   fetch?: typeof fetch;
   /** AWS write pacing (per region, shared by all workers through Redis); default 50/s. */
   awsWritesPerSecond?: number;
+  /** Per-kind overrides of the documented provider limits paced proactively (pacing.ts); null turns one off. */
+  providerRates?: ProviderRates;
   crashAt?: (point: CrashPoint) => void;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -243,8 +247,19 @@ class Run {
   async providerCall<T>(fn: () => Promise<T>): Promise<T> {
     const until = await this.deps.state.gate(this.pScope);
     if (until > this.now) throw new RateLimitedError(this.pScope, until, `${this.policy.provider.kind} is rate limited until ${new Date(until).toISOString()} (another rotation hit the limit)`);
+    // Every HTTP request inside `fn` is paced against the shared budgets (pacing.ts), so a mass
+    // rotation waits before a limit instead of collecting 429s from requests already in flight.
+    const pacer = new ProviderPacer({
+      limiter: new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts)),
+      scope: this.pScope,
+      gate: () => this.deps.state.gate(this.pScope),
+      rate: rateOf(this.policy.provider.kind, this.deps.providerRates),
+      now: this.deps.now,
+      sleep: this.sleep,
+      signal: this.signal,
+    });
     try {
-      return await fn();
+      return await withRequestPacer(pacer, fn);
     } catch (err) {
       if (err instanceof RateLimitedError) {
         await this.deps.state.closeGate(this.pScope, err.retryAt);
@@ -254,8 +269,11 @@ class Run {
     }
   }
 
-  /** A store call behind the AWS write pacing and the shared throttle gate. */
-  async storeWrite<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * A store call behind the AWS write pacing and the shared throttle gate. `writes` is how many
+   * quota-counted requests the call makes (promote: move AWSCURRENT, then drop AWSPENDING).
+   */
+  async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
     const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
     for (;;) {
       const until = await this.deps.state.gate(this.sScope);
@@ -264,7 +282,10 @@ class Run {
         await this.sleep(until - this.now);
         continue;
       }
-      const wait = Number.isFinite(perSec) ? await this.deps.state.pace(this.sScope, perSec, 1_000, this.now) : 0;
+      // A sliding window (AWS counts any second, not calendar seconds), stretched by the latency
+      // margin: writes reserved in one second may reach AWS in the next.
+      const limiter = new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts));
+      const wait = Number.isFinite(perSec) ? await limiter.reserve(this.sScope, writes, { limit: perSec, windowMs: 1_000 + latencyMargin(1_000) }, this.now) : 0;
       if (wait === 0) break;
       await this.sleep(wait);
     }
@@ -564,7 +585,7 @@ class Run {
 
   async promoting(): Promise<StepOutcome> {
     const d = this.data;
-    await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal));
+    await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal), 2);
     const promotedAt = d.promotedAt ?? this.now;
     this.deps.crashAt?.("after-promote");
     const rec = await this.deps.state.getRecord(d.rotationId);

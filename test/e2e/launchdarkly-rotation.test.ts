@@ -216,6 +216,18 @@ describe("LaunchDarkly rotation end to end", () => {
     const ld1 = body.find((p) => p.policyId === "ld-api");
     expect(ld1?.inFlight?.rotationId).toBe(req.rotationId);
     expect(ld1?.inFlight?.waitingFor.map((w) => w.consumerId).sort()).toEqual(["billing", "web"]);
+    // Bull Board: the admin token as the HTTP Basic password, and no secret in what it shows.
+    expect((await fetch(`${stack.apiUrl}/admin/queues`)).status).toBe(401);
+    const basic = `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString("base64")}`;
+    const board = await fetch(`${stack.apiUrl}/admin/queues`, { headers: { authorization: basic } });
+    expect(board.status).toBe(200);
+    expect(await board.text()).toContain("<html");
+    const jobs = await fetch(`${stack.apiUrl}/admin/queues/api/queues?activeQueue=rotations&status=delayed&page=1`, { headers: { authorization: basic } });
+    expect(jobs.status).toBe(200);
+    const jobsText = await jobs.text();
+    expect(jobsText).toContain(req.rotationId);
+    expect(jobsText).not.toContain(managed.value);
+    expect(jobsText).not.toContain(admin.value);
     // Malformed bodies get 4xx, never 5xx.
     for (const body of ["{not json", JSON.stringify({ policyId: 5 }), JSON.stringify({ policyId: "ld-api", consumerId: "billing" })]) {
       const r = await fetch(`${stack.apiUrl}/v1/confirmations`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` }, body });

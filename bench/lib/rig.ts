@@ -1,0 +1,372 @@
+/**
+ * A whole rekey in the benchmark process — runtime on Redis, rotation worker, HTTP API — against
+ * the fakes in their own process (bench/fakes-process.ts), plus the baseline: the same provider
+ * and store calls, in the engine's order, with the same concurrency and no queue, no Redis.
+ *
+ * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, store,
+ * verify, promote, wait for the push confirmation, delete the old token) with one push
+ * consumer. The consumer confirms over HTTP as soon as its rotation parks awaiting confirmation
+ * (BullMQ's `delayed` event): the figure is rekey's, not a consumer's reaction time.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { Writable } from "node:stream";
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { QueueEvents } from "bullmq";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import { createLogger } from "../../src/log.ts";
+import { Policy } from "../../src/policy/schema.ts";
+import { startApiServer, startRotationWorker, type Stoppable } from "../../src/processes.ts";
+import type { Provider, ProviderContext } from "../../src/providers/types.ts";
+import { ROTATION_QUEUE } from "../../src/rotation/defaults.ts";
+import { refOf } from "../../src/rotation/engine.ts";
+import { bullPrefix, createRuntime, redisConnection, type Runtime } from "../../src/runtime.ts";
+import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
+import { benchFile, tsxExecArgv } from "./child.ts";
+
+export const REGION = "us-east-1";
+const CONSUMER_TOKEN = "bench-consumer-token-0123456789abcdef";
+const FINGERPRINT_KEY = "bench-fingerprint-key-0123456789abcdef0123";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The fakes process, over IPC. */
+export class FakesClient {
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+
+  private constructor(private readonly child: ChildProcess) {
+    child.on("message", (msg: { id?: number; result?: unknown; error?: string }) => {
+      if (msg.id === undefined) return;
+      const w = this.waiting.get(msg.id);
+      this.waiting.delete(msg.id);
+      if (msg.error !== undefined) w?.reject(new Error(`fakes process: ${msg.error}`));
+      else w?.resolve(msg.result);
+    });
+    child.on("exit", (code) => {
+      for (const w of this.waiting.values()) w.reject(new Error(`fakes process exited (${code})`));
+      this.waiting.clear();
+    });
+  }
+
+  static async start(): Promise<FakesClient> {
+    const child = fork(benchFile("fakes-process.ts"), [], { execArgv: tsxExecArgv(), stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("fakes process did not start within 30 s")), 30_000);
+      child.once("message", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`fakes process exited (${code}) before it was ready`)));
+    });
+    return new FakesClient(child);
+  }
+
+  request<T>(msg: Omit<Extract<FakesRequest, { type: string }>, "id">, timeoutMs = 60_000): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`fakes process: no answer to ${msg.type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.child.send({ ...msg, id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.request({ type: "stop" }, 10_000).catch(() => undefined);
+    if (this.child.exitCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+export interface RigOptions {
+  redisUrl: string;
+  policies: number;
+  /** Policies per LaunchDarkly account (fake instance). */
+  perAccount: number;
+  concurrency: number;
+}
+
+export interface RekeyRun {
+  wallMs: number;
+  completed: number;
+  failed: number;
+  /** Confirmation sent -> old token deleted at the fake, ms, per rotation. */
+  confirmToRevokeMs: number[];
+  drain: FakesDrain;
+}
+
+export interface BaselineRun {
+  wallMs: number;
+  completed: number;
+  drain: FakesDrain;
+}
+
+interface RunState {
+  /** Policy index by policy id, for the policies this run rotates. */
+  expected: Map<string, number>;
+  jobs: Map<string, { i: number; rotationId: string }>;
+  confirmedAt: Map<string, number>;
+  done: Set<string>;
+  failed: Set<string>;
+  onComplete?: (count: number) => void;
+}
+
+export class Rig {
+  readonly prefix = `rekey-bench-${process.pid}-${Date.now()}`;
+  private run: RunState | undefined;
+  private confirmations: Promise<unknown>[] = [];
+
+  private constructor(
+    readonly opts: RigOptions,
+    readonly fakes: FakesClient,
+    readonly rt: Runtime,
+    readonly policies: Policy[],
+    /** Live managed token id of each policy (the one the next rotation deletes). */
+    readonly tokenOf: string[],
+    private readonly roles: Stoppable[],
+    readonly apiUrl: string,
+    private readonly events: QueueEvents,
+  ) {
+    events.on("delayed", ({ jobId }) => this.onDelayed(jobId));
+    events.on("completed", ({ jobId }) => this.onEnded(jobId, true));
+    events.on("failed", ({ jobId }) => this.onEnded(jobId, false));
+  }
+
+  static async start(opts: RigOptions): Promise<Rig> {
+    const fakes = await FakesClient.start();
+    const accounts = Math.ceil(opts.policies / opts.perAccount);
+    const setup = await fakes.request<FakesSetup>({ type: "setup", accounts, perAccount: opts.perAccount });
+    const sink = new Writable({ write: (_c, _e, cb) => cb() });
+    const log = createLogger({ level: "info", destination: sink });
+    const store = new AwsSecretsManagerStore({
+      region: REGION,
+      clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: setup.awsUrl, credentials: { accessKeyId: "bench", secretAccessKey: "bench" }, maxAttempts: 3 }),
+    });
+    const env: Record<string, string> = {};
+    setup.accounts.forEach((a, k) => (env[`LD_ADMIN_${k}`] = a.admin));
+    const prefix = `rekey-bench-${process.pid}-${Date.now()}`;
+    const rt = await createRuntime({
+      redisUrl: opts.redisUrl,
+      prefix,
+      policyPaths: [],
+      log,
+      fingerprintKey: FINGERPRINT_KEY,
+      region: REGION,
+      env,
+      store,
+      // The emulator runs without its quota: rekey's own pacing of AWS writes is off too.
+      awsWritesPerSecond: Infinity,
+    });
+    const policies: Policy[] = [];
+    for (let i = 0; i < opts.policies; i++) {
+      const t = setup.tokens[i];
+      if (!t) throw new Error(`fakes set up no token for policy ${i}`);
+      policies.push(
+        Policy.parse({
+          id: `bench-ld-${i}`,
+          owner: "bench@example.com",
+          provider: { kind: "launchdarkly", baseUrl: setup.accounts[t.account]?.url, management: { env: `LD_ADMIN_${t.account}` } },
+          schedule: { cron: "0 3 * * 1" },
+          target: { secretId: `bench/ld-${i}`, region: REGION },
+          consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+          confirmation: { timeout: "1h", onTimeout: "keep-old" },
+        }),
+      );
+    }
+    rt.policies.replace(policies.map((policy) => ({ policy, file: `${policy.id}.yaml` })));
+    await pool(policies.map((p, i) => ({ p, i })), 16, async ({ p, i }) => {
+      await store.create(refOf(p), setup.tokens[i]?.value ?? "");
+    });
+    const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
+    const worker = startRotationWorker(rt, { concurrency: opts.concurrency, log });
+    const events = new QueueEvents(ROTATION_QUEUE, { connection: redisConnection(opts.redisUrl), prefix: bullPrefix(prefix) });
+    await events.waitUntilReady();
+    const rig = new Rig(opts, fakes, rt, policies, setup.tokens.map((t) => t.id), [worker, api], api.url, events);
+    await fakes.request({ type: "drain" });
+    return rig;
+  }
+
+  // ---- rekey ---------------------------------------------------------------------------------
+
+  /** `manual@<policyId>@<rotationId>`: events may arrive before enqueue() has returned the id. */
+  private ours(jobId: string): { run: RunState; i: number; rotationId: string } | undefined {
+    const [kind, policyId, rotationId] = jobId.split("@");
+    const run = this.run;
+    const i = policyId === undefined ? undefined : run?.expected.get(policyId);
+    if (kind !== "manual" || !run || i === undefined || rotationId === undefined) return undefined;
+    return { run, i, rotationId };
+  }
+
+  private onDelayed(jobId: string): void {
+    const job = this.ours(jobId);
+    if (!job || job.run.confirmedAt.has(jobId)) return;
+    this.confirmations.push(this.confirm(job.run, jobId, job.i, job.rotationId));
+  }
+
+  private onEnded(jobId: string, ok: boolean): void {
+    const run = this.ours(jobId)?.run;
+    if (!run || run.done.has(jobId) || run.failed.has(jobId)) return;
+    (ok ? run.done : run.failed).add(jobId);
+    if (ok) run.onComplete?.(run.done.size);
+  }
+
+  /** The consumer's push: POST /v1/confirmations naming the new version. */
+  private async confirm(run: RunState, jobId: string, i: number, rotationId: string): Promise<void> {
+    run.confirmedAt.set(jobId, Date.now());
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const at = Date.now();
+      const res = await fetch(`${this.apiUrl}/v1/confirmations`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+        body: JSON.stringify({ policyId: this.policies[i]?.id, consumerId: "app", versionId: rotationId }),
+      });
+      await res.arrayBuffer();
+      if (res.ok) {
+        run.confirmedAt.set(jobId, at);
+        return;
+      }
+      // 409: parked for another reason before promotion (never expected here); try again shortly.
+      await sleep(20);
+    }
+    throw new Error(`confirmation of ${rotationId} refused 100 times`);
+  }
+
+  /**
+   * Rotates each given policy once through rekey: enqueue (16 requests at a time, as a scheduler
+   * tick does), let the worker run, confirm each when it parks, wait for every completion.
+   */
+  async rekeyRun(indices: number[], opts: { deadlineMs: number; onComplete?: (count: number) => void }): Promise<RekeyRun> {
+    const run: RunState = { expected: new Map(indices.map((i) => [this.policies[i]?.id ?? "", i])), jobs: new Map(), confirmedAt: new Map(), done: new Set(), failed: new Set(), onComplete: opts.onComplete };
+    this.run = run;
+    this.confirmations = [];
+    const deadline = Date.now() + opts.deadlineMs;
+    const t0 = performance.now();
+    await pool(indices, 16, async (i) => {
+      const policy = this.policies[i] as Policy;
+      const rotationJob = await this.rt.rotations.enqueue({ policyId: policy.id, reason: "manual", actor: "bench" });
+      run.jobs.set(rotationJob.jobId, { i, rotationId: rotationJob.rotationId });
+    });
+    let lastProgress = Date.now();
+    let seen = 0;
+    while (run.done.size + run.failed.size < indices.length) {
+      if (Date.now() > deadline) throw new Error(`rekey run: ${run.done.size}/${indices.length} completed before the deadline`);
+      await sleep(5);
+      const n = run.done.size + run.failed.size;
+      if (n !== seen) {
+        seen = n;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress > 3_000) {
+        // Events can be missed (a trimmed event stream): look at the records themselves.
+        await this.sweep(run);
+        lastProgress = Date.now();
+      }
+    }
+    const wallMs = performance.now() - t0;
+    await Promise.all(this.confirmations);
+    this.run = undefined;
+    const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
+    const deletedAt = new Map(drain.deletes.map((d) => [d.id, d.at]));
+    const confirmToRevokeMs: number[] = [];
+    const records = await pool([...run.jobs], 32, async ([jobId, { i, rotationId }]) => ({ jobId, i, rec: await this.rt.state.getRecord(rotationId) }));
+    for (const { jobId, i, rec } of records) {
+      const old = this.tokenOf[i] as string;
+      const del = deletedAt.get(old);
+      const conf = run.confirmedAt.get(jobId);
+      if (del !== undefined && conf !== undefined && rec?.status === "completed") confirmToRevokeMs.push(del - conf);
+      if (rec?.newCredentialId && rec.status === "completed") this.tokenOf[i] = rec.newCredentialId;
+    }
+    return { wallMs, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
+  }
+
+  private async sweep(run: RunState): Promise<void> {
+    for (const [jobId, { i, rotationId }] of run.jobs) {
+      if (run.done.has(jobId) || run.failed.has(jobId)) continue;
+      const rec = await this.rt.state.getRecord(rotationId);
+      if (rec?.status === "completed") this.onEnded(jobId, true);
+      else if (rec?.status === "failed" || rec?.status === "skipped") this.onEnded(jobId, false);
+      else if (rec?.status === "awaiting-confirmation" && !run.confirmedAt.has(jobId)) this.confirmations.push(this.confirm(run, jobId, i, rotationId));
+    }
+  }
+
+  // ---- baseline ------------------------------------------------------------------------------
+
+  /**
+   * The same HTTP calls as a rekey rotation, in the same order, `concurrency` at a time, straight
+   * from the provider adapter and the store: no queue, no Redis, no records, no audit.
+   */
+  async baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    const deadline = Date.now() + opts.deadlineMs;
+    const provider = this.rt.providers.launchdarkly as Provider;
+    const store = this.rt.store;
+    let completed = 0;
+    const t0 = performance.now();
+    await pool(indices, this.opts.concurrency, async (i) => {
+      if (Date.now() > deadline) throw new Error("baseline run: past the deadline");
+      const policy = this.policies[i] as Policy;
+      const ref = refOf(policy);
+      const rotationId = randomUUID();
+      const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
+      // start: the current value and its credential id
+      const current = await store.getCurrent(ref, ctx.signal);
+      if (!current) throw new Error(`baseline: secret of ${policy.id} is empty`);
+      const old = await provider.identify(ctx, current.value);
+      // issuing: nothing stored yet under this rotation; orphans; the old value; issue; store
+      await store.getVersion(ref, rotationId, ctx.signal);
+      await provider.cleanupOrphans?.(ctx, undefined);
+      const oldVersion = await store.getVersion(ref, current.versionId, ctx.signal);
+      const issued = await provider.issue!(ctx, { value: oldVersion?.value ?? current.value, credentialId: old.credentialId, meta: old.meta });
+      await store.putPending(ref, rotationId, issued.value, ctx.signal);
+      // verifying
+      const stored = await store.getVersion(ref, rotationId, ctx.signal);
+      await provider.verify(ctx, stored?.value ?? issued.value, { credentialId: issued.credentialId, meta: issued.meta });
+      // promoting
+      await store.promote(ref, rotationId, ctx.signal);
+      // (the consumer confirms) revoking
+      const previous = await store.getVersion(ref, current.versionId, ctx.signal);
+      await provider.revoke!(ctx, { value: previous?.value ?? "", credentialId: old.credentialId, meta: old.meta });
+      if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
+      completed++;
+    });
+    const wallMs = performance.now() - t0;
+    const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
+    return { wallMs, completed, drain };
+  }
+
+  async redisUsedMemory(): Promise<number> {
+    const info = await this.rt.redis.info("memory");
+    return Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+  }
+
+  async close(): Promise<void> {
+    await this.events.close().catch(() => undefined);
+    for (const r of this.roles) await r.stop().catch(() => undefined);
+    await this.rt.close();
+    await this.fakes.stop();
+  }
+}
+
+/** Runs `fn` over `items`, `limit` at a time; results in item order. */
+export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const k = next++;
+      out[k] = await fn(items[k] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

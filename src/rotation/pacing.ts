@@ -1,0 +1,223 @@
+/**
+ * Proactive pacing shared by every worker through Redis, so a mass rotation (a leak over hundreds
+ * of policies) stays inside each provider's rate limits and the AWS write quota instead of
+ * discovering them by 429s:
+ *
+ * - sliding-window reservations: at most `limit` requests in any `windowMs` (plus a margin for
+ *   network latency), for limits that are documented but not announced in headers (Snyk's 1,620
+ *   requests/min per key) and for the AWS Secrets Manager write quota (50/s per region);
+ * - header budgets: where a provider announces what is left in its window (LaunchDarkly
+ *   `X-Ratelimit-*-Remaining` + `X-Ratelimit-Reset`, QStash `Burst-RateLimit-*`), each request
+ *   reserves one of the remaining calls before it is sent, and a budget at zero closes the door
+ *   until the window resets — before the provider has to answer 429. Concurrent workers share the
+ *   budget, so requests in flight at the moment the window runs out do not all earn a 429.
+ *
+ * The reactive gate (a 429 closes the provider's scope for everyone, RekeyState.closeGate) stays
+ * as the backstop. Budgets are keyed by the provider scope and a salted, truncated hash of the
+ * credential a request uses (limits are per key); the hash names a bucket and cannot give the
+ * credential back. Nothing here ever sees a value.
+ */
+import type { Redis } from "ioredis";
+import { RateLimitedError } from "../errors.ts";
+import type { ProviderKind } from "../policy/schema.ts";
+import type { HttpResponse, RequestPacer } from "../providers/http.ts";
+
+export interface Rate {
+  /** Requests allowed in any window of `windowMs`. */
+  limit: number;
+  windowMs: number;
+}
+
+/**
+ * Documented limits of providers that send no rate-limit headers, per credential. Providers that
+ * announce their budget in headers (LaunchDarkly, QStash) are paced by those instead (undefined).
+ * Keyed by kind, so a new provider kind fails to compile until it is decided here.
+ */
+export const DEFAULT_PROVIDER_RATES: { readonly [K in ProviderKind]: Rate | undefined } = {
+  launchdarkly: undefined,
+  // Snyk: 1,620 requests per minute per API key, no headers; a 429 lasts until the minute passes.
+  "snyk-service-account": { limit: 1_620, windowMs: 60_000 },
+  "snyk-user-token": { limit: 1_620, windowMs: 60_000 },
+  "snyk-pat": { limit: 1_620, windowMs: 60_000 },
+  "qstash-token": undefined,
+  "qstash-signing-keys": undefined,
+  // CrewAI crews are called once per human step; no documented limit.
+  "crewai-crew": undefined,
+};
+
+export type ProviderRates = Partial<Record<ProviderKind, Rate | null>>;
+
+export function rateOf(kind: ProviderKind, overrides: ProviderRates | undefined): Rate | undefined {
+  const o = overrides?.[kind];
+  if (o === null) return undefined;
+  return o ?? DEFAULT_PROVIDER_RATES[kind];
+}
+
+/**
+ * Extra window length for sliding-window pacing: a request reserved at one moment reaches the
+ * provider a little later, so a window counted at the sender must be longer than the provider's
+ * by the spread of those delays. 5% of the window, at least 250 ms.
+ */
+export function latencyMargin(windowMs: number): number {
+  return Math.max(250, Math.round(windowMs * 0.05));
+}
+
+/** Waits up to this long in-process; longer waits park the job (no worker slot held). */
+export const MAX_INLINE_WAIT_MS = 2_000;
+
+// Sliding log: entries are reservation times. Returns 0 when `n` slots were taken, else the ms
+// until enough old entries leave the window.
+const RESERVE_LUA = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count + n <= limit then
+  local seq = redis.call('INCRBY', KEYS[2], n)
+  for i = 1, n do redis.call('ZADD', KEYS[1], now, tostring(seq - i)) end
+  redis.call('PEXPIRE', KEYS[1], window)
+  redis.call('PEXPIRE', KEYS[2], window)
+  return 0
+end
+local idx = count + n - limit - 1
+local e = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+return math.max(1, tonumber(e[2]) + window - now + 1)
+`;
+
+// Header budget: { reset, remaining }. A newer window replaces an older one; within one window
+// only a lower count is believed (answers arrive out of order; reservations already counted).
+const OBSERVE_LUA = `
+local reset = tonumber(ARGV[1])
+local remaining = tonumber(ARGV[2])
+local cur = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
+if reset > cur then
+  redis.call('HSET', KEYS[1], 'reset', ARGV[1], 'remaining', ARGV[2])
+elseif reset == cur then
+  local r = tonumber(redis.call('HGET', KEYS[1], 'remaining') or ARGV[2])
+  if remaining < r then redis.call('HSET', KEYS[1], 'remaining', ARGV[2]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+`;
+
+// Reserve one call of the announced budget: 0 = go, else the reset time (epoch ms) to wait for.
+const TAKE_LUA = `
+local now = tonumber(ARGV[1])
+local reset = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
+if reset <= now then return 0 end
+local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '1')
+if remaining <= 0 then return reset end
+redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+return 0
+`;
+
+/** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
+export class RateLimiter {
+  constructor(
+    private readonly redis: Redis,
+    private readonly key: (...parts: string[]) => string,
+  ) {}
+
+  /**
+   * Reserve `n` requests in a sliding window shared by every worker: 0 when reserved, else the ms
+   * to wait before asking again.
+   */
+  async reserve(name: string, n: number, rate: Rate, now: number): Promise<number> {
+    const take = Math.min(n, rate.limit);
+    const k = this.key("pace", "sliding", name);
+    return Number(await this.redis.eval(RESERVE_LUA, 2, k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take)));
+  }
+
+  /** Reserve one call of a header-announced budget: 0 to go, else the epoch ms it resets. */
+  async take(name: string, now: number): Promise<number> {
+    return Number(await this.redis.eval(TAKE_LUA, 1, this.key("pace", "budget", name), String(now)));
+  }
+
+  /** Record what a provider's answer says is left in its window. */
+  async observe(name: string, remaining: number, resetAt: number, now: number): Promise<void> {
+    const ttl = Math.max(1_000, resetAt - now + 60_000);
+    await this.redis.eval(OBSERVE_LUA, 1, this.key("pace", "budget", name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
+  }
+}
+
+/** Pairs of (remaining, reset) headers, by provider family. */
+const HEADER_FAMILIES: readonly [remaining: string, reset: string][] = [
+  ["x-ratelimit-route-remaining", "x-ratelimit-reset"],
+  ["x-ratelimit-global-remaining", "x-ratelimit-reset"],
+  ["x-ratelimit-remaining", "x-ratelimit-reset"],
+  ["burst-ratelimit-remaining", "burst-ratelimit-reset"],
+  ["ratelimit-remaining", "ratelimit-reset"],
+];
+
+/**
+ * What an answer's headers say is left, and when the window resets (epoch ms). The most
+ * restrictive family wins. A reset is read as epoch ms (LaunchDarkly), epoch seconds (QStash) or
+ * seconds from now (the IETF RateLimit draft), by its size.
+ */
+export function rateHint(headers: Headers, now: number): { remaining: number; resetAt: number } | undefined {
+  let best: { remaining: number; resetAt: number } | undefined;
+  for (const [rName, tName] of HEADER_FAMILIES) {
+    const r = headers.get(rName);
+    const t = headers.get(tName);
+    if (r === null || t === null || !/^\d+$/.test(r.trim()) || !/^\d+$/.test(t.trim())) continue;
+    const remaining = Number(r);
+    const n = Number(t);
+    const resetAt = n > 1e12 ? n : n > 1e9 ? n * 1_000 : now + n * 1_000;
+    if (resetAt <= now) continue;
+    if (!best || remaining < best.remaining || (remaining === best.remaining && resetAt > best.resetAt)) best = { remaining, resetAt };
+  }
+  return best;
+}
+
+export interface ProviderPacerOptions {
+  limiter: RateLimiter;
+  /** The provider's rate-limit scope (providerScope): what a 429 closes. */
+  scope: string;
+  /** Epoch ms until which the scope's shared gate is closed (0 when open). */
+  gate(): Promise<number>;
+  /** A documented per-credential limit, where the provider sends no headers. */
+  rate?: Rate;
+  now(): number;
+  sleep(ms: number): Promise<void>;
+  signal?: AbortSignal;
+  maxInlineWaitMs?: number;
+}
+
+/**
+ * Paces every HTTP request of one provider call (installed around it with withRequestPacer):
+ * before a request, the shared gate, the sliding window and the header budget must all allow it;
+ * after the answer, its rate-limit headers update the budget. A short wait is slept; a long one
+ * becomes a RateLimitedError, which parks the job until then without using an attempt.
+ */
+export class ProviderPacer implements RequestPacer {
+  constructor(private readonly opts: ProviderPacerOptions) {}
+
+  async before(req: { credential: string }): Promise<void> {
+    const o = this.opts;
+    const name = `${o.scope}:${req.credential}`;
+    const rate = o.rate ? { limit: o.rate.limit, windowMs: o.rate.windowMs + latencyMargin(o.rate.windowMs) } : undefined;
+    for (;;) {
+      o.signal?.throwIfAborted();
+      const now = o.now();
+      let until = await o.gate();
+      if (until <= now) until = await o.limiter.take(name, now);
+      if (until <= now && rate) {
+        const wait = await o.limiter.reserve(name, 1, rate, now);
+        until = wait > 0 ? now + wait : 0;
+      }
+      if (until <= now) return;
+      if (until - now > (o.maxInlineWaitMs ?? MAX_INLINE_WAIT_MS)) {
+        throw new RateLimitedError(o.scope, until, `${o.scope}: rekey's rate budget for this provider is used up until ${new Date(until).toISOString()}; waiting instead of sending requests that would be refused`);
+      }
+      await o.sleep(until - now);
+    }
+  }
+
+  async after(req: { credential: string }, res: HttpResponse): Promise<void> {
+    const now = this.opts.now();
+    const hint = rateHint(res.headers, now);
+    if (hint) await this.opts.limiter.observe(`${this.opts.scope}:${req.credential}`, hint.remaining, hint.resetAt, now);
+  }
+}

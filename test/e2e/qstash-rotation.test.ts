@@ -1,0 +1,135 @@
+/**
+ * Upstash QStash rotated end to end on real Redis, the real AWS SDK against the emulator and the
+ * QStash fake over HTTP:
+ * - the token (a reset by the Developer API, a cut-over): consumers warned before the reset, the
+ *   new token verified with /v2/topics, stored and promoted at once, consumers told;
+ * - the signing keys (a roll, the pair stored as one JSON secret): no second roll while receivers
+ *   have not confirmed the first, and a roll again once they have.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import type { PolicyInput } from "../../src/policy/schema.ts";
+import { encodeSigningKeys } from "../../src/providers/qstash/signing-keys.ts";
+import { QStashFake } from "../fakes/qstash.ts";
+import { confirmVersion, type Receiver, startReceiver, statusOf, WEBHOOK_KEY, WEBHOOK_KEY_ENV, webhookTarget } from "../helpers/human.ts";
+import { dumpRedis, REGION, type Stack, startStack } from "../helpers/stack.ts";
+
+const PUBLISHER_TOKEN = "qstash-publisher-token-abcdefghijklmnop";
+const RECEIVER_TOKEN = "qstash-receiver-token-abcdefghijklmnopq";
+
+describe("QStash rotation end to end", () => {
+  let qstash: QStashFake;
+  let receiver: Receiver;
+  let stack: Stack | undefined;
+
+  beforeEach(async () => {
+    qstash = await new QStashFake().start();
+    receiver = await startReceiver();
+  });
+
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+    await receiver.close();
+    await qstash.close();
+  });
+
+  it("token: consumers warned before the reset, the new token verified with /v2/topics, stored and promoted at once, consumers told", async () => {
+    const policy: PolicyInput = {
+      id: "qstash-token",
+      owner: "owner@example.com",
+      provider: { kind: "qstash-token", baseUrl: qstash.url, managementUrl: qstash.url, email: qstash.email, management: { env: "UPSTASH_API_KEY" }, userId: qstash.userId() },
+      target: { secretId: "prod/qstash-token", region: REGION },
+      consumers: [{ id: "publisher", confirm: "push", tokenHash: tokenHash(PUBLISHER_TOKEN) }],
+      acceptCutover: true,
+      notify: [webhookTarget(receiver)],
+    };
+    stack = await startStack({ policies: [policy], env: { UPSTASH_API_KEY: qstash.apiKey, [WEBHOOK_KEY_ENV]: WEBHOOK_KEY } });
+    const oldToken = qstash.token();
+    await stack.store.create!({ secretId: "prod/qstash-token", region: REGION }, oldToken);
+
+    const req = await stack.rt.rotations.enqueue({ policyId: "qstash-token", reason: "manual", actor: "cli:test" });
+    await statusOf(stack, req.rotationId, ["awaiting-confirmation"]);
+    const newToken = qstash.token();
+    expect(qstash.tokenRotations()).toBe(1);
+    expect(newToken).not.toBe(oldToken);
+    expect(qstash.wasRetired(oldToken)).toBe(true);
+    // Stored and promoted at once: AWSCURRENT is the new token while the consumer has not confirmed.
+    const current = await stack.store.getCurrent({ secretId: "prod/qstash-token", region: REGION });
+    expect(current).toMatchObject({ versionId: req.rotationId, value: newToken });
+    // Verified on the data plane before promotion, with the new token.
+    const rotatedAt = qstash.requests.find((r) => r.method === "POST" && r.path.startsWith("/v2/qstash/rotate-token/"))!.at;
+    expect(qstash.requests.filter((r) => r.method === "GET" && r.path === "/v2/topics" && r.status === 200 && r.at >= rotatedAt).length).toBeGreaterThanOrEqual(1);
+
+    // Consumers were warned before the reset and told when the new version was current.
+    const warned = await receiver.waitFor("rotation.cutover-pending", req.rotationId);
+    expect(Date.parse(warned.at)).toBeLessThanOrEqual(rotatedAt);
+    if (warned.event === "rotation.cutover-pending") expect(warned.consumers).toEqual(["publisher"]);
+    const told = await receiver.waitFor("rotation.awaiting-confirmation", req.rotationId);
+    expect(told.versionId).toBe(req.rotationId);
+
+    expect(await confirmVersion(stack, "qstash-token", "publisher", req.rotationId, PUBLISHER_TOKEN)).toBe(200);
+    await statusOf(stack, req.rotationId, ["completed"]);
+    expect(qstash.tokenRotations()).toBe(1);
+    expect(qstash.isLive(newToken)).toBe(true);
+    const completed = await receiver.waitFor("rotation.completed", req.rotationId);
+    expect(completed.message).toContain("nothing to revoke");
+
+    const dump = await dumpRedis(stack.rt, stack.prefix);
+    for (const secret of [oldToken, newToken, qstash.apiKey]) {
+      expect(dump).not.toContain(secret);
+      expect(stack.logs.text()).not.toContain(secret);
+      expect(receiver.raw()).not.toContain(secret);
+    }
+  });
+
+  it("signing keys: one roll stored as one JSON secret; no second roll until receivers confirmed, then the next rotation rolls", async () => {
+    const policy: PolicyInput = {
+      id: "qstash-keys",
+      owner: "owner@example.com",
+      provider: { kind: "qstash-signing-keys", baseUrl: qstash.url, management: { env: "QSTASH_TOKEN" } },
+      target: { secretId: "prod/qstash-keys", region: REGION },
+      consumers: [{ id: "receiver", confirm: "push", tokenHash: tokenHash(RECEIVER_TOKEN) }],
+      confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    };
+    stack = await startStack({ policies: [policy], env: { QSTASH_TOKEN: qstash.token() } });
+    const ref = { secretId: "prod/qstash-keys", region: REGION };
+    const before = qstash.keys();
+    await stack.store.create!(ref, encodeSigningKeys(before));
+
+    const first = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 1) });
+    await statusOf(stack, first.rotationId, ["awaiting-confirmation"]);
+    expect(qstash.keyRolls()).toBe(1);
+    const after = qstash.keys();
+    // The previous `next` signs now, so receivers that hold the old pair keep verifying.
+    expect(after.current).toBe(before.next);
+    const stored = await stack.store.getCurrent(ref);
+    expect(stored?.versionId).toBe(first.rotationId);
+    expect(JSON.parse(stored!.value)).toEqual({ current: after.current, next: after.next });
+
+    // A second rotation of this policy while the receivers have not confirmed: no second roll (I3).
+    const second = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 2) });
+    expect(await statusOf(stack, second.rotationId, ["skipped", "awaiting-confirmation", "completed", "failed"])).toBe("skipped");
+    const manual = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "manual", actor: "cli:test" });
+    expect(await statusOf(stack, manual.rotationId, ["skipped", "awaiting-confirmation", "completed", "failed"])).toBe("skipped");
+    expect(qstash.keyRolls()).toBe(1);
+    expect(qstash.keys()).toEqual(after);
+    expect(await stack.rt.state.inFlight("qstash-keys")).toBe(first.rotationId);
+
+    // The receiver confirms the new pair: the first rotation completes, and the next one may roll.
+    expect(await confirmVersion(stack, "qstash-keys", "receiver", first.rotationId, RECEIVER_TOKEN)).toBe(200);
+    await statusOf(stack, first.rotationId, ["completed"]);
+    expect(qstash.keyRolls()).toBe(1);
+    const third = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "manual", actor: "cli:test" });
+    await statusOf(stack, third.rotationId, ["awaiting-confirmation"]);
+    expect(qstash.keyRolls()).toBe(2);
+    expect(qstash.keys().current).toBe(after.next);
+    expect(JSON.parse((await stack.store.getCurrent(ref))!.value)).toEqual(qstash.keys());
+
+    const dump = await dumpRedis(stack.rt, stack.prefix);
+    for (const key of [before.current, before.next, after.next, qstash.keys().next]) {
+      expect(dump).not.toContain(key);
+      expect(stack.logs.text()).not.toContain(key);
+    }
+  });
+});
