@@ -124,7 +124,6 @@ interface RunState {
 }
 
 export class Rig {
-  readonly prefix = `rekey-bench-${process.pid}-${Date.now()}`;
   private run: RunState | undefined;
   private confirmations: Promise<unknown>[] = [];
 

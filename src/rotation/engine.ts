@@ -379,6 +379,9 @@ class Run {
     if (d.reason === "leak") {
       const other = await state.getRecord(holder);
       await state.updateRecord(holder, { leak: true, policyId: d.policyId });
+      // The wake flag covers a holder that is running right now (not delayed, so it cannot be
+      // promoted): it sees the flag when it parks and resumes at once instead of after a re-check.
+      await state.redis.set(state.key("wake", holder), "1", "EX", 3_600);
       if (other?.jobId) await this.deps.wake(other.jobId);
       message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted`;
       await this.deps.audit.record({ rotationId: holder, policyId: d.policyId, step: "leak.takeover", outcome: "ok", actor: d.actor, message: `taken over by leak request ${d.rotationId}` });
@@ -396,6 +399,8 @@ class Run {
       startedAt: d.startedAt,
       updatedAt: this.now,
       message,
+      // Leak reports follow the rotation that does the work.
+      mergedInto: d.reason === "leak" ? holder : undefined,
     });
     await state.endRecord(d, "skipped", message, this.now, engineDefaults.recordTtlSec);
     await this.auditStep("start", "skipped", message, d.actor);
@@ -609,6 +614,9 @@ class Run {
     const rec = await this.deps.state.getRecord(d.rotationId);
     if (rec?.leak) {
       await this.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
+      // Consumers were asked to load the new version at their pace; now it is urgent.
+      const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
+      await this.event("rotation.leak", `${this.policy.id}: the credential leaked; load version ${d.rotationId} of ${this.policy.target.secretId} now — the old credential is being revoked without waiting for confirmations`, { versionId: d.rotationId, consumers: required });
       return { data: { ...d, step: "revoking" } };
     }
     const confirmed = await this.deps.state.confirmations(d.rotationId);

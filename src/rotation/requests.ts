@@ -106,7 +106,7 @@ export class Rotations {
     if (!consumer || consumer.confirm !== "push") return refuse(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
     if (!opts.bearer || !tokenMatches(opts.bearer, consumer.tokenHash)) return refuse(401, `bad or missing bearer token for consumer ${consumer.id}`);
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
-    const rotationId = await state.inFlight(policy.id);
+    const rotationId = (await state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
     const rec = rotationId ? await state.getRecord(rotationId) : undefined;
     if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
     const byVersion = opts.versionId !== undefined && opts.versionId === rotationId;
@@ -123,6 +123,17 @@ export class Rotations {
     const confirmed = await state.confirmations(rotationId);
     const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     return { rotationId, alreadyConfirmed: !added, waitingFor };
+  }
+
+  /**
+   * A leak rotation revokes the old credential without waiting, then ends: consumers still confirm
+   * afterwards, and the leak report shows who has and who has not loaded the new value.
+   */
+  private async lastLeakRotation(policyId: string): Promise<string | undefined> {
+    const last = (await this.deps.state.policySummary(policyId)).lastRotationId;
+    let rec = last ? await this.deps.state.getRecord(last) : undefined;
+    if (rec?.mergedInto) rec = await this.deps.state.getRecord(rec.mergedInto);
+    return rec?.leak && rec.status === "completed" ? rec.rotationId : undefined;
   }
 
   /** Wake a parked rotation now (a confirmation or a submission arrived). */

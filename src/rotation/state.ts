@@ -36,6 +36,8 @@ export interface RotationRecord {
   leak?: boolean;
   member?: string;
   successor?: string;
+  /** A leak request that found this policy's rotation in flight: the rotation it merged into. */
+  mergedInto?: string;
   /** Set when the rotation ended. */
   endedAt?: number;
 }

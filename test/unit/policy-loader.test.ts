@@ -379,7 +379,7 @@ describe("several files", () => {
     const policyError = err as PolicyError;
     expect(policyError.issues).toHaveLength(2);
     expect(policyError.message).toBe(
-      [`${join(dir, "a.yaml")}:9: colour: unknown key "colour": expected one of id, description, owner, provider, schedule, target, consumers, confirmation, acceptCutover, notify, offboarding`, `${join(dir, "b.yaml")}:10: schedule.cron: expected 5 fields (minute hour day-of-month month day-of-week), got 4`].join("\n"),
+      [`${join(dir, "a.yaml")}:9: colour: unknown key "colour": expected one of id, description, owner, provider, schedule, target, consumers, confirmation, acceptCutover, notify, human, offboarding`, `${join(dir, "b.yaml")}:10: schedule.cron: expected 5 fields (minute hour day-of-month month day-of-week), got 4`].join("\n"),
     );
   });
 

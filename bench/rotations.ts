@@ -1,0 +1,167 @@
+/**
+ * Child process: rotations through rekey against the fakes (bench/lib/rig.ts).
+ *
+ *   --mode engine: rekey and the baseline take turns (ABBA order, after a warm-up of each) on
+ *     the same policies; per run the wall time, and per rekey rotation the time from the push
+ *     confirmation to the old token's deletion at the fake.
+ *   --mode memory: `rounds` rounds over every policy; this process's RSS sampled every
+ *     `sample` completed rotations; Redis used_memory before and after, and what rekey keeps.
+ *
+ *   tsx bench/rotations.ts --mode engine|memory --redis <url> --policies <n> [--runs n]
+ *     [--rounds n] [--concurrency n] [--sample n]
+ */
+import { parseArgs } from "node:util";
+import { emitResult, progress } from "./lib/child.ts";
+import { type FakesDrain } from "./fakes-process.ts";
+import { Rig } from "./lib/rig.ts";
+
+export interface RunFigure {
+  kind: "rekey" | "baseline";
+  wallMs: number;
+  rotations: number;
+  failed: number;
+}
+
+export interface EngineResult {
+  concurrency: number;
+  policies: number;
+  runs: RunFigure[];
+  /** Confirmation -> deletion, ms, every rekey rotation of the measured runs. */
+  confirmToRevokeMs: number[];
+  /** HTTP requests per rotation at the fakes, by route, for each kind (measured runs). */
+  callsPerRotation: { rekey: Record<string, number>; baseline: Record<string, number> };
+}
+
+export interface MemorySample {
+  rotations: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  atMs: number;
+}
+
+export interface MemoryResult {
+  concurrency: number;
+  policies: number;
+  rotations: number;
+  failed: number;
+  wallMs: number;
+  samples: MemorySample[];
+  redisUsedBefore: number;
+  redisUsedAfter: number;
+  /** What rekey holds in Redis afterwards, by kind of key. */
+  keys: Record<string, number>;
+  auditEntries: number;
+  completedJobs: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    mode: { type: "string" },
+    redis: { type: "string" },
+    policies: { type: "string", default: "1000" },
+    runs: { type: "string", default: "3" },
+    rounds: { type: "string", default: "10" },
+    concurrency: { type: "string", default: "8" },
+    sample: { type: "string", default: "500" },
+    warmup: { type: "string", default: "100" },
+  },
+});
+const redisUrl = values.redis ?? "";
+if (!redisUrl || (values.mode !== "engine" && values.mode !== "memory")) throw new Error("usage: rotations.ts --mode engine|memory --redis <url> …");
+const policies = Number(values.policies);
+const concurrency = Number(values.concurrency);
+const all = Array.from({ length: policies }, (_, i) => i);
+// Generous: a run that takes this long has hung, not slowed down.
+const deadlineMs = Math.max(120_000, policies * 200);
+
+const rig = await Rig.start({ redisUrl, policies, perAccount: 20, concurrency });
+try {
+  if (values.mode === "engine") emitResult(await engine());
+  else emitResult(await memory());
+} finally {
+  await rig.close();
+}
+
+async function engine(): Promise<EngineResult> {
+  const warm = all.slice(0, Math.min(policies, Number(values.warmup)));
+  await rig.rekeyRun(warm, { deadlineMs });
+  await rig.baselineRun(warm, { deadlineMs });
+  const runs: RunFigure[] = [];
+  const confirmToRevokeMs: number[] = [];
+  const calls = { rekey: {} as Record<string, number>, baseline: {} as Record<string, number> };
+  const add = (into: Record<string, number>, d: FakesDrain) => {
+    for (const [route, n] of Object.entries(d.routes)) into[route] = (into[route] ?? 0) + n;
+  };
+  const pairs = Math.min(20, Number(values.runs));
+  for (let r = 0; r < pairs; r++) {
+    const order: ("rekey" | "baseline")[] = r % 2 === 0 ? ["rekey", "baseline"] : ["baseline", "rekey"];
+    for (const kind of order) {
+      if (kind === "rekey") {
+        const res = await rig.rekeyRun(all, { deadlineMs });
+        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed });
+        confirmToRevokeMs.push(...res.confirmToRevokeMs);
+        add(calls.rekey, res.drain);
+      } else {
+        const res = await rig.baselineRun(all, { deadlineMs });
+        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: 0 });
+        add(calls.baseline, res.drain);
+      }
+      const last = runs[runs.length - 1] as RunFigure;
+      progress(`${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s)`);
+    }
+  }
+  const perRotation = (m: Record<string, number>, kind: RunFigure["kind"]) => {
+    const n = runs.filter((r) => r.kind === kind).reduce((s, r) => s + r.rotations, 0);
+    return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v / n]));
+  };
+  return { concurrency, policies, runs, confirmToRevokeMs, callsPerRotation: { rekey: perRotation(calls.rekey, "rekey"), baseline: perRotation(calls.baseline, "baseline") } };
+}
+
+async function memory(): Promise<MemoryResult> {
+  const rounds = Math.min(100, Number(values.rounds));
+  const every = Number(values.sample);
+  const samples: MemorySample[] = [];
+  const redisUsedBefore = await rig.redisUsedMemory();
+  const t0 = performance.now();
+  const sample = (rotations: number) => {
+    const m = process.memoryUsage();
+    samples.push({ rotations, rssBytes: m.rss, heapUsedBytes: m.heapUsed, atMs: performance.now() - t0 });
+  };
+  sample(0);
+  let total = 0;
+  let failed = 0;
+  for (let r = 0; r < rounds; r++) {
+    const before = total;
+    const res = await rig.rekeyRun(all, {
+      deadlineMs,
+      onComplete: (n) => {
+        if ((before + n) % every === 0) sample(before + n);
+      },
+    });
+    total += res.completed;
+    failed += res.failed;
+    progress(`round ${r + 1}/${rounds}: ${total} rotations, rss ${(process.memoryUsage().rss / 1048576).toFixed(0)} MB`);
+  }
+  const wallMs = performance.now() - t0;
+  const redisUsedAfter = await rig.redisUsedMemory();
+  const keys: Record<string, number> = {};
+  const redis = rig.rt.redis;
+  let cursor = "0";
+  let scans = 0;
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", `${rig.rt.prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    for (const k of batch) {
+      const kind = k
+        .slice(rig.rt.prefix.length + 1)
+        .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>")
+        .replace(/bench-ld-\d+/g, "<policy>")
+        .replace(/^fp:.*/, "fp:<fingerprint>")
+        .replace(/^(pace|gate):.*/, "$1:…");
+      keys[kind] = (keys[kind] ?? 0) + 1;
+    }
+  } while (cursor !== "0" && ++scans < 100_000);
+  const auditEntries = await redis.xlen(`${rig.rt.prefix}:audit`);
+  const completedJobs = await rig.rt.queue.getCompletedCount();
+  return { concurrency, policies, rotations: total, failed, wallMs, samples, redisUsedBefore, redisUsedAfter, keys, auditEntries, completedJobs };
+}
