@@ -42,6 +42,11 @@ export interface Config {
   workerLockMs?: number;
   /** How often workers look for stalled jobs, in ms (REKEY_WORKER_STALLED_INTERVAL). Default: 15 s. */
   workerStalledIntervalMs?: number;
+  /**
+   * Budget of one provider or AWS request, in ms (REKEY_REQUEST_TIMEOUT); a request that takes
+   * longer is abandoned and retried as a transient failure. Default: 15 s.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Variables whose values must not appear in an error message. */
@@ -93,6 +98,7 @@ const Env = z.object({
     }),
   REKEY_WORKER_LOCK_DURATION: durationBetween(1_000, 600_000, 'expected a duration from 1s to 10m, such as "60s"').optional(),
   REKEY_WORKER_STALLED_INTERVAL: durationBetween(500, 600_000, 'expected a duration from 500ms to 10m, such as "15s"').optional(),
+  REKEY_REQUEST_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "15s"').optional(),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -143,5 +149,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     workerLockMs: e.REKEY_WORKER_LOCK_DURATION,
     workerStalledIntervalMs: e.REKEY_WORKER_STALLED_INTERVAL,
+    requestTimeoutMs: e.REKEY_REQUEST_TIMEOUT,
   };
 }

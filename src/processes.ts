@@ -5,8 +5,10 @@
 import { Worker } from "bullmq";
 import { buildApi } from "./api/server.ts";
 import { errorMessage } from "./errors.ts";
+import { leakResponseFor } from "./leak/leak.ts";
 import type { Logger } from "./log.ts";
 import { createNotifyProcessor } from "./notify/outbox.ts";
+import { offboardingFor } from "./offboarding/offboarding.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 
@@ -57,6 +59,8 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
 }
 
 export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
+  const leaks = leakResponseFor(rt);
+  const offboarding = offboardingFor(rt);
   const app = buildApi({
     rotations: rt.rotations,
     state: rt.state,
@@ -69,6 +73,10 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
     ping: async () => {
       await rt.redis.ping();
+    },
+    extensions: {
+      leak: (body, actor) => leaks.handle(body, actor),
+      offboard: (body, actor) => offboarding.handle(body, actor),
     },
   });
   const address = await app.listen({ host: opts.host, port: opts.port });

@@ -15,6 +15,7 @@ import { createProviders } from "./providers/index.ts";
 import type { ProviderRegistry } from "./providers/types.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
+import type { ProviderRates } from "./rotation/pacing.ts";
 import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
 import { AwsSecretsManagerStore } from "./stores/aws-secrets-manager.ts";
@@ -34,6 +35,10 @@ export interface RuntimeOptions {
   store?: SecretStore;
   providers?: ProviderRegistry;
   awsWritesPerSecond?: number;
+  /** Budget of one provider or AWS request in ms (default 15 s; REKEY_REQUEST_TIMEOUT). */
+  requestTimeoutMs?: number;
+  /** Overrides of the provider limits paced proactively (src/rotation/pacing.ts). */
+  providerRates?: ProviderRates;
   crashAt?: (point: CrashPoint) => void;
 }
 
@@ -49,6 +54,8 @@ export interface Runtime {
   rotations: Rotations;
   engine: RotationEngine;
   resolve(ref: CredentialRef): Promise<string>;
+  /** REKEY_FINGERPRINT_KEY, where set (leak by value, confirmations by fingerprint). */
+  fingerprintKey?: string;
   /** BullMQ connection options for Workers (each Worker opens its own connections). */
   connection: Redis;
   prefix: string;
@@ -78,6 +85,14 @@ export function credentialResolver(store: SecretStore, env: NodeJS.ProcessEnv): 
   };
 }
 
+/** fetch with a per-request budget (ProviderHttp's own default is 15 s). */
+function timedFetch(ms: number): typeof fetch {
+  return (input, init) => {
+    const budget = AbortSignal.timeout(ms);
+    return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, budget]) : budget });
+  };
+}
+
 export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const now = opts.now ?? Date.now;
   const env = opts.env ?? process.env;
@@ -88,8 +103,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });
   const state = new RekeyState(redis, prefix);
   const audit = new Audit(redis, prefix, { maxLen: opts.auditMaxLen ?? 100_000, now });
-  const store = opts.store ?? new AwsSecretsManagerStore({ region: opts.region });
-  const providers = opts.providers ?? createProviders({ now });
+  const store = opts.store ?? new AwsSecretsManagerStore({ region: opts.region, requestTimeoutMs: opts.requestTimeoutMs });
+  const providers = opts.providers ?? createProviders({ now, fetch: opts.requestTimeoutMs ? timedFetch(opts.requestTimeoutMs) : undefined });
   const policies = new PolicySet(opts.policyPaths);
   if (opts.policyPaths.length) {
     const issues = await policies.reload();
@@ -121,6 +136,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     log: opts.log,
     fingerprintKey: opts.fingerprintKey,
     awsWritesPerSecond: opts.awsWritesPerSecond,
+    providerRates: opts.providerRates,
     crashAt: opts.crashAt,
   });
   const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey });
@@ -136,6 +152,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     rotations,
     engine,
     resolve,
+    fingerprintKey: opts.fingerprintKey,
     connection,
     prefix,
     async close() {

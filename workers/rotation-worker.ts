@@ -25,6 +25,7 @@ const rt = await createRuntime({
   auditMaxLen: config.auditMaxLen,
   fingerprintKey: config.fingerprintKey,
   region: config.awsRegion,
+  requestTimeoutMs: config.requestTimeoutMs,
   awsWritesPerSecond: process.env.REKEY_AWS_WRITES_PER_SECOND ? Number(process.env.REKEY_AWS_WRITES_PER_SECOND) : undefined,
   crashAt: crashPoint
     ? (point) => {

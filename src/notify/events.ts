@@ -98,5 +98,5 @@ export const EVENT_TITLES: Record<EventType, string> = {
   "human.action-required": "Action required",
   "human.reminder": "Reminder: action still required",
   "rotation.leak": "LEAK: reload the secret now",
-  "rotation.cutover-pending": "Cut-over ahead: the old credential is about to stop working",
+  "rotation.cutover-pending": "Cut-over ahead, reload when told",
 };

@@ -185,6 +185,12 @@ export class Rotations {
     }
     const handle = await provider.identify(ctx, value).catch(() => ({ credentialId: undefined }));
     await store.putPending(refOf(policy), opts.rotationId, value);
+    // The human step may have timed out while the value was checked: that rotation is over, so
+    // take the value back out of AWSPENDING rather than reopen its record.
+    if ((await state.getRecord(opts.rotationId))?.endedAt !== undefined) {
+      await store.discardPending(refOf(policy), opts.rotationId);
+      throw new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
+    }
     const patch: Record<string, string> = {};
     if (handle.credentialId) patch.newCredentialId = handle.credentialId;
     if (this.deps.fingerprintKey) {

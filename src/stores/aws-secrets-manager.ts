@@ -32,6 +32,11 @@ export interface AwsSecretsManagerStoreOptions {
   clientFor?: (region: string) => SecretsManagerClient;
   /** SDK attempts per call, first one included (default 3, the SDK's standard retry mode). */
   maxAttempts?: number;
+  /**
+   * Budget of one HTTP request in ms (default 15 000). The SDK has none of its own (only a
+   * 5-minute idle-socket timeout), so without it one unanswered call holds a worker slot for minutes.
+   */
+  requestTimeoutMs?: number;
   /** Clock in epoch milliseconds, for RateLimitedError.retryAt (default Date.now). */
   now?: () => number;
 }
@@ -221,7 +226,13 @@ export class AwsSecretsManagerStore implements SecretStore {
   private client(region: string): SecretsManagerClient {
     let c = this.clients.get(region);
     if (!c) {
-      c = this.opts.clientFor?.(region) ?? new SecretsManagerClient({ region, maxAttempts: this.opts.maxAttempts ?? 3 });
+      c =
+        this.opts.clientFor?.(region) ??
+        new SecretsManagerClient({
+          region,
+          maxAttempts: this.opts.maxAttempts ?? 3,
+          requestHandler: { requestTimeout: this.opts.requestTimeoutMs ?? 15_000, throwOnRequestTimeout: true },
+        });
       this.clients.set(region, c);
     }
     return c;

@@ -1,0 +1,381 @@
+/**
+ * Offboarding: a member leaves, and every credential they own must end up with someone else
+ * before their account is removed (a LaunchDarkly personal token dies with its member).
+ *
+ * 1. Find the member's credentials: every policy they own, and — at every provider account that
+ *    can list credentials by owner — every credential in their name. A listed credential that is
+ *    the current (or being-replaced) credential of a policy is managed; the rest are unmanaged and
+ *    reported for handling by hand.
+ * 2. Rotate each managed one with reason `offboarding`, so the new credential belongs to the
+ *    successor (the request's, else the policy's `offboarding.successor`), with the normal
+ *    confirmation semantics (the old credential is revoked once consumers confirmed).
+ * 3. Report: "safe to remove <member>: yes / no", with what still blocks.
+ *
+ * Running it again continues where it stopped: each (member, policy) gets one deterministic job
+ * id, and the rotation it started is kept in a record without expiry (jobs are removed after a
+ * day), so a re-run reports on it instead of starting another. Only a rotation that failed or was
+ * skipped is tried again, as a new attempt with its own job id.
+ */
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import type { Audit } from "../audit/audit.ts";
+import { errorMessage, RateLimitedError } from "../errors.ts";
+import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
+import { capabilitiesOf } from "../providers/capabilities.ts";
+import { withRequestPacer } from "../providers/http.ts";
+import type { OwnedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
+import { providerScope, refOf } from "../rotation/engine.ts";
+import { offboardJobId } from "../rotation/job.ts";
+import { ProviderPacer, RateLimiter } from "../rotation/pacing.ts";
+import { RequestError, type Rotations } from "../rotation/requests.ts";
+import type { RekeyState, RotationRecord } from "../rotation/state.ts";
+import type { Runtime } from "../runtime.ts";
+import type { SecretStore } from "../stores/types.ts";
+
+export const OffboardRequest = z.strictObject({
+  member: z.email().refine((m) => !m.includes(":"), "a member address may not contain ':'"),
+  successor: z.email().optional(),
+});
+export type OffboardRequest = z.infer<typeof OffboardRequest>;
+
+export type PolicyOffboardState =
+  | "queued"
+  | "running"
+  | "awaiting-confirmation"
+  | "awaiting-human"
+  | "needs-attention"
+  | "completed"
+  | "failed"
+  | "skipped"
+  | "no-successor";
+
+export interface PolicyOffboardReport {
+  policyId: string;
+  file?: string;
+  provider: string;
+  owner: string;
+  /** Why it is part of this offboarding. */
+  reason: "owner" | "credential";
+  successor?: string;
+  rotationId?: string;
+  attempt?: number;
+  state: PolicyOffboardState;
+  waitingFor: string[];
+  message?: string;
+}
+
+export interface UnmanagedCredential {
+  provider: string;
+  account: string;
+  credentialId: string;
+  name: string;
+  kind?: string;
+  lastUsed?: number;
+}
+
+export interface OffboardReport {
+  member: string;
+  successor?: string;
+  safeToRemove: boolean;
+  policies: PolicyOffboardReport[];
+  unmanaged: UnmanagedCredential[];
+  listingErrors: { provider: string; account: string; error: string }[];
+  /** What still stands between now and removing the member, one line each. */
+  blockers: string[];
+}
+
+export interface OffboardingDeps {
+  state: RekeyState;
+  audit: Audit;
+  rotations: Pick<Rotations, "enqueue">;
+  policies: { all(): Policy[]; get(id: string): Policy | undefined; file?(id: string): string | undefined };
+  providers: ProviderRegistry;
+  store: Pick<SecretStore, "getCurrent" | "getVersion">;
+  resolve(ref: CredentialRef): Promise<string>;
+  now(): number;
+  /** Longest rate-limit wait taken in-process while listing; longer ends the listing with an error. Default 30 s. */
+  maxRateWaitMs?: number;
+  sleep?(ms: number): Promise<void>;
+}
+
+interface Entry {
+  rotationId: string;
+  jobId: string;
+  attempt: number;
+  successor: string;
+  reason: "owner" | "credential";
+}
+
+interface Discovery {
+  /** Policy id → why it belongs to the member. */
+  managed: Map<string, "owner" | "credential">;
+  unmanaged: UnmanagedCredential[];
+  listingErrors: OffboardReport["listingErrors"];
+}
+
+const RETRY: ReadonlySet<string> = new Set(["failed", "skipped"]);
+
+export class Offboarding {
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly deps: OffboardingDeps) {
+    this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+  }
+
+  /** The API and CLI entry. */
+  async handle(body: unknown, actor: string): Promise<OffboardReport> {
+    const parsed = OffboardRequest.safeParse(body);
+    if (!parsed.success) throw new RequestError(400, parsed.error.issues.map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`).join("; "));
+    return this.run(parsed.data, actor);
+  }
+
+  /** Find, rotate what is not rotated yet, and report. Safe to run any number of times. */
+  async run(req: OffboardRequest, actor: string): Promise<OffboardReport> {
+    const member = req.member.toLowerCase();
+    const found = await this.discover(member);
+    const key = this.recordKey(member);
+    const { redis } = this.deps.state;
+    const entries = await this.entries(member);
+    let queued = 0;
+    for (const [policyId, why] of found.managed) {
+      const policy = this.deps.policies.get(policyId);
+      if (!policy) continue;
+      const successor = (req.successor ?? policy.offboarding?.successor ?? (why === "credential" ? policy.owner : undefined))?.toLowerCase();
+      if (!successor || successor === member) continue;
+      const prev = entries.get(policyId);
+      if (prev) {
+        const rec = await this.deps.state.getRecord(prev.rotationId);
+        // Still going, done, or ended so long ago that its record expired: nothing to start.
+        if (!rec || !RETRY.has(rec.status)) continue;
+      }
+      const attempt = (prev?.attempt ?? 0) + 1;
+      const jobId = attempt === 1 ? offboardJobId(member, policyId) : `${offboardJobId(member, policyId)}@${attempt}`;
+      const res = await this.deps.rotations.enqueue({ policyId, reason: "offboarding", actor, jobId, member, successor });
+      const entry: Entry = { rotationId: res.rotationId, jobId, attempt, successor, reason: why };
+      await redis.hset(key, policyId, JSON.stringify(entry));
+      entries.set(policyId, entry);
+      if (res.added) queued++;
+    }
+    await redis.hset(key, "_member", member);
+    await this.deps.audit.record({
+      step: "offboarding.requested",
+      outcome: "ok",
+      actor,
+      message: `offboarding ${member}${req.successor ? ` to ${req.successor}` : ""}: ${found.managed.size} managed credential(s), ${queued} rotation(s) queued now, ${found.unmanaged.length} unmanaged`,
+    });
+    return this.report(member, req.successor, found, entries);
+  }
+
+  private recordKey(member: string): string {
+    return this.deps.state.key("offboard", member);
+  }
+
+  private async entries(member: string): Promise<Map<string, Entry>> {
+    const h = await this.deps.state.redis.hgetall(this.recordKey(member));
+    const out = new Map<string, Entry>();
+    for (const [k, v] of Object.entries(h)) if (!k.startsWith("_")) out.set(k, JSON.parse(v) as Entry);
+    return out;
+  }
+
+  /** Policies the member owns, plus credentials in their name at every account that can list them. */
+  async discover(member: string): Promise<Discovery> {
+    const all = this.deps.policies.all();
+    const managed = new Map<string, "owner" | "credential">();
+    for (const p of all) if (p.owner.toLowerCase() === member) managed.set(p.id, "owner");
+    const unmanaged: UnmanagedCredential[] = [];
+    const listingErrors: Discovery["listingErrors"] = [];
+
+    // One listing per provider scope (kind, host, management credential); credentials of one
+    // account seen through two scopes are counted once.
+    const scopes = new Map<string, Policy>();
+    for (const p of all) {
+      const provider = this.deps.providers[p.provider.kind] as Provider;
+      if (capabilitiesOf(p.provider).listByOwner && provider.listByOwner && !scopes.has(providerScope(p.provider))) scopes.set(providerScope(p.provider), p);
+    }
+    const seen = new Set<string>();
+    const ownersOf = new Map<string, Map<string, string>>();
+    for (const [scope, p] of scopes) {
+      const provider = this.deps.providers[p.provider.kind] as Provider;
+      const account = accountOf(p.provider);
+      let listed: OwnedCredential[];
+      try {
+        listed = await this.call(p, scope, (ctx) => provider.listByOwner!(ctx, member));
+      } catch (err) {
+        listingErrors.push({ provider: p.provider.kind, account, error: errorMessage(err) });
+        continue;
+      }
+      if (!listed.length) continue;
+      let owners = ownersOf.get(account);
+      if (!owners) {
+        owners = await this.credentialOwners(account, all);
+        ownersOf.set(account, owners);
+      }
+      for (const c of listed) {
+        const id = `${account}/${c.credentialId}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        const policyId = owners.get(c.credentialId);
+        if (policyId) {
+          if (!managed.has(policyId)) managed.set(policyId, "credential");
+        } else {
+          unmanaged.push({ provider: p.provider.kind, account, credentialId: c.credentialId, name: c.name, kind: c.kind, lastUsed: c.lastUsed });
+        }
+      }
+    }
+    return { managed, unmanaged, listingErrors };
+  }
+
+  /**
+   * Credential id → policy, for every policy of one provider account: the current value and the
+   * value a rotation in flight is replacing (both still live), identified at the provider.
+   */
+  private async credentialOwners(account: string, all: Policy[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const p of all.filter((x) => accountOf(x.provider) === account)) {
+      const provider = this.deps.providers[p.provider.kind] as Provider;
+      const ref = refOf(p);
+      const values: string[] = [];
+      const cur = await this.deps.store.getCurrent(ref).catch(() => undefined);
+      if (cur) values.push(cur.value);
+      const holder = await this.deps.state.inFlight(p.id);
+      const rec = holder ? await this.deps.state.getRecord(holder) : undefined;
+      if (rec?.oldVersionId) {
+        const old = await this.deps.store.getVersion(ref, rec.oldVersionId).catch(() => undefined);
+        if (old) values.push(old.value);
+      }
+      if (rec?.newCredentialId) out.set(rec.newCredentialId, p.id);
+      for (const v of values) {
+        try {
+          const handle = await this.call(p, providerScope(p.provider), (ctx) => provider.identify(ctx, v));
+          if (handle.credentialId) out.set(handle.credentialId, p.id);
+        } catch {
+          // A value that no longer works (already revoked) owns nothing to find.
+        }
+      }
+    }
+    return out;
+  }
+
+  /** A provider call outside a rotation: behind the same shared gate and pacing as the workers'. */
+  private async call<T>(policy: Policy, scope: string, fn: (ctx: ProviderContext) => Promise<T>): Promise<T> {
+    const { state } = this.deps;
+    const ctx: ProviderContext = {
+      config: policy.provider,
+      policyId: policy.id,
+      rotationId: randomUUID(),
+      signal: AbortSignal.timeout(120_000),
+      resolve: this.deps.resolve,
+      now: this.deps.now,
+      reason: "offboarding",
+    };
+    const pacer = new ProviderPacer({
+      limiter: new RateLimiter(state.redis, (...parts) => state.key(...parts)),
+      scope,
+      gate: () => state.gate(scope),
+      now: this.deps.now,
+      sleep: this.sleep,
+    });
+    for (let waited = 0; ; ) {
+      try {
+        return await withRequestPacer(pacer, () => fn(ctx));
+      } catch (err) {
+        if (!(err instanceof RateLimitedError)) throw err;
+        await state.closeGate(scope, err.retryAt);
+        const wait = Math.max(0, err.retryAt - this.deps.now());
+        if (waited + wait > (this.deps.maxRateWaitMs ?? 30_000)) throw err;
+        waited += wait;
+        await this.sleep(wait);
+      }
+    }
+  }
+
+  /** The report without changing anything (a status check; `run` calls it at its end). */
+  async status(memberIn: string, successor?: string): Promise<OffboardReport> {
+    const member = memberIn.toLowerCase();
+    return this.report(member, successor, await this.discover(member), await this.entries(member));
+  }
+
+  private async report(member: string, successor: string | undefined, found: Discovery, entries: Map<string, Entry>): Promise<OffboardReport> {
+    const ids = new Set<string>([...found.managed.keys(), ...entries.keys()]);
+    const policies: PolicyOffboardReport[] = [];
+    const blockers: string[] = [];
+    for (const policyId of [...ids].sort()) {
+      const policy = this.deps.policies.get(policyId);
+      const entry = entries.get(policyId);
+      const why = found.managed.get(policyId) ?? entry?.reason ?? "owner";
+      const file = this.deps.policies.file?.(policyId);
+      const row: PolicyOffboardReport = {
+        policyId,
+        file,
+        provider: policy?.provider.kind ?? "(not loaded)",
+        owner: policy?.owner ?? "",
+        reason: why,
+        successor: entry?.successor,
+        rotationId: entry?.rotationId,
+        attempt: entry?.attempt,
+        state: "no-successor",
+        waitingFor: [],
+      };
+      if (!entry) {
+        row.state = "no-successor";
+        blockers.push(`${policyId}: no successor is named; add offboarding.successor to ${file ?? "its policy file"} or run again with --successor`);
+      } else {
+        const rec = await this.deps.state.getRecord(entry.rotationId);
+        row.state = stateOf(rec);
+        row.message = rec?.message;
+        if (policy && rec && (row.state === "awaiting-confirmation" || row.state === "needs-attention")) {
+          const confirmed = await this.deps.state.confirmations(rec.rotationId);
+          row.waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
+        }
+        const blocker = blockerOf(row);
+        if (blocker) blockers.push(blocker);
+      }
+      if (policy && policy.owner.toLowerCase() === member) {
+        blockers.push(`${policyId}: ${file ?? "its policy file"} still names ${member} as owner; change owner to ${entry?.successor ?? policy.offboarding?.successor ?? "the successor"}`);
+      }
+      policies.push(row);
+    }
+    for (const c of found.unmanaged) {
+      blockers.push(`unmanaged ${c.provider} credential ${c.credentialId}${c.name ? ` "${c.name}"` : ""}${c.kind ? ` (${c.kind})` : ""} at ${c.account} belongs to ${member}: no policy manages it; rotate or delete it by hand`);
+    }
+    for (const e of found.listingErrors) blockers.push(`could not list ${member}'s ${e.provider} credentials at ${e.account}: ${e.error}`);
+    return { member, successor, safeToRemove: blockers.length === 0, policies, unmanaged: found.unmanaged, listingErrors: found.listingErrors, blockers };
+  }
+}
+
+function stateOf(rec: RotationRecord | undefined): PolicyOffboardState {
+  return rec ? rec.status : "queued";
+}
+
+function blockerOf(row: PolicyOffboardReport): string | undefined {
+  const r = `${row.policyId}: rotation ${row.rotationId}`;
+  switch (row.state) {
+    case "completed":
+      return undefined;
+    case "queued":
+    case "running":
+      return `${r} is ${row.state}`;
+    case "awaiting-confirmation":
+      return `${r} is waiting for consumers to confirm: ${row.waitingFor.join(", ") || "(re-checking)"}`;
+    case "needs-attention":
+      return `${r} needs attention${row.waitingFor.length ? ` (not confirmed by ${row.waitingFor.join(", ")})` : ""}: ${row.message ?? ""}`.trimEnd();
+    case "awaiting-human":
+      return `${r} is waiting for a human step: ${row.successor ?? "the successor"} issues the new credential, then \`rekey submit ${row.rotationId}\``;
+    case "failed":
+    case "skipped":
+      return `${r} ${row.state}: ${row.message ?? ""} — run the offboarding again to retry`;
+    case "no-successor":
+      return undefined;
+  }
+}
+
+/** Provider account, for matching credentials across scopes: kind and host. */
+function accountOf(config: ProviderConfig): string {
+  const url = "baseUrl" in config && config.baseUrl ? config.baseUrl : "crewUrl" in config ? config.crewUrl : undefined;
+  return `${config.kind}:${url ? new URL(url).host : "default"}`;
+}
+
+/** The offboarding service of a runtime (API and CLI). */
+export function offboardingFor(rt: Pick<Runtime, "state" | "audit" | "rotations" | "policies" | "providers" | "store" | "resolve">, now: () => number = Date.now): Offboarding {
+  return new Offboarding({ state: rt.state, audit: rt.audit, rotations: rt.rotations, policies: rt.policies, providers: rt.providers, store: rt.store, resolve: rt.resolve, now });
+}
