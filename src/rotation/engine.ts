@@ -137,7 +137,8 @@ export class RotationEngine {
       return { status: "completed" };
     } catch (err) {
       data = run.data;
-      if (err instanceof DelayedError) throw err;
+      // DelayedError: parked. UnrecoverableError: the failure path already ran and ended the job.
+      if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
       if (abort.aborted) {
         // Lock lost or shutting down: another worker owns the job now. Save nothing more.
         throw err;
@@ -150,6 +151,20 @@ export class RotationEngine {
       }
       const attempts = job.opts.attempts ?? 1;
       const lastAttempt = job.attemptsMade + 1 >= attempts;
+      if (data.failing) {
+        // The clean-up itself failed (the provider or the store is down): retry it with backoff.
+        // When the attempts run out, say so loudly: a new credential may still be live.
+        if (!lastAttempt) {
+          await job.updateData(data);
+          throw err;
+        }
+        const message = `${data.policyId}: clean-up after "${data.failing}" failed too: ${errorMessage(err)}; new credential ${data.newCredentialId ?? "(unknown id)"} may still be live — revoke it by hand`;
+        await this.deps.state.endRecord(data, "needs-attention", message, this.deps.now(), engineDefaults.recordTtlSec);
+        await this.deps.state.release(data.policyId, data.rotationId);
+        await this.deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, outcome: "needs-attention", actor: "worker", message });
+        await run.event("rotation.needs-attention", message, { versionId: data.rotationId });
+        throw new UnrecoverableError(message);
+      }
       const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
       if (permanent || lastAttempt) return await run.fail(errorMessage(err), token);
       this.deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");

@@ -181,11 +181,14 @@ describe("LaunchDarkly rotation end to end", () => {
     const newId = await until("issued", async () => (await stack.rt.state.getRecord(req.rotationId))?.newCredentialId);
     const del = await fetch(`${ld.url}/api/v2/tokens/${newId}`, { method: "DELETE", headers: { authorization: admin.value } });
     expect(del.status).toBe(204);
+    // The clean-up's first call fails too: the clean-up must resume on retry and run once to the end.
+    ld.faults.inject({ route: `DELETE /api/v2/tokens/${newId}`, kind: "500", times: 1 });
     const status = await until("ended", async () => {
       const s = (await stack.rt.state.getRecord(req.rotationId))?.status;
       return s === "failed" || s === "completed" || s === "needs-attention" ? s : undefined;
-    });
+    }, 45_000);
     expect(status).toBe("failed");
+    expect(ld.count(`DELETE /api/v2/tokens/${newId}`, 500)).toBe(1);
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
     expect(cur?.value).toBe(managed.value);
     expect(ld.isLive(managed.value)).toBe(true);
@@ -194,6 +197,11 @@ describe("LaunchDarkly rotation end to end", () => {
     const stages = await stack.store.stages({ secretId: "prod/ld-api-token", region: REGION });
     expect(Object.values(stages).flat()).not.toContain("AWSPENDING");
     expect(await stack.rt.state.inFlight("ld-api")).toBeUndefined();
+    // The failure path ran once: one audit record of the failure, and the job ended failed.
+    const failures = (await stack.rt.audit.history({ policyId: "ld-api", limit: 100 })).filter((h) => h.rotationId === req.rotationId && h.outcome === "failed");
+    expect(failures).toHaveLength(1);
+    expect(failures[0]!.message).toContain("the old credential is still current and working");
+    expect(await (await stack.rt.queue.getJob(req.jobId))?.getState()).toBe("failed");
   });
 
   it("keeps one rotation in flight per policy (I3): a second request is skipped", async () => {
