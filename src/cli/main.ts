@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { errorMessage } from "../errors.ts";
 import * as demo from "./commands/demo.ts";
+import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
 import * as roles from "./commands/roles.ts";
 import * as schema from "./commands/schema.ts";
@@ -28,6 +29,7 @@ const COMMANDS: readonly CommandModule[] = [
   validate,
   schema,
   operate,
+  leak,
   roles,
   demo,
 ];

@@ -99,7 +99,7 @@ export class LaunchDarklyFake extends HttpFake {
   private readonly maxPageSize: number;
 
   constructor(opts: LaunchDarklyFakeOptions = {}) {
-    super((req) => this.route(req), {
+    super((req) => this.withRateHeaders(this.route(req)), {
       rateLimited: () => this.rateLimitReply(this.injected429.reset, this.injected429.retryAfterSeconds),
       serverError: () => errorReply(500, "internal_server_error", "injected fault"),
     });
@@ -300,7 +300,19 @@ export class LaunchDarklyFake extends HttpFake {
     const current = w && w.start === start ? w : { start, count: 0 };
     current.count += 1;
     this.windows.set(tokenId, current);
+    // As LaunchDarkly does, every counted answer says what is left of the caller's window.
+    const left = String(Math.max(0, this.rateLimitPerWindow - current.count));
+    this.rateHeaders = { "X-Ratelimit-Global-Remaining": left, "X-Ratelimit-Route-Remaining": left, "X-Ratelimit-Reset": String(start + WINDOW_MS) };
     return current.count > this.rateLimitPerWindow ? this.rateLimitReply(true) : undefined;
+  }
+
+  /** Headers of the request being answered (route() is synchronous, so nothing interleaves). */
+  private rateHeaders: Record<string, string> | undefined;
+
+  private withRateHeaders(reply: FakeReply): FakeReply {
+    const headers = this.rateHeaders;
+    this.rateHeaders = undefined;
+    return headers ? { ...reply, headers: { ...headers, ...reply.headers } } : reply;
   }
 
   private rateLimitReply(withReset: boolean, retryAfterSeconds?: number): FakeReply {

@@ -10,6 +10,7 @@ import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker } from "../../src/processes.ts";
 import type { ProviderRegistry } from "../../src/providers/types.ts";
 import type { CrashPoint } from "../../src/rotation/engine.ts";
+import type { ProviderRates } from "../../src/rotation/pacing.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
 import { type AwsEmulator, type AwsEmulatorOptions, startAwsEmulator } from "../fakes/aws/emulator.ts";
@@ -54,6 +55,8 @@ export interface StackOptions {
   emulator?: AwsEmulatorOptions;
   crashAt?: (point: CrashPoint) => void;
   awsWritesPerSecond?: number;
+  /** Provider limits paced proactively (default: the documented ones). */
+  providerRates?: ProviderRates;
 }
 
 export interface Stack {
@@ -85,6 +88,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     providers: opts.providers,
     crashAt: opts.crashAt,
     awsWritesPerSecond: opts.awsWritesPerSecond ?? Infinity,
+    providerRates: opts.providerRates,
   });
   rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
   const { tokenHash } = await import("../../src/consumers/fingerprint.ts");

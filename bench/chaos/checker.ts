@@ -1,0 +1,173 @@
+/**
+ * The invariant checker of the fault matrix. It reads the fakes' final state (which credentials
+ * live, when each was deleted), the store (every version of every secret, in the emulator), and
+ * Redis (rotation records, confirmations with their times, audit streams, job data), and counts
+ * violations:
+ * - I1  a live credential of a policy whose value is in no version of the policy's secret;
+ * - I2  an old credential revoked before every required consumer confirmed (LaunchDarkly: the
+ *       deletion time against the confirmation times; every overlap provider: the old credential
+ *       checked alive by the consumer just before it confirmed);
+ * - I3  two rotations of one policy in flight at once (from `start` in the audit to the end of
+ *       the record);
+ * - I4  a credential issued twice by one rotation, both left live;
+ * - I5  a secret value in Redis (every key and value of every type), a log line or the audit;
+ * - I6  a rotation that failed before promotion with the old credential no longer current or no
+ *       longer working (checked by the driver the moment the failure shows).
+ */
+import type { Redis } from "ioredis";
+import type { Runtime } from "../../src/runtime.ts";
+import { REGION, type World } from "./world.ts";
+
+export interface Tracked {
+  rotationId: string;
+  policyId: string;
+  kind: string;
+  /** A second request for a policy with a rotation in flight: must end skipped. */
+  duplicate: boolean;
+  enqueuedAt: number;
+  status: string;
+  step?: string;
+  confirming?: boolean;
+  confirmedAt?: number;
+  /** Ended (or parked needing attention, which is alerted): no longer watched. */
+  closed?: boolean;
+}
+
+export interface Violations {
+  I1: string[];
+  I2: string[];
+  I3: string[];
+  I4: string[];
+  I5: string[];
+  I6: string[];
+}
+
+export interface CheckInput {
+  world: World;
+  rt: Runtime;
+  prefix: string;
+  tracked: Tracked[];
+  /** Worker and harness logs. */
+  texts: string[];
+  i2Early: string[];
+  i6Broken: string[];
+  notes: string[];
+}
+
+export async function check(input: CheckInput): Promise<Violations> {
+  const { world, rt, tracked } = input;
+  const v: Violations = { I1: [], I2: [...input.i2Early], I3: [], I4: [], I5: [], I6: [...input.i6Broken] };
+
+  // ---- I1 and I4: the providers' live credentials against the store -------------------------
+  let live = 0;
+  for (const p of world.policies) {
+    const secret = world.aws.inspect(p.secretId, REGION);
+    const stored = new Set((secret?.versions ?? []).map((x) => x.value).filter((x): x is string => x !== undefined));
+    for (const value of p.liveValues()) {
+      live++;
+      if (!stored.has(value)) v.I1.push(`${p.id}: a live credential (…${value.slice(-4)}) is in no version of ${p.secretId}`);
+    }
+    for (const [rotationId, n] of p.liveByRotation()) if (n > 1) v.I4.push(`${p.id}: rotation ${rotationId} left ${n} live credentials`);
+  }
+  const extra = live - world.policies.length;
+  if (extra > 0) input.notes.push(`${extra} live credential(s) beyond one per policy (old ones kept alive by rotations that need attention, or leftovers)`);
+
+  // ---- I2 (LaunchDarkly, exact): deletion time of each old token against the confirmations ---
+  const ldByValue = new Map<string, { state: string; lastModified: number }>();
+  for (const fake of world.ld) for (const t of fake.tokens()) ldByValue.set(t.value, t);
+  const consumersOf = new Map(world.policies.map((p) => [p.id, p.consumers]));
+  const secretOf = new Map(world.policies.map((p) => [p.id, p.secretId]));
+  for (const t of tracked) {
+    if (t.duplicate || t.kind !== "launchdarkly" || t.status !== "completed") continue;
+    const rec = await rt.state.getRecord(t.rotationId);
+    if (!rec?.oldVersionId) continue;
+    const old = world.aws.inspect(secretOf.get(t.policyId) ?? "", REGION)?.versions.find((x) => x.versionId === rec.oldVersionId)?.value;
+    const token = old === undefined ? undefined : ldByValue.get(old);
+    if (!token || token.state !== "deleted") continue;
+    const confirmed = await rt.state.confirmations(t.rotationId);
+    for (const c of consumersOf.get(t.policyId) ?? []) {
+      const at = confirmed.get(c)?.at;
+      if (at === undefined) v.I2.push(`${t.rotationId} (${t.policyId}): old token deleted, ${c} never confirmed`);
+      else if (token.lastModified < at) v.I2.push(`${t.rotationId} (${t.policyId}): old token deleted ${at - token.lastModified} ms before ${c} confirmed`);
+    }
+  }
+
+  // ---- I3: rotations of one policy in flight at the same time --------------------------------
+  const byPolicy = new Map<string, Tracked[]>();
+  for (const t of tracked) byPolicy.set(t.policyId, [...(byPolicy.get(t.policyId) ?? []), t]);
+  for (const [policyId, list] of byPolicy) {
+    const starts = await auditStarts(rt.redis, `${input.prefix}:audit:policy:${policyId}`);
+    const spans: { id: string; from: number; to: number }[] = [];
+    for (const t of list) {
+      const from = starts.get(t.rotationId);
+      if (from === undefined) continue;
+      const rec = await rt.state.getRecord(t.rotationId);
+      spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? Number.POSITIVE_INFINITY });
+    }
+    spans.sort((a, b) => a.from - b.from);
+    for (let i = 1; i < spans.length; i++) {
+      const prev = spans[i - 1];
+      const cur = spans[i];
+      if (prev && cur && cur.from < prev.to) v.I3.push(`${policyId}: ${cur.id} started while ${prev.id} was in flight`);
+    }
+    // Duplicates must have been turned away.
+    for (const t of list) if (t.duplicate && t.status !== "skipped" && starts.has(t.rotationId)) v.I3.push(`${policyId}: duplicate request ${t.rotationId} ran (${t.status})`);
+  }
+
+  // ---- I5: no secret value in Redis, logs or audit ----------------------------------------------
+  const secrets = new Set<string>([...world.managementSecrets, ...world.aws.allValues()]);
+  for (const fake of world.ld) for (const t of fake.tokens()) secrets.add(t.value);
+  for (const p of world.policies) for (const value of p.liveValues()) secrets.add(value);
+  const dump = await dumpRedis(rt.redis, input.prefix);
+  const places: [string, string][] = [["redis", dump], ...input.texts.map((text, i): [string, string] => [i === 0 ? "worker logs" : "harness logs", text])];
+  for (const s of secrets) {
+    if (s.length < 12) continue;
+    for (const [where, text] of places) if (text.includes(s)) v.I5.push(`a secret value (…${s.slice(-4)}) appears in ${where}`);
+  }
+  return v;
+}
+
+/** First `start ok` audit entry of each rotation: when it held the policy. */
+async function auditStarts(redis: Redis, key: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const rows = await redis.xrange(key, "-", "+");
+  for (const [, flat] of rows) {
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+    if (f.step === "start" && f.outcome === "ok" && f.rotationId && !out.has(f.rotationId)) out.set(f.rotationId, Number(f.at));
+  }
+  return out;
+}
+
+/** Every key under the prefix and its value, whatever the type (BullMQ's keys included). */
+export async function dumpRedis(redis: Redis, prefix: string): Promise<string> {
+  const out: string[] = [];
+  let cursor = "0";
+  do {
+    const [nextCursor, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = nextCursor;
+    const types = await Promise.all(keys.map((k) => redis.type(k)));
+    const values = await Promise.all(
+      keys.map(async (k, i) => {
+        switch (types[i]) {
+          case "string":
+            return (await redis.get(k)) ?? "";
+          case "hash":
+            return JSON.stringify(await redis.hgetall(k));
+          case "list":
+            return JSON.stringify(await redis.lrange(k, 0, -1));
+          case "set":
+            return JSON.stringify(await redis.smembers(k));
+          case "zset":
+            return JSON.stringify(await redis.zrange(k, 0, -1, "WITHSCORES"));
+          case "stream":
+            return JSON.stringify(await redis.xrange(k, "-", "+"));
+          default:
+            return "";
+        }
+      }),
+    );
+    keys.forEach((k, i) => out.push(k, values[i] ?? ""));
+  } while (cursor !== "0");
+  return out.join("\n");
+}

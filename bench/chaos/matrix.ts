@@ -1,0 +1,400 @@
+/**
+ * The fault matrix: several real worker processes rotate many policies while the harness
+ * SIGKILLs workers at random moments and starts them again, kills Redis itself (AOF on) and
+ * restarts it on the same port and directory, and every provider and the AWS emulator answer a
+ * share of requests with a 429 (the provider's real headers), a 500, a delay longer than the
+ * workers' per-request budget (REKEY_REQUEST_TIMEOUT), a dropped connection, or a dropped
+ * connection after the side effect happened. Consumers confirm (push over HTTP, probe) as
+ * rotations reach awaiting-confirmation. At the end faults stop, stragglers get a bounded wait,
+ * and the checker (checker.ts) counts violations of I1, I2, I3, I5, I6 from the fakes' final
+ * state, the store and Redis.
+ *
+ * Time is compressed for the run: retries back off from 200 ms instead of 5 s (the harness's
+ * own queue options), locks last seconds, and requests time out after about a second.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { Queue } from "bullmq";
+import { createLogger } from "../../src/log.ts";
+import { startApiServer } from "../../src/processes.ts";
+import { ROTATION_QUEUE, rotationJobOptions } from "../../src/rotation/defaults.ts";
+import { Rotations } from "../../src/rotation/requests.ts";
+import { bullPrefix, createRuntime, type Runtime } from "../../src/runtime.ts";
+import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import { startRedisServer } from "../../test/helpers/redis-server.ts";
+import { check, type Tracked, type Violations } from "./checker.ts";
+import { WorkerPool } from "./workers.ts";
+import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld, type World } from "./world.ts";
+
+export interface MatrixOptions {
+  ld: number;
+  snyk: number;
+  qstash: number;
+  /** Rotations requested in all (duplicate requests for I3 come on top). */
+  rotations: number;
+  workers: number;
+  concurrency: number;
+  /** Worker SIGKILLs, at most; one every `killEveryMs` (random in the range). */
+  kills: number;
+  killEveryMs: [number, number];
+  /** Redis SIGKILL + restart, at these shares of the requested rotations (e.g. [0.4]). */
+  redisRestartsAt: number[];
+  faultRate: number;
+  /** Per-request budget of the workers; injected delays are longer. */
+  requestTimeoutMs: number;
+  /** Share of requests that also get a duplicate request while in flight (must be skipped). */
+  duplicateRate: number;
+  /** Rotations in flight at once, at most. */
+  maxInFlight: number;
+  /** The whole run (enqueue and drive) stops after this, then settles. */
+  deadlineMs: number;
+  /** Bounded wait for the last rotations after faults stop. */
+  settleMs: number;
+  seed?: number;
+  progress?: (line: string) => void;
+}
+
+export interface MatrixReport {
+  rotationsRequested: number;
+  duplicatesRequested: number;
+  outcomes: Record<string, number>;
+  stragglers: { rotationId: string; policyId: string; status: string; step?: string }[];
+  workerKills: number;
+  workerStarts: number;
+  redisRestarts: number;
+  faults: Record<string, number>;
+  requests: number;
+  confirmations: { push: number; probe: number };
+  violations: Violations;
+  /** Findings that are not invariant violations (leftover credentials, harness errors). */
+  notes: string[];
+  durationMs: number;
+  byProvider: Record<string, number>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const TERMINAL = new Set(["completed", "failed", "skipped"]);
+
+/** A small seeded generator (mulberry32) so a run can be repeated. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+class Capture extends Writable {
+  readonly chunks: string[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.chunks.push(chunk.toString("utf8"));
+    cb();
+  }
+}
+
+interface Lane {
+  policy: PolicyWorld;
+  /** AWSCURRENT version the harness expects (the seed's, then each completed rotation's). */
+  currentVersion: string;
+  open?: Tracked;
+  /** Stopped: a rotation of this policy needs attention and holds the policy. */
+  held: boolean;
+}
+
+export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
+  const t0 = Date.now();
+  const say = opts.progress ?? (() => undefined);
+  const random = rng(opts.seed ?? Date.now());
+  const notes: string[] = [];
+  const redisSrv = await startRedisServer({ appendonly: true });
+  let redis = redisSrv;
+  const dir = mkdtempSync(join(tmpdir(), "rekey-chaos-"));
+  const world = await startWorld({ ld: opts.ld, snyk: opts.snyk, qstash: opts.qstash, probeEvery: 3 });
+  const prefix = `chaos-${randomUUID().slice(0, 8)}`;
+  for (const p of world.inputs) writeFileSync(join(dir, `${p.id}.json`), JSON.stringify(p, null, 2));
+  const capture = new Capture();
+  const log = createLogger({ level: "info", destination: capture });
+  const store = new AwsSecretsManagerStore({
+    region: REGION,
+    clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: world.aws.url, credentials: { accessKeyId: "chaos", secretAccessKey: "chaos" }, maxAttempts: 3 }),
+  });
+  let rt: Runtime | undefined;
+  let pool: WorkerPool | undefined;
+  let api: { url: string; stop(): Promise<void> } | undefined;
+  let queue: Queue | undefined;
+  try {
+    rt = await createRuntime({ redisUrl: redis.url, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity });
+    const runtime = rt;
+    api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
+    const apiUrl = api.url;
+    // The harness's own queue: the same job options but retries back off from 200 ms, not 5 s.
+    queue = new Queue(ROTATION_QUEUE, { connection: rt.connection, prefix: bullPrefix(prefix), defaultJobOptions: { ...rotationJobOptions, backoff: { type: "exponential", delay: 200 } } });
+    const rotations = new Rotations({ queue, state: rt.state, audit: rt.audit, policies: rt.policies, now: Date.now });
+
+    const lanes: Lane[] = [];
+    for (const p of world.policies) {
+      const created = await store.create({ secretId: p.secretId, region: REGION }, p.seed);
+      lanes.push({ policy: p, currentVersion: created.versionId, held: false });
+    }
+    const laneOf = new Map(lanes.map((l) => [l.policy.id, l]));
+
+    pool = new WorkerPool(
+      {
+        ...world.env,
+        REDIS_URL: redis.url,
+        REKEY_PREFIX: prefix,
+        REKEY_POLICY_DIR: dir,
+        REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY,
+        REKEY_WORKER_CONCURRENCY: String(opts.concurrency),
+        REKEY_WORKER_LOCK_DURATION: "4s",
+        REKEY_WORKER_STALLED_INTERVAL: "1s",
+        REKEY_REQUEST_TIMEOUT: `${opts.requestTimeoutMs}ms`,
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: world.aws.url,
+        AWS_REGION: REGION,
+        AWS_ACCESS_KEY_ID: "chaos",
+        AWS_SECRET_ACCESS_KEY: "chaos",
+        LOG_LEVEL: "info",
+      },
+      opts.workers,
+    );
+    const workers = pool;
+    workers.start();
+    world.setFaults(opts.faultRate, opts.requestTimeoutMs * 2 + 500);
+    say(`fault matrix: ${world.policies.length} policies (${opts.ld} LaunchDarkly, ${opts.snyk} Snyk, ${opts.qstash} QStash), ${opts.workers} workers × ${opts.concurrency}, ${Math.round(opts.faultRate * 100)} % faults`);
+
+    const tracked: Tracked[] = [];
+    const confirmations = { push: 0, probe: 0 };
+    const i2Early: string[] = [];
+    const i6Broken: string[] = [];
+    let requested = 0;
+    let duplicates = 0;
+    let redisRestarts = 0;
+    let harnessErrors = 0;
+    let stopChaos = false;
+    let redisDown = false;
+    const deadline = t0 + opts.deadlineMs;
+
+    const restartRedis = async () => {
+      redisDown = true;
+      say(`  redis: SIGKILL (pid of port ${redis.port}), restart on the same port and AOF dir`);
+      await redis.kill("SIGKILL");
+      await sleep(500 + random() * 1_500);
+      redis = await startRedisServer({ appendonly: true, port: redisSrv.port, dir: redisSrv.dir });
+      redisRestarts++;
+      redisDown = false;
+    };
+
+    const killer = (async () => {
+      for (let k = 0; k < opts.kills && !stopChaos; k++) {
+        const [lo, hi] = opts.killEveryMs;
+        const until = Date.now() + lo + random() * (hi - lo);
+        while (Date.now() < until && !stopChaos) await sleep(100);
+        if (stopChaos) break;
+        await workers.killOne(Math.floor(random() * 1_000), 200 + random() * 1_300);
+      }
+    })();
+
+    /** The consumer: checks the old credential still works (I2), then confirms by push and probe. */
+    const confirm = async (t: Tracked, lane: Lane) => {
+      await sleep(random() * 300);
+      if (lane.policy.overlap) {
+        const old = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.versionId === lane.currentVersion)?.value;
+        if (old !== undefined && !lane.policy.isLive(old)) i2Early.push(`${t.rotationId} (${t.policyId}): old credential dead before any confirmation`);
+      }
+      t.confirmedAt = Date.now();
+      if (lane.policy.consumers.includes("edge")) {
+        world.probeLoaded.set(t.policyId, t.rotationId);
+        confirmations.probe++;
+      }
+      for (let attempt = 0; attempt < 400 && Date.now() < deadline + opts.settleMs; attempt++) {
+        try {
+          const res = await fetch(`${apiUrl}/v1/confirmations`, {
+            method: "POST",
+            headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+            body: JSON.stringify({ policyId: t.policyId, consumerId: "app", versionId: t.rotationId }),
+            signal: AbortSignal.timeout(10_000),
+          });
+          await res.arrayBuffer();
+          if (res.status === 200) {
+            confirmations.push++;
+            return;
+          }
+          if (res.status >= 500 && !redisDown) harnessErrors++;
+        } catch {
+          // the API waits for Redis during its restart; try again
+        }
+        await sleep(250);
+      }
+      notes.push(`confirmation of ${t.rotationId} never accepted`);
+    };
+
+    const enqueue = async (lane: Lane, duplicate: boolean) => {
+      const r = await rotations.enqueue({ policyId: lane.policy.id, reason: "manual", actor: "chaos" });
+      const t: Tracked = { rotationId: r.rotationId, policyId: lane.policy.id, kind: lane.policy.kind, duplicate, enqueuedAt: Date.now(), status: "queued" };
+      tracked.push(t);
+      if (!duplicate) lane.open = t;
+      return t;
+    };
+
+    const observe = async (t: Tracked) => {
+      const lane = laneOf.get(t.policyId) as Lane;
+      const rec = await runtime.state.getRecord(t.rotationId);
+      if (!rec) return;
+      t.status = rec.status;
+      t.step = rec.step;
+      if (rec.status === "awaiting-confirmation" && t.confirmedAt === undefined && !t.confirming) {
+        t.confirming = true;
+        void confirm(t, lane);
+      }
+      const ended = TERMINAL.has(rec.status) || (rec.status === "needs-attention" && rec.endedAt !== undefined);
+      if (rec.status === "needs-attention" && rec.endedAt === undefined) {
+        // After promotion: it keeps the policy (old credential alive) and retries later.
+        t.closed = true;
+        if (!t.duplicate) {
+          lane.held = true;
+          lane.open = undefined;
+        }
+        return;
+      }
+      if (!ended) return;
+      t.closed = true;
+      if (t.duplicate) return;
+      lane.open = undefined;
+      if (rec.status === "completed") lane.currentVersion = t.rotationId;
+      if (rec.status === "failed") {
+        // I6: a failure before promotion left the old credential current and working.
+        const cur = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.stages.includes("AWSCURRENT"));
+        if (!cur || cur.versionId !== lane.currentVersion) i6Broken.push(`${t.rotationId} (${t.policyId}): AWSCURRENT is ${cur?.versionId ?? "nothing"}, expected ${lane.currentVersion}`);
+        else if (cur.value === undefined || !lane.policy.isLive(cur.value)) i6Broken.push(`${t.rotationId} (${t.policyId}): the current credential no longer works`);
+      }
+      if (rec.status === "skipped") notes.push(`${t.rotationId} (${t.policyId}) was skipped although nothing else was in flight`);
+    };
+
+    let next = 0;
+    const restartMarks = [...opts.redisRestartsAt].sort();
+    let lastReport = Date.now();
+    let settleUntil: number | undefined;
+    for (let loop = 0; loop < 1_000_000; loop++) {
+      const now = Date.now();
+      if (restartMarks.length && requested >= (restartMarks[0] as number) * opts.rotations) {
+        restartMarks.shift();
+        await restartRedis().catch((err: unknown) => notes.push(`redis restart failed: ${String(err)}`));
+      }
+      const open = tracked.filter((t) => !t.closed);
+      if (now < deadline && settleUntil === undefined) {
+        let budget = opts.maxInFlight - open.length;
+        for (let scan = 0; scan < lanes.length && budget > 0 && requested < opts.rotations; scan++) {
+          const lane = lanes[next++ % lanes.length] as Lane;
+          if (lane.open || lane.held) continue;
+          try {
+            await enqueue(lane, false);
+            requested++;
+            budget--;
+            if (random() < opts.duplicateRate) {
+              await enqueue(lane, true);
+              duplicates++;
+            }
+          } catch (err) {
+            harnessErrors++;
+            notes.push(`enqueue failed: ${String(err)}`);
+          }
+        }
+      }
+      for (const t of open) {
+        try {
+          await observe(t);
+        } catch {
+          if (!redisDown) harnessErrors++;
+        }
+      }
+      const stillOpen = tracked.filter((t) => !t.closed).length;
+      const allAsked = requested >= opts.rotations || lanes.every((l) => l.held);
+      if (settleUntil === undefined && ((allAsked && stillOpen === 0) || now >= deadline)) {
+        // Faults and kills stop; what is still open gets a bounded wait.
+        stopChaos = true;
+        world.setFaults(0, 0);
+        settleUntil = now + opts.settleMs;
+        say(`  all ${requested} rotations requested; faults off, settling ${stillOpen} open rotation(s) for at most ${Math.round(opts.settleMs / 1000)} s`);
+      }
+      if (settleUntil !== undefined && (stillOpen === 0 || now >= settleUntil)) break;
+      if (now - lastReport > 10_000) {
+        lastReport = now;
+        const done = tracked.filter((t) => t.closed && !t.duplicate).length;
+        say(`  ${Math.round((now - t0) / 1000)} s: ${requested}/${opts.rotations} requested, ${done} ended, ${stillOpen} open, ${workers.kills} kills, ${redisRestarts} redis restarts`);
+      }
+      await sleep(200);
+    }
+    stopChaos = true;
+    await killer;
+    await workers.stop();
+
+    const violations = await check({ world, rt: runtime, prefix, tracked, texts: [workers.text(), capture.chunks.join("")], i2Early, i6Broken, notes });
+    const outcomes: Record<string, number> = {};
+    for (const t of tracked) {
+      const key = t.duplicate ? `duplicate ${t.status}` : t.status;
+      outcomes[key] = (outcomes[key] ?? 0) + 1;
+    }
+    const stragglers = tracked
+      .filter((t) => !t.closed)
+      .map((t) => ({ rotationId: t.rotationId, policyId: t.policyId, status: t.status, step: t.step }));
+    const byProvider: Record<string, number> = {};
+    for (const t of tracked) if (!t.duplicate) byProvider[t.kind] = (byProvider[t.kind] ?? 0) + 1;
+    if (harnessErrors) notes.push(`${harnessErrors} harness call(s) failed outside the Redis restart window`);
+    if (workers.unexpectedExits()) notes.push(`${workers.unexpectedExits()} worker(s) exited on their own with a nonzero code`);
+    return {
+      rotationsRequested: requested,
+      duplicatesRequested: duplicates,
+      outcomes,
+      stragglers,
+      workerKills: workers.kills,
+      workerStarts: workers.starts,
+      redisRestarts,
+      faults: world.faultCounts(),
+      requests: world.requestCount(),
+      confirmations,
+      violations,
+      notes,
+      durationMs: Date.now() - t0,
+      byProvider,
+    };
+  } finally {
+    await pool?.stop(1_000).catch(() => undefined);
+    await api?.stop().catch(() => undefined);
+    await queue?.close().catch(() => undefined);
+    await rt?.close().catch(() => undefined);
+    await world.close();
+    await redis.stop().catch(() => undefined);
+    rmSync(redisSrv.dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Total violations over every invariant. */
+export function totalViolations(v: Violations): number {
+  return Object.values(v).reduce((n, list) => n + list.length, 0);
+}
+
+/** The report as text lines (the `npm run chaos` summary). */
+export function formatReport(r: MatrixReport): string[] {
+  const lines = [
+    `rotations requested: ${r.rotationsRequested} (${Object.entries(r.byProvider).map(([k, n]) => `${k} ${n}`).join(", ")}) + ${r.duplicatesRequested} duplicate requests`,
+    `outcomes: ${Object.entries(r.outcomes).map(([k, n]) => `${k} ${n}`).join(", ")}`,
+    `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Redis SIGKILL+restart: ${r.redisRestarts}`,
+    `requests to fakes: ${r.requests}; faults injected: ${Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(", ")} (total ${Object.values(r.faults).reduce((a, b) => a + b, 0)})`,
+    `confirmations: push ${r.confirmations.push}, probe ${r.confirmations.probe}`,
+    `violations: ${Object.entries(r.violations).map(([k, list]) => `${k} ${list.length}`).join(", ")} (total ${totalViolations(r.violations)})`,
+    `stragglers (no end, no alert): ${r.stragglers.length}`,
+    `duration: ${(r.durationMs / 1000).toFixed(1)} s`,
+  ];
+  for (const [k, list] of Object.entries(r.violations)) for (const v of list.slice(0, 10)) lines.push(`  ${k}: ${v}`);
+  for (const s of r.stragglers.slice(0, 10)) lines.push(`  straggler: ${s.rotationId} ${s.policyId} ${s.status}${s.step ? ` at ${s.step}` : ""}`);
+  for (const n of r.notes.slice(0, 20)) lines.push(`  note: ${n}`);
+  return lines;
+}

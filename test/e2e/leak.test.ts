@@ -1,0 +1,256 @@
+/**
+ * Leak response end to end on real Redis, the AWS emulator (with its 50 writes/s quota) and the
+ * provider fakes over HTTP with their rate limits on: a mass leak across providers, a leak that
+ * takes over a rotation waiting on consumers, and a leak found by its value on standard input.
+ */
+import { Readable } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import { main, type CliIo } from "../../src/cli/main.ts";
+import { runLeak } from "../../src/cli/commands/leak.ts";
+import { leakResponseFor, type LeakReport } from "../../src/leak/leak.ts";
+import type { PolicyInput } from "../../src/policy/schema.ts";
+import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { QStashFake } from "../fakes/qstash.ts";
+import { type SnykFake, startSnykFake } from "../fakes/snyk.ts";
+import type { LoggedRequest } from "../fakes/http-fake.ts";
+import { ADMIN_TOKEN, dumpRedis, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+
+const CONSUMER_TOKEN = "leak-test-consumer-token-0123456789";
+
+function io(stdin = ""): CliIo & { out: string; err: string } {
+  const box = {
+    out: "",
+    err: "",
+    stdout: (s: string) => void (box.out += s),
+    stderr: (s: string) => void (box.err += s),
+    stdin: Readable.from([stdin]),
+    env: { USER: "oncall" } as NodeJS.ProcessEnv,
+  };
+  return box;
+}
+
+/** 429 answers grouped by window: a provider must never see more than the first one of a window. */
+function max429PerWindow(requests: LoggedRequest[], windowMs: number): number {
+  const per = new Map<number, number>();
+  for (const r of requests) if (r.status === 429) per.set(Math.floor(r.at / windowMs), (per.get(Math.floor(r.at / windowMs)) ?? 0) + 1);
+  return Math.max(0, ...per.values());
+}
+
+function ldPolicy(ld: LaunchDarklyFake, id: string, extra: Partial<PolicyInput> = {}): PolicyInput {
+  return {
+    id,
+    owner: "alice@example.com",
+    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+    target: { secretId: `prod/${id}`, region: REGION },
+    ...extra,
+  };
+}
+
+describe("leak response", () => {
+  const closers: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of closers.reverse()) await c();
+    closers.length = 0;
+  });
+
+  it("rotates 50 policies across rate-limited providers: every old credential revoked, no 429 storm", { timeout: 150_000 }, async () => {
+    const ld = await startLaunchDarklyFake({ rateLimitPerWindow: 40, tokenLimit: 200 });
+    const snyk = await startSnykFake({ rateLimit: 12, rateWindowMs: 4_000 });
+    const qstash = await new QStashFake({ regions: ["r1", "r2", "r3", "r4"], burstLimit: 4, burstWindowMs: 1_000 }).start();
+    closers.push(() => ld.close(), () => snyk.close(), () => qstash.close());
+
+    const ldAdmin = ld.addToken({ role: "admin", name: "rekey management" });
+    const org = snyk.addOrg();
+    const snykAdmin = snyk.addUser({ orgs: [org] });
+    const policies: PolicyInput[] = [];
+    const seeds: { id: string; value: string; check: () => boolean }[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t = ld.addToken({ name: `svc-${i}`, role: "reader" });
+      const id = `ld-${i}`;
+      policies.push(ldPolicy(ld, id));
+      seeds.push({ id, value: t.value, check: () => !ld.isLive(t.value) });
+    }
+    for (let i = 0; i < 16; i++) {
+      const sa = snyk.addServiceAccount({ orgId: org, name: `sa-${i}` });
+      const id = `snyk-${i}`;
+      const old = sa.secrets[0]!;
+      policies.push({
+        id,
+        owner: "bob@example.com",
+        provider: { kind: "snyk-service-account", baseUrl: snyk.url, management: { env: "SNYK_ADMIN" }, orgId: org, serviceAccountId: sa.id, clientId: sa.clientId },
+        target: { secretId: `prod/${id}`, region: REGION },
+      });
+      seeds.push({ id, value: old, check: () => !snyk.secretsOf(sa.id).includes(old) && snyk.secretsOf(sa.id).length === 1 });
+    }
+    for (const region of ["r1", "r2", "r3", "r4"]) {
+      const id = `qstash-${region}`;
+      const old = qstash.token(region);
+      policies.push({
+        id,
+        owner: "carol@example.com",
+        provider: { kind: "qstash-token", baseUrl: qstash.url, managementUrl: qstash.url, email: qstash.email, management: { env: "QSTASH_KEY" }, userId: qstash.userId(region) },
+        target: { secretId: `prod/${id}`, region: REGION },
+        acceptCutover: true,
+      });
+      seeds.push({ id, value: old, check: () => qstash.wasRetired(old) && !qstash.isLive(old) });
+    }
+    expect(policies).toHaveLength(50);
+
+    const stack = await startStack({
+      policies,
+      env: { LD_ADMIN_TOKEN: ldAdmin.value, SNYK_ADMIN: snykAdmin.apiToken, QSTASH_KEY: qstash.apiKey },
+      concurrency: 8,
+      emulator: { writesPerSecond: 50 },
+      awsWritesPerSecond: 50,
+      providerRates: { "snyk-service-account": { limit: 12, windowMs: 4_000 } },
+    });
+    closers.push(() => stack.close());
+    for (const s of seeds) await stack.store.create!({ secretId: `prod/${s.id}`, region: REGION }, s.value);
+
+    // LaunchDarkly answers its first token creation with a 429: only LaunchDarkly work may wait.
+    ld.faults.inject({ route: "POST /api/v2/tokens", kind: "429" });
+
+    const cli = io();
+    const code = await runLeak(stack.rt, cli, { provider: "launchdarkly", policy: [...policies.filter((p) => !p.id.startsWith("ld-")).map((p) => p.id)], pollMs: 200, timeout: "140s" });
+    expect(cli.err).toMatch(/leak [0-9a-f-]+: \d+\/50 done/);
+    expect(code).toBe(0);
+    const report = JSON.parse(await (async () => {
+      const j = io();
+      const c = await runLeak(stack.rt, j, { incident: cli.out.match(/leak incident ([0-9a-f-]{36})/)![1]!, json: true, pollMs: 50 });
+      expect(c).toBe(0);
+      return j.out;
+    })()) as LeakReport;
+    expect(report.total).toBe(50);
+    expect(report.completed).toBe(50);
+    expect(report.targets.every((t) => t.oldRevoked && t.state === "completed")).toBe(true);
+
+    // Every old credential is dead at its provider and every secret holds a new, working value.
+    for (const s of seeds) {
+      expect(s.check(), `${s.id}: old credential revoked`).toBe(true);
+      const cur = await stack.store.getCurrent({ secretId: `prod/${s.id}`, region: REGION });
+      expect(cur?.value, s.id).not.toBe(s.value);
+    }
+    for (const p of policies.filter((x) => x.id.startsWith("ld-"))) {
+      const cur = await stack.store.getCurrent({ secretId: `prod/${p.id}`, region: REGION });
+      expect(ld.isLive(cur!.value)).toBe(true);
+    }
+
+    // Pacing: the one injected 429 closed LaunchDarkly's gate; no window saw a second 429, and
+    // Snyk, QStash and AWS never hit their limits at all.
+    expect(ld.count(undefined, 429)).toBeGreaterThanOrEqual(1);
+    expect(max429PerWindow(ld.requests, 10_000)).toBe(1);
+    expect(snyk.count(undefined, 429)).toBe(0);
+    expect(max429PerWindow(qstash.requests, 1_000)).toBeLessThanOrEqual(1);
+    expect(stack.emulator.calls.filter((c) => c.errorType === "ThrottlingException")).toHaveLength(0);
+    // Only LaunchDarkly waited: other providers worked while its gate was closed.
+    const first429 = ld.requests.find((r) => r.status === 429)!;
+    const reopen = Math.floor(first429.at / 10_000) * 10_000 + 10_000;
+    const othersMeanwhile = [...snyk.requests, ...qstash.requests].filter((r) => r.at > first429.at && r.at < reopen).length;
+    const ldMeanwhile = ld.requests.filter((r) => r.at > first429.at + 200 && r.at < reopen).length;
+    expect(othersMeanwhile).toBeGreaterThan(0);
+    expect(ldMeanwhile).toBe(0);
+
+    // Audited: who asked, and each policy's leak rotation.
+    const audit = await stack.rt.audit.history({ limit: 5_000 });
+    expect(audit.some((a) => a.step === "leak.incident" && a.actor === "cli:oncall")).toBe(true);
+    expect(audit.filter((a) => a.step === "leak.requested" && a.actor === "cli:oncall")).toHaveLength(50);
+  });
+
+  it("takes over a scheduled rotation waiting on consumers: old revoked at once, no second new credential, confirmations still tracked", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const policy = ldPolicy(ld, "ld-billing", {
+      consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+      confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    });
+    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+
+    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    expect(ld.isLive(managed.value)).toBe(true);
+    const creates = ld.count("POST /api/v2/tokens", 201);
+    expect(creates).toBe(1);
+
+    const res = await fetch(`${stack.apiUrl}/v1/leaks`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ policies: ["ld-billing"] }),
+    });
+    expect(res.status).toBe(202);
+    const { incident } = (await res.json()) as { incident: { incidentId: string } };
+    await until("scheduled rotation completed", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "completed", 20_000);
+    expect(ld.isLive(managed.value)).toBe(false);
+    expect(ld.count("POST /api/v2/tokens", 201)).toBe(creates);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    expect(cur?.versionId).toBe(sched.rotationId);
+
+    const leaks = leakResponseFor(stack.rt);
+    const report = await leaks.report((await leaks.incident(incident.incidentId))!);
+    expect(report.targets).toEqual([expect.objectContaining({ policyId: "ld-billing", rotationId: sched.rotationId, tookOver: true, state: "completed", oldRevoked: true, notConfirmed: ["billing"] })]);
+
+    // The consumer confirms after the revocation: accepted, and the report shows it.
+    const conf = await fetch(`${stack.apiUrl}/v1/confirmations`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+      body: JSON.stringify({ policyId: "ld-billing", consumerId: "billing", versionId: sched.rotationId }),
+    });
+    expect(conf.status).toBe(200);
+    const after = await leaks.report((await leaks.incident(incident.incidentId))!);
+    expect(after.targets[0]?.confirmed).toEqual(["billing"]);
+    expect(after.targets[0]?.notConfirmed).toEqual([]);
+
+    const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
+    expect(history.some((h) => h.step === "leak.takeover" && h.actor === "api:admin")).toBe(true);
+  });
+
+  it("finds the policy of a leaked value read from standard input, and never keeps the value", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const tokens = [0, 1, 2].map((i) => ld.addToken({ name: `svc-${i}` }));
+    const stack = await startStack({ policies: [0, 1, 2].map((i) => ldPolicy(ld, `ld-v${i}`)), env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    for (const i of [0, 1, 2]) await stack.store.create!({ secretId: `prod/ld-v${i}`, region: REGION }, tokens[i]!.value);
+
+    // A value on the command line is refused before anything runs.
+    const refused = io();
+    expect(await main(["leak", tokens[1]!.value], refused)).toBe(2);
+    expect(refused.err).toContain("--value-stdin");
+    expect(await main(["leak", "--value", tokens[1]!.value], io())).toBe(2);
+
+    // Not rotated by rekey yet: found among the current values.
+    const first = io(`${tokens[1]!.value}\n`);
+    expect(await runLeak(stack.rt, first, { valueStdin: true, pollMs: 100, timeout: "30s" })).toBe(0);
+    expect(first.out).toContain("ld-v1");
+    expect(first.out).not.toContain("ld-v0");
+    expect(ld.isLive(tokens[1]!.value)).toBe(false);
+    expect(ld.isLive(tokens[0]!.value)).toBe(true);
+
+    // The value rekey just stored leaks too: found through the fingerprint index.
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-v1", region: REGION });
+    const second = io(cur!.value);
+    expect(await runLeak(stack.rt, second, { valueStdin: true, json: true, pollMs: 100, timeout: "30s" })).toBe(0);
+    const report = JSON.parse(second.out) as LeakReport;
+    expect(report.targets.map((t) => t.policyId)).toEqual(["ld-v1"]);
+    expect(ld.isLive(cur!.value)).toBe(false);
+
+    // An unknown value is refused with a 404, and nothing is queued.
+    const unknown = io("not-a-token-rekey-knows-abcdefgh");
+    expect(await runLeak(stack.rt, unknown, { valueStdin: true })).toBe(1);
+    expect(unknown.err).toContain("matches no credential");
+
+    // I5: neither leaked value is in Redis, the audit or the logs.
+    const dump = await dumpRedis(stack.rt, stack.prefix);
+    for (const v of [tokens[1]!.value, cur!.value]) {
+      expect(dump).not.toContain(v);
+      expect(stack.logs.text()).not.toContain(v);
+      expect(first.out + first.err + second.out + second.err).not.toContain(v);
+    }
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * Offboarding end to end on real Redis, the AWS emulator and the LaunchDarkly fake over HTTP: a
+ * departing member with managed credentials (policies they own, and a policy of someone else
+ * that runs on their personal token) and an unmanaged one; the report says what blocks, and a
+ * re-run changes nothing already done.
+ */
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { runOffboard } from "../../src/cli/commands/leak.ts";
+import type { CliIo } from "../../src/cli/main.ts";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import type { OffboardReport } from "../../src/offboarding/offboarding.ts";
+import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
+import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+
+const CONSUMER_TOKEN = "offboarding-consumer-token-0123456789";
+
+function io(): CliIo & { out: string; err: string } {
+  const box = {
+    out: "",
+    err: "",
+    stdout: (s: string) => void (box.out += s),
+    stderr: (s: string) => void (box.err += s),
+    stdin: Readable.from([""]),
+    env: { USER: "hr-ops" } as NodeJS.ProcessEnv,
+  };
+  return box;
+}
+
+describe("offboarding", () => {
+  let ld: LaunchDarklyFake;
+  let stack: Stack;
+  let admin: { id: string; value: string };
+  let dana: string;
+  const tokens: Record<string, { id: string; value: string }> = {};
+
+  function policy(id: string, owner: string, extra: Partial<PolicyInput> = {}): PolicyInput {
+    return {
+      id,
+      owner,
+      provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+      target: { secretId: `prod/${id}`, region: REGION },
+      ...extra,
+    };
+  }
+
+  beforeEach(async () => {
+    ld = await startLaunchDarklyFake();
+    const adminMember = ld.addMember("admin@example.com", "admin");
+    admin = ld.addToken({ memberId: adminMember, role: "admin", name: "rekey management" });
+    dana = ld.addMember("dana@example.com", "writer");
+    const olga = ld.addMember("olga@example.com", "writer");
+    tokens.api = ld.addToken({ memberId: dana, name: "dana api", role: "reader" });
+    tokens.batch = ld.addToken({ memberId: dana, name: "dana batch", role: "reader" });
+    tokens.shared = ld.addToken({ memberId: dana, name: "reports (dana's token)", role: "reader" });
+    tokens.olga = ld.addToken({ memberId: olga, name: "olga", role: "reader" });
+    tokens.laptop = ld.addToken({ memberId: dana, name: "dana laptop script", role: "reader" });
+    const policies = [
+      policy("dana-api", "dana@example.com", {
+        offboarding: { successor: "sam@example.com" },
+        consumers: [{ id: "web", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+      }),
+      policy("dana-batch", "dana@example.com", { offboarding: { successor: "sam@example.com" } }),
+      policy("reports", "olga@example.com"),
+      policy("olga-own", "olga@example.com"),
+    ];
+    stack = await startStack({ policies, env: { LD_ADMIN_TOKEN: admin.value } });
+    for (const [id, t] of [["dana-api", tokens.api], ["dana-batch", tokens.batch], ["reports", tokens.shared], ["olga-own", tokens.olga]] as const) {
+      await stack.store.create!({ secretId: `prod/${id}`, region: REGION }, t!.value);
+    }
+  });
+
+  afterEach(async () => {
+    await stack.close();
+    await ld.close();
+  });
+
+  it("rotates the member's managed credentials to the successor, reports what blocks, and a re-run changes nothing done", async () => {
+    const first = io();
+    expect(await runOffboard(stack.rt, first, "dana@example.com", { json: true, pollMs: 100, timeout: "30s" })).toBe(1);
+    const report = JSON.parse(first.out) as OffboardReport;
+    expect(report.safeToRemove).toBe(false);
+    const byId = Object.fromEntries(report.policies.map((p) => [p.policyId, p]));
+    expect(Object.keys(byId).sort()).toEqual(["dana-api", "dana-batch", "reports"]);
+    expect(byId["dana-api"]).toMatchObject({ reason: "owner", successor: "sam@example.com", state: "awaiting-confirmation", waitingFor: ["web"] });
+    expect(byId["dana-batch"]).toMatchObject({ reason: "owner", state: "completed" });
+    // Olga's policy runs on Dana's personal token: it is Dana's credential, rotated to the policy's owner.
+    expect(byId.reports).toMatchObject({ reason: "credential", successor: "olga@example.com", state: "completed" });
+    expect(report.unmanaged.map((u) => u.credentialId)).toEqual([tokens.laptop!.id]);
+    expect(report.blockers).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^dana-api: rotation .* waiting for consumers to confirm: web$/),
+        expect.stringMatching(/^dana-api: dana-api\.yaml still names dana@example\.com as owner; change owner to sam@example\.com$/),
+        expect.stringMatching(/^dana-batch: dana-batch\.yaml still names/),
+        expect.stringContaining(`unmanaged launchdarkly credential ${tokens.laptop!.id} "dana laptop script" (personal)`),
+      ]),
+    );
+    expect(report.blockers).toHaveLength(4);
+
+    // The new credentials outlive Dana: service tokens, not Dana's; hers are gone where confirmed.
+    for (const id of ["dana-batch", "reports"]) {
+      const cur = await stack.store.getCurrent({ secretId: `prod/${id}`, region: REGION });
+      const t = ld.tokens().find((x) => x.value === cur!.value)!;
+      expect(t.serviceToken).toBe(true);
+      expect(t.memberId).not.toBe(dana);
+    }
+    expect(ld.isLive(tokens.batch!.value)).toBe(false);
+    expect(ld.isLive(tokens.shared!.value)).toBe(false);
+    expect(ld.isLive(tokens.api!.value)).toBe(true); // I2: web has not confirmed yet
+    expect(ld.isLive(tokens.olga!.value)).toBe(true);
+
+    // A re-run (through the API this time) continues: same rotations, no new token, nothing revoked twice.
+    const creates = ld.count("POST /api/v2/tokens", 201);
+    const deletes = ld.count(/^DELETE /);
+    const jobs = await stack.rt.queue.getJobCounts("completed", "delayed", "waiting", "active", "prioritized");
+    const res = await fetch(`${stack.apiUrl}/v1/offboardings`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ member: "Dana@example.com" }),
+    });
+    expect(res.status).toBe(202);
+    const again = (await res.json()) as OffboardReport;
+    expect(again.policies.map((p) => [p.policyId, p.rotationId, p.state])).toEqual(report.policies.map((p) => [p.policyId, p.rotationId, p.state]));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ld.count("POST /api/v2/tokens", 201)).toBe(creates);
+    expect(ld.count(/^DELETE /)).toBe(deletes);
+    expect(await stack.rt.queue.getJobCounts("completed", "delayed", "waiting", "active", "prioritized")).toEqual(jobs);
+
+    // Even after the queue forgot the jobs (retention), the record keeps a re-run from starting over.
+    await stack.rt.queue.clean(0, 1_000, "completed");
+    const third = io();
+    await runOffboard(stack.rt, third, "dana@example.com", { json: true, wait: false });
+    expect((JSON.parse(third.out) as OffboardReport).policies.map((p) => p.rotationId)).toEqual(report.policies.map((p) => p.rotationId));
+    expect(ld.count("POST /api/v2/tokens", 201)).toBe(creates);
+
+    // The operator clears the rest: web confirms, the laptop token is deleted, the files name Sam.
+    const api = byId["dana-api"]!;
+    const conf = await fetch(`${stack.apiUrl}/v1/confirmations`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+      body: JSON.stringify({ policyId: "dana-api", consumerId: "web", versionId: api.rotationId }),
+    });
+    expect(conf.status).toBe(200);
+    await until("dana-api completed", async () => (await stack.rt.state.getRecord(api.rotationId!))?.status === "completed");
+    expect(ld.isLive(tokens.api!.value)).toBe(false);
+    await fetch(`${ld.url}/api/v2/tokens/${tokens.laptop!.id}`, { method: "DELETE", headers: { authorization: admin.value } });
+    stack.rt.policies.replace(
+      stack.rt.policies.all().map((p) => ({ policy: Policy.parse({ ...p, owner: p.owner === "dana@example.com" ? "sam@example.com" : p.owner }), file: `${p.id}.yaml` })),
+    );
+    const last = io();
+    expect(await runOffboard(stack.rt, last, "dana@example.com", { pollMs: 100, timeout: "10s" })).toBe(0);
+    expect(last.out).toContain("safe to remove dana@example.com: yes");
+    expect(last.out).toMatch(/dana-api\s+launchdarkly\s+owner\s+sam@example.com\s+completed/);
+
+    const audit = await stack.rt.audit.history({ limit: 500 });
+    expect(audit.filter((a) => a.step === "offboarding.requested").map((a) => a.actor)).toEqual(["cli:hr-ops", "cli:hr-ops", "api:admin", "cli:hr-ops"]);
+    expect(audit.filter((a) => a.step === "offboarding.requested" && a.policyId)).toHaveLength(3);
+  });
+
+  it("names a missing successor as a blocker and starts nothing for that policy", async () => {
+    stack.rt.policies.replace([{ policy: Policy.parse(policy("dana-api", "dana@example.com")), file: "dana-api.yaml" }]);
+    const out = io();
+    expect(await runOffboard(stack.rt, out, "dana@example.com", { wait: false })).toBe(1);
+    expect(out.out).toContain("safe to remove dana@example.com: no");
+    expect(out.out).toContain("dana-api: no successor is named; add offboarding.successor to dana-api.yaml or run again with --successor");
+    expect(ld.count("POST /api/v2/tokens")).toBe(0);
+  });
+});
