@@ -51,5 +51,5 @@ export function untilStopped(log: Logger, onHup?: () => Promise<void>): Promise<
 }
 
 export function when(ms: number | undefined): string {
-  return ms ? new Date(ms).toISOString().replace(".000Z", "Z") : "-";
+  return ms ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z") : "-";
 }

@@ -5,6 +5,7 @@
  */
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import type { Worker } from "bullmq";
 import { createLogger } from "../../src/log.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker } from "../../src/processes.ts";
@@ -60,6 +61,8 @@ export interface StackOptions {
 }
 
 export interface Stack {
+  /** The in-process BullMQ worker (absent with `worker: false`). */
+  worker?: Worker;
   emulator: AwsEmulator;
   store: AwsSecretsManagerStore;
   rt: Runtime;
@@ -96,6 +99,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log });
   let workerStopped = !worker;
   return {
+    worker: worker?.worker,
     emulator,
     store,
     rt,
