@@ -253,6 +253,23 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
       return { credentialId: who.tokenId, meta: identityMeta(who) };
     },
 
+    async sweep(ctx, keep) {
+      if (ctx.config.strategy === "reset-with-expiry" || keep.length === 0) return [];
+      const mgmt = await ctx.resolve(ctx.config.management);
+      const mark = `[rekey policy=${ctx.policyId} rotation=`;
+      const all = await listAll(ctx, mgmt, "/api/v2/tokens?showAll=true", Token);
+      const candidates = all.filter((t) => !keep.includes(t._id) && (t.description ?? "").includes(mark));
+      if (candidates.length === 0) return [];
+      const self = await identity(ctx, "management", mgmt);
+      const removed: string[] = [];
+      for (const t of candidates) {
+        if (t._id === self.tokenId) continue;
+        await remove(ctx, mgmt, t._id);
+        removed.push(t._id);
+      }
+      return removed;
+    },
+
     async cleanupOrphans(ctx, keep) {
       // A reset keeps the token's id and makes nothing new: there is never an orphan to remove.
       if (ctx.config.strategy === "reset-with-expiry") return [];

@@ -93,6 +93,14 @@ export interface Provider<K extends ProviderKind = ProviderKind> {
   cleanupOrphans?(ctx: ProviderContext<K>, keep: CredentialHandle | undefined): Promise<string[]>;
 
   /**
+   * Remove every credential rekey issued for this policy except those in `keep` (provider ids):
+   * leftovers of requests that reached the provider after the run that sent them was aborted
+   * (a lost lock, a timeout) and so landed after that run's orphan clean-up. The engine calls it
+   * only with the live credential's id in `keep`, never without.
+   */
+  sweep?(ctx: ProviderContext<K>, keep: string[]): Promise<string[]>;
+
+  /**
    * Issue a new credential (API providers only). `old` is the current value and its handle, where
    * the secret already holds one (clone its role fields, or reset it).
    */

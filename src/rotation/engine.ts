@@ -342,15 +342,10 @@ class Run {
   async start(): Promise<StepOutcome> {
     const d = this.data;
     const { state } = this.deps;
-    // I3: at most one rotation in flight per policy.
-    let holder = await state.acquire(d.policyId, d.rotationId);
-    if (holder !== d.rotationId) {
-      const other = await state.getRecord(holder);
-      const stale = !other || TERMINAL.has(other.status);
-      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
-    }
-    if (holder !== d.rotationId) return this.yieldTo(holder);
-
+    // I3: at most one rotation in flight per policy. The record is written before the lock is
+    // taken, so a holder without a record is one whose record expired long after it ended — never
+    // one that took the lock a moment ago and has not written its record yet (taking that over
+    // put two rotations of one policy in flight; found by the fault matrix).
     const existing = await state.getRecord(d.rotationId);
     if (!existing) {
       await state.putRecord({
@@ -368,6 +363,14 @@ class Run {
         successor: d.successor,
       });
     }
+    let holder = await state.acquire(d.policyId, d.rotationId);
+    if (holder !== d.rotationId) {
+      const other = await state.getRecord(holder);
+      const stale = !other || TERMINAL.has(other.status);
+      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+    }
+    if (holder !== d.rotationId) return this.yieldTo(holder);
+
     const current = await this.deps.store.getCurrent(this.ref, this.signal);
     let oldHandle: CredentialHandle = {};
     if (current && current.versionId !== d.rotationId) {
@@ -445,6 +448,13 @@ class Run {
       if (this.provider.cleanupOrphans) {
         const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
         if (removed.length) await this.auditStep("issuing", "cleanup", `removed ${removed.length} credential(s) an interrupted run of this rotation had issued: ${removed.join(", ")}`);
+      }
+      if (this.provider.sweep && d.oldCredentialId) {
+        // Leftovers of earlier rotations of this policy (a request that landed after its run was
+        // aborted). Only with the current credential's id known, so it can never be taken.
+        const keepOld = d.oldCredentialId;
+        const swept = await this.providerCall(() => this.provider.sweep!(this.ctx(), [keepOld]));
+        if (swept.length) await this.auditStep("issuing", "cleanup", `removed ${swept.length} leftover credential(s) of earlier rotations: ${swept.join(", ")}`);
       }
       const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
       if (this.caps.issue === "reset") {
@@ -715,6 +725,13 @@ class Run {
       if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
       await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
       what = `old credential${d.oldCredentialId ? ` ${d.oldCredentialId}` : ""} revoked${leak ? " (leak: without waiting for consumers)" : ""}`;
+    }
+    if (this.provider.sweep && d.newCredentialId) {
+      // A create of this rotation that was aborted in flight may have landed after the retry's
+      // clean-up: the new credential is the only one of this policy that stays.
+      const keepNew = d.newCredentialId;
+      const swept = await this.providerCall(() => this.provider.sweep!(this.ctx(), [keepNew]));
+      if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
     }
     const now = this.now;
     await this.auditStep("revoking", "ok", what);

@@ -141,11 +141,14 @@ describe("operating rekey", () => {
     // retried run removes that orphan and finishes with exactly one live managed token.
     await until("awaiting", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 30_000);
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-ops", region: REGION });
+    // The held create lands at LaunchDarkly after the retry issued its own token: a live orphan.
+    const orphan = await until("held create landed", () => ld.liveTokens().find((t) => t.description.includes(req.rotationId) && t.value !== cur!.value), 15_000);
     await stack.rt.rotations.confirm({ policyId: "ld-ops", consumerId: "ops-api", bearer: CONSUMER, versionId: cur!.versionId });
     await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 30_000);
-    await new Promise((r) => setTimeout(r, 6_200)); // let the held create land, if it was going to
+    // Completing the rotation swept it: exactly one live managed token, the current one.
     const live = ld.liveTokens().filter((t) => t.id !== admin.id);
     expect(live.map((t) => t.value)).toEqual([cur!.value]);
+    expect(ld.isLive(orphan.value)).toBe(false);
   });
 });
 
