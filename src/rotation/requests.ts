@@ -109,6 +109,9 @@ export class Rotations {
     const rotationId = (await state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
     const rec = rotationId ? await state.getRecord(rotationId) : undefined;
     if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
+    if (opts.fingerprint && !opts.versionId && rec.newFingerprint === undefined) {
+      return refuse(409, `rotation ${rotationId} has no fingerprint to compare (rekey runs without REKEY_FINGERPRINT_KEY, or the new value is not stored yet); confirm with versionId`);
+    }
     const byVersion = opts.versionId !== undefined && opts.versionId === rotationId;
     const byFingerprint = opts.fingerprint !== undefined && rec.newFingerprint !== undefined && equalConstantTime(opts.fingerprint, rec.newFingerprint);
     if (!byVersion && !byFingerprint) {
