@@ -243,6 +243,22 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
     return { value: t.token, credentialId: t._id, meta: metaOf(t) };
   }
 
+  /** Delete every token whose description carries `mark`, except `keep` and the management token itself. */
+  async function removeMarked(ctx: Ctx, mark: string, keep: string[]): Promise<string[]> {
+    const mgmt = await ctx.resolve(ctx.config.management);
+    const all = await listAll(ctx, mgmt, "/api/v2/tokens?showAll=true", Token);
+    const candidates = all.filter((t) => !keep.includes(t._id) && (t.description ?? "").includes(mark));
+    if (candidates.length === 0) return [];
+    const self = await identity(ctx, "management", mgmt);
+    const removed: string[] = [];
+    for (const t of candidates) {
+      if (t._id === self.tokenId) continue;
+      await remove(ctx, mgmt, t._id);
+      removed.push(t._id);
+    }
+    return removed;
+  }
+
   return {
     kind: "launchdarkly",
 
@@ -255,37 +271,13 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
 
     async sweep(ctx, keep) {
       if (ctx.config.strategy === "reset-with-expiry" || keep.length === 0) return [];
-      const mgmt = await ctx.resolve(ctx.config.management);
-      const mark = `[rekey policy=${ctx.policyId} rotation=`;
-      const all = await listAll(ctx, mgmt, "/api/v2/tokens?showAll=true", Token);
-      const candidates = all.filter((t) => !keep.includes(t._id) && (t.description ?? "").includes(mark));
-      if (candidates.length === 0) return [];
-      const self = await identity(ctx, "management", mgmt);
-      const removed: string[] = [];
-      for (const t of candidates) {
-        if (t._id === self.tokenId) continue;
-        await remove(ctx, mgmt, t._id);
-        removed.push(t._id);
-      }
-      return removed;
+      return removeMarked(ctx, `[rekey policy=${ctx.policyId} rotation=`, keep);
     },
 
     async cleanupOrphans(ctx, keep) {
       // A reset keeps the token's id and makes nothing new: there is never an orphan to remove.
       if (ctx.config.strategy === "reset-with-expiry") return [];
-      const mgmt = await ctx.resolve(ctx.config.management);
-      const mark = `rotation=${ctx.rotationId}]`;
-      const all = await listAll(ctx, mgmt, "/api/v2/tokens?showAll=true", Token);
-      const candidates = all.filter((t) => t._id !== keep?.credentialId && (t.description ?? "").includes(mark));
-      if (candidates.length === 0) return [];
-      const self = await identity(ctx, "management", mgmt);
-      const removed: string[] = [];
-      for (const t of candidates) {
-        if (t._id === self.tokenId) continue;
-        await remove(ctx, mgmt, t._id);
-        removed.push(t._id);
-      }
-      return removed;
+      return removeMarked(ctx, `rotation=${ctx.rotationId}]`, keep?.credentialId ? [keep.credentialId] : []);
     },
 
     async issue(ctx, old) {

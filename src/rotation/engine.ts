@@ -16,6 +16,7 @@ import type { Audit } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
 import { errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
 import { withRequestPacer } from "../providers/http.ts";
 import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
@@ -26,29 +27,8 @@ import { RotationJobData, type Step } from "./job.ts";
 import { latencyMargin, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
 import { type RekeyState, TERMINAL } from "./state.ts";
 
-export type EngineEventType =
-  | "rotation.started"
-  | "rotation.awaiting-confirmation"
-  | "rotation.completed"
-  | "rotation.failed"
-  | "rotation.needs-attention"
-  | "rotation.leak"
-  | "rotation.cutover-pending"
-  | "human.action-required"
-  | "human.reminder";
-
-export interface EngineEvent {
-  type: EngineEventType;
-  rotationId: string;
-  policyId: string;
-  reason: string;
-  message: string;
-  versionId?: string;
-  /** Consumers still awaited (awaiting-confirmation, needs-attention). */
-  consumers?: string[];
-  instructions?: string;
-  link?: string;
-}
+/** What a step reports to the notification outbox (which adds provider, secret and time). */
+export type EngineEvent = NotificationInput;
 
 export interface PolicySource {
   get(policyId: string): Policy | undefined;
