@@ -158,7 +158,7 @@ export class Offboarding {
     }
     await redis.hset(key, "_member", member);
     await this.deps.audit.record({
-      step: "offboarding.requested",
+      step: "offboarding.run",
       outcome: "ok",
       actor,
       message: `offboarding ${member}${req.successor ? ` to ${req.successor}` : ""}: ${found.managed.size} managed credential(s), ${queued} rotation(s) queued now, ${found.unmanaged.length} unmanaged`,

@@ -341,7 +341,7 @@ class Run {
         leak: d.reason === "leak" ? true : undefined,
         member: d.member,
         successor: d.successor,
-      });
+      }, { claimsPolicy: false });
     }
     let holder = await state.acquire(d.policyId, d.rotationId);
     if (holder !== d.rotationId) {
@@ -350,6 +350,7 @@ class Run {
       if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
     }
     if (holder !== d.rotationId) return this.yieldTo(holder);
+    await state.claimPolicy({ rotationId: d.rotationId, policyId: d.policyId, status: "running", startedAt: d.startedAt });
 
     const current = await this.deps.store.getCurrent(this.ref, this.signal);
     let oldHandle: CredentialHandle = {};

@@ -89,14 +89,22 @@ export class RekeyState {
 
   // ---- rotation records --------------------------------------------------------------------
 
-  async putRecord(rec: RotationRecord): Promise<void> {
+  /**
+   * Write a rotation record. It speaks for its policy (`rekey status`: last rotation) only once
+   * it holds the policy's lock: `claimsPolicy: false` for a record written before the lock is
+   * taken, and a skipped request never does.
+   */
+  async putRecord(rec: RotationRecord, opts: { claimsPolicy?: boolean } = {}): Promise<void> {
     const k = this.key("rot", rec.rotationId);
-    await this.redis
-      .multi()
-      .hset(k, toHash(rec))
-      .zadd(this.key("active"), rec.startedAt, rec.rotationId)
-      .hset(this.key("policy", rec.policyId), { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) })
-      .exec();
+    const m = this.redis.multi().hset(k, toHash(rec));
+    if (rec.status !== "skipped") m.zadd(this.key("active"), rec.startedAt, rec.rotationId);
+    if (rec.status !== "skipped" && opts.claimsPolicy !== false) m.hset(this.key("policy", rec.policyId), policyClaim(rec));
+    await m.exec();
+  }
+
+  /** The rotation holding the policy's lock becomes the policy's last rotation. */
+  async claimPolicy(rec: Pick<RotationRecord, "rotationId" | "policyId" | "status" | "startedAt">): Promise<void> {
+    await this.redis.hset(this.key("policy", rec.policyId), policyClaim(rec));
   }
 
   async updateRecord(rotationId: string, patch: Partial<RotationRecord>): Promise<void> {
@@ -120,7 +128,7 @@ export class RekeyState {
       .zrem(this.key("active"), rec.rotationId);
     // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
     const latest = await this.redis.hget(this.key("policy", rec.policyId), "lastRotationId");
-    if (latest === rec.rotationId || status !== "skipped") m.hset(this.key("policy", rec.policyId), policyFields);
+    if (latest === rec.rotationId && status !== "skipped") m.hset(this.key("policy", rec.policyId), policyFields);
     await m.exec();
   }
 
@@ -185,6 +193,10 @@ export class RekeyState {
     const n = Number(await this.redis.eval(WINDOW_LUA, 1, this.key("pace", name, String(window)), String(windowMs * 2)));
     return n <= perWindow ? 0 : (window + 1) * windowMs - now;
   }
+}
+
+function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "startedAt">): Record<string, string> {
+  return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) };
 }
 
 function toHash(rec: Partial<RotationRecord>): Record<string, string> {

@@ -211,6 +211,10 @@ describe("LaunchDarkly rotation end to end", () => {
     await until("skipped", async () => (await stack.rt.state.getRecord(second.rotationId))?.status === "skipped");
     expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(2);
     expect(await stack.rt.state.inFlight("ld-api")).toBe(first.rotationId);
+    // The skipped request does not speak for the policy: status still shows the running one.
+    const summary = await stack.rt.state.policySummary("ld-api");
+    expect(summary.lastRotationId).toBe(first.rotationId);
+    expect(summary.lastStatus).toBe("awaiting-confirmation");
   });
 
   it("answers the operator API with auth: status lists the waiting consumers", async () => {

@@ -204,7 +204,7 @@ describe("snyk-service-account", () => {
     const err = await failure(provider.issue!(c, { value: oldSecret }));
     expect(err).toBeInstanceOf(PermanentError);
     expect(err.message).toContain("409");
-    expect(err.message).toContain(`rekey leak ${c.policyId}`);
+    expect(err.message).toContain(`rekey leak --policy ${c.policyId}`);
     expect(err.message).not.toContain(oldSecret);
     expect(err.message).not.toContain(lost.value);
     expect(fake.secretsOf(sa.id)).toEqual([oldSecret, lost.value]);

@@ -6,8 +6,8 @@
  */
 import { type Command, Option } from "commander";
 import { errorMessage } from "../../errors.ts";
-import { type LeakReport, LeakResponse, leakResponseFor, type LeakRequest } from "../../leak/leak.ts";
-import { type OffboardReport, Offboarding, offboardingFor } from "../../offboarding/offboarding.ts";
+import { type LeakReport, type LeakResponse, leakResponseFor, type LeakRequest } from "../../leak/leak.ts";
+import { type OffboardReport, type Offboarding, offboardingFor } from "../../offboarding/offboarding.ts";
 import { PROVIDER_KINDS } from "../../policy/schema.ts";
 import { RequestError } from "../../rotation/requests.ts";
 import type { Runtime } from "../../runtime.ts";
@@ -153,7 +153,7 @@ export function formatOffboardReport(r: OffboardReport): string {
   }
   if (r.unmanaged.length) {
     out += "\nunmanaged credentials in their name (no policy rotates them; handle by hand):\n";
-    for (const c of r.unmanaged) out += `  ${c.provider} ${c.account}  ${c.credentialId}  "${c.name}"${c.kind ? ` (${c.kind})` : ""}  last used ${when(c.lastUsed)}\n`;
+    for (const c of r.unmanaged) out += `  ${c.account}  ${c.credentialId}  "${c.name}"${c.kind ? ` (${c.kind})` : ""}  last used ${when(c.lastUsed)}\n`;
   }
   out += `\nsafe to remove ${r.member}: ${r.safeToRemove ? "yes" : "no"}\n`;
   for (const b of r.blockers) out += `  - ${b}\n`;
@@ -211,7 +211,7 @@ export function register(program: Command, io: CliIo): void {
     .option("--json", "print the report as JSON")
     .action(async (value: string | undefined, opts: LeakOptions & { value?: string }) => {
       if (value !== undefined || opts.value !== undefined) {
-        io.stderr("rekey leak: refusing a value given as an argument (it would land in shell history and the process list); pipe it in with --value-stdin\n");
+        io.stderr("rekey leak: refusing a value given as an argument (it would land in shell history and the process list); pipe it in with --value-stdin (to name a policy, use --policy <id>)\n");
         throw new CliExit(EXIT.usage);
       }
       if (!opts.policy?.length && !opts.provider && !opts.owner && !opts.valueStdin && !opts.incident) {

@@ -99,7 +99,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
 
   function remedy(ctx: Ctx): string {
     return (
-      `the current secret keeps working. To recover, run a leak rotation for this policy (\`rekey leak ${ctx.policyId}\`): ` +
+      `the current secret keeps working. To recover, run a leak rotation for this policy (\`rekey leak --policy ${ctx.policyId}\`): ` +
       `Snyk's replace mode drops every client secret of service account ${ctx.config.serviceAccountId} and stores one new one ` +
       `(consumers fail until they load it). If an earlier rotation of this policy is still waiting to delete its old secret, finish that rotation instead.`
     );
