@@ -20,6 +20,12 @@ export interface RunFigure {
   wallMs: number;
   rotations: number;
   failed: number;
+  /** CPU time of this process (user + system) during the run. */
+  cpuMs: number;
+  /** CPU time of the Redis server during the run. */
+  redisCpuMs: number;
+  /** Redis commands served during the run, by command. */
+  redisCalls: Record<string, number>;
 }
 
 export interface EngineResult {
@@ -64,12 +70,14 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "8" },
     sample: { type: "string", default: "500" },
     warmup: { type: "string", default: "100" },
+    kinds: { type: "string", default: "rekey,baseline" },
   },
 });
 const redisUrl = values.redis ?? "";
 if (!redisUrl || (values.mode !== "engine" && values.mode !== "memory")) throw new Error("usage: rotations.ts --mode engine|memory --redis <url> …");
 const policies = Number(values.policies);
 const concurrency = Number(values.concurrency);
+const kinds = (values.kinds ?? "").split(",");
 const all = Array.from({ length: policies }, (_, i) => i);
 // Generous: a run that takes this long has hung, not slowed down.
 const deadlineMs = Math.max(120_000, policies * 200);
@@ -81,11 +89,13 @@ try {
 } finally {
   await rig.close();
 }
+// A BullMQ or HTTP keep-alive handle must not keep a finished child alive.
+process.exit(0);
 
 async function engine(): Promise<EngineResult> {
   const warm = all.slice(0, Math.min(policies, Number(values.warmup)));
-  await rig.rekeyRun(warm, { deadlineMs });
-  await rig.baselineRun(warm, { deadlineMs });
+  if (kinds.includes("rekey")) await rig.rekeyRun(warm, { deadlineMs });
+  if (kinds.includes("baseline")) await rig.baselineRun(warm, { deadlineMs });
   const runs: RunFigure[] = [];
   const confirmToRevokeMs: number[] = [];
   const calls = { rekey: {} as Record<string, number>, baseline: {} as Record<string, number> };
@@ -96,23 +106,37 @@ async function engine(): Promise<EngineResult> {
   for (let r = 0; r < pairs; r++) {
     const order: ("rekey" | "baseline")[] = r % 2 === 0 ? ["rekey", "baseline"] : ["baseline", "rekey"];
     for (const kind of order) {
+      if (!kinds.includes(kind)) continue;
+      const before = await rig.redisCounters();
+      const cpu0 = process.cpuUsage();
+      const counters = async () => {
+        const cpu = process.cpuUsage(cpu0);
+        const after = await rig.redisCounters();
+        const redisCalls: Record<string, number> = {};
+        for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
+        return { cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls };
+      };
       if (kind === "rekey") {
         const res = await rig.rekeyRun(all, { deadlineMs });
-        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed });
+        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, ...(await counters()) });
         confirmToRevokeMs.push(...res.confirmToRevokeMs);
         add(calls.rekey, res.drain);
       } else {
         const res = await rig.baselineRun(all, { deadlineMs });
-        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: 0 });
+        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: 0, ...(await counters()) });
         add(calls.baseline, res.drain);
       }
       const last = runs[runs.length - 1] as RunFigure;
-      progress(`${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s)`);
+      const redisCalls = Object.values(last.redisCalls).reduce((a, b) => a + b, 0);
+      progress(
+        `${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s); ` +
+          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCalls / last.rotations).toFixed(1)} commands/rotation`,
+      );
     }
   }
   const perRotation = (m: Record<string, number>, kind: RunFigure["kind"]) => {
     const n = runs.filter((r) => r.kind === kind).reduce((s, r) => s + r.rotations, 0);
-    return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v / n]));
+    return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v / Math.max(1, n)]));
   };
   return { concurrency, policies, runs, confirmToRevokeMs, callsPerRotation: { rekey: perRotation(calls.rekey, "rekey"), baseline: perRotation(calls.baseline, "baseline") } };
 }

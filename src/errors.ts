@@ -39,6 +39,15 @@ export class PermanentError extends RekeyError {
   override name = "PermanentError";
 }
 
+/**
+ * Retrying cannot help and the failure leaves something only a person can settle (a credential
+ * whose value was lost and that only an outage-causing call could remove). The rotation ends as
+ * needs-attention, with this message as the alert, rather than as a quiet failure.
+ */
+export class AttentionError extends PermanentError {
+  override name = "AttentionError";
+}
+
 /** A new credential did not pass its identity check. */
 export class VerificationError extends PermanentError {
   override name = "VerificationError";

@@ -98,6 +98,19 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const env = opts.env ?? process.env;
   const redis = redisConnection(opts.redisUrl);
   const connection = redisConnection(opts.redisUrl);
+  // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
+  // printed as an "Unhandled error event". Log it once per outage instead.
+  let down = false;
+  for (const c of [redis, connection]) {
+    c.on("error", (err: Error) => {
+      if (!down) opts.log.warn({ err: err.message }, "redis connection lost; reconnecting");
+      down = true;
+    });
+    c.on("ready", () => {
+      if (down) opts.log.info("redis connection back");
+      down = false;
+    });
+  }
   const prefix = opts.prefix;
   const queue = new Queue(ROTATION_QUEUE, { connection, prefix: bullPrefix(prefix), defaultJobOptions: rotationJobOptions });
   const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });

@@ -29,6 +29,8 @@ export interface Tracked {
   step?: string;
   confirming?: boolean;
   confirmedAt?: number;
+  /** The other of two requests made for the policy at once (one of them must be skipped). */
+  partner?: Tracked;
   /** Ended (or parked needing attention, which is alerted): no longer watched. */
   closed?: boolean;
 }
@@ -60,12 +62,19 @@ export async function check(input: CheckInput): Promise<Violations> {
 
   // ---- I1 and I4: the providers' live credentials against the store -------------------------
   let live = 0;
+  // A policy whose rotation ended needs-attention has sent an alert naming what is left (e.g. a
+  // Snyk client secret whose create answer was lost: only `replace`, an outage, removes it). Such
+  // a live credential outside the store is reported, but as alerted rather than silent.
+  const alerted = new Set(tracked.filter((t) => t.status === "needs-attention").map((t) => t.policyId));
   for (const p of world.policies) {
     const secret = world.aws.inspect(p.secretId, REGION);
     const stored = new Set((secret?.versions ?? []).map((x) => x.value).filter((x): x is string => x !== undefined));
     for (const value of p.liveValues()) {
       live++;
-      if (!stored.has(value)) v.I1.push(`${p.id}: a live credential (…${value.slice(-4)}) is in no version of ${p.secretId}`);
+      if (stored.has(value)) continue;
+      const line = `${p.id}: a live credential (…${value.slice(-4)}) is in no version of ${p.secretId}`;
+      if (alerted.has(p.id)) input.notes.push(`I1, alerted (a rotation of the policy needs attention and says why): ${line}`);
+      else v.I1.push(line);
     }
     for (const [rotationId, n] of p.liveByRotation()) if (n > 1) v.I4.push(`${p.id}: rotation ${rotationId} left ${n} live credentials`);
   }
@@ -110,8 +119,8 @@ export async function check(input: CheckInput): Promise<Violations> {
       const cur = spans[i];
       if (prev && cur && cur.from < prev.to) v.I3.push(`${policyId}: ${cur.id} started while ${prev.id} was in flight`);
     }
-    // Duplicates must have been turned away.
-    for (const t of list) if (t.duplicate && t.status !== "skipped" && starts.has(t.rotationId)) v.I3.push(`${policyId}: duplicate request ${t.rotationId} ran (${t.status})`);
+    // Of two requests made while one was in flight, one must have been turned away.
+    for (const t of list) if (t.partner && t.rotationId < t.partner.rotationId && t.status !== "skipped" && t.partner.status !== "skipped") v.I3.push(`${policyId}: ${t.rotationId} and ${t.partner.rotationId} both ran (${t.status}, ${t.partner.status})`);
   }
 
   // ---- I5: no secret value in Redis, logs or audit ----------------------------------------------

@@ -28,7 +28,7 @@ import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts"
 import { startRedisServer } from "../../test/helpers/redis-server.ts";
 import { check, type Tracked, type Violations } from "./checker.ts";
 import { WorkerPool } from "./workers.ts";
-import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld, type World } from "./world.ts";
+import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld } from "./world.ts";
 
 export interface MatrixOptions {
   ld: number;
@@ -239,6 +239,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       const r = await rotations.enqueue({ policyId: lane.policy.id, reason: "manual", actor: "chaos" });
       const t: Tracked = { rotationId: r.rotationId, policyId: lane.policy.id, kind: lane.policy.kind, duplicate, enqueuedAt: Date.now(), status: "queued" };
       tracked.push(t);
+      if (duplicate && lane.open) {
+        t.partner = lane.open;
+        lane.open.partner = t;
+      }
       if (!duplicate) lane.open = t;
       return t;
     };
@@ -266,6 +270,14 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       if (!ended) return;
       t.closed = true;
       if (t.duplicate) return;
+      if (rec.status === "skipped" && t.partner?.duplicate) {
+        // The second request won the race for the policy: it is the rotation, this one the duplicate.
+        t.duplicate = true;
+        t.partner.duplicate = false;
+        t.partner.closed = false;
+        lane.open = t.partner;
+        return;
+      }
       lane.open = undefined;
       if (rec.status === "completed") lane.currentVersion = t.rotationId;
       if (rec.status === "failed") {

@@ -63,7 +63,7 @@ export class FakesClient {
     return new FakesClient(child);
   }
 
-  request<T>(msg: Omit<Extract<FakesRequest, { type: string }>, "id">, timeoutMs = 60_000): Promise<T> {
+  request<T>(msg: FakesRequest extends infer R ? (R extends unknown ? Omit<R, "id"> : never) : never, timeoutMs = 60_000): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -341,6 +341,16 @@ export class Rig {
     const wallMs = performance.now() - t0;
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
     return { wallMs, completed, drain };
+  }
+
+  /** Redis server CPU (ms, user + sys) and commands served so far, by command. */
+  async redisCounters(): Promise<{ cpuMs: number; calls: Record<string, number> }> {
+    const cpu = await this.rt.redis.info("cpu");
+    const stats = await this.rt.redis.info("commandstats");
+    const num = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
+    const calls: Record<string, number> = {};
+    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1] as string] = Number(m[2]);
+    return { cpuMs: (num("used_cpu_user") + num("used_cpu_sys")) * 1000, calls };
   }
 
   async redisUsedMemory(): Promise<number> {

@@ -14,7 +14,7 @@ import { DelayedError, type Job, UnrecoverableError } from "bullmq";
 import { createHash } from "node:crypto";
 import type { Audit } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
-import { errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
+import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
@@ -67,7 +67,7 @@ interface StepOutcome {
 }
 
 /** Failure-path marker kept in job data so an interrupted cleanup resumes as cleanup. */
-type Data = RotationJobData & { failing?: string };
+type Data = RotationJobData & { failing?: string; failingAttention?: boolean };
 
 export function refOf(policy: Policy): SecretRef {
   return { secretId: policy.target.secretId, region: policy.target.region, jsonKey: policy.target.jsonKey };
@@ -98,14 +98,14 @@ export class RotationEngine {
       const first = parsed.error.issues[0];
       throw new UnrecoverableError(`rotation job ${job.id}: invalid job data at ${first?.path.join(".") || "(root)"}: ${first?.message}`);
     }
-    let data: Data = { ...parsed.data, failing: (job.data as Data).failing };
+    let data: Data = { ...parsed.data, failing: (job.data as Data).failing, failingAttention: (job.data as Data).failingAttention };
     const abort = signal ?? new AbortController().signal;
     const policy = this.deps.policies.get(data.policyId);
     if (!policy) return this.policyMissing(job, data, token);
 
     const run = new Run(this.deps, policy, data, job, abort, this.sleep);
     try {
-      if (data.failing) return await run.fail(data.failing, token);
+      if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention });
       while (data.step !== "done") {
         abort.throwIfAborted();
         const out = await run.step(data.step);
@@ -146,7 +146,8 @@ export class RotationEngine {
         throw new UnrecoverableError(message);
       }
       const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
-      if (permanent || lastAttempt) return await run.fail(errorMessage(err), token);
+      if ((permanent || lastAttempt) && run.resetInFlight()) return await run.holdForRecovery(errorMessage(err), token);
+      if (permanent || lastAttempt) return await run.fail(errorMessage(err), token, { attention: err instanceof AttentionError });
       this.deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");
       await job.updateData(data);
       throw err;
@@ -724,8 +725,34 @@ class Run {
 
   // ---- failure path --------------------------------------------------------------------------
 
-  async fail(message: string, token: string | undefined): Promise<{ status: string }> {
-    const d: Data = { ...this.data, failing: message };
+  /**
+   * A reset provider was asked for a new value and the value can be read back: the old credential
+   * may be dead already, so giving up would leave the only live credential outside the store (I1)
+   * and every consumer broken. Keep retrying the step (recoverIssued reads the value back), with
+   * one needs-attention alert, until the value is stored.
+   */
+  resetInFlight(): boolean {
+    const d = this.data;
+    return !d.promotedAt && !d.failing && this.caps.issue === "reset" && d.issueStarted === true && this.provider.recoverIssued !== undefined;
+  }
+
+  async holdForRecovery(message: string, token: string | undefined): Promise<never> {
+    const d = this.data;
+    const retryMs = engineDefaults.cleanupRetryMs;
+    if (!d.attentionSince) {
+      const text = `${this.policy.id}: ${d.step} failed after the provider was asked for a new value: ${message}; the old credential may already be dead, so rekey keeps reading the new value back and retries every ${Math.round(retryMs / 1_000)} s until it is stored`;
+      await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message: text, policyId: this.policy.id });
+      await this.auditStep(d.step, "needs-attention", text);
+      await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
+    }
+    const held: Data = { ...d, attentionSince: d.attentionSince ?? this.now };
+    this.data = held;
+    await this.job.updateData(held);
+    return parkJob(this.deps, this.job, held, this.now + retryMs, token);
+  }
+
+  async fail(message: string, token: string | undefined, opts: { attention?: boolean } = {}): Promise<{ status: string }> {
+    const d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
     this.data = d;
     await this.job.updateData(d);
     if (d.promotedAt) {
@@ -743,18 +770,35 @@ class Run {
     }
     // I6: before promotion the old credential stays current. Clean up what this rotation made.
     const cleanup: string[] = [];
-    const pending = await this.readVersion(d.rotationId);
-    if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
-      await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
-      cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
-    }
-    if (pending || d.step !== "start") {
-      await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
-      if (pending) cleanup.push("pending version discarded");
+    try {
+      const pending = await this.readVersion(d.rotationId);
+      if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
+        await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
+        cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
+      }
+      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && d.step !== "start") {
+        // A create whose answer was lost (dropped after the provider acted) left a credential no
+        // version holds: before promotion nothing this rotation issued may stay live (I1).
+        const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
+        if (removed.length) cleanup.push(`removed ${removed.join(", ")} (issued by this rotation, never stored)`);
+      }
+      if (pending || d.step !== "start") {
+        await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
+        if (pending) cleanup.push("pending version discarded");
+      }
+    } catch (err) {
+      if (this.signal.aborted || err instanceof PermanentError) throw err;
+      // A transient failure of the cleanup (often on the job's last attempt) is retried later
+      // without using an attempt: thrown, it ended the job with the record still running and the
+      // policy locked, with no alert (found by the fault matrix). `failing` in the job data makes
+      // the next run resume here.
+      const retryAt = err instanceof RateLimitedError ? err.retryAt : this.now + engineDefaults.cleanupRetryMs;
+      this.deps.log.warn({ rotationId: d.rotationId, policyId: d.policyId, err: errorMessage(err) }, "cleanup after a failed rotation failed; retrying");
+      return parkJob(this.deps, this.job, d, Math.max(retryAt, this.now + 1_000), token);
     }
     const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
     // A human step that ended unanswered needs a person even where the old credential still works.
-    const status = oldMayBeDead || d.step === "awaiting-human" ? "needs-attention" : "failed";
+    const status = oldMayBeDead || opts.attention || d.step === "awaiting-human" ? "needs-attention" : "failed";
     const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
       oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
     }`;

@@ -11,7 +11,7 @@ import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
 import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { Provider, ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
-import { PRIORITY } from "./defaults.ts";
+import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
 import { refOf, type PolicySource } from "./engine.ts";
 import { leakJobId, manualJobId, type Reason, type RotationJobData, scheduledJobId } from "./job.ts";
 import type { RekeyState } from "./state.ts";
@@ -143,7 +143,11 @@ export class Rotations {
   async wake(rotationId: string, jobId: string): Promise<void> {
     await this.deps.state.redis.set(this.deps.state.key("wake", rotationId), "1", "EX", 3_600);
     const job = await this.deps.queue.getJob(jobId);
-    if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);
+    if (job && (await job.isDelayed())) {
+      // The priority a delayed job holds is the one promote() queues it with.
+      if (job.priority > RESUME_PRIORITY) await job.changePriority({ priority: RESUME_PRIORITY }).catch(() => undefined);
+      await job.promote().catch(() => undefined);
+    }
   }
 
   /**

@@ -1,23 +1,27 @@
 /**
- * The fault matrix, small: two real worker processes rotate LaunchDarkly, Snyk and QStash
- * credentials while workers are SIGKILLed, Redis is killed and restarted on its AOF, and 20 % of
+ * The fault matrix, small: two real worker processes rotate LaunchDarkly tokens while workers are SIGKILLed, Redis is killed and restarted on its AOF, and 20 % of
  * provider and AWS requests fail (429 with real headers, 500, timeout, dropped connection before
  * or after the side effect). No invariant may break and no rotation may be left without an end
  * or an alert. The full run is `npm run chaos` (bench/chaos.ts).
  *
- * Plus the regression the matrix found: a rotation that had taken its policy's lock but not yet
- * written its record was taken for stale, so a second rotation of the policy ran beside it (I3).
+ * Plus the regressions the matrix found: a rotation that had taken its policy's lock but not yet
+ * written its record was taken for stale, so a second rotation of the policy ran beside it (I3);
+ * and a transient error in the cleanup after a failure on the job's last attempt ended the job
+ * with its record still running and the policy locked, without an alert.
  */
+import { Queue } from "bullmq";
 import { afterEach, describe, expect, it } from "vitest";
 import { formatReport, runMatrix, totalViolations } from "../../bench/chaos/matrix.ts";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
+import { ROTATION_QUEUE, rotationJobOptions } from "../../src/rotation/defaults.ts";
+import { Rotations } from "../../src/rotation/requests.ts";
+import { bullPrefix } from "../../src/runtime.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
-import { hasRedisServerBinary } from "../helpers/redis-server.ts";
 import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 describe("fault matrix", () => {
-  it.runIf(hasRedisServerBinary())(
+  it(
     "kills, a Redis restart and 20 % faults break no invariant and leave no rotation stuck",
     async () => {
       const report = await runMatrix({
@@ -98,5 +102,50 @@ describe("I3 regression: the lock and the record", () => {
     expect(second.status).toBe("skipped");
     await until("the first rotation goes on", async () => (await state.getRecord(a.rotationId))?.status === "awaiting-confirmation", 20_000);
     expect(await state.inFlight("ld-i3")).toBe(a.rotationId);
+  });
+});
+
+describe("cleanup regression: a failure on the last attempt whose cleanup fails once", () => {
+  let ld: LaunchDarklyFake | undefined;
+  let stack: Stack | undefined;
+  let queue: Queue | undefined;
+
+  afterEach(async () => {
+    await queue?.close();
+    await stack?.close();
+    await ld?.close();
+    queue = undefined;
+    stack = undefined;
+    ld = undefined;
+  });
+
+  it("ends failed and frees the policy once the cleanup goes through", async () => {
+    ld = await startLaunchDarklyFake();
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ role: "writer", name: "svc" });
+    const policy: PolicyInput = {
+      id: "ld-cleanup",
+      owner: "owner@example.com",
+      provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN" } },
+      target: { secretId: "prod/ld-cleanup", region: REGION },
+      consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash("cleanup-consumer-token-0123456789ab") }],
+    };
+    stack = await startStack({ policies: [policy], env: { LD_ADMIN: admin.value } });
+    await stack.store.create!({ secretId: "prod/ld-cleanup", region: REGION }, managed.value);
+    // One attempt: the issue fails transiently, so the failure path runs at once, and its first
+    // look at the version stages (DescribeSecret/ListSecretVersionIds, three SDK tries) fails too.
+    queue = new Queue(ROTATION_QUEUE, { connection: stack.rt.connection, prefix: bullPrefix(stack.prefix), defaultJobOptions: { ...rotationJobOptions, attempts: 1 } });
+    const rotations = new Rotations({ queue, state: stack.rt.state, audit: stack.rt.audit, policies: stack.rt.policies, now: Date.now });
+    ld.faults.inject({ route: "POST /api/v2/tokens", kind: "500", times: 1 });
+    stack.emulator.faults.inject({ route: /^POST (DescribeSecret|ListSecretVersionIds)$/, kind: "500", times: 3 });
+    const r = await rotations.enqueue({ policyId: "ld-cleanup", reason: "manual", actor: "test" });
+    const rec = await until("the rotation ends", async () => {
+      const x = await stack!.rt.state.getRecord(r.rotationId);
+      return x?.endedAt !== undefined ? x : undefined;
+    }, 45_000, 100);
+    expect(rec.status).toBe("failed");
+    expect(await stack.rt.state.inFlight("ld-cleanup")).toBeUndefined();
+    expect(ld.isLive(managed.value)).toBe(true);
+    expect((await stack.store.getCurrent({ secretId: "prod/ld-cleanup", region: REGION }))?.value).toBe(managed.value);
   });
 });

@@ -16,7 +16,7 @@
  * The rotation then fails before promotion and the old secret stays current and working (I6).
  */
 import { z } from "zod";
-import { PermanentError, VerificationError } from "../../errors.ts";
+import { AttentionError, PermanentError, VerificationError } from "../../errors.ts";
 import { capabilitiesOf } from "../capabilities.ts";
 import { describeCall, HttpStatusError } from "../http.ts";
 import { type CredentialHandle, type IssuedCredential, type Provider, type ProviderContext } from "../types.ts";
@@ -90,7 +90,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
     if (parsed.success) return parsed.data.data.attributes.client_secret;
     const first = parsed.error.issues[0];
     const at = first?.path.length ? first.path.join(".") : "(body)";
-    throw new PermanentError(
+    throw new AttentionError(
       `snyk ${describeCall("POST", client.restUrl(`${accountPath(ctx.config)}/secrets`))} (mode ${mode}): unexpected answer: ${at}: ${first?.message ?? "invalid"}. ` +
         `Snyk accepted the call, so a client secret may exist whose value rekey never received; ` +
         (mode === "replace" ? "run the leak rotation again: replace drops every secret once more." : remedy(ctx)),
@@ -132,7 +132,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
         res = await secrets(ctx, client, auth, "create");
       } catch (err) {
         if (err instanceof HttpStatusError && err.status === 409) {
-          throw new PermanentError(
+          throw new AttentionError(
             `${err.message}. Service account ${ctx.config.serviceAccountId} already holds two client secrets, so rekey cannot add one: ` +
               `most likely an earlier attempt created a secret whose value never reached the secret store (a crash or a lost answer), ` +
               `and rekey cannot delete a secret it does not know. ${remedy(ctx)}`,

@@ -1,0 +1,278 @@
+/**
+ * `npm run bench` (`-- --quick` for a smaller run while developing): measures rekey's scale
+ * figures, prints a table and writes BENCHMARKS.md. Each figure runs in a fresh child process and
+ * is measured beside its reference in the same run, reported as a ratio (medians of several runs):
+ * the machine is shared and absolute times are noisy.
+ *
+ *   npm run bench [-- --quick] [-- --only schedule,engine,memory] [-- --out BENCHMARKS.md]
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { writePolicyFiles } from "./lib/policies.ts";
+import { acquireBenchRedis, type BenchRedis, redisInfo } from "./lib/redis.ts";
+import { runChild } from "./lib/child.ts";
+import { int, max, mb, median, min, ms, pct, percentile, ratio } from "./lib/stats.ts";
+import type { EngineResult, MemoryResult } from "./rotations.ts";
+import type { ScheduleResult } from "./schedule.ts";
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string", default: "schedule,engine,memory" },
+    out: { type: "string", default: "BENCHMARKS.md" },
+  },
+});
+const quick = values.quick ?? false;
+const only = new Set((values.only ?? "").split(","));
+
+const plan = quick
+  ? { scheduleSizes: [1_000, 10_000], scheduleRuns: 1, reloads: 10, enginePolicies: 200, enginePairs: 1, memPolicies: 200, memRounds: 10, memSample: 200 }
+  : { scheduleSizes: [1_000, 10_000], scheduleRuns: 3, reloads: 20, enginePolicies: 1_000, enginePairs: 3, memPolicies: 1_000, memRounds: 10, memSample: 500 };
+const CONCURRENCY = 8;
+
+const startedAt = new Date();
+const loadAtStart = loadavg();
+const t0 = performance.now();
+console.log(`rekey benchmarks${quick ? " (--quick)" : ""}: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, load ${loadAtStart.map((l) => l.toFixed(2)).join(" ")}`);
+
+interface Row {
+  figure: string;
+  value: string;
+  reference: string;
+  ratio: string;
+  goal: string;
+  ok: boolean | undefined;
+}
+const rows: Row[] = [];
+const sections: string[] = [];
+let redisVersion = "";
+
+// ---- 1. schedule -------------------------------------------------------------------------------
+
+async function schedule(redis: BenchRedis): Promise<void> {
+  const bySize = new Map<number, ScheduleResult[]>();
+  for (const size of plan.scheduleSizes) {
+    const dir = mkdtempSync(join(tmpdir(), `rekey-bench-policies-${size}-`));
+    try {
+      writePolicyFiles(dir, size);
+      const results: ScheduleResult[] = [];
+      for (let r = 0; r < plan.scheduleRuns; r++) {
+        console.log(`  schedule: ${int(size)} policies, run ${r + 1}/${plan.scheduleRuns}`);
+        const res = await runChild<ScheduleResult>("schedule.ts", ["--dir", dir, "--redis", redis.url, "--reloads", String(plan.reloads)], { timeoutMs: 120_000, label: "schedule" });
+        if (res.policies !== size || res.issues) throw new Error(`schedule: expected ${size} policies without issues, got ${res.policies} and ${res.issues} issues`);
+        results.push(res);
+      }
+      bySize.set(size, results);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const big = bySize.get(10_000) ?? [];
+  const small = bySize.get(1_000) ?? [];
+  const loadMs = median(big.map((r) => r.loadMs));
+  const yamlMs = median(big.map((r) => r.yamlMs));
+  const loadRatio = median(big.map((r) => r.loadMs / r.yamlMs));
+  const peak = median(big.map((r) => r.peakRssBytes));
+  const rss0 = median(big.map((r) => r.rssBeforeBytes));
+  const reload10k = median(big.flatMap((r) => r.reloadMs));
+  const reload1k = median(small.flatMap((r) => r.reloadMs));
+  const reload10kP95 = percentile(big.flatMap((r) => r.reloadMs), 95);
+  rows.push(
+    { figure: "10,000 policies: load + validate + schedule", value: ms(loadMs), reference: `YAML parse ${ms(yamlMs)}`, ratio: ratio(loadRatio), goal: "≤ 2 s", ok: loadMs <= 2_000 },
+    { figure: "10,000 policies: peak RSS", value: mb(peak), reference: `before load ${mb(rss0)}`, ratio: "", goal: "≤ 250 MB", ok: peak <= 250 * 1024 * 1024 },
+    { figure: "one changed file re-applied (10,000 policies)", value: ms(reload10k), reference: `at 1,000: ${ms(reload1k)}`, ratio: ratio(reload10k / reload1k), goal: "≤ 200 ms, flat", ok: reload10kP95 <= 200 && reload10k / reload1k < 3 },
+  );
+  const line = (size: number, rs: ScheduleResult[]) =>
+    `| ${int(size)} | ${ms(median(rs.map((r) => r.loadMs)))} | ${ms(median(rs.map((r) => r.yamlMs)))} | ${ratio(median(rs.map((r) => r.loadMs / r.yamlMs)))} | ${mb(median(rs.map((r) => r.peakRssBytes)))} | ${mb(median(rs.map((r) => r.rssBeforeBytes)))} | ${ms(median(rs.map((r) => r.firstTickMs)))} | ${ms(median(rs.flatMap((r) => r.reloadMs)))} / ${ms(percentile(rs.flatMap((r) => r.reloadMs), 95))} | ${ms(median(rs.map((r) => r.yamlOneMs)))} |`;
+  sections.push(`## 1. Scale of the schedule
+
+${int(10_000)} generated policy files (copies of the seven examples in \`policies/\`, every provider kind, 100 files per folder, 48 distinct cron expressions) loaded, validated and scheduled by the scheduler's own start-up path (\`startScheduler\`: \`loadPolicies\` + \`Scheduler.setPolicies\`), each run in a fresh process. Reference, same process right after: walking the folders, reading and \`YAML.parse\` (the \`yaml\` package) of the same files — rekey's loader parses with its own fast path for the plain YAML policies are written in, so the ratio is below 1. Peak RSS is getrusage's maxrss at the end of the load; "before" is the process with rekey and tsx loaded. The first tick syncs every policy's slot marker in Redis (one pipelined Lua call per policy). A re-applied file is one edited file (its schedule changed) passed to \`reloadFile\`; median / p95 of ${plan.reloads} edits per run, spread over the folder. Medians of ${plan.scheduleRuns} run(s).
+
+| policies | load + validate + schedule | YAML parse (reference) | ratio | peak RSS | RSS before | first tick | one file re-applied (median / p95) | YAML parse of one file |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${[...bySize].map(([size, rs]) => line(size, rs)).join("\n")}
+
+Goal: ≤ 2 s and ≤ 250 MB for 10,000 policies on 2 cores: **${loadMs <= 2_000 && peak <= 250 * 1048576 ? "met" : "missed"}**. One file re-applied: ≤ 200 ms and not proportional to the number of policies: **${reload10kP95 <= 200 && reload10k / reload1k < 3 ? "met" : "missed"}** (${ms(reload10k)} at 10,000 against ${ms(reload1k)} at 1,000).
+
+Reproduce: \`npm run bench -- --only schedule\`, or one run: \`tsx bench/schedule.ts --dir <folder of policies> --redis <url> --reloads 20\`.`);
+}
+
+// ---- 2 + 3. engine overhead, confirmation to revocation ----------------------------------------
+
+async function engine(redis: BenchRedis): Promise<void> {
+  console.log(`  engine: ${int(plan.enginePolicies)} rotations × ${plan.enginePairs} pair(s) of runs, concurrency ${CONCURRENCY}`);
+  const res = await runChild<EngineResult>(
+    "rotations.ts",
+    ["--mode", "engine", "--redis", redis.url, "--policies", String(plan.enginePolicies), "--runs", String(plan.enginePairs), "--concurrency", String(CONCURRENCY)],
+    { timeoutMs: 480_000, label: "engine" },
+  );
+  const rk = res.runs.filter((r) => r.kind === "rekey");
+  const bl = res.runs.filter((r) => r.kind === "baseline");
+  if (rk.some((r) => r.failed) || rk.some((r) => r.rotations !== plan.enginePolicies)) throw new Error("engine: a rekey rotation failed");
+  // Pairs are adjacent runs (ABBA): the ratio of each pair, then the median.
+  const ratios = rk.map((r, k) => r.wallMs / (bl[k]?.wallMs ?? Number.NaN));
+  const wallRatio = median(ratios);
+  const cpuRatio = median(rk.map((r, k) => r.cpuMs / (bl[k]?.cpuMs ?? Number.NaN)));
+  const rate = median(rk.map((r) => (r.rotations * 1000) / r.wallMs));
+  const baseRate = median(bl.map((r) => (r.rotations * 1000) / r.wallMs));
+  const perRot = (xs: typeof rk, f: (r: (typeof rk)[number]) => number) => median(xs.map((r) => f(r) / r.rotations));
+  const redisCmds = perRot(rk, (r) => Object.values(r.redisCalls).reduce((a, b) => a + b, 0));
+  const topCmds = Object.entries(rk[0]?.redisCalls ?? {})
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 8)
+    .map(([c, n]) => `${c} ${(n / (rk[0]?.rotations ?? 1)).toFixed(1)}`)
+    .join(", ");
+  const calls = (m: Record<string, number>) =>
+    Object.entries(m)
+      .sort()
+      .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+      .join(", ");
+  const same = calls(res.callsPerRotation.rekey) === calls(res.callsPerRotation.baseline);
+  const lat = res.confirmToRevokeMs;
+  const p50 = percentile(lat, 50);
+  const p99 = percentile(lat, 99);
+  rows.push(
+    { figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs baseline`, value: `${ms(median(rk.map((r) => r.wallMs)))} (${rate.toFixed(0)}/s)`, reference: `baseline ${ms(median(bl.map((r) => r.wallMs)))} (${baseRate.toFixed(0)}/s)`, ratio: ratio(wallRatio), goal: "≤ 1.5×", ok: wallRatio <= 1.5 },
+    { figure: "CPU per rotation (rekey process), rekey vs baseline", value: ms(perRot(rk, (r) => r.cpuMs)), reference: `baseline ${ms(perRot(bl, (r) => r.cpuMs))}`, ratio: ratio(cpuRatio), goal: "", ok: undefined },
+    { figure: "last confirmation → old token deleted, p50 / p99", value: `${ms(p50)} / ${ms(p99)}`, reference: `${int(lat.length)} rotations`, ratio: "", goal: "p99 ≤ 500 ms", ok: p99 <= 500 },
+  );
+  const runLines = res.runs.map((r) => `| ${r.kind} | ${int(r.rotations)} | ${ms(r.wallMs)} | ${((r.rotations * 1000) / r.wallMs).toFixed(1)} | ${(r.cpuMs / r.rotations).toFixed(2)} ms | ${(r.redisCpuMs / r.rotations).toFixed(2)} ms | ${(Object.values(r.redisCalls).reduce((a, b) => a + b, 0) / r.rotations).toFixed(1)} |`);
+  sections.push(`## 2. Engine overhead
+
+${int(plan.enginePolicies)} complete rotations of LaunchDarkly tokens (issue beside the old token, store as AWSPENDING, verify, promote, push confirmation, delete the old token), one policy each, worker concurrency ${CONCURRENCY} (the default), against zero-latency fakes in their own process: the LaunchDarkly fake (${int(Math.ceil(plan.enginePolicies / 20))} accounts of 20 tokens) and the AWS Secrets Manager emulator without its write quota (rekey's own AWS write pacing off to match). rekey runs whole: runtime on Redis, rotation worker, HTTP API; the consumer confirms over HTTP (\`POST /v1/confirmations\`) as soon as its rotation parks awaiting confirmation. The baseline (bench/lib/rig.ts \`baselineRun\`) makes the same provider and store calls in the engine's order, ${CONCURRENCY} at a time, with no queue, no Redis, no records and no audit. HTTP requests per rotation at the fakes, which must be identical: ${same ? "**identical**" : "**DIFFERENT**"} — ${calls(res.callsPerRotation.rekey)}${same ? "" : `; baseline: ${calls(res.callsPerRotation.baseline)}`}.
+
+Runs alternate (ABBA) after a warm-up of each; the ratio is taken per adjacent pair, then the median. CPU is this process's user + system time (the fakes and Redis run elsewhere), which the shared machine disturbs less than wall time.
+
+| kind | rotations | wall time | rotations/s | CPU / rotation | Redis CPU / rotation | Redis commands / rotation |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+${runLines.join("\n")}
+
+Wall-time ratio (median of pairs): **${ratio(wallRatio)}** (pairs: ${ratios.map((x) => x.toFixed(2)).join(", ")}); goal ≤ 1.5×: **${wallRatio <= 1.5 ? "met" : "missed"}**. rekey: ${rate.toFixed(0)} rotations/s. CPU ratio: ${ratio(cpuRatio)}. Redis commands per rotation (Lua-internal calls included): ${redisCmds.toFixed(0)}; most frequent: ${topCmds}.
+
+## 3. Confirmation to revocation
+
+From the moment the consumer sends its push confirmation (the last and only required one) to the moment the LaunchDarkly fake receives the DELETE of the old token, for every rotation of the measured rekey runs above (${int(lat.length)} rotations, under the full load of ${CONCURRENCY} concurrent rotations and a queue of up to ${int(plan.enginePolicies)}).
+
+| p50 | p90 | p99 | max |
+| ---: | ---: | ---: | ---: |
+| ${ms(p50)} | ${ms(percentile(lat, 90))} | ${ms(p99)} | ${ms(max(lat))} |
+
+Goal p99 ≤ 500 ms: **${p99 <= 500 ? "met" : "missed"}**.
+
+Reproduce sections 2 and 3: \`npm run bench -- --only engine\`, or \`tsx bench/rotations.ts --mode engine --redis <url> --policies 1000 --runs 3\`.`);
+}
+
+// ---- 4. memory ---------------------------------------------------------------------------------
+
+async function memory(redis: BenchRedis): Promise<void> {
+  const total = plan.memPolicies * plan.memRounds;
+  console.log(`  memory: ${int(total)} rotations (${int(plan.memPolicies)} policies × ${plan.memRounds} rounds)`);
+  const res = await runChild<MemoryResult>(
+    "rotations.ts",
+    ["--mode", "memory", "--redis", redis.url, "--policies", String(plan.memPolicies), "--rounds", String(plan.memRounds), "--sample", String(plan.memSample), "--concurrency", String(CONCURRENCY)],
+    { timeoutMs: 900_000, label: "memory" },
+  );
+  // Warm-up: the first fifth of the rotations (JIT, connection pools, the heap finding its size).
+  const warm = res.samples.filter((s) => s.rotations >= total / 5);
+  const rss = warm.map((s) => s.rssBytes);
+  const spread = (max(rss) - min(rss)) / min(rss);
+  const drift = ((warm[warm.length - 1]?.rssBytes ?? Number.NaN) - (warm[0]?.rssBytes ?? Number.NaN)) / (warm[0]?.rssBytes ?? Number.NaN);
+  const redisBytes = res.redisUsedAfter - res.redisUsedBefore;
+  rows.push(
+    { figure: `worker RSS over ${int(res.rotations)} rotations (after warm-up)`, value: `${mb(min(rss))} – ${mb(max(rss))}`, reference: `first → last ${pct(drift)}`, ratio: pct(spread), goal: "flat within 10 %", ok: spread <= 0.1 },
+    { figure: `Redis used_memory after ${int(res.rotations)} rotations`, value: mb(res.redisUsedAfter), reference: `before ${mb(res.redisUsedBefore)}`, ratio: `${int(redisBytes / Math.max(1, res.rotations))} B/rotation`, goal: "bounded by retention", ok: undefined },
+  );
+  const keyLines = Object.entries(res.keys)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 20)
+    .map(([k, n]) => `| \`${k}\` | ${int(n)} |`);
+  sections.push(`## 4. Memory
+
+${int(res.rotations)} rotations (${int(plan.memPolicies)} policies × ${plan.memRounds} rounds, as in section 2, concurrency ${CONCURRENCY}) in ${ms(res.wallMs)}, ${res.failed} failed. RSS (and V8 heap in use) of the process running the rotation worker, the API and the driver, sampled every ${int(plan.memSample)} completed rotations; the fakes run in another process. Warm-up: the first ${int(total / 5)} rotations.
+
+| rotations | RSS | heap used |
+| ---: | ---: | ---: |
+${res.samples.map((s) => `| ${int(s.rotations)} | ${mb(s.rssBytes)} | ${mb(s.heapUsedBytes)} |`).join("\n")}
+
+After warm-up RSS stays within ${mb(min(rss))} – ${mb(max(rss))}: spread ${pct(spread)} of the lowest sample, first to last ${pct(drift)}. Goal flat within 10 %: **${spread <= 0.1 ? "met" : "missed"}**.
+
+Redis (${redis.private ? "a private redis-server: the figure is rekey's alone" : "REDIS_URL, shared: the figures include whatever else it holds"}), INFO memory used_memory: ${mb(res.redisUsedBefore)} before, ${mb(res.redisUsedAfter)} after — ${int(redisBytes / Math.max(1, res.rotations))} bytes per rotation. The retention in force (src/rotation/defaults.ts, src/audit/audit.ts): completed jobs \`removeOnComplete: { age: 1 day, count: 10,000 }\` (held now: ${int(res.completedJobs)}), rotation records and confirmation sets expire 30 days after the end (\`recordTtlSec\`), the audit stream \`MAXLEN ~ 100,000\` (held now: ${int(res.auditEntries)} entries) plus \`~ 1,000\` per policy. So Redis grows with the rotations of the last 30 days until those caps, then stays flat; the fingerprint index (\`fp:<fingerprint>\`, one hash per rotation) has no expiry.
+
+What rekey holds in Redis afterwards, by kind of key (ids replaced by placeholders):
+
+| key | count |
+| --- | ---: |
+${keyLines.join("\n")}
+
+Reproduce: \`npm run bench -- --only memory\`, or \`tsx bench/rotations.ts --mode memory --redis <url> --policies 1000 --rounds 10 --sample 500\`.`);
+}
+
+// ---- run ---------------------------------------------------------------------------------------
+
+const failures: string[] = [];
+async function stage(name: string, fn: (redis: BenchRedis) => Promise<void>): Promise<void> {
+  if (!only.has(name)) return;
+  // Each stage gets its own private Redis (unless REDIS_URL says otherwise): used_memory and
+  // command counts are then this stage's alone.
+  const redis = await acquireBenchRedis();
+  try {
+    redisVersion ||= (await redisInfo(redis.url)).version;
+    await fn(redis);
+  } catch (err) {
+    failures.push(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(`  ${name} failed: ${err instanceof Error ? err.stack : String(err)}`);
+  } finally {
+    await redis.stop();
+  }
+}
+
+await stage("schedule", schedule);
+await stage("engine", engine);
+await stage("memory", memory);
+const elapsed = performance.now() - t0;
+
+const table = [
+  "| figure | value | reference | ratio | goal | |",
+  "| --- | ---: | ---: | ---: | --- | --- |",
+  ...rows.map((r) => `| ${r.figure} | ${r.value} | ${r.reference} | ${r.ratio} | ${r.goal} | ${r.ok === undefined ? "" : r.ok ? "met" : "**missed**"} |`),
+  "| leak response at scale | *see section 5* | | | | |",
+].join("\n");
+
+console.log("");
+const w = [52, 22, 26, 16, 18];
+console.log(["figure", "value", "reference", "ratio", "goal"].map((h, k) => h.padEnd(w[k] as number)).join(" ") + " status");
+for (const r of rows) console.log([r.figure, r.value, r.reference, r.ratio, r.goal].map((c, k) => c.padEnd(w[k] as number)).join(" ") + ` ${r.ok === undefined ? "" : r.ok ? "met" : "MISSED"}`);
+for (const f of failures) console.log(`FAILED ${f}`);
+
+const md = `# rekey benchmarks
+
+Generated by \`npm run bench${quick ? " -- --quick" : ""}\` on ${startedAt.toISOString()} in ${ms(elapsed)}. Do not edit by hand: run it again.
+
+Machine: ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores, ${mb(totalmem())} memory, Linux ${release()}, Node ${process.version}, Redis ${redisVersion || "?"}. Load average when the run started: ${loadAtStart.map((l) => l.toFixed(2)).join(", ")}. The cores are shared with other work, so absolute times move from run to run; each figure is measured beside its reference in the same run and reported as a ratio, as a median of several runs${quick ? " (not in a --quick run: one run each, smaller sizes)" : ""}.
+
+${table}
+
+${failures.length ? `**Stages that failed:** ${failures.join("; ")}\n\n` : ""}${sections.join("\n\n")}
+
+## 5. Leak response at scale
+
+<!-- leak-response-at-scale: figure to be added (leak response over many policies: time from the
+request to every old credential revoked, with the providers' rate limits in force). -->
+
+*Slot reserved: this figure is added with the leak-response benchmark.*
+
+## How to reproduce
+
+\`\`\`sh
+npm run bench              # everything, about ${quick ? "10" : "8"} minutes on 2 cores; writes BENCHMARKS.md
+npm run bench -- --quick   # smaller sizes, one run each (for development)
+npm run bench -- --only schedule,engine,memory
+\`\`\`
+
+Redis: \`REDIS_URL\` if set, otherwise a private \`redis-server\` on a free loopback port for each stage. Everything listens on 127.0.0.1. Sources: \`bench/run.ts\` (this report), \`bench/schedule.ts\`, \`bench/rotations.ts\`, \`bench/lib/rig.ts\` (rekey and the baseline), \`bench/fakes-process.ts\`.
+`;
+writeFileSync(values.out ?? "BENCHMARKS.md", md);
+console.log(`\nwrote ${values.out} (${ms(elapsed)})`);
+process.exit(failures.length ? 1 : 0);
