@@ -266,7 +266,7 @@ request to every old credential revoked, with the providers' rate limits in forc
 ## How to reproduce
 
 \`\`\`sh
-npm run bench              # everything, about ${quick ? "10" : "8"} minutes on 2 cores; writes BENCHMARKS.md
+npm run bench              # everything, about 6–7 minutes on 2 cores; writes BENCHMARKS.md
 npm run bench -- --quick   # smaller sizes, one run each (for development)
 npm run bench -- --only schedule,engine,memory
 \`\`\`

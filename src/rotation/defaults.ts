@@ -57,6 +57,11 @@ export const engineDefaults = {
    * how often a reset whose value was lost is read back until it is stored.
    */
   cleanupRetryMs: 10_000,
+  /**
+   * After a reset request was sent, how long its effect may still show up at the provider (a
+   * request that timed out here but is carried out there). No second reset is sent before that.
+   */
+  resetSettleMs: 60_000,
   /** In-process retries of the store write that must not lose a freshly issued value. */
   storeWriteRetries: 5,
   /** Added to a rate limit's reset time so a fleet does not retry in the same millisecond. */

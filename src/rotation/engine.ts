@@ -423,8 +423,16 @@ class Run {
       // A reset already ran and its value was lost with the worker: read it back, never reset twice.
       const recovered = await this.providerCall(() => this.provider.recoverIssued!(this.ctx()));
       const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
-      // The worker may have died before the reset call itself: then the live value is still the old one.
       if (recovered && recovered.value !== old?.value) issued = recovered;
+      else if (this.now - (d.issueStartedAt ?? 0) < engineDefaults.resetSettleMs) {
+        // The live value is still the old one. Either the reset never reached the provider (a
+        // worker died before sending it) or it did and is still being carried out (a timed-out
+        // request the provider executes later). Resetting again now could be overtaken by that
+        // late reset, which would kill the value this rotation stores (found by the fault
+        // matrix): read again later, and reset again only once the first could not still land.
+        await this.auditStep("issuing", "waiting", "the provider still shows the old value after a reset was sent; reading it again before resetting anew");
+        return { data: d, waitUntil: this.now + engineDefaults.cleanupRetryMs };
+      }
     }
     if (!issued) {
       if (this.provider.cleanupOrphans) {
@@ -448,7 +456,7 @@ class Run {
           });
         }
         // Persist before the reset: from here on the old value may be dead (needs-attention on failure).
-        this.data = { ...this.data, issueStarted: true };
+        this.data = { ...this.data, issueStarted: true, issueStartedAt: this.now };
         await this.job.updateData(this.data);
       }
       const ctx = this.ctx();
@@ -597,7 +605,17 @@ class Run {
 
   async promoting(): Promise<StepOutcome> {
     const d = this.data;
-    await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal), 2);
+    try {
+      await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal), 2);
+    } catch (err) {
+      // An error after AWS moved the label (the answer was dropped) is not a failed promotion:
+      // the labels say what happened. Undoing a promotion that happened would revoke the value
+      // consumers are loading (found by the fault matrix).
+      if (err instanceof RateLimitedError || this.signal.aborted) throw err;
+      const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
+      if (!stages?.[d.rotationId]?.includes("AWSCURRENT")) throw err;
+      await this.auditStep("promoting", "recovered", `the promotion's answer was lost (${errorMessage(err)}), but version ${d.rotationId} is AWSCURRENT`);
+    }
     const promotedAt = d.promotedAt ?? this.now;
     this.deps.crashAt?.("after-promote");
     const rec = await this.deps.state.getRecord(d.rotationId);
@@ -752,9 +770,21 @@ class Run {
   }
 
   async fail(message: string, token: string | undefined, opts: { attention?: boolean } = {}): Promise<{ status: string }> {
-    const d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
+    let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
     this.data = d;
     await this.job.updateData(d);
+    if (!d.promotedAt && d.step === "promoting") {
+      // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
+      // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
+      // (found by the fault matrix). Unreadable labels: decide later, never guess.
+      const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
+      if (stages === undefined) return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
+      if (stages[d.rotationId]?.includes("AWSCURRENT")) {
+        d = { ...d, promotedAt: this.now };
+        this.data = d;
+        await this.job.updateData(d);
+      }
+    }
     if (d.promotedAt) {
       // After promotion nothing is undone: the new value is current and the old one stays alive.
       const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${Math.round(engineDefaults.attentionRetryMs / 60_000)} min`;

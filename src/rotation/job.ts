@@ -44,6 +44,8 @@ export const RotationJobData = z.object({
   newMeta: Meta.optional(),
   /** A reset provider was asked for a new value: the old one may be dead from here on. */
   issueStarted: z.boolean().optional(),
+  /** When the last reset call was sent (epoch ms): a reset is never sent again before it could have landed. */
+  issueStartedAt: z.number().int().optional(),
   /** The old credential was replaced by a compromise-mode call (it is already dead). */
   oldRevokedByReplace: z.boolean().optional(),
   startedAt: z.number().int(),

@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fingerprint, tokenHash } from "../../src/consumers/fingerprint.ts";
+import { PermanentError } from "../../src/errors.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { ADMIN_TOKEN, dumpRedis, FINGERPRINT_KEY, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
@@ -246,5 +247,24 @@ describe("LaunchDarkly rotation end to end", () => {
       expect(r.status).toBeGreaterThanOrEqual(400);
       expect(r.status).toBeLessThan(500);
     }
+  });
+  it("a promotion whose answer is lost is a promotion: nothing is undone, the new token stays (I6)", async () => {
+    // AWS moves the label, then the answer never arrives: the step must read the labels, not guess.
+    const realPromote = stack.store.promote.bind(stack.store);
+    let calls = 0;
+    stack.store.promote = async (...args: Parameters<typeof realPromote>) => {
+      const out = await realPromote(...args);
+      if (++calls === 1) throw new PermanentError("UpdateSecretVersionStage: connection dropped after the request was sent");
+      return out;
+    };
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+    expect(cur?.versionId).toBe(req.rotationId);
+    expect(ld.isLive(cur!.value)).toBe(true);
+    expect(ld.isLive(managed.value)).toBe(true);
+    const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 50 });
+    expect(history.some((h) => h.step === "promoting" && h.outcome === "recovered")).toBe(true);
+    expect(history.some((h) => h.outcome === "failed")).toBe(false);
   });
 });

@@ -132,4 +132,28 @@ describe("QStash rotation end to end", () => {
       expect(stack.logs.text()).not.toContain(key);
     }
   });
+  it("token: a reset that times out here but lands at QStash later is read back, never sent twice", async () => {
+    const policy: PolicyInput = {
+      id: "qstash-late",
+      owner: "owner@example.com",
+      provider: { kind: "qstash-token", baseUrl: qstash.url, managementUrl: qstash.url, email: qstash.email, management: { env: "UPSTASH_API_KEY" }, userId: qstash.userId() },
+      target: { secretId: "prod/qstash-late", region: REGION },
+      consumers: [{ id: "publisher", confirm: "push", tokenHash: tokenHash(PUBLISHER_TOKEN) }],
+      acceptCutover: true,
+    };
+    // rekey gives up on the call after 1 s; QStash carries the reset out after 7 s. The retry
+    // (5 s backoff) still sees the old token: it must wait for the late reset, not send another.
+    stack = await startStack({ policies: [policy], env: { UPSTASH_API_KEY: qstash.apiKey }, requestTimeoutMs: 1_000 });
+    const oldToken = qstash.token();
+    await stack.store.create!({ secretId: "prod/qstash-late", region: REGION }, oldToken);
+    qstash.faults.inject({ route: "rotate-token", kind: "delay", delayMs: 7_000, times: 1 });
+    const req = await stack.rt.rotations.enqueue({ policyId: "qstash-late", reason: "manual", actor: "cli:test" });
+    await statusOf(stack, req.rotationId, ["awaiting-confirmation"], 45_000);
+    expect(qstash.tokenRotations()).toBe(1);
+    const current = await stack.store.getCurrent({ secretId: "prod/qstash-late", region: REGION });
+    expect(current?.value).toBe(qstash.token());
+    expect(qstash.isLive(current!.value)).toBe(true);
+    const history = await stack.rt.audit.history({ policyId: "qstash-late", limit: 100 });
+    expect(history.some((h) => h.step === "issuing" && h.outcome === "waiting")).toBe(true);
+  });
 });

@@ -58,6 +58,8 @@ export interface StackOptions {
   awsWritesPerSecond?: number;
   /** Provider limits paced proactively (default: the documented ones). */
   providerRates?: ProviderRates;
+  /** Per-request timeout (ms) for provider and AWS calls (REKEY_REQUEST_TIMEOUT). */
+  requestTimeoutMs?: number;
 }
 
 export interface Stack {
@@ -91,6 +93,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     providers: opts.providers,
     crashAt: opts.crashAt,
     awsWritesPerSecond: opts.awsWritesPerSecond ?? Infinity,
+    requestTimeoutMs: opts.requestTimeoutMs,
     providerRates: opts.providerRates,
   });
   rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
