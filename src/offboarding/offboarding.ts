@@ -271,7 +271,6 @@ export class Offboarding {
     const pacer = new ProviderPacer({
       limiter: new RateLimiter(state.redis, (...parts) => state.key(...parts)),
       scope,
-      gate: () => state.gate(scope),
       now: this.deps.now,
       sleep: this.sleep,
     });

@@ -113,12 +113,73 @@ redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 return 0
 `;
 
+// Everything a request checks before it is sent, in one round trip: the shared 429 gate, the
+// header-announced budget, and (where the provider documents a limit but sends no headers) the
+// sliding window. Returns 0 to go, or the epoch ms to wait for.
+// KEYS: gate, budget, sliding, sliding-seq. ARGV: now, window (0 = none), limit.
+const ADMIT_LUA = `
+local now = tonumber(ARGV[1])
+local gate = tonumber(redis.call('GET', KEYS[1]) or '0')
+if gate > now then return gate end
+local reset = tonumber(redis.call('HGET', KEYS[2], 'reset') or '0')
+local takeBudget = false
+if reset > now then
+  local remaining = tonumber(redis.call('HGET', KEYS[2], 'remaining') or '1')
+  if remaining <= 0 then return reset end
+  takeBudget = true
+end
+local window = tonumber(ARGV[2])
+if window > 0 then
+  local limit = tonumber(ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[3])
+  if count + 1 > limit then
+    local e = redis.call('ZRANGE', KEYS[3], count - limit, count - limit, 'WITHSCORES')
+    return now + math.max(1, tonumber(e[2]) + window - now + 1)
+  end
+  local seq = redis.call('INCR', KEYS[4])
+  redis.call('ZADD', KEYS[3], now, tostring(seq))
+  redis.call('PEXPIRE', KEYS[3], window)
+  redis.call('PEXPIRE', KEYS[4], window)
+end
+if takeBudget then redis.call('HINCRBY', KEYS[2], 'remaining', -1) end
+return 0
+`;
+
+/**
+ * Announced budgets are recorded once this few calls are left in a window: above it, requests in
+ * flight from every worker together cannot exhaust the window, and recording every answer would
+ * cost a Redis round trip per request for nothing.
+ */
+export const RECORD_BUDGET_BELOW = 50;
+
 /** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
     private readonly key: (...parts: string[]) => string,
   ) {}
+
+  /**
+   * Admit one request of `name` under `scope`'s gate: 0 to go, else the epoch ms to wait for.
+   * `rate` adds the sliding window of a documented limit.
+   */
+  async admit(scope: string, name: string, rate: Rate | undefined, now: number): Promise<number> {
+    const sliding = this.key("pace", "sliding", name);
+    return Number(
+      await this.redis.eval(
+        ADMIT_LUA,
+        4,
+        this.key("gate", scope),
+        this.key("pace", "budget", name),
+        sliding,
+        `${sliding}:seq`,
+        String(now),
+        String(rate?.windowMs ?? 0),
+        String(rate?.limit ?? 0),
+      ),
+    );
+  }
 
   /**
    * Reserve `n` requests in a sliding window shared by every worker: 0 when reserved, else the ms
@@ -175,8 +236,6 @@ export interface ProviderPacerOptions {
   limiter: RateLimiter;
   /** The provider's rate-limit scope (providerScope): what a 429 closes. */
   scope: string;
-  /** Epoch ms until which the scope's shared gate is closed (0 when open). */
-  gate(): Promise<number>;
   /** A documented per-credential limit, where the provider sends no headers. */
   rate?: Rate;
   now(): number;
@@ -201,12 +260,7 @@ export class ProviderPacer implements RequestPacer {
     for (;;) {
       o.signal?.throwIfAborted();
       const now = o.now();
-      let until = await o.gate();
-      if (until <= now) until = await o.limiter.take(name, now);
-      if (until <= now && rate) {
-        const wait = await o.limiter.reserve(name, 1, rate, now);
-        until = wait > 0 ? now + wait : 0;
-      }
+      const until = await o.limiter.admit(o.scope, name, rate, now);
       if (until <= now) return;
       if (until - now > (o.maxInlineWaitMs ?? MAX_INLINE_WAIT_MS)) {
         throw new RateLimitedError(o.scope, until, `${o.scope}: rekey's rate budget for this provider is used up until ${new Date(until).toISOString()}; waiting instead of sending requests that would be refused`);
@@ -218,6 +272,6 @@ export class ProviderPacer implements RequestPacer {
   async after(req: { credential: string }, res: HttpResponse): Promise<void> {
     const now = this.opts.now();
     const hint = rateHint(res.headers, now);
-    if (hint) await this.opts.limiter.observe(`${this.opts.scope}:${req.credential}`, hint.remaining, hint.resetAt, now);
+    if (hint && hint.remaining < RECORD_BUDGET_BELOW) await this.opts.limiter.observe(`${this.opts.scope}:${req.credential}`, hint.remaining, hint.resetAt, now);
   }
 }
