@@ -259,7 +259,9 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       }
       const ended = TERMINAL.has(rec.status) || (rec.status === "needs-attention" && rec.endedAt !== undefined);
       if (rec.status === "needs-attention" && rec.endedAt === undefined) {
-        // After promotion: it keeps the policy (old credential alive) and retries later.
+        // After promotion: it keeps the policy (old credential alive) and retries later. While
+        // the run settles it stays watched, so a retry that finishes the rotation is seen.
+        if (settleUntil !== undefined) return;
         t.closed = true;
         if (!t.duplicate) {
           lane.held = true;
@@ -326,13 +328,15 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
           if (!redisDown) harnessErrors++;
         }
       }
-      const stillOpen = tracked.filter((t) => !t.closed).length;
+      let stillOpen = tracked.filter((t) => !t.closed).length;
       const allAsked = requested >= opts.rotations || lanes.every((l) => l.held);
       if (settleUntil === undefined && ((allAsked && stillOpen === 0) || now >= deadline)) {
         // Faults and kills stop; what is still open gets a bounded wait.
         stopChaos = true;
         world.setFaults(0, 0);
         settleUntil = now + opts.settleMs;
+        for (const t of tracked) if (!t.duplicate && t.status === "needs-attention") t.closed = false;
+        stillOpen = tracked.filter((t) => !t.closed).length;
         say(`  all ${requested} rotations requested; faults off, settling ${stillOpen} open rotation(s) for at most ${Math.round(opts.settleMs / 1000)} s`);
       }
       if (settleUntil !== undefined && (stillOpen === 0 || now >= settleUntil)) break;
@@ -353,6 +357,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       const key = t.duplicate ? `duplicate ${t.status}` : t.status;
       outcomes[key] = (outcomes[key] ?? 0) + 1;
     }
+    // Still needing attention after the settle: alerted (a notification went out), not stuck.
+    for (const t of tracked) if (!t.closed && t.status === "needs-attention") t.closed = true;
     const stragglers = tracked
       .filter((t) => !t.closed)
       .map((t) => ({ rotationId: t.rotationId, policyId: t.policyId, status: t.status, step: t.step }));

@@ -50,8 +50,9 @@ export class FakesClient {
     });
   }
 
-  static async start(): Promise<FakesClient> {
-    const child = fork(benchFile("fakes-process.ts"), [], { execArgv: tsxExecArgv(), stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  /** `script` (a file in bench/) and `args`: another fakes process speaking the same protocol (bench/leak.ts). */
+  static async start(script = "fakes-process.ts", args: string[] = []): Promise<FakesClient> {
+    const child = fork(benchFile(script), args, { execArgv: tsxExecArgv(), stdio: ["ignore", "inherit", "inherit", "ipc"] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("fakes process did not start within 30 s")), 30_000);
       child.once("message", () => {
@@ -82,6 +83,11 @@ export class FakesClient {
       });
       this.child.send({ ...msg, id });
     });
+  }
+
+  /** Any message of another fakes process's protocol (its own `type`s); answered like request(). */
+  call<T>(msg: { type: string } & Record<string, unknown>, timeoutMs = 60_000): Promise<T> {
+    return this.request<T>(msg as unknown as Parameters<FakesClient["request"]>[0], timeoutMs);
   }
 
   async stop(): Promise<void> {

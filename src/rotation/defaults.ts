@@ -50,6 +50,8 @@ export const engineDefaults = {
   humanTimeoutMs: 3 * 86_400_000,
   /** After needs-attention, retry the step this often (an operator may have fixed the cause). */
   attentionRetryMs: 15 * 60_000,
+  /** After promotion, a step whose attempts ran out on transient errors is retried this often. */
+  transientAttentionRetryMs: 60_000,
   /** Rotation records and per-rotation confirmation sets are kept this long after the end. */
   recordTtlSec: 30 * 86_400,
   /**

@@ -150,7 +150,7 @@ export class RotationEngine {
       }
       const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
       if ((permanent || lastAttempt) && run.resetInFlight()) return await run.holdForRecovery(errorMessage(err), token);
-      if (permanent || lastAttempt) return await run.fail(errorMessage(err), token, { attention: err instanceof AttentionError });
+      if (permanent || lastAttempt) return await run.fail(errorMessage(err), token, { attention: err instanceof AttentionError, transient: !permanent });
       this.deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");
       await job.updateData(data);
       throw err;
@@ -771,7 +771,7 @@ class Run {
     return parkJob(this.deps, this.job, held, this.now + retryMs, token);
   }
 
-  async fail(message: string, token: string | undefined, opts: { attention?: boolean } = {}): Promise<{ status: string }> {
+  async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean } = {}): Promise<{ status: string }> {
     let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
     this.data = d;
     await this.job.updateData(d);
@@ -789,7 +789,10 @@ class Run {
     }
     if (d.promotedAt) {
       // After promotion nothing is undone: the new value is current and the old one stays alive.
-      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${Math.round(engineDefaults.attentionRetryMs / 60_000)} min`;
+      // A provider that keeps failing transiently is retried soon (nothing is undone, and the old
+      // credential should not outlive the rotation by long); a permanent error waits for a person.
+      const retryMs = opts.transient ? engineDefaults.transientAttentionRetryMs : engineDefaults.attentionRetryMs;
+      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${formatDuration(retryMs)}`;
       const cleared: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
       if (!d.attentionSince) {
         await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message: text, policyId: this.policy.id });
@@ -798,7 +801,7 @@ class Run {
       }
       await this.job.updateData(cleared);
       this.data = cleared;
-      return parkJob(this.deps, this.job, cleared, this.now + engineDefaults.attentionRetryMs, token);
+      return parkJob(this.deps, this.job, cleared, this.now + retryMs, token);
     }
     // I6: before promotion the old credential stays current. Clean up what this rotation made.
     const cleanup: string[] = [];
