@@ -161,8 +161,14 @@ export class RekeyState {
 
   // ---- fingerprint index (leak by value) -----------------------------------------------------
 
+  /**
+   * Index a stored value's fingerprint for 400 days: longer than any sensible rotation schedule,
+   * so a value that can still be live is found; bounded, so Redis does not grow with every
+   * rotation forever. (Leak by value also compares against current values directly.)
+   */
   async indexFingerprint(fingerprint: string, entry: { policyId: string; versionId: string }): Promise<void> {
-    await this.redis.hset(this.key("fp", fingerprint), entry);
+    const k = this.key("fp", fingerprint);
+    await this.redis.multi().hset(k, entry).expire(k, 400 * 86_400).exec();
   }
 
   async lookupFingerprint(fingerprint: string): Promise<{ policyId: string; versionId: string } | undefined> {
