@@ -3,7 +3,7 @@
  * retention (one stream for everything, one per policy for `rekey history <policy>`). Entries hold
  * ids, steps, outcomes and actors — never a value.
  */
-import type { Redis } from "ioredis";
+import type { ChainableCommander, Redis } from "ioredis";
 
 export interface AuditEntry {
   rotationId?: string;
@@ -33,17 +33,19 @@ export class Audit {
     return policyId ? `${this.prefix}:audit:policy:${policyId}` : `${this.prefix}:audit`;
   }
 
-  async record(entry: AuditEntry): Promise<void> {
+  /** Append an entry; with `pipe`, the commands join that transaction (the caller runs it). */
+  async record(entry: AuditEntry, pipe?: ChainableCommander): Promise<void> {
     const at = (this.opts.now ?? Date.now)();
     const fields: string[] = ["at", String(at), "step", entry.step, "outcome", entry.outcome, "actor", entry.actor];
     if (entry.rotationId) fields.push("rotationId", entry.rotationId);
     if (entry.policyId) fields.push("policyId", entry.policyId);
     if (entry.message) fields.push("message", entry.message);
-    const m = this.redis.multi().xadd(this.streamKey(), "MAXLEN", "~", String(this.opts.maxLen), "*", ...fields);
+    const m = pipe ?? this.redis.multi();
+    m.xadd(this.streamKey(), "MAXLEN", "~", String(this.opts.maxLen), "*", ...fields);
     if (entry.policyId) {
       m.xadd(this.streamKey(entry.policyId), "MAXLEN", "~", String(this.opts.perPolicyMaxLen ?? 1_000), "*", ...fields);
     }
-    await m.exec();
+    if (!pipe) await m.exec();
   }
 
   /** Newest first. */

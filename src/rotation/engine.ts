@@ -11,6 +11,7 @@
  * The engine decides; providers and the store act. Invariants are enforced where marked (I1–I6).
  */
 import { DelayedError, type Job, UnrecoverableError } from "bullmq";
+import type { ChainableCommander } from "ioredis";
 import { createHash } from "node:crypto";
 import type { Audit } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
@@ -24,8 +25,8 @@ import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
-import { latencyMargin, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
-import { type RekeyState, TERMINAL } from "./state.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, AWS_WRITE_SKEW_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
+import { type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
 export type EngineEvent = NotificationInput;
@@ -233,6 +234,14 @@ class Run {
     await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
   }
 
+  /** A step transition: the record patch and its audit entry in one Redis transaction. */
+  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+    const m = this.deps.state.redis.multi();
+    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
+    await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message }, m);
+    await m.exec();
+  }
+
   async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
     try {
       await this.deps.notify(this.policy, { type, rotationId: this.data.rotationId, policyId: this.policy.id, reason: this.data.reason, message, ...extra });
@@ -271,6 +280,12 @@ class Run {
    */
   async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
     const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
+    const limiter = new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts));
+    // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
+    // from its reservation until its answer, then for the window: it reached AWS in between, so
+    // network delay needs no margin (pacing.ts reserveHeld); only worker clock skew does.
+    const rate = { limit: perSec, windowMs: 1_000 + AWS_WRITE_SKEW_MS };
+    let held: string[] = [];
     for (;;) {
       const until = await this.deps.state.gate(this.sScope);
       if (until > this.now) {
@@ -278,18 +293,22 @@ class Run {
         await this.sleep(until - this.now);
         continue;
       }
-      // A sliding window (AWS counts any second, not calendar seconds), stretched by the latency
-      // margin: writes reserved in one second may reach AWS in the next.
-      const limiter = new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts));
-      const wait = Number.isFinite(perSec) ? await limiter.reserve(this.sScope, writes, { limit: perSec, windowMs: 1_000 + latencyMargin(1_000) }, this.now) : 0;
-      if (wait === 0) break;
-      await this.sleep(wait);
+      if (!Number.isFinite(perSec)) break;
+      const r = await limiter.reserveHeld(this.sScope, writes, rate, this.now, AWS_WRITE_HOLD_MS);
+      if ("held" in r) {
+        held = r.held;
+        break;
+      }
+      // Longer than the window: the slot is held by a write still in flight, which settles sooner.
+      await this.sleep(r.waitMs > rate.windowMs + 1 ? AWS_WRITE_POLL_MS : r.waitMs);
     }
     try {
       return await fn();
     } catch (err) {
       if (err instanceof RateLimitedError) await this.deps.state.closeGate(this.sScope, err.retryAt);
       throw err;
+    } finally {
+      await limiter.settle(this.sScope, held, this.now).catch(() => undefined);
     }
   }
 
@@ -365,8 +384,7 @@ class Run {
       oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
       oldMeta: oldHandle.meta ?? d.oldMeta,
     };
-    await state.updateRecord(d.rotationId, { step: next.step, oldVersionId: next.oldVersionId, policyId: d.policyId, status: "running" });
-    await this.auditStep("start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
+    await this.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
     await this.event("rotation.started", `${d.reason} rotation of ${this.policy.id} started`, { versionId: d.rotationId });
     return { data: next };
   }
@@ -474,8 +492,13 @@ class Run {
     await this.storeIssued(issued);
     this.deps.crashAt?.("after-store");
     const next: Data = { ...this.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || this.data.oldRevokedByReplace, step: "verifying" };
-    await this.indexNew(issued.value, issued.credentialId);
-    await this.auditStep("issuing", "ok", `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (AWSPENDING)`);
+    const m = this.deps.state.redis.multi();
+    await this.indexNew(issued.value, issued.credentialId, m);
+    await this.deps.audit.record(
+      { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (AWSPENDING)` },
+      m,
+    );
+    await m.exec();
     return { data: next };
   }
 
@@ -509,16 +532,19 @@ class Run {
     throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead`);
   }
 
-  async indexNew(value: string, credentialId: string | undefined): Promise<void> {
+  /** Record the new credential's id and keyed fingerprint (the leaked-value index). */
+  async indexNew(value: string, credentialId: string | undefined, pipe?: ChainableCommander): Promise<void> {
     const key = this.deps.fingerprintKey;
     const patch: Record<string, string> = {};
     if (credentialId) patch.newCredentialId = credentialId;
+    const m = pipe ?? this.deps.state.redis.multi();
     if (key) {
       const fp = keyedFingerprint(key, value);
       patch.newFingerprint = fp;
-      await this.deps.state.indexFingerprint(fp, { policyId: this.policy.id, versionId: this.data.rotationId });
+      await this.deps.state.indexFingerprint(fp, { policyId: this.policy.id, versionId: this.data.rotationId }, m);
     }
-    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id });
+    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
+    if (!pipe) await m.exec();
   }
 
   async afterStored(stored: StoredVersion): Promise<StepOutcome> {
@@ -622,8 +648,12 @@ class Run {
     this.deps.crashAt?.("after-promote");
     const rec = await this.deps.state.getRecord(d.rotationId);
     const leak = d.reason === "leak" || rec?.leak === true;
-    await this.deps.state.updateRecord(d.rotationId, { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt, policyId: this.policy.id });
-    await this.auditStep("promoting", "ok", `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`);
+    await this.transition(
+      { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt },
+      "promoting",
+      "ok",
+      `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`,
+    );
     const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
     if (leak) {
       await this.event("rotation.leak", `${this.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${this.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
@@ -686,8 +716,7 @@ class Run {
       }
       if (!d.attentionSince) {
         const message = `${this.policy.id}: ${waiting.join(", ")} did not confirm version ${d.rotationId} within the timeout; the old credential stays alive (onTimeout: keep-old)`;
-        await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message, policyId: this.policy.id });
-        await this.auditStep("awaiting-confirmation", "needs-attention", message);
+        await this.transition({ status: "needs-attention", message }, "awaiting-confirmation", "needs-attention", message);
         await this.event("rotation.needs-attention", message, { versionId: d.rotationId, consumers: waiting });
       }
       return { data: { ...d, attentionSince: d.attentionSince ?? now }, waitUntil: now + engineDefaults.attentionRetryMs };
@@ -761,8 +790,7 @@ class Run {
     const retryMs = engineDefaults.cleanupRetryMs;
     if (!d.attentionSince) {
       const text = `${this.policy.id}: ${d.step} failed after the provider was asked for a new value: ${message}; the old credential may already be dead, so rekey keeps reading the new value back and retries every ${Math.round(retryMs / 1_000)} s until it is stored`;
-      await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message: text, policyId: this.policy.id });
-      await this.auditStep(d.step, "needs-attention", text);
+      await this.transition({ status: "needs-attention", message: text }, d.step, "needs-attention", text);
       await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
     }
     const held: Data = { ...d, attentionSince: d.attentionSince ?? this.now };
@@ -795,8 +823,7 @@ class Run {
       const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${formatDuration(retryMs)}`;
       const cleared: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
       if (!d.attentionSince) {
-        await this.deps.state.updateRecord(d.rotationId, { status: "needs-attention", message: text, policyId: this.policy.id });
-        await this.auditStep(d.step, "needs-attention", text);
+        await this.transition({ status: "needs-attention", message: text }, d.step, "needs-attention", text);
         await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
       }
       await this.job.updateData(cleared);

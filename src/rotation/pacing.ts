@@ -5,7 +5,10 @@
  *
  * - sliding-window reservations: at most `limit` requests in any `windowMs` (plus a margin for
  *   network latency), for limits that are documented but not announced in headers (Snyk's 1,620
- *   requests/min per key) and for the AWS Secrets Manager write quota (50/s per region);
+ *   requests/min per key);
+ * - held sliding-window reservations for the AWS Secrets Manager write quota (50/s per region):
+ *   each write counts from its reservation until its answer, then for the window, so it needs no
+ *   latency margin and the quota can be used in full (reserveHeld, settle);
  * - header budgets: where a provider announces what is left in its window (LaunchDarkly
  *   `X-Ratelimit-*-Remaining` + `X-Ratelimit-Reset`, QStash `Burst-RateLimit-*`), each request
  *   reserves one of the remaining calls before it is sent, and a budget at zero closes the door
@@ -62,6 +65,18 @@ export function latencyMargin(windowMs: number): number {
   return Math.max(250, Math.round(windowMs * 0.05));
 }
 
+/**
+ * AWS write pacing (engine storeWrite): entries are counted from reservation until the answer and
+ * then for the quota's window, so network delay needs no margin. What is left is the clock skew
+ * between worker hosts, which compare their own clocks through Redis: hosts kept by NTP agree
+ * within a few ms.
+ */
+export const AWS_WRITE_SKEW_MS = 25;
+/** How long an unanswered write stays counted (a worker that died mid-call never settles it). */
+export const AWS_WRITE_HOLD_MS = 60_000;
+/** Longest sleep between two reservation attempts: an entry in flight settles earlier than its hold. */
+export const AWS_WRITE_POLL_MS = 100;
+
 /** Waits up to this long in-process; longer waits park the job (no worker slot held). */
 export const MAX_INLINE_WAIT_MS = 2_000;
 
@@ -84,6 +99,40 @@ end
 local idx = count + n - limit - 1
 local e = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
 return math.max(1, tonumber(e[2]) + window - now + 1)
+`;
+
+// Sliding log counted until each request is answered (AWS writes): an entry is reserved with the
+// score now + hold (in flight: it stays in the window while the call runs, up to `hold`) and
+// settled to the time its answer came back. Returns -seq when `n` slots were taken (members
+// seq-n .. seq-1), else the ms until enough entries leave the window.
+const RESERVE_HELD_LUA = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local hold = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count + n <= limit then
+  local seq = redis.call('INCRBY', KEYS[2], n)
+  for i = 1, n do redis.call('ZADD', KEYS[1], now + hold, tostring(seq - i)) end
+  redis.call('PEXPIRE', KEYS[1], window + hold)
+  redis.call('PEXPIRE', KEYS[2], window + hold)
+  return -seq
+end
+local idx = count + n - limit - 1
+local e = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+return math.max(1, tonumber(e[2]) + window - now + 1)
+`;
+
+// Settle held entries to the time their answer came back (never later than they were held).
+const SETTLE_LUA = `
+local at = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) > at then redis.call('ZADD', KEYS[1], 'XX', at, ARGV[i]) end
+end
+return 0
 `;
 
 // Header budget: { reset, remaining }. A newer window replaces an older one; within one window
@@ -189,6 +238,29 @@ export class RateLimiter {
     const take = Math.min(n, rate.limit);
     const k = this.key("pace", "sliding", name);
     return Number(await this.redis.eval(RESERVE_LUA, 2, k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take)));
+  }
+
+  /**
+   * Reserve `n` requests in a sliding window counted from when each one was answered, not sent:
+   * the entries stay in the window while the call runs (up to `holdMs`, in case the caller dies),
+   * and settle() then dates them to the answer. A request reaches the service between the two,
+   * so the window needs no margin for network delay, however the delays spread. Returns the
+   * entries to settle, or the ms to wait before asking again (an upper bound: an entry still in
+   * flight counts until it is settled).
+   */
+  async reserveHeld(name: string, n: number, rate: Rate, now: number, holdMs: number): Promise<{ held: string[] } | { waitMs: number }> {
+    const take = Math.min(n, rate.limit);
+    const k = this.key("pace", "held", name);
+    const r = Number(await this.redis.eval(RESERVE_HELD_LUA, 2, k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take), String(holdMs)));
+    if (r > 0) return { waitMs: r };
+    const seq = -r;
+    return { held: Array.from({ length: take }, (_, i) => String(seq - 1 - i)) };
+  }
+
+  /** Date held entries to `at`, the moment their call was answered (reserveHeld). */
+  async settle(name: string, held: string[], at: number): Promise<void> {
+    if (!held.length) return;
+    await this.redis.eval(SETTLE_LUA, 1, this.key("pace", "held", name), String(at), ...held);
   }
 
   /** Reserve one call of a header-announced budget: 0 to go, else the epoch ms it resets. */

@@ -3,7 +3,7 @@
  * records for `rekey status`, consumer confirmations, the fingerprint index for leaked values, and
  * rate-limit gates shared by every worker. Keys hold ids and keyed fingerprints, never values.
  */
-import type { Redis } from "ioredis";
+import type { ChainableCommander, Redis } from "ioredis";
 
 export type RotationStatus =
   | "running"
@@ -107,12 +107,14 @@ export class RekeyState {
     await this.redis.hset(this.key("policy", rec.policyId), policyClaim(rec));
   }
 
-  async updateRecord(rotationId: string, patch: Partial<RotationRecord>): Promise<void> {
+  /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
+  async updateRecord(rotationId: string, patch: Partial<RotationRecord>, pipe?: ChainableCommander): Promise<void> {
     const k = this.key("rot", rotationId);
     const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
-    const m = this.redis.multi().hset(k, fields);
+    const m = pipe ?? this.redis.multi();
+    m.hset(k, fields);
     if (patch.status && patch.policyId) m.hset(this.key("policy", patch.policyId), { lastStatus: patch.status });
-    await m.exec();
+    if (!pipe) await m.exec();
   }
 
   /** Mark a rotation ended: out of the active set, record kept for `ttlSec`. */
@@ -166,9 +168,11 @@ export class RekeyState {
    * so a value that can still be live is found; bounded, so Redis does not grow with every
    * rotation forever. (Leak by value also compares against current values directly.)
    */
-  async indexFingerprint(fingerprint: string, entry: { policyId: string; versionId: string }): Promise<void> {
+  async indexFingerprint(fingerprint: string, entry: { policyId: string; versionId: string }, pipe?: ChainableCommander): Promise<void> {
     const k = this.key("fp", fingerprint);
-    await this.redis.multi().hset(k, entry).expire(k, 400 * 86_400).exec();
+    const m = pipe ?? this.redis.multi();
+    m.hset(k, entry).expire(k, 400 * 86_400);
+    if (!pipe) await m.exec();
   }
 
   async lookupFingerprint(fingerprint: string): Promise<{ policyId: string; versionId: string } | undefined> {
