@@ -29,7 +29,7 @@ import { createLogger } from "../src/log.ts";
 import { Policy, type PolicyInput } from "../src/policy/schema.ts";
 import { startRotationWorker } from "../src/processes.ts";
 import { encodeSigningKeys } from "../src/providers/qstash/signing-keys.ts";
-import { latencyMargin } from "../src/rotation/pacing.ts";
+import { AWS_WRITE_SKEW_MS } from "../src/rotation/pacing.ts";
 import { createRuntime, type Runtime } from "../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
 import { type AwsEmulator, startAwsEmulator } from "../test/fakes/aws/emulator.ts";
@@ -129,7 +129,7 @@ export interface LeakResult {
   workers: number;
   concurrency: number;
   limits: { ldPerWindow: number; snykPerMinute: number; qstashBurstPerSecond: number; awsWritesPerSecond: number };
-  /** rekey's AWS write pacing window (1 s + latency margin) at the time of the run. */
+  /** rekey's AWS write pacing window (1 s + worker clock skew; each write counted from reservation to answer, then this long). */
   awsPacingWindowMs: number;
   enqueueMs: number;
   firstRevokedMs: number;
@@ -147,6 +147,11 @@ export interface LeakResult {
   aws: FakesFigures["aws"];
   /** Achieved AWS write rate from the first to the last accepted write. */
   awsWritesPerSecondAchieved: number;
+  /** First and last accepted AWS write, ms from the leak request. */
+  firstWriteMs: number;
+  lastWriteMs: number;
+  /** The last credentials revoked (policy, ms from the leak request). */
+  last: { policyId: string; ms: number }[];
 }
 
 // ---- role: fakes --------------------------------------------------------------------------------
@@ -427,12 +432,25 @@ function policiesFor(s: LeakSetup): { policies: PolicyInput[]; env: Record<strin
   return { policies, env, values };
 }
 
-/** Policy ids interleaved across providers (a leak names them in no particular order). */
-function interleave(policies: PolicyInput[]): string[] {
-  const byKind = new Map<string, string[]>();
-  for (const p of policies) byKind.set(p.provider.kind, [...(byKind.get(p.provider.kind) ?? []), p.id]);
-  const keyed = [...byKind.values()].flatMap((ids) => ids.map((id, k) => ({ id, at: (k + 0.5) / ids.length })));
-  return keyed.sort((a, b) => a.at - b.at).map((x) => x.id);
+/**
+ * The policy ids in no particular order (a shuffle with a fixed seed): a leak names policies as
+ * they come, not grouped by provider or by the management key whose limit they share.
+ */
+function shuffled(policies: PolicyInput[]): string[] {
+  let seed = 0x5eed;
+  const random = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  const ids = policies.map((p) => p.id);
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [ids[i], ids[j]] = [ids[j] as string, ids[i] as string];
+  }
+  return ids;
 }
 
 function startWorker(file: string): Promise<ChildProcess> {
@@ -497,7 +515,7 @@ async function driver(): Promise<LeakResult> {
     await fakes.call({ type: "reset" });
     progress(`leak: ${n} credentials (${Object.entries(mix).map(([k, v]) => `${v} ${k}`).join(", ")}), ${workers} worker process(es) × concurrency ${concurrency}`);
 
-    const ids = interleave(policies);
+    const ids = shuffled(policies);
     const t0 = Date.now();
     const incident = await leakResponseFor(rt).start({ policies: ids }, "bench");
     const enqueueMs = Date.now() - t0;
@@ -553,7 +571,7 @@ async function driver(): Promise<LeakResult> {
       workers,
       concurrency,
       limits,
-      awsPacingWindowMs: 1_000 + latencyMargin(1_000),
+      awsPacingWindowMs: 1_000 + AWS_WRITE_SKEW_MS,
       enqueueMs,
       firstRevokedMs: Math.min(...times),
       allRevokedMs,
@@ -568,6 +586,12 @@ async function driver(): Promise<LeakResult> {
       ratio: allRevokedMs / slowest.boundMs,
       aws: f.aws,
       awsWritesPerSecondAchieved: (f.aws.writes * 1000) / Math.max(1, f.aws.lastWriteAt - f.aws.firstWriteAt),
+      firstWriteMs: f.aws.firstWriteAt - t0,
+      lastWriteMs: f.aws.lastWriteAt - t0,
+      last: Object.entries(f.revokedAt)
+        .map(([policyId, at]) => ({ policyId, ms: at - t0 }))
+        .sort((a, b) => b.ms - a.ms)
+        .slice(0, 10),
     };
   } finally {
     await Promise.allSettled(children.map(stopWorker));

@@ -329,7 +329,9 @@ export class Rig {
       const old = await provider.identify(ctx, current.value);
       // issuing: nothing stored yet under this rotation; orphans; the old value; issue; store
       await store.getVersion(ref, rotationId, ctx.signal);
-      await provider.cleanupOrphans?.(ctx, undefined);
+      // leftovers of earlier rotations and this one's orphans (the engine sweeps where it can)
+      if (provider.sweep && old.credentialId) await provider.sweep(ctx, [old.credentialId]);
+      else await provider.cleanupOrphans?.(ctx, undefined);
       const oldVersion = await store.getVersion(ref, current.versionId, ctx.signal);
       const issued = await provider.issue!(ctx, { value: oldVersion?.value ?? current.value, credentialId: old.credentialId, meta: old.meta });
       await store.putPending(ref, rotationId, issued.value, ctx.signal);
@@ -341,6 +343,8 @@ export class Rig {
       // (the consumer confirms) revoking
       const previous = await store.getVersion(ref, current.versionId, ctx.signal);
       await provider.revoke!(ctx, { value: previous?.value ?? "", credentialId: old.credentialId, meta: old.meta });
+      // completion sweeps what landed late, keeping the new credential
+      if (provider.sweep && issued.credentialId) await provider.sweep(ctx, [issued.credentialId]);
       if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
       completed++;
     });
