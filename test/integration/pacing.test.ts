@@ -1,0 +1,91 @@
+/**
+ * The shared pacing scripts on a real Redis, with an injected clock: the AWS write window that
+ * counts a write from its reservation until its answer (plus the window), and the one-round-trip
+ * admission of provider requests (shared 429 gate, announced budget, documented rate).
+ */
+import type { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RateLimiter } from "../../src/rotation/pacing.ts";
+import { RekeyState } from "../../src/rotation/state.ts";
+import { connect, deleteKeys, testPrefix } from "../helpers/redis.ts";
+
+describe("pacing", () => {
+  let redis: Redis;
+  let prefix: string;
+  let limiter: RateLimiter;
+  let state: RekeyState;
+
+  beforeAll(() => {
+    redis = connect();
+    prefix = testPrefix("pacing");
+    state = new RekeyState(redis, prefix);
+    limiter = new RateLimiter(redis, (...parts) => state.key(...parts));
+  });
+
+  afterAll(async () => {
+    await deleteKeys(redis, prefix);
+    redis.disconnect();
+  });
+
+  it("AWS writes: at most `limit` per window, counted until answered plus the window", async () => {
+    const rate = { limit: 5, windowMs: 1_000 };
+    const t0 = 1_000_000;
+    const held: string[][] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await limiter.reserveHeld("aws-a", 1, rate, t0, 60_000);
+      expect("held" in r).toBe(true);
+      if ("held" in r) held.push(r.held);
+    }
+    // The sixth must wait while the first five are in flight, however much time passes.
+    const sixth = await limiter.reserveHeld("aws-a", 1, rate, t0 + 5_000, 60_000);
+    expect("waitMs" in sixth && sixth.waitMs > 0).toBe(true);
+    // Answered at t0 + 5 s: they count until t0 + 6 s, then the window is free again.
+    for (const h of held) await limiter.settle("aws-a", h, t0 + 5_000);
+    const during = await limiter.reserveHeld("aws-a", 1, rate, t0 + 5_500, 60_000);
+    expect("waitMs" in during).toBe(true);
+    const after = await limiter.reserveHeld("aws-a", 1, rate, t0 + 6_001, 60_000);
+    expect("held" in after).toBe(true);
+  });
+
+  it("AWS writes: a write that is never answered stays counted for its hold time only", async () => {
+    const rate = { limit: 1, windowMs: 1_000 };
+    const t0 = 2_000_000;
+    expect("held" in (await limiter.reserveHeld("aws-b", 1, rate, t0, 10_000))).toBe(true);
+    expect("waitMs" in (await limiter.reserveHeld("aws-b", 1, rate, t0 + 9_000, 10_000))).toBe(true);
+    expect("held" in (await limiter.reserveHeld("aws-b", 1, rate, t0 + 11_001, 10_000))).toBe(true);
+  });
+
+  it("admit: a closed gate stops everyone until it reopens", async () => {
+    const now = Date.now();
+    await state.closeGate("prov-a", now + 5_000);
+    expect(await limiter.admit("prov-a", "prov-a:key1", undefined, now)).toBe(now + 5_000);
+    expect(await limiter.admit("prov-a", "prov-a:key1", undefined, now + 5_001)).toBe(0);
+    // Another scope is not affected.
+    expect(await limiter.admit("prov-b", "prov-b:key1", undefined, now)).toBe(0);
+  });
+
+  it("admit: an announced budget is shared and, at zero, waits for its reset", async () => {
+    const now = 3_000_000;
+    await limiter.observe("prov-c:key", 2, now + 10_000, now);
+    expect(await limiter.admit("prov-c", "prov-c:key", undefined, now)).toBe(0);
+    expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 1)).toBe(0);
+    expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 2)).toBe(now + 10_000);
+    // A later answer from the same window claiming more left is not believed (answers cross).
+    await limiter.observe("prov-c:key", 30, now + 10_000, now + 3);
+    expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 4)).toBe(now + 10_000);
+    // The next window starts fresh.
+    expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 10_001)).toBe(0);
+  });
+
+  it("admit: a documented rate without headers is a sliding window per key", async () => {
+    const rate = { limit: 3, windowMs: 60_000 };
+    const now = 4_000_000;
+    for (let i = 0; i < 3; i++) expect(await limiter.admit("snyk", "snyk:k1", rate, now + i)).toBe(0);
+    const wait = await limiter.admit("snyk", "snyk:k1", rate, now + 10);
+    // The oldest entry (now) leaves the window at now + 60 s.
+    expect(wait).toBeGreaterThanOrEqual(now + 60_000);
+    expect(wait).toBeLessThan(now + 60_010);
+    // Another key has its own window.
+    expect(await limiter.admit("snyk", "snyk:k2", rate, now + 10)).toBe(0);
+  });
+});
