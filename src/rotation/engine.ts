@@ -237,6 +237,9 @@ class Run {
   /** A step transition: the record patch and its audit entry in one Redis transaction. */
   async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
     const m = this.deps.state.redis.multi();
+    if (step === "start" && outcome === "ok") {
+      m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
+    }
     await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message }, m);
     await m.exec();
@@ -346,23 +349,20 @@ class Run {
     // taken, so a holder without a record is one whose record expired long after it ended — never
     // one that took the lock a moment ago and has not written its record yet (taking that over
     // put two rotations of one policy in flight; found by the fault matrix).
-    const existing = await state.getRecord(d.rotationId);
-    if (!existing) {
-      await state.putRecord({
-        rotationId: d.rotationId,
-        policyId: d.policyId,
-        reason: d.reason,
-        actor: d.actor,
-        status: "running",
-        step: "start",
-        jobId: String(this.job.id),
-        startedAt: d.startedAt,
-        updatedAt: this.now,
-        leak: d.reason === "leak" ? true : undefined,
-        member: d.member,
-        successor: d.successor,
-      }, { claimsPolicy: false });
-    }
+    await state.putRecordIfAbsent({
+      rotationId: d.rotationId,
+      policyId: d.policyId,
+      reason: d.reason,
+      actor: d.actor,
+      status: "running",
+      step: "start",
+      jobId: String(this.job.id),
+      startedAt: d.startedAt,
+      updatedAt: this.now,
+      leak: d.reason === "leak" ? true : undefined,
+      member: d.member,
+      successor: d.successor,
+    });
     let holder = await state.acquire(d.policyId, d.rotationId);
     if (holder !== d.rotationId) {
       const other = await state.getRecord(holder);
@@ -370,7 +370,6 @@ class Run {
       if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
     }
     if (holder !== d.rotationId) return this.yieldTo(holder);
-    await state.claimPolicy({ rotationId: d.rotationId, policyId: d.policyId, status: "running", startedAt: d.startedAt });
 
     const current = await this.deps.store.getCurrent(this.ref, this.signal);
     let oldHandle: CredentialHandle = {};
@@ -384,6 +383,7 @@ class Run {
       oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
       oldMeta: oldHandle.meta ?? d.oldMeta,
     };
+    // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
     await this.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
     await this.event("rotation.started", `${d.reason} rotation of ${this.policy.id} started`, { versionId: d.rotationId });
     return { data: next };

@@ -143,11 +143,11 @@ export class Rotations {
   async wake(rotationId: string, jobId: string): Promise<void> {
     await this.deps.state.redis.set(this.deps.state.key("wake", rotationId), "1", "EX", 3_600);
     const job = await this.deps.queue.getJob(jobId);
-    if (job && (await job.isDelayed())) {
-      // The priority a delayed job holds is the one promote() queues it with.
-      if (job.priority > RESUME_PRIORITY) await job.changePriority({ priority: RESUME_PRIORITY }).catch(() => undefined);
-      await job.promote().catch(() => undefined);
-    }
+    if (!job) return;
+    // The priority a delayed job holds is the one promote() queues it with. Both calls are
+    // refused harmlessly when the job is not delayed (it is running, and sees the wake flag).
+    if (job.priority > RESUME_PRIORITY) await job.changePriority({ priority: RESUME_PRIORITY }).catch(() => undefined);
+    await job.promote().catch(() => undefined);
   }
 
   /**

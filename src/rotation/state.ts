@@ -102,10 +102,17 @@ export class RekeyState {
     await m.exec();
   }
 
-  /** The rotation holding the policy's lock becomes the policy's last rotation. */
-  async claimPolicy(rec: Pick<RotationRecord, "rotationId" | "policyId" | "status" | "startedAt">): Promise<void> {
-    await this.redis.hset(this.key("policy", rec.policyId), policyClaim(rec));
+  /**
+   * Write a new rotation's record unless it exists (a resumed job keeps its record), without
+   * claiming the policy: one round trip. Returns false when the record was already there.
+   */
+  async putRecordIfAbsent(rec: RotationRecord): Promise<boolean> {
+    const k = this.key("rot", rec.rotationId);
+    const flat = Object.entries(toHash(rec)).flat();
+    const created = await this.redis.eval(PUT_IF_ABSENT_LUA, 2, k, this.key("active"), String(rec.startedAt), rec.rotationId, ...flat);
+    return created === 1;
   }
+
 
   /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
   async updateRecord(rotationId: string, patch: Partial<RotationRecord>, pipe?: ChainableCommander): Promise<void> {
@@ -204,6 +211,13 @@ export class RekeyState {
     return n <= perWindow ? 0 : (window + 1) * windowMs - now;
   }
 }
+
+const PUT_IF_ABSENT_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+return 1
+`;
 
 function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "startedAt">): Record<string, string> {
   return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) };
