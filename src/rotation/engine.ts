@@ -113,9 +113,12 @@ export class RotationEngine {
         const out = await run.step(step);
         data = out.data;
         run.data = data;
-        // Verifying only reads: re-running it after a crash costs one identity call, so its
-        // outcome need not be written before promoting (one Redis round trip per rotation less).
-        if (step !== "verifying" || out.waitUntil !== undefined) await job.updateData(data);
+        // Start and verifying only read the outside truth (until promotion, start finds the same
+        // current version and credential again): re-running either after a crash changes
+        // nothing, so their outcome need not be written before the next step, which writes it
+        // (one Redis round trip per rotation less, each).
+        const rereadable = (step === "start" || step === "verifying") && data.step !== "done";
+        if (!rereadable || out.waitUntil !== undefined) await job.updateData(data);
         if (out.waitUntil !== undefined) return await parkJob(this.deps, job, data, out.waitUntil, token);
       }
       return { status: "completed" };
@@ -721,7 +724,9 @@ class Run {
       }
       return { data: { ...d, attentionSince: d.attentionSince ?? now }, waitUntil: now + engineDefaults.attentionRetryMs };
     }
-    await this.deps.state.updateRecord(d.rotationId, { status: d.attentionSince ? "needs-attention" : "awaiting-confirmation", message: `waiting for ${waiting.join(", ")}`, policyId: this.policy.id });
+    const status = d.attentionSince ? "needs-attention" : "awaiting-confirmation";
+    const message = `waiting for ${waiting.join(", ")}`;
+    if (rec?.status !== status || rec.message !== message) await this.deps.state.updateRecord(d.rotationId, { status, message, policyId: this.policy.id });
     return { data: d, waitUntil: Math.min(nextCheck, deadline) };
   }
 
