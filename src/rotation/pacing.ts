@@ -80,27 +80,6 @@ export const AWS_WRITE_POLL_MS = 100;
 /** Waits up to this long in-process; longer waits park the job (no worker slot held). */
 export const MAX_INLINE_WAIT_MS = 2_000;
 
-// Sliding log: entries are reservation times. Returns 0 when `n` slots were taken, else the ms
-// until enough old entries leave the window.
-const RESERVE_LUA = `
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count + n <= limit then
-  local seq = redis.call('INCRBY', KEYS[2], n)
-  for i = 1, n do redis.call('ZADD', KEYS[1], now, tostring(seq - i)) end
-  redis.call('PEXPIRE', KEYS[1], window)
-  redis.call('PEXPIRE', KEYS[2], window)
-  return 0
-end
-local idx = count + n - limit - 1
-local e = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
-return math.max(1, tonumber(e[2]) + window - now + 1)
-`;
-
 // Sliding log counted until each request is answered (AWS writes): an entry is reserved with the
 // score now + hold (in flight: it stays in the window while the call runs, up to `hold`) and
 // settled to the time its answer came back. Returns -seq when `n` slots were taken (members
@@ -148,17 +127,6 @@ elseif reset == cur then
   if remaining < r then redis.call('HSET', KEYS[1], 'remaining', ARGV[2]) end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 0
-`;
-
-// Reserve one call of the announced budget: 0 = go, else the reset time (epoch ms) to wait for.
-const TAKE_LUA = `
-local now = tonumber(ARGV[1])
-local reset = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
-if reset <= now then return 0 end
-local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '1')
-if remaining <= 0 then return reset end
-redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 return 0
 `;
 
@@ -231,16 +199,6 @@ export class RateLimiter {
   }
 
   /**
-   * Reserve `n` requests in a sliding window shared by every worker: 0 when reserved, else the ms
-   * to wait before asking again.
-   */
-  async reserve(name: string, n: number, rate: Rate, now: number): Promise<number> {
-    const take = Math.min(n, rate.limit);
-    const k = this.key("pace", "sliding", name);
-    return Number(await this.redis.eval(RESERVE_LUA, 2, k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take)));
-  }
-
-  /**
    * Reserve `n` requests in a sliding window counted from when each one was answered, not sent:
    * the entries stay in the window while the call runs (up to `holdMs`, in case the caller dies),
    * and settle() then dates them to the answer. A request reaches the service between the two,
@@ -261,11 +219,6 @@ export class RateLimiter {
   async settle(name: string, held: string[], at: number): Promise<void> {
     if (!held.length) return;
     await this.redis.eval(SETTLE_LUA, 1, this.key("pace", "held", name), String(at), ...held);
-  }
-
-  /** Reserve one call of a header-announced budget: 0 to go, else the epoch ms it resets. */
-  async take(name: string, now: number): Promise<number> {
-    return Number(await this.redis.eval(TAKE_LUA, 1, this.key("pace", "budget", name), String(now)));
   }
 
   /** Record what a provider's answer says is left in its window. */

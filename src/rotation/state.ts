@@ -51,8 +51,6 @@ export interface Confirmation {
 
 const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
-/** Fixed one-second window counter: returns the count in the current window after incrementing. */
-const WINDOW_LUA = `local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n`;
 
 export class RekeyState {
   constructor(
@@ -199,16 +197,6 @@ export class RekeyState {
   /** Epoch ms until which `scope` is closed, or 0. */
   async gate(scope: string): Promise<number> {
     return Number((await this.redis.get(this.key("gate", scope))) ?? 0);
-  }
-
-  /**
-   * Fixed-window pacing shared by all workers: returns 0 when a slot in the current window was
-   * taken, else the ms to wait for the next window.
-   */
-  async pace(name: string, perWindow: number, windowMs: number, now: number): Promise<number> {
-    const window = Math.floor(now / windowMs);
-    const n = Number(await this.redis.eval(WINDOW_LUA, 1, this.key("pace", name, String(window)), String(windowMs * 2)));
-    return n <= perWindow ? 0 : (window + 1) * windowMs - now;
   }
 }
 
