@@ -1,21 +1,14 @@
 import { randomUUID } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PermanentError, TransientError, VerificationError } from "../../src/errors.ts";
 import { CrewAiCrewProvider, type ProviderConfigOf } from "../../src/policy/schema.ts";
 import { createCrewAiCrewProvider } from "../../src/providers/crewai.ts";
 import { type ProviderContext } from "../../src/providers/types.ts";
 import { CrewAiFake } from "../fakes/crewai.ts";
 import { HttpFake } from "../fakes/http-fake.ts";
+import { fakesClosedAfterEach } from "../helpers/fakes.ts";
 
-const started: HttpFake[] = [];
-afterEach(async () => {
-  await Promise.all(started.splice(0).map((f) => f.close()));
-});
-
-async function start<T extends HttpFake>(fake: T): Promise<T> {
-  started.push(fake);
-  return fake.start();
-}
+const start = fakesClosedAfterEach();
 
 function ctxFor(config: ProviderConfigOf<"crewai-crew">): ProviderContext<"crewai-crew"> {
   return {

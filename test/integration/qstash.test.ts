@@ -1,21 +1,14 @@
 import { randomUUID } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { PermanentError, RateLimitedError, TransientError, VerificationError } from "../../src/errors.ts";
 import { QStashSigningKeysProvider, QStashTokenProvider, type CredentialRef, type ProviderConfigOf, type ProviderKind } from "../../src/policy/schema.ts";
 import { createQStashSigningKeysProvider, createQStashTokenProvider, decodeSigningKeys, encodeSigningKeys } from "../../src/providers/qstash/index.ts";
 import { type ProviderContext, type RotationReason } from "../../src/providers/types.ts";
 import { HttpFake } from "../fakes/http-fake.ts";
+import { fakesClosedAfterEach } from "../helpers/fakes.ts";
 import { QStashFake, type QStashFakeOptions } from "../fakes/qstash.ts";
 
-const started: HttpFake[] = [];
-afterEach(async () => {
-  await Promise.all(started.splice(0).map((f) => f.close()));
-});
-
-async function start<T extends HttpFake>(fake: T): Promise<T> {
-  started.push(fake);
-  return fake.start();
-}
+const start = fakesClosedAfterEach();
 
 function ctxFor<K extends ProviderKind>(config: ProviderConfigOf<K>, secrets: Record<string, string>, reason: RotationReason = "scheduled"): ProviderContext<K> {
   return {
