@@ -146,10 +146,7 @@ export class RotationEngine {
           throw err;
         }
         const message = `${data.policyId}: clean-up after "${data.failing}" failed too: ${errorMessage(err)}; new credential ${data.newCredentialId ?? "(unknown id)"} may still be live — revoke it by hand`;
-        await this.deps.state.endRecord(data, "needs-attention", message, this.deps.now(), engineDefaults.recordTtlSec);
-        await this.deps.state.release(data.policyId, data.rotationId);
-        await this.deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, outcome: "needs-attention", actor: "worker", message });
-        await run.event("rotation.needs-attention", message, { versionId: data.rotationId });
+        await run.end("needs-attention", message, { step: data.step, outcome: "needs-attention" }, "rotation.needs-attention");
         throw new UnrecoverableError(message);
       }
       const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
@@ -200,6 +197,7 @@ class Run {
   readonly ref: SecretRef;
   readonly pScope: string;
   readonly sScope: string;
+  readonly limiter: RateLimiter;
 
   constructor(
     readonly deps: EngineDeps,
@@ -214,6 +212,7 @@ class Run {
     this.ref = refOf(policy);
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
+    this.limiter = new RateLimiter(deps.state.redis, (...parts) => deps.state.key(...parts));
   }
 
   get now(): number {
@@ -262,7 +261,7 @@ class Run {
     // Every HTTP request inside `fn` is paced against the shared budgets (pacing.ts), so a mass
     // rotation waits before a limit instead of collecting 429s from requests already in flight.
     const pacer = new ProviderPacer({
-      limiter: new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts)),
+      limiter: this.limiter,
       scope: this.pScope,
       rate: rateOf(this.policy.provider.kind, this.deps.providerRates),
       now: this.deps.now,
@@ -286,7 +285,7 @@ class Run {
    */
   async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
     const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
-    const limiter = new RateLimiter(this.deps.state.redis, (...parts) => this.deps.state.key(...parts));
+    const limiter = this.limiter;
     // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
     // from its reservation until its answer, then for the window: it reached AWS in between, so
     // network delay needs no margin (pacing.ts reserveHeld); only worker clock skew does.
@@ -769,11 +768,7 @@ class Run {
       const swept = await this.providerCall(() => this.provider.sweep!(this.ctx(), [keepNew]));
       if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
     }
-    const now = this.now;
-    await this.auditStep("revoking", "ok", what);
-    await this.deps.state.endRecord(d, "completed", what, now, engineDefaults.recordTtlSec);
-    await this.deps.state.release(d.policyId, d.rotationId);
-    await this.event("rotation.completed", `${this.policy.id}: rotation completed; ${what}`, { versionId: d.rotationId });
+    await this.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${this.policy.id}: rotation completed; ${what}`);
     return { data: { ...d, step: "done" } };
   }
 
@@ -793,15 +788,32 @@ class Run {
   async holdForRecovery(message: string, token: string | undefined): Promise<never> {
     const d = this.data;
     const retryMs = engineDefaults.cleanupRetryMs;
+    const text = `${this.policy.id}: ${d.step} failed after the provider was asked for a new value: ${message}; the old credential may already be dead, so rekey keeps reading the new value back and retries every ${Math.round(retryMs / 1_000)} s until it is stored`;
+    return this.attentionAndRetry(d, text, retryMs, token);
+  }
+
+  /**
+   * Flag the rotation needs-attention (alert and audit once per rotation), keep it, and retry
+   * the step after `retryMs` without holding a worker slot.
+   */
+  async attentionAndRetry(d: Data, text: string, retryMs: number, token: string | undefined): Promise<never> {
     if (!d.attentionSince) {
-      const text = `${this.policy.id}: ${d.step} failed after the provider was asked for a new value: ${message}; the old credential may already be dead, so rekey keeps reading the new value back and retries every ${Math.round(retryMs / 1_000)} s until it is stored`;
       await this.transition({ status: "needs-attention", message: text }, d.step, "needs-attention", text);
       await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
     }
-    const held: Data = { ...d, attentionSince: d.attentionSince ?? this.now };
+    const held: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
     this.data = held;
     await this.job.updateData(held);
     return parkJob(this.deps, this.job, held, this.now + retryMs, token);
+  }
+
+  /** End the rotation: record, lock, audit and notification, in that order. */
+  async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text): Promise<void> {
+    const d = this.data;
+    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec);
+    await this.deps.state.release(d.policyId, d.rotationId);
+    await this.auditStep(audit.step, audit.outcome, text);
+    await this.event(event, eventText, { versionId: d.rotationId });
   }
 
   async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean } = {}): Promise<{ status: string }> {
@@ -826,14 +838,7 @@ class Run {
       // credential should not outlive the rotation by long); a permanent error waits for a person.
       const retryMs = opts.transient ? engineDefaults.transientAttentionRetryMs : engineDefaults.attentionRetryMs;
       const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${formatDuration(retryMs)}`;
-      const cleared: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
-      if (!d.attentionSince) {
-        await this.transition({ status: "needs-attention", message: text }, d.step, "needs-attention", text);
-        await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
-      }
-      await this.job.updateData(cleared);
-      this.data = cleared;
-      return parkJob(this.deps, this.job, cleared, this.now + retryMs, token);
+      return this.attentionAndRetry(d, text, retryMs, token);
     }
     // I6: before promotion the old credential stays current. Clean up what this rotation made.
     const cleanup: string[] = [];
@@ -869,10 +874,7 @@ class Run {
     const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
       oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
     }`;
-    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec);
-    await this.deps.state.release(d.policyId, d.rotationId);
-    await this.auditStep(d.step, "failed", text);
-    await this.event(status === "failed" ? "rotation.failed" : "rotation.needs-attention", text, { versionId: d.rotationId });
+    await this.end(status, text, { step: d.step, outcome: "failed" }, status === "failed" ? "rotation.failed" : "rotation.needs-attention");
     throw new UnrecoverableError(text);
   }
 }
