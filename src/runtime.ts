@@ -62,9 +62,13 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-/** BullMQ needs `maxRetriesPerRequest: null` on its connections (blocking commands). */
-export function redisConnection(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+/**
+ * BullMQ needs `maxRetriesPerRequest: null` on its connections (blocking commands). rekey's own
+ * connection (`pipelined`) sends the commands issued in one tick — by concurrent rotations, or
+ * reads a step makes side by side — in one write; it never blocks, so nothing waits behind one.
+ */
+export function redisConnection(url: string, opts: { pipelined?: boolean } = {}): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, enableAutoPipelining: opts.pipelined === true });
 }
 
 /** BullMQ prefix: under rekey's own prefix so one Redis can host several installs. */
@@ -96,7 +100,7 @@ function timedFetch(ms: number): typeof fetch {
 export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const now = opts.now ?? Date.now;
   const env = opts.env ?? process.env;
-  const redis = redisConnection(opts.redisUrl);
+  const redis = redisConnection(opts.redisUrl, { pipelined: true });
   const connection = redisConnection(opts.redisUrl);
   // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
   // printed as an "Unhandled error event". Log it once per outage instead.

@@ -22,7 +22,7 @@ import type { Audit } from "../audit/audit.ts";
 import { errorMessage, RateLimitedError } from "../errors.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
 import { capabilitiesOf } from "../providers/capabilities.ts";
-import { withRequestPacer } from "../providers/http.ts";
+import { paceRequests } from "../providers/http.ts";
 import type { OwnedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import { providerScope, refOf } from "../rotation/engine.ts";
 import { offboardJobId } from "../rotation/job.ts";
@@ -274,9 +274,10 @@ export class Offboarding {
       now: this.deps.now,
       sleep: this.sleep,
     });
+    paceRequests(ctx.signal, pacer);
     for (let waited = 0; ; ) {
       try {
-        return await withRequestPacer(pacer, () => fn(ctx));
+        return await fn(ctx);
       } catch (err) {
         if (!(err instanceof RateLimitedError)) throw err;
         await state.closeGate(scope, err.retryAt);

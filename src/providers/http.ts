@@ -4,27 +4,29 @@
  * method, path (without query) and status, and the provider's own error text, never a header or a
  * request body.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash } from "node:crypto";
 import type { z } from "zod";
 import { PermanentError, RateLimitedError, TransientError } from "../errors.ts";
 
 /**
  * Paces provider requests against rekey's shared rate budgets (src/rotation/pacing.ts). The
- * engine installs one around each provider call with withRequestPacer, so every request an
- * adapter makes is paced without the adapter knowing. `credential` is a salted, truncated hash
- * of the Authorization header (limits are per key): it names a budget, never the value.
+ * engine attaches one to the abort signal it hands a provider call (ProviderContext.signal), and
+ * adapters pass that signal with every request, so every request is paced without the adapter
+ * knowing. `credential` is a salted, truncated hash of the Authorization header (limits are per
+ * key): it names a budget, never the value.
  */
 export interface RequestPacer {
   before(req: { credential: string }): Promise<void>;
   after(req: { credential: string }, res: HttpResponse): Promise<void>;
 }
 
-const pacers = new AsyncLocalStorage<RequestPacer>();
+// Keyed by the signal rather than carried in an AsyncLocalStorage: an active AsyncLocalStorage
+// turns on promise hooks for the whole process, a cost every promise of every rotation paid.
+const pacers = new WeakMap<AbortSignal, RequestPacer>();
 
-/** Run `fn` with every ProviderHttp request inside it paced by `pacer`. */
-export function withRequestPacer<T>(pacer: RequestPacer, fn: () => Promise<T>): Promise<T> {
-  return pacers.run(pacer, fn);
+/** Pace every ProviderHttp request made with `signal` (the call's ProviderContext.signal) by `pacer`. */
+export function paceRequests(signal: AbortSignal, pacer: RequestPacer): void {
+  pacers.set(signal, pacer);
 }
 
 function credentialTag(headers: Record<string, string>): string {
@@ -101,7 +103,7 @@ export class ProviderHttp {
       body = typeof req.body === "string" ? req.body : JSON.stringify(req.body);
       if (!Object.keys(headers).some((h) => h.toLowerCase() === "content-type")) headers["content-type"] = "application/json";
     }
-    const pacer = pacers.getStore();
+    const pacer = req.signal ? pacers.get(req.signal) : undefined;
     const paced = pacer ? { credential: credentialTag(headers) } : undefined;
     if (pacer && paced) await pacer.before(paced);
     let res: Response;

@@ -19,14 +19,14 @@ import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyEr
 import type { Logger } from "../log.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
-import { withRequestPacer } from "../providers/http.ts";
+import { paceRequests } from "../providers/http.ts";
 import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, AWS_WRITE_SKEW_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
-import { type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, AWS_WRITE_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
+import { execOrThrow, type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
 export type EngineEvent = NotificationInput;
@@ -107,18 +107,24 @@ export class RotationEngine {
     const run = new Run(this.deps, policy, data, job, abort, this.sleep);
     try {
       if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention });
+      // The cursor the job holds: a step that hands it back unchanged needs no write.
+      let saved = data;
       while (data.step !== "done") {
         abort.throwIfAborted();
         const step = data.step;
         const out = await run.step(step);
         data = out.data;
         run.data = data;
-        // Start and verifying only read the outside truth (until promotion, start finds the same
-        // current version and credential again): re-running either after a crash changes
-        // nothing, so their outcome need not be written before the next step, which writes it
+        // Start, verifying and the decision to revoke only read the outside truth (until
+        // promotion, start finds the same current version and credential again; confirmations,
+        // the leak flag and the clock only move one way): re-running one after a crash changes
+        // nothing, so its outcome need not be written before the next step, which writes it
         // (one Redis round trip per rotation less, each).
-        const rereadable = (step === "start" || step === "verifying") && data.step !== "done";
-        if (!rereadable || out.waitUntil !== undefined) await job.updateData(data);
+        const rereadable = (step === "start" || step === "verifying" || (step === "awaiting-confirmation" && data.step === "revoking")) && data.step !== "done";
+        if ((!rereadable || out.waitUntil !== undefined) && data !== saved) {
+          await job.updateData(data);
+          saved = data;
+        }
         if (out.waitUntil !== undefined) return await parkJob(this.deps, job, data, out.waitUntil, token);
       }
       return { status: "completed" };
@@ -175,14 +181,17 @@ export class RotationEngine {
  * Confirmations wake it early: they set a wake flag and promote the delayed job.
  */
 async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, token: string | undefined): Promise<never> {
-  const wakeKey = deps.state.key("wake", data.rotationId);
-  await deps.state.redis.del(wakeKey);
   await job.moveToDelayed(Math.max(until, deps.now() + 1), token);
   // A confirmation may have arrived while this run was deciding to wait: it set the wake flag but
   // could not promote a job that was still active. Promote now so it is not missed until the next
-  // re-check.
-  if (await deps.state.redis.get(wakeKey)) await job.promote().catch(() => undefined);
+  // re-check. The flag is consumed here; where a step reads what it waits for, it clears the flag
+  // before that read (confirmationState), so a flag already answered never wakes the job again.
+  if (await deps.state.redis.getdel(deps.state.key("wake", data.rotationId))) await job.promote().catch(() => undefined);
   throw new DelayedError();
+}
+
+function waitingMessage(consumers: string[]): string {
+  return `waiting for ${consumers.join(", ")}`;
 }
 
 function isNetworkish(err: unknown): boolean {
@@ -198,6 +207,10 @@ class Run {
   readonly pScope: string;
   readonly sScope: string;
   readonly limiter: RateLimiter;
+  /** Until when the store's throttle gate counts as open for this run (storeWrite). */
+  private storeGateOpenUntil = 0;
+  /** The record's leak flag as last read in this run. */
+  leakSeen: boolean | undefined;
 
   constructor(
     readonly deps: EngineDeps,
@@ -213,6 +226,13 @@ class Run {
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
     this.limiter = new RateLimiter(deps.state.redis, (...parts) => deps.state.key(...parts));
+    // Every HTTP request a provider makes with this run's signal (ctx().signal) is paced against
+    // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
+    // collecting 429s from requests already in flight.
+    paceRequests(
+      signal,
+      new ProviderPacer({ limiter: this.limiter, scope: this.pScope, rate: rateOf(policy.provider.kind, deps.providerRates), now: deps.now, sleep, signal }),
+    );
   }
 
   get now(): number {
@@ -244,7 +264,7 @@ class Run {
     }
     await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message }, m);
-    await m.exec();
+    await execOrThrow(m);
   }
 
   async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
@@ -256,20 +276,10 @@ class Run {
     }
   }
 
-  /** A provider call behind the shared rate-limit gate: a 429 closes the gate for every worker. */
+  /** A provider call (paced: see the constructor); a 429 closes the gate for every worker. */
   async providerCall<T>(fn: () => Promise<T>): Promise<T> {
-    // Every HTTP request inside `fn` is paced against the shared budgets (pacing.ts), so a mass
-    // rotation waits before a limit instead of collecting 429s from requests already in flight.
-    const pacer = new ProviderPacer({
-      limiter: this.limiter,
-      scope: this.pScope,
-      rate: rateOf(this.policy.provider.kind, this.deps.providerRates),
-      now: this.deps.now,
-      sleep: this.sleep,
-      signal: this.signal,
-    });
     try {
-      return await withRequestPacer(pacer, fn);
+      return await fn();
     } catch (err) {
       if (err instanceof RateLimitedError) {
         await this.deps.state.closeGate(this.pScope, err.retryAt);
@@ -292,11 +302,16 @@ class Run {
     const rate = { limit: perSec, windowMs: 1_000 + AWS_WRITE_SKEW_MS };
     let held: string[] = [];
     for (;;) {
-      const until = await this.deps.state.gate(this.sScope);
-      if (until > this.now) {
-        if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
-        await this.sleep(until - this.now);
-        continue;
+      // The shared throttle gate, read again at most every OPEN_ADMIT_MS within a run (a
+      // rotation's two writes come milliseconds apart); this run's own throttling resets it.
+      if (this.storeGateOpenUntil <= this.now) {
+        const until = await this.deps.state.gate(this.sScope);
+        if (until > this.now) {
+          if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
+          await this.sleep(until - this.now);
+          continue;
+        }
+        this.storeGateOpenUntil = this.now + OPEN_ADMIT_MS;
       }
       if (!Number.isFinite(perSec)) break;
       const r = await limiter.reserveHeld(this.sScope, writes, rate, this.now, AWS_WRITE_HOLD_MS);
@@ -310,7 +325,10 @@ class Run {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof RateLimitedError) await this.deps.state.closeGate(this.sScope, err.retryAt);
+      if (err instanceof RateLimitedError) {
+        this.storeGateOpenUntil = 0;
+        await this.deps.state.closeGate(this.sScope, err.retryAt);
+      }
       throw err;
     } finally {
       await limiter.settle(this.sScope, held, this.now).catch(() => undefined);
@@ -351,7 +369,7 @@ class Run {
     // taken, so a holder without a record is one whose record expired long after it ended — never
     // one that took the lock a moment ago and has not written its record yet (taking that over
     // put two rotations of one policy in flight; found by the fault matrix).
-    await state.putRecordIfAbsent({
+    let holder = await state.begin({
       rotationId: d.rotationId,
       policyId: d.policyId,
       reason: d.reason,
@@ -365,7 +383,6 @@ class Run {
       member: d.member,
       successor: d.successor,
     });
-    let holder = await state.acquire(d.policyId, d.rotationId);
     if (holder !== d.rotationId) {
       const other = await state.getRecord(holder);
       const stale = !other || TERMINAL.has(other.status);
@@ -648,15 +665,17 @@ class Run {
     }
     const promotedAt = d.promotedAt ?? this.now;
     this.deps.crashAt?.("after-promote");
-    const rec = await this.deps.state.getRecord(d.rotationId);
-    const leak = d.reason === "leak" || rec?.leak === true;
+    const leak = d.reason === "leak" || (await this.deps.state.leakFlag(d.rotationId));
+    this.leakSeen = leak;
+    const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
     await this.transition(
-      { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt },
+      // The message awaitingConfirmation shows while nobody has confirmed yet, so its first look
+      // finds the record as it would write it.
+      { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt, message: !leak && required.length ? waitingMessage(required) : undefined },
       "promoting",
       "ok",
       `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`,
     );
-    const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
     if (leak) {
       await this.event("rotation.leak", `${this.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${this.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
     } else {
@@ -670,7 +689,8 @@ class Run {
   async awaitingConfirmation(): Promise<StepOutcome> {
     const d = this.data;
     const now = this.now;
-    const rec = await this.deps.state.getRecord(d.rotationId);
+    const { rec, confirmed } = await this.deps.state.confirmationState(d.rotationId);
+    this.leakSeen = rec?.leak === true;
     if (rec?.leak) {
       await this.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
       // Consumers were asked to load the new version at their pace; now it is urgent.
@@ -678,7 +698,6 @@ class Run {
       await this.event("rotation.leak", `${this.policy.id}: the credential leaked; load version ${d.rotationId} of ${this.policy.target.secretId} now — the old credential is being revoked without waiting for confirmations`, { versionId: d.rotationId, consumers: required });
       return { data: { ...d, step: "revoking" } };
     }
-    const confirmed = await this.deps.state.confirmations(d.rotationId);
     const promotedAt = d.promotedAt ?? now;
     let nextCheck = now + engineDefaults.confirmationRecheckMs;
     for (const c of this.policy.consumers) {
@@ -721,10 +740,12 @@ class Run {
         await this.transition({ status: "needs-attention", message }, "awaiting-confirmation", "needs-attention", message);
         await this.event("rotation.needs-attention", message, { versionId: d.rotationId, consumers: waiting });
       }
-      return { data: { ...d, attentionSince: d.attentionSince ?? now }, waitUntil: now + engineDefaults.attentionRetryMs };
+      // Still watching: a consumer that catches up (a probe, a quiet old credential, a push that
+      // wakes the job) ends the rotation then, not at the next attention re-check.
+      return { data: { ...d, attentionSince: d.attentionSince ?? now }, waitUntil: Math.min(nextCheck, now + engineDefaults.attentionRetryMs) };
     }
     const status = d.attentionSince ? "needs-attention" : "awaiting-confirmation";
-    const message = `waiting for ${waiting.join(", ")}`;
+    const message = waitingMessage(waiting);
     if (rec?.status !== status || rec.message !== message) await this.deps.state.updateRecord(d.rotationId, { status, message, policyId: this.policy.id });
     return { data: d, waitUntil: Math.min(nextCheck, deadline) };
   }
@@ -750,8 +771,8 @@ class Run {
 
   async revoking(): Promise<StepOutcome> {
     const d = this.data;
-    const rec = await this.deps.state.getRecord(d.rotationId);
-    const leak = d.reason === "leak" || rec?.leak === true;
+    // The flag only words the outcome here; read in this run already, it is not read again.
+    const leak = d.reason === "leak" || (this.leakSeen ?? (await this.deps.state.leakFlag(d.rotationId)));
     let what = "nothing to revoke (the old credential died when the new one was issued)";
     if (this.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
     if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
@@ -810,9 +831,12 @@ class Run {
   /** End the rotation: record, lock, audit and notification, in that order. */
   async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text): Promise<void> {
     const d = this.data;
-    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec);
-    await this.deps.state.release(d.policyId, d.rotationId);
-    await this.auditStep(audit.step, audit.outcome, text);
+    // Record, lock and audit in one transaction: a crash cannot leave the policy locked by an
+    // ended rotation, or an ended rotation without its audit entry.
+    const m = this.deps.state.redis.multi();
+    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
+    await this.deps.audit.record({ rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text }, m);
+    await execOrThrow(m);
     await this.event(event, eventText, { versionId: d.rotationId });
   }
 

@@ -20,7 +20,7 @@
  * credential a request uses (limits are per key); the hash names a bucket and cannot give the
  * credential back. Nothing here ever sees a value.
  */
-import type { Redis } from "ioredis";
+import type { Redis, Result } from "ioredis";
 import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
 import type { HttpResponse, RequestPacer } from "../providers/http.ts";
@@ -132,7 +132,8 @@ return 0
 
 // Everything a request checks before it is sent, in one round trip: the shared 429 gate, the
 // header-announced budget, and (where the provider documents a limit but sends no headers) the
-// sliding window. Returns 0 to go, or the epoch ms to wait for.
+// sliding window. Returns 0 to go, -1 (ADMIT_OPEN) to go where nothing constrained the request
+// (no gate, no announced budget, no window), or the epoch ms to wait for.
 // KEYS: gate, budget, sliding, sliding-seq. ARGV: now, window (0 = none), limit.
 const ADMIT_LUA = `
 local now = tonumber(ARGV[1])
@@ -159,9 +160,22 @@ if window > 0 then
   redis.call('PEXPIRE', KEYS[3], window)
   redis.call('PEXPIRE', KEYS[4], window)
 end
-if takeBudget then redis.call('HINCRBY', KEYS[2], 'remaining', -1) end
-return 0
+if takeBudget then redis.call('HINCRBY', KEYS[2], 'remaining', -1) return 0 end
+if window > 0 then return 0 end
+return -1
 `;
+
+/** rekeyAdmit's answer when nothing constrained the request (see ProviderPacer, OPEN_ADMIT_MS). */
+export const ADMIT_OPEN = -1;
+
+/**
+ * After an ADMIT_OPEN answer, a run sends its next requests under the same budget for this long
+ * without asking Redis again (a rotation's requests come in bursts of a few within milliseconds).
+ * Its own answers still count: a low announced budget or a 429 ends the grace at once. What
+ * another worker learns in the meantime reaches this run at most this late, which is less than
+ * one request per run: well inside the margin RECORD_BUDGET_BELOW leaves for requests in flight.
+ */
+export const OPEN_ADMIT_MS = 50;
 
 /**
  * Announced budgets are recorded once this few calls are left in a window: above it, requests in
@@ -170,23 +184,49 @@ return 0
  */
 export const RECORD_BUDGET_BELOW = 50;
 
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    rekeyAdmit(gate: string, budget: string, sliding: string, slidingSeq: string, now: string, windowMs: string, limit: string): Result<number, Context>;
+    rekeyReserveHeld(log: string, seq: string, now: string, windowMs: string, limit: string, n: string, holdMs: string): Result<number, Context>;
+    rekeySettle(log: string, at: string, ...held: string[]): Result<number, Context>;
+    rekeyObserve(budget: string, resetAt: string, remaining: string, ttlMs: string): Result<number, Context>;
+  }
+}
+
+const withScripts = new WeakSet<Redis>();
+
+/** The pacing scripts on `redis` (EVALSHA: each body is sent once per connection). Idempotent. */
+function defineScripts(redis: Redis): void {
+  if (withScripts.has(redis)) return;
+  withScripts.add(redis);
+  redis.defineCommand("rekeyAdmit", { numberOfKeys: 4, lua: ADMIT_LUA });
+  redis.defineCommand("rekeyReserveHeld", { numberOfKeys: 2, lua: RESERVE_HELD_LUA });
+  redis.defineCommand("rekeySettle", { numberOfKeys: 1, lua: SETTLE_LUA });
+  redis.defineCommand("rekeyObserve", { numberOfKeys: 1, lua: OBSERVE_LUA });
+}
+
 /** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
     private readonly key: (...parts: string[]) => string,
-  ) {}
+  ) {
+    defineScripts(redis);
+  }
 
   /**
    * Admit one request of `name` under `scope`'s gate: 0 to go, else the epoch ms to wait for.
    * `rate` adds the sliding window of a documented limit.
    */
   async admit(scope: string, name: string, rate: Rate | undefined, now: number): Promise<number> {
+    return Math.max(0, await this.admitRequest(scope, name, rate, now));
+  }
+
+  /** As admit(), and ADMIT_OPEN (< 0) when nothing at all constrained the request: no gate, no budget, no window. */
+  async admitRequest(scope: string, name: string, rate: Rate | undefined, now: number): Promise<number> {
     const sliding = this.key("pace", "sliding", name);
     return Number(
-      await this.redis.eval(
-        ADMIT_LUA,
-        4,
+      await this.redis.rekeyAdmit(
         this.key("gate", scope),
         this.key("pace", "budget", name),
         sliding,
@@ -209,7 +249,7 @@ export class RateLimiter {
   async reserveHeld(name: string, n: number, rate: Rate, now: number, holdMs: number): Promise<{ held: string[] } | { waitMs: number }> {
     const take = Math.min(n, rate.limit);
     const k = this.key("pace", "held", name);
-    const r = Number(await this.redis.eval(RESERVE_HELD_LUA, 2, k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take), String(holdMs)));
+    const r = Number(await this.redis.rekeyReserveHeld(k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take), String(holdMs)));
     if (r > 0) return { waitMs: r };
     const seq = -r;
     return { held: Array.from({ length: take }, (_, i) => String(seq - 1 - i)) };
@@ -218,13 +258,13 @@ export class RateLimiter {
   /** Date held entries to `at`, the moment their call was answered (reserveHeld). */
   async settle(name: string, held: string[], at: number): Promise<void> {
     if (!held.length) return;
-    await this.redis.eval(SETTLE_LUA, 1, this.key("pace", "held", name), String(at), ...held);
+    await this.redis.rekeySettle(this.key("pace", "held", name), String(at), ...held);
   }
 
   /** Record what a provider's answer says is left in its window. */
   async observe(name: string, remaining: number, resetAt: number, now: number): Promise<void> {
     const ttl = Math.max(1_000, resetAt - now + 60_000);
-    await this.redis.eval(OBSERVE_LUA, 1, this.key("pace", "budget", name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
+    await this.redis.rekeyObserve(this.key("pace", "budget", name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
   }
 }
 
@@ -270,12 +310,15 @@ export interface ProviderPacerOptions {
 }
 
 /**
- * Paces every HTTP request of one provider call (installed around it with withRequestPacer):
+ * Paces every HTTP request of a provider call (attached to its abort signal with paceRequests):
  * before a request, the shared gate, the sliding window and the header budget must all allow it;
  * after the answer, its rate-limit headers update the budget. A short wait is slept; a long one
  * becomes a RateLimitedError, which parks the job until then without using an attempt.
  */
 export class ProviderPacer implements RequestPacer {
+  /** Budget name -> until when requests go without asking Redis (OPEN_ADMIT_MS). */
+  private readonly openUntil = new Map<string, number>();
+
   constructor(private readonly opts: ProviderPacerOptions) {}
 
   async before(req: { credential: string }): Promise<void> {
@@ -285,7 +328,9 @@ export class ProviderPacer implements RequestPacer {
     for (;;) {
       o.signal?.throwIfAborted();
       const now = o.now();
-      const until = await o.limiter.admit(o.scope, name, rate, now);
+      if ((this.openUntil.get(name) ?? 0) > now) return;
+      const until = await o.limiter.admitRequest(o.scope, name, rate, now);
+      if (until === ADMIT_OPEN) this.openUntil.set(name, now + OPEN_ADMIT_MS);
       if (until <= now) return;
       if (until - now > (o.maxInlineWaitMs ?? MAX_INLINE_WAIT_MS)) {
         throw new RateLimitedError(o.scope, until, `${o.scope}: rekey's rate budget for this provider is used up until ${new Date(until).toISOString()}; waiting instead of sending requests that would be refused`);
@@ -296,7 +341,12 @@ export class ProviderPacer implements RequestPacer {
 
   async after(req: { credential: string }, res: HttpResponse): Promise<void> {
     const now = this.opts.now();
+    const name = `${this.opts.scope}:${req.credential}`;
+    if (res.status === 429) this.openUntil.clear();
     const hint = rateHint(res.headers, now);
-    if (hint && hint.remaining < RECORD_BUDGET_BELOW) await this.opts.limiter.observe(`${this.opts.scope}:${req.credential}`, hint.remaining, hint.resetAt, now);
+    if (hint && hint.remaining < RECORD_BUDGET_BELOW) {
+      this.openUntil.delete(name);
+      await this.opts.limiter.observe(name, hint.remaining, hint.resetAt, now);
+    }
   }
 }

@@ -3,7 +3,7 @@
  * records for `rekey status`, consumer confirmations, the fingerprint index for leaked values, and
  * rate-limit gates shared by every worker. Keys hold ids and keyed fingerprints, never values.
  */
-import type { ChainableCommander, Redis } from "ioredis";
+import type { ChainableCommander, Redis, Result } from "ioredis";
 
 export type RotationStatus =
   | "running"
@@ -52,11 +52,70 @@ export interface Confirmation {
 const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
 
+// A rotation's first write: its record unless it exists (a resumed job keeps its record), then
+// the policy's in-flight lock. Returns the lock's holder (the rotation itself when it took it).
+// KEYS: record, active set, lock. ARGV: startedAt, rotationId, record field/value pairs.
+const BEGIN_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+end
+if redis.call('SET', KEYS[3], ARGV[2], 'NX') then return ARGV[2] end
+return redis.call('GET', KEYS[3])
+`;
+
+// A rotation's end: the record's final fields and retention, out of the active set, the policy's
+// summary (only while this rotation is the policy's latest), and the lock (only while it holds it).
+// KEYS: record, its confirmations, active set, policy summary, lock.
+// ARGV: rotationId, ttl (s), claim '1'|'0', release '1'|'0', n, n record items, policy items.
+const END_LUA = `
+local n = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] == '1' and #ARGV > 5 + n and redis.call('HGET', KEYS[4], 'lastRotationId') == ARGV[1] then
+  redis.call('HSET', KEYS[4], unpack(ARGV, 6 + n))
+end
+if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+return 0
+`;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    rekeyRelease(lock: string, rotationId: string): Result<number, Context>;
+    rekeyTakeOver(lock: string, stale: string, rotationId: string): Result<number, Context>;
+    rekeyBegin(record: string, active: string, lock: string, ...args: string[]): Result<string, Context>;
+    rekeyEnd(record: string, confirmed: string, active: string, policy: string, lock: string, ...args: string[]): Result<number, Context>;
+  }
+}
+
+const withScripts = new WeakSet<Redis>();
+
+/** rekey's scripts on `redis` (EVALSHA: the script body is sent once per connection). Idempotent. */
+function defineScripts(redis: Redis): void {
+  if (withScripts.has(redis)) return;
+  withScripts.add(redis);
+  redis.defineCommand("rekeyRelease", { numberOfKeys: 1, lua: RELEASE_LUA });
+  redis.defineCommand("rekeyTakeOver", { numberOfKeys: 1, lua: TAKEOVER_LUA });
+  redis.defineCommand("rekeyBegin", { numberOfKeys: 3, lua: BEGIN_LUA });
+  redis.defineCommand("rekeyEnd", { numberOfKeys: 5, lua: END_LUA });
+}
+
+/** Run a transaction and fail on the first command that failed in it (EXEC alone does not). */
+export async function execOrThrow(m: ChainableCommander): Promise<void> {
+  const results = await m.exec();
+  if (results === null) throw new Error("redis transaction aborted");
+  for (const [err] of results) if (err) throw err;
+}
+
 export class RekeyState {
   constructor(
     readonly redis: Redis,
     readonly prefix: string,
-  ) {}
+  ) {
+    defineScripts(redis);
+  }
 
   key(...parts: string[]): string {
     return [this.prefix, ...parts].join(":");
@@ -64,21 +123,23 @@ export class RekeyState {
 
   // ---- I3: at most one rotation in flight per policy -------------------------------------
 
-  /** Take the policy's in-flight lock for `rotationId`. Returns the holder (itself when acquired). */
-  async acquire(policyId: string, rotationId: string): Promise<string> {
-    const k = this.key("inflight", policyId);
-    const ok = await this.redis.set(k, rotationId, "NX");
-    if (ok === "OK") return rotationId;
-    return (await this.redis.get(k)) ?? (await this.acquire(policyId, rotationId));
-  }
-
   /** Replace a stale holder (its rotation ended without releasing) atomically. */
   async takeOver(policyId: string, staleRotationId: string, rotationId: string): Promise<boolean> {
-    return (await this.redis.eval(TAKEOVER_LUA, 1, this.key("inflight", policyId), staleRotationId, rotationId)) === 1;
+    return (await this.redis.rekeyTakeOver(this.key("inflight", policyId), staleRotationId, rotationId)) === 1;
   }
 
   async release(policyId: string, rotationId: string): Promise<void> {
-    await this.redis.eval(RELEASE_LUA, 1, this.key("inflight", policyId), rotationId);
+    await this.redis.rekeyRelease(this.key("inflight", policyId), rotationId);
+  }
+
+  /**
+   * A rotation's start, in one round trip: its record unless it exists (written before the lock
+   * is taken, and without claiming the policy), then the policy's lock. Returns the lock's holder
+   * (`rec.rotationId` when this rotation took it).
+   */
+  async begin(rec: RotationRecord): Promise<string> {
+    const flat = Object.entries(toHash(rec)).flat();
+    return this.redis.rekeyBegin(this.key("rot", rec.rotationId), this.key("active"), this.key("inflight", rec.policyId), String(rec.startedAt), rec.rotationId, ...flat);
   }
 
   async inFlight(policyId: string): Promise<string | undefined> {
@@ -100,17 +161,6 @@ export class RekeyState {
     await m.exec();
   }
 
-  /**
-   * Write a new rotation's record unless it exists (a resumed job keeps its record), without
-   * claiming the policy: one round trip. Returns false when the record was already there.
-   */
-  async putRecordIfAbsent(rec: RotationRecord): Promise<boolean> {
-    const k = this.key("rot", rec.rotationId);
-    const flat = Object.entries(toHash(rec)).flat();
-    const created = await this.redis.eval(PUT_IF_ABSENT_LUA, 2, k, this.key("active"), String(rec.startedAt), rec.rotationId, ...flat);
-    return created === 1;
-  }
-
 
   /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
   async updateRecord(rotationId: string, patch: Partial<RotationRecord>, pipe?: ChainableCommander): Promise<void> {
@@ -122,21 +172,39 @@ export class RekeyState {
     if (!pipe) await m.exec();
   }
 
-  /** Mark a rotation ended: out of the active set, record kept for `ttlSec`. */
-  async endRecord(rec: Pick<RotationRecord, "rotationId" | "policyId">, status: RotationStatus, message: string | undefined, now: number, ttlSec: number): Promise<void> {
-    const k = this.key("rot", rec.rotationId);
+  /**
+   * Mark a rotation ended: out of the active set, record kept for `ttlSec`; with `release`, the
+   * policy's lock too (when this rotation holds it). One script; with `pipe`, it joins that
+   * transaction (the caller runs it).
+   */
+  async endRecord(
+    rec: Pick<RotationRecord, "rotationId" | "policyId">,
+    status: RotationStatus,
+    message: string | undefined,
+    now: number,
+    ttlSec: number,
+    opts: { release?: boolean; pipe?: ChainableCommander } = {},
+  ): Promise<void> {
     const policyFields: Record<string, string> = { lastStatus: status, lastEndedAt: String(now) };
     if (status === "completed") policyFields.lastCompletedAt = String(now);
-    const m = this.redis
-      .multi()
-      .hset(k, toHash({ status, message, updatedAt: now, endedAt: now }))
-      .expire(k, ttlSec)
-      .expire(this.key("rot", rec.rotationId, "confirmed"), ttlSec)
-      .zrem(this.key("active"), rec.rotationId);
+    const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
+    const m = opts.pipe ?? this.redis.multi();
     // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
-    const latest = await this.redis.hget(this.key("policy", rec.policyId), "lastRotationId");
-    if (latest === rec.rotationId && status !== "skipped") m.hset(this.key("policy", rec.policyId), policyFields);
-    await m.exec();
+    m.rekeyEnd(
+      this.key("rot", rec.rotationId),
+      this.key("rot", rec.rotationId, "confirmed"),
+      this.key("active"),
+      this.key("policy", rec.policyId),
+      this.key("inflight", rec.policyId),
+      rec.rotationId,
+      String(ttlSec),
+      status === "skipped" ? "0" : "1",
+      opts.release ? "1" : "0",
+      String(fields.length),
+      ...fields,
+      ...Object.entries(policyFields).flat(),
+    );
+    if (!opts.pipe) await execOrThrow(m);
   }
 
   async getRecord(rotationId: string): Promise<RotationRecord | undefined> {
@@ -152,6 +220,30 @@ export class RekeyState {
 
   async policySummary(policyId: string): Promise<Record<string, string>> {
     return this.redis.hgetall(this.key("policy", policyId));
+  }
+
+  /** Whether a leak took the rotation over (the record's `leak` flag), without reading the whole record. */
+  async leakFlag(rotationId: string): Promise<boolean> {
+    return (await this.redis.hget(this.key("rot", rotationId), "leak")) === "true";
+  }
+
+  /**
+   * What a rotation waiting for confirmations reads, in one round trip: its record and its
+   * confirmations. The wake flag is cleared first, so a confirmation that lands after these reads
+   * sets it again and wakes the job when it parks (parkJob).
+   */
+  async confirmationState(rotationId: string): Promise<{ rec: RotationRecord | undefined; confirmed: Map<string, Confirmation> }> {
+    const results = await this.redis
+      .pipeline()
+      .del(this.key("wake", rotationId))
+      .hgetall(this.key("rot", rotationId))
+      .hgetall(this.key("rot", rotationId, "confirmed"))
+      .exec();
+    if (!results) throw new Error("redis pipeline aborted");
+    for (const [err] of results) if (err) throw err;
+    const h = results[1]?.[1] as Record<string, string>;
+    const c = results[2]?.[1] as Record<string, string>;
+    return { rec: h.rotationId ? fromHash(h) : undefined, confirmed: new Map(Object.entries(c).map(([id, json]) => [id, JSON.parse(json) as Confirmation])) };
   }
 
   // ---- confirmations -----------------------------------------------------------------------
@@ -199,13 +291,6 @@ export class RekeyState {
     return Number((await this.redis.get(this.key("gate", scope))) ?? 0);
   }
 }
-
-const PUT_IF_ABSENT_LUA = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-return 1
-`;
 
 function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "startedAt">): Record<string, string> {
   return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) };

@@ -79,14 +79,14 @@ describe("I3 regression: the lock and the record", () => {
     await stack.store.create!({ secretId: "prod/ld-i3", region: REGION }, managed.value);
     // The first rotation pauses right after it took the lock, before anything else it does.
     const state = stack.rt.state;
-    const acquire = state.acquire.bind(state);
+    const begin = state.begin.bind(state);
     let first: string | undefined;
     let release!: () => void;
     const paused = new Promise<void>((r) => (release = r));
-    state.acquire = async (policyId, rotationId) => {
-      const holder = await acquire(policyId, rotationId);
+    state.begin = async (rec) => {
+      const holder = await begin(rec);
       if (first === undefined) {
-        first = rotationId;
+        first = rec.rotationId;
         await paused;
       }
       return holder;
