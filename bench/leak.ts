@@ -29,7 +29,7 @@ import { createLogger } from "../src/log.ts";
 import { Policy, type PolicyInput } from "../src/policy/schema.ts";
 import { startRotationWorker } from "../src/processes.ts";
 import { encodeSigningKeys } from "../src/providers/qstash/signing-keys.ts";
-import { AWS_WRITE_SKEW_MS } from "../src/rotation/pacing.ts";
+import { CLOCK_SKEW_MS } from "../src/rotation/pacing.ts";
 import { createRuntime, type Runtime } from "../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
 import { type AwsEmulator, startAwsEmulator } from "../test/fakes/aws/emulator.ts";
@@ -571,7 +571,7 @@ async function driver(): Promise<LeakResult> {
       workers,
       concurrency,
       limits,
-      awsPacingWindowMs: 1_000 + AWS_WRITE_SKEW_MS,
+      awsPacingWindowMs: 1_000 + CLOCK_SKEW_MS,
       enqueueMs,
       firstRevokedMs: Math.min(...times),
       allRevokedMs,

@@ -30,7 +30,7 @@ const only = new Set((values.only ?? "").split(","));
 
 const plan = quick
   ? { scheduleSizes: [1_000, 10_000], scheduleRuns: 1, reloads: 10, enginePolicies: 200, enginePairs: 1, memPolicies: 200, memRounds: 10, memSample: 200, leakCredentials: 200, leakRuns: 1 }
-  : { scheduleSizes: [1_000, 10_000], scheduleRuns: 3, reloads: 20, enginePolicies: 1_000, enginePairs: 3, memPolicies: 1_000, memRounds: 10, memSample: 500, leakCredentials: 1_000, leakRuns: 3 };
+  : { scheduleSizes: [1_000, 10_000], scheduleRuns: 3, reloads: 20, enginePolicies: 1_000, enginePairs: 5, memPolicies: 1_000, memRounds: 10, memSample: 500, leakCredentials: 1_000, leakRuns: 3 };
 const CONCURRENCY = 8;
 
 const startedAt = new Date();
@@ -107,7 +107,7 @@ async function engine(redis: BenchRedis): Promise<void> {
   const res = await runChild<EngineResult>(
     "rotations.ts",
     ["--mode", "engine", "--redis", redis.url, "--policies", String(plan.enginePolicies), "--runs", String(plan.enginePairs), "--concurrency", String(CONCURRENCY)],
-    { timeoutMs: 480_000, label: "engine" },
+    { timeoutMs: 900_000, label: "engine" },
   );
   const rk = res.runs.filter((r) => r.kind === "rekey");
   const bl = res.runs.filter((r) => r.kind === "baseline");
@@ -142,9 +142,9 @@ async function engine(redis: BenchRedis): Promise<void> {
   const runLines = res.runs.map((r) => `| ${r.kind} | ${int(r.rotations)} | ${ms(r.wallMs)} | ${((r.rotations * 1000) / r.wallMs).toFixed(1)} | ${(r.cpuMs / r.rotations).toFixed(2)} ms | ${(r.redisCpuMs / r.rotations).toFixed(2)} ms | ${(Object.values(r.redisCalls).reduce((a, b) => a + b, 0) / r.rotations).toFixed(1)} |`);
   sections.push(`## 2. Engine overhead
 
-${int(plan.enginePolicies)} complete rotations of LaunchDarkly tokens (issue beside the old token, store as AWSPENDING, verify, promote, push confirmation, delete the old token), one policy each, worker concurrency ${CONCURRENCY} (the default), against zero-latency fakes in their own process: the LaunchDarkly fake (${int(Math.ceil(plan.enginePolicies / 20))} accounts of 20 tokens) and the AWS Secrets Manager emulator without its write quota (rekey's own AWS write pacing off to match). rekey runs whole: runtime on Redis, rotation worker, HTTP API; the consumer confirms over HTTP (\`POST /v1/confirmations\`) as soon as its rotation parks awaiting confirmation. The baseline (bench/lib/rig.ts \`baselineRun\`) makes the same provider and store calls in the engine's order, ${CONCURRENCY} at a time, with no queue, no Redis, no records and no audit. HTTP requests per rotation at the fakes, which must be identical: ${same ? "**identical**" : "**DIFFERENT**"} — ${calls(res.callsPerRotation.rekey)}${same ? "" : `; baseline: ${calls(res.callsPerRotation.baseline)}`}.
+${int(plan.enginePolicies)} complete rotations of LaunchDarkly tokens (issue beside the old token, store as AWSPENDING, verify, promote, push confirmation, delete the old token), one policy each, worker concurrency ${CONCURRENCY} (the default), against zero-latency fakes in their own process: the LaunchDarkly fake (${int(Math.ceil(plan.enginePolicies / 20))} accounts of 20 tokens) and the AWS Secrets Manager emulator without its write quota (rekey's own AWS write pacing off to match). rekey runs whole in one process: runtime on Redis, rotation worker, HTTP API. The consumer runs in its own process, like the service it stands for, and confirms over HTTP (\`POST /v1/confirmations\`) as soon as its rotation parks awaiting confirmation: serving that request is rekey's work, sending it is not. The baseline (bench/lib/rig.ts \`baselineRun\`) makes the same provider and store calls in the engine's order, ${CONCURRENCY} at a time, with no queue, no Redis, no records and no audit. HTTP requests per rotation at the fakes, which must be identical: ${same ? "**identical**" : "**DIFFERENT**"} — ${calls(res.callsPerRotation.rekey)}${same ? "" : `; baseline: ${calls(res.callsPerRotation.baseline)}`}.
 
-Runs alternate (ABBA) after a warm-up of each; the ratio is taken per adjacent pair, then the median. CPU is this process's user + system time (the fakes and Redis run elsewhere), which the shared machine disturbs less than wall time.
+Runs alternate (ABBA) after a whole warm-up run of each; the ratio is taken per adjacent pair, then the median. CPU is this process's user + system time (the fakes and Redis run elsewhere), which the shared machine disturbs less than wall time.
 
 | kind | rotations | wall time | rotations/s | CPU / rotation | Redis CPU / rotation | Redis commands / rotation |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -162,7 +162,7 @@ From the moment the consumer sends its push confirmation (the last and only requ
 
 Goal p99 ≤ 500 ms: **${p99 <= 500 ? "met" : "missed"}**.
 
-Reproduce sections 2 and 3: \`npm run bench -- --only engine\`, or \`tsx bench/rotations.ts --mode engine --redis <url> --policies 1000 --runs 3\`.`);
+Reproduce sections 2 and 3: \`npm run bench -- --only engine\`, or \`tsx bench/rotations.ts --mode engine --redis <url> --policies 1000 --runs 5\`.`);
 }
 
 // ---- 4. memory ---------------------------------------------------------------------------------

@@ -5,23 +5,23 @@
  *
  * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, store,
  * verify, promote, wait for the push confirmation, delete the old token) with one push
- * consumer. The consumer confirms over HTTP as soon as its rotation parks awaiting confirmation
- * (BullMQ's `delayed` event): the figure is rekey's, not a consumer's reaction time.
+ * consumer. The consumer (bench/consumer-process.ts, its own process like the services it stands
+ * for) confirms over HTTP as soon as its rotation parks awaiting confirmation (BullMQ's `delayed`
+ * event): the figure is rekey's, not a consumer's reaction time.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
-import { QueueEvents } from "bullmq";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import { createLogger } from "../../src/log.ts";
 import { Policy } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker, type Stoppable } from "../../src/processes.ts";
 import type { Provider, ProviderContext } from "../../src/providers/types.ts";
-import { ROTATION_QUEUE } from "../../src/rotation/defaults.ts";
 import { refOf } from "../../src/rotation/engine.ts";
-import { bullPrefix, createRuntime, redisConnection, type Runtime } from "../../src/runtime.ts";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import type { ConsumerReport } from "../consumer-process.ts";
 import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
 import { benchFile, tsxExecArgv } from "./child.ts";
 
@@ -123,7 +123,6 @@ interface RunState {
   /** Policy index by policy id, for the policies this run rotates. */
   expected: Map<string, number>;
   jobs: Map<string, { i: number; rotationId: string }>;
-  confirmedAt: Map<string, number>;
   done: Set<string>;
   failed: Set<string>;
   onComplete?: (count: number) => void;
@@ -131,7 +130,6 @@ interface RunState {
 
 export class Rig {
   private run: RunState | undefined;
-  private confirmations: Promise<unknown>[] = [];
 
   private constructor(
     readonly opts: RigOptions,
@@ -142,11 +140,15 @@ export class Rig {
     readonly tokenOf: string[],
     private readonly roles: Stoppable[],
     readonly apiUrl: string,
-    private readonly events: QueueEvents,
+    private readonly consumer: FakesClient,
+    worker: ReturnType<typeof startRotationWorker>["worker"],
   ) {
-    events.on("delayed", ({ jobId }) => this.onDelayed(jobId));
-    events.on("completed", ({ jobId }) => this.onEnded(jobId, true));
-    events.on("failed", ({ jobId }) => this.onEnded(jobId, false));
+    // The worker's own events: no Redis reads in this process for the harness's bookkeeping.
+    worker.on("completed", (job) => this.onEnded(String(job.id), true));
+    worker.on("failed", (job) => {
+      // A failed attempt that will be retried is not an end.
+      if (job?.finishedOn) this.onEnded(String(job.id), false);
+    });
   }
 
   static async start(opts: RigOptions): Promise<Rig> {
@@ -196,9 +198,9 @@ export class Rig {
     });
     const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
     const worker = startRotationWorker(rt, { concurrency: opts.concurrency, log });
-    const events = new QueueEvents(ROTATION_QUEUE, { connection: redisConnection(opts.redisUrl), prefix: bullPrefix(prefix) });
-    await events.waitUntilReady();
-    const rig = new Rig(opts, fakes, rt, policies, setup.tokens.map((t) => t.id), [worker, api], api.url, events);
+    const consumer = await FakesClient.start("consumer-process.ts");
+    await consumer.call({ type: "setup", redisUrl: opts.redisUrl, prefix, apiUrl: api.url, token: CONSUMER_TOKEN });
+    const rig = new Rig(opts, fakes, rt, policies, setup.tokens.map((t) => t.id), [worker, api], api.url, consumer, worker.worker);
     await fakes.request({ type: "drain" });
     return rig;
   }
@@ -214,12 +216,6 @@ export class Rig {
     return { run, i, rotationId };
   }
 
-  private onDelayed(jobId: string): void {
-    const job = this.ours(jobId);
-    if (!job || job.run.confirmedAt.has(jobId)) return;
-    this.confirmations.push(this.confirm(job.run, jobId, job.i, job.rotationId));
-  }
-
   private onEnded(jobId: string, ok: boolean): void {
     const run = this.ours(jobId)?.run;
     if (!run || run.done.has(jobId) || run.failed.has(jobId)) return;
@@ -227,35 +223,15 @@ export class Rig {
     if (ok) run.onComplete?.(run.done.size);
   }
 
-  /** The consumer's push: POST /v1/confirmations naming the new version. */
-  private async confirm(run: RunState, jobId: string, i: number, rotationId: string): Promise<void> {
-    run.confirmedAt.set(jobId, Date.now());
-    for (let attempt = 0; attempt < 100; attempt++) {
-      const at = Date.now();
-      const res = await fetch(`${this.apiUrl}/v1/confirmations`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
-        body: JSON.stringify({ policyId: this.policies[i]?.id, consumerId: "app", versionId: rotationId }),
-      });
-      await res.arrayBuffer();
-      if (res.ok) {
-        run.confirmedAt.set(jobId, at);
-        return;
-      }
-      // 409: parked for another reason before promotion (never expected here); try again shortly.
-      await sleep(20);
-    }
-    throw new Error(`confirmation of ${rotationId} refused 100 times`);
-  }
-
   /**
    * Rotates each given policy once through rekey: enqueue (16 requests at a time, as a scheduler
-   * tick does), let the worker run, confirm each when it parks, wait for every completion.
+   * tick does), let the worker run, the consumer confirm each when it parks, wait for every
+   * completion.
    */
   async rekeyRun(indices: number[], opts: { deadlineMs: number; onComplete?: (count: number) => void }): Promise<RekeyRun> {
-    const run: RunState = { expected: new Map(indices.map((i) => [this.policies[i]?.id ?? "", i])), jobs: new Map(), confirmedAt: new Map(), done: new Set(), failed: new Set(), onComplete: opts.onComplete };
+    const run: RunState = { expected: new Map(indices.map((i) => [this.policies[i]?.id ?? "", i])), jobs: new Map(), done: new Set(), failed: new Set(), onComplete: opts.onComplete };
     this.run = run;
-    this.confirmations = [];
+    await this.consumer.call({ type: "arm" });
     const deadline = Date.now() + opts.deadlineMs;
     const t0 = performance.now();
     await pool(indices, 16, async (i) => {
@@ -279,7 +255,8 @@ export class Rig {
       }
     }
     const wallMs = performance.now() - t0;
-    await Promise.all(this.confirmations);
+    const report = await this.consumer.call<ConsumerReport>({ type: "disarm" });
+    const confirmedAt = new Map(report.confirmedAt);
     this.run = undefined;
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
     const deletedAt = new Map(drain.deletes.map((d) => [d.id, d.at]));
@@ -288,7 +265,7 @@ export class Rig {
     for (const { jobId, i, rec } of records) {
       const old = this.tokenOf[i] as string;
       const del = deletedAt.get(old);
-      const conf = run.confirmedAt.get(jobId);
+      const conf = confirmedAt.get(jobId);
       if (del !== undefined && conf !== undefined && rec?.status === "completed") confirmToRevokeMs.push(del - conf);
       if (rec?.newCredentialId && rec.status === "completed") this.tokenOf[i] = rec.newCredentialId;
     }
@@ -296,12 +273,12 @@ export class Rig {
   }
 
   private async sweep(run: RunState): Promise<void> {
-    for (const [jobId, { i, rotationId }] of run.jobs) {
+    for (const [jobId, { rotationId }] of run.jobs) {
       if (run.done.has(jobId) || run.failed.has(jobId)) continue;
       const rec = await this.rt.state.getRecord(rotationId);
       if (rec?.status === "completed") this.onEnded(jobId, true);
       else if (rec?.status === "failed" || rec?.status === "skipped") this.onEnded(jobId, false);
-      else if (rec?.status === "awaiting-confirmation" && !run.confirmedAt.has(jobId)) this.confirmations.push(this.confirm(run, jobId, i, rotationId));
+      else if (rec?.status === "awaiting-confirmation") await this.consumer.call({ type: "confirm", jobId });
     }
   }
 
@@ -369,7 +346,7 @@ export class Rig {
   }
 
   async close(): Promise<void> {
-    await this.events.close().catch(() => undefined);
+    await this.consumer.stop();
     for (const r of this.roles) await r.stop().catch(() => undefined);
     await this.rt.close();
     await this.fakes.stop();

@@ -210,6 +210,19 @@ export class Offboarding {
         owners = await this.credentialOwners(account, all);
         ownersOf.set(account, owners);
       }
+      const known = owners;
+      if (listed.some((c) => !known.has(c.credentialId))) {
+        // A rotation that ended between the listing and the owners' lookup took its old credential
+        // out of the owners (its lock is released) after deleting it: what the provider no longer
+        // lists is gone, not unmanaged.
+        try {
+          const still = new Set((await this.call(p, scope, (ctx) => provider.listByOwner!(ctx, member))).map((c) => c.credentialId));
+          listed = listed.filter((c) => known.has(c.credentialId) || still.has(c.credentialId));
+        } catch (err) {
+          listingErrors.push({ provider: p.provider.kind, account, error: errorMessage(err) });
+          continue;
+        }
+      }
       for (const c of listed) {
         const id = `${account}/${c.credentialId}`;
         if (seen.has(id)) continue;

@@ -16,8 +16,15 @@ import { PermanentError, RateLimitedError, TransientError } from "../errors.ts";
  * key): it names a budget, never the value.
  */
 export interface RequestPacer {
-  before(req: { credential: string }): Promise<void>;
-  after(req: { credential: string }, res: HttpResponse): Promise<void>;
+  before(req: PacedRequest): Promise<void>;
+  /** Once per request that before() let through: its answer's status and headers, or none (it failed). */
+  after(req: PacedRequest, res?: { status: number; headers: Headers }): Promise<void>;
+}
+
+export interface PacedRequest {
+  credential: string;
+  /** Set by before() where the request holds a place in a window until its answer (pacing.ts). */
+  held?: string;
 }
 
 // Keyed by the signal rather than carried in an AsyncLocalStorage: an active AsyncLocalStorage
@@ -104,16 +111,20 @@ export class ProviderHttp {
       if (!Object.keys(headers).some((h) => h.toLowerCase() === "content-type")) headers["content-type"] = "application/json";
     }
     const pacer = req.signal ? pacers.get(req.signal) : undefined;
-    const paced = pacer ? { credential: credentialTag(headers) } : undefined;
+    const paced: PacedRequest | undefined = pacer ? { credential: credentialTag(headers) } : undefined;
     if (pacer && paced) await pacer.before(paced);
     let res: Response;
     try {
       res = await (this.opts.fetch ?? fetch)(req.url, { method: req.method, headers, body, signal });
     } catch (err) {
+      // It may have reached the provider all the same: it counts from now.
+      if (pacer && paced) await pacer.after(paced).catch(() => undefined);
       if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new TransientError(`${call}: aborted`);
       const why = timeout.aborted ? "timed out" : `connection failed (${causeOf(err)})`;
       throw new TransientError(`${call}: ${why}`);
     }
+    // The provider counted the request by the time it answered: the status and headers are enough.
+    if (pacer && paced) await pacer.after(paced, res);
     let text: string;
     try {
       text = await res.text();
@@ -129,7 +140,6 @@ export class ProviderHttp {
       }
     }
     const out: HttpResponse = { status: res.status, headers: res.headers, body: parsed };
-    if (pacer && paced) await pacer.after(paced, out);
     if (res.ok) return out;
 
     const detail = this.opts.errorText?.(parsed);

@@ -25,7 +25,7 @@ import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, AWS_WRITE_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
 import { execOrThrow, type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
@@ -299,7 +299,7 @@ class Run {
     // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
     // from its reservation until its answer, then for the window: it reached AWS in between, so
     // network delay needs no margin (pacing.ts reserveHeld); only worker clock skew does.
-    const rate = { limit: perSec, windowMs: 1_000 + AWS_WRITE_SKEW_MS };
+    const rate = { limit: perSec, windowMs: 1_000 + CLOCK_SKEW_MS };
     let held: string[] = [];
     for (;;) {
       // The shared throttle gate, read again at most every OPEN_ADMIT_MS within a run (a

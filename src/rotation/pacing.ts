@@ -3,12 +3,11 @@
  * of policies) stays inside each provider's rate limits and the AWS write quota instead of
  * discovering them by 429s:
  *
- * - sliding-window reservations: at most `limit` requests in any `windowMs` (plus a margin for
- *   network latency), for limits that are documented but not announced in headers (Snyk's 1,620
- *   requests/min per key);
- * - held sliding-window reservations for the AWS Secrets Manager write quota (50/s per region):
- *   each write counts from its reservation until its answer, then for the window, so it needs no
- *   latency margin and the quota can be used in full (reserveHeld, settle);
+ * - held sliding windows: each request counts from the moment it is let through until its
+ *   answer, then for the window, so neither network delay nor a busy worker needs a margin and
+ *   the limit can be used in full. For limits that are documented but not announced in headers
+ *   (Snyk's 1,620 requests/min per key: admitRequest, settleRequest) and for the AWS Secrets
+ *   Manager write quota (50/s per region: reserveHeld, settle);
  * - header budgets: where a provider announces what is left in its window (LaunchDarkly
  *   `X-Ratelimit-*-Remaining` + `X-Ratelimit-Reset`, QStash `Burst-RateLimit-*`), each request
  *   reserves one of the remaining calls before it is sent, and a budget at zero closes the door
@@ -23,7 +22,7 @@
 import type { Redis, Result } from "ioredis";
 import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
-import type { HttpResponse, RequestPacer } from "../providers/http.ts";
+import type { PacedRequest, RequestPacer } from "../providers/http.ts";
 
 export interface Rate {
   /** Requests allowed in any window of `windowMs`. */
@@ -57,21 +56,21 @@ export function rateOf(kind: ProviderKind, overrides: ProviderRates | undefined)
 }
 
 /**
- * Extra window length for sliding-window pacing: a request reserved at one moment reaches the
- * provider a little later, so a window counted at the sender must be longer than the provider's
- * by the spread of those delays. 5% of the window, at least 250 ms.
+ * How long a provider request that was let through stays counted when its answer never comes
+ * back (the worker died): longer than any request's timeout. Answered requests are settled to
+ * the moment of their answer (ProviderPacer.after).
  */
-export function latencyMargin(windowMs: number): number {
-  return Math.max(250, Math.round(windowMs * 0.05));
-}
+export const REQUEST_HOLD_MS = 60_000;
+/** How soon to ask again when a window is full of requests still in flight (they settle sooner). */
+export const REQUEST_POLL_MS = 100;
 
 /**
- * AWS write pacing (engine storeWrite): entries are counted from reservation until the answer and
- * then for the quota's window, so network delay needs no margin. What is left is the clock skew
- * between worker hosts, which compare their own clocks through Redis: hosts kept by NTP agree
- * within a few ms.
+ * Windows (AWS writes in engine storeWrite, documented provider limits in ProviderPacer) count
+ * each entry from its reservation until the answer and then for the window, so network delay
+ * needs no margin. What is left is the clock skew between worker hosts, which compare their own
+ * clocks through Redis: hosts kept by NTP agree within a few ms.
  */
-export const AWS_WRITE_SKEW_MS = 25;
+export const CLOCK_SKEW_MS = 25;
 /** How long an unanswered write stays counted (a worker that died mid-call never settles it). */
 export const AWS_WRITE_HOLD_MS = 60_000;
 /** Longest sleep between two reservation attempts: an entry in flight settles earlier than its hold. */
@@ -132,37 +131,47 @@ return 0
 
 // Everything a request checks before it is sent, in one round trip: the shared 429 gate, the
 // header-announced budget, and (where the provider documents a limit but sends no headers) the
-// sliding window. Returns 0 to go, -1 (ADMIT_OPEN) to go where nothing constrained the request
-// (no gate, no announced budget, no window), or the epoch ms to wait for.
-// KEYS: gate, budget, sliding, sliding-seq. ARGV: now, window (0 = none), limit.
+// sliding window. The window counts each request from the moment it is let through until its
+// answer (held: scored `now + hold`, settled to the answer's time), then for the window, so a
+// request delayed on its way (a busy worker, the network) still counts where the provider counts
+// it: the window needs no margin for latency. Returns {0, held} to go (held: the entry to settle,
+// or ''), {-1, ''} (ADMIT_OPEN) to go where nothing constrained the request (no gate, no announced
+// budget, no window), or {epoch ms to wait for, ''}.
+// KEYS: gate, budget, sliding, sliding-seq. ARGV: now, window (0 = none), limit, hold, poll.
 const ADMIT_LUA = `
 local now = tonumber(ARGV[1])
 local gate = tonumber(redis.call('GET', KEYS[1]) or '0')
-if gate > now then return gate end
+if gate > now then return {gate, ''} end
 local reset = tonumber(redis.call('HGET', KEYS[2], 'reset') or '0')
 local takeBudget = false
 if reset > now then
   local remaining = tonumber(redis.call('HGET', KEYS[2], 'remaining') or '1')
-  if remaining <= 0 then return reset end
+  if remaining <= 0 then return {reset, ''} end
   takeBudget = true
 end
 local window = tonumber(ARGV[2])
+local held = ''
 if window > 0 then
   local limit = tonumber(ARGV[3])
+  local hold = tonumber(ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
   local count = redis.call('ZCARD', KEYS[3])
   if count + 1 > limit then
     local e = redis.call('ZRANGE', KEYS[3], count - limit, count - limit, 'WITHSCORES')
-    return now + math.max(1, tonumber(e[2]) + window - now + 1)
+    local at = tonumber(e[2])
+    -- Still in flight: it leaves the window a window after its answer; look again shortly.
+    if at > now then return {now + tonumber(ARGV[5]), ''} end
+    return {now + math.max(1, at + window - now + 1), ''}
   end
   local seq = redis.call('INCR', KEYS[4])
-  redis.call('ZADD', KEYS[3], now, tostring(seq))
-  redis.call('PEXPIRE', KEYS[3], window)
-  redis.call('PEXPIRE', KEYS[4], window)
+  redis.call('ZADD', KEYS[3], now + hold, tostring(seq))
+  redis.call('PEXPIRE', KEYS[3], window + hold)
+  redis.call('PEXPIRE', KEYS[4], window + hold)
+  held = tostring(seq)
 end
-if takeBudget then redis.call('HINCRBY', KEYS[2], 'remaining', -1) return 0 end
-if window > 0 then return 0 end
-return -1
+if takeBudget then redis.call('HINCRBY', KEYS[2], 'remaining', -1) return {0, held} end
+if window > 0 then return {0, held} end
+return {-1, ''}
 `;
 
 /** rekeyAdmit's answer when nothing constrained the request (see ProviderPacer, OPEN_ADMIT_MS). */
@@ -186,7 +195,7 @@ export const RECORD_BUDGET_BELOW = 50;
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    rekeyAdmit(gate: string, budget: string, sliding: string, slidingSeq: string, now: string, windowMs: string, limit: string): Result<number, Context>;
+    rekeyAdmit(gate: string, budget: string, sliding: string, slidingSeq: string, now: string, windowMs: string, limit: string, holdMs: string, pollMs: string): Result<[number, string], Context>;
     rekeyReserveHeld(log: string, seq: string, now: string, windowMs: string, limit: string, n: string, holdMs: string): Result<number, Context>;
     rekeySettle(log: string, at: string, ...held: string[]): Result<number, Context>;
     rekeyObserve(budget: string, resetAt: string, remaining: string, ttlMs: string): Result<number, Context>;
@@ -219,23 +228,32 @@ export class RateLimiter {
    * `rate` adds the sliding window of a documented limit.
    */
   async admit(scope: string, name: string, rate: Rate | undefined, now: number): Promise<number> {
-    return Math.max(0, await this.admitRequest(scope, name, rate, now));
+    return Math.max(0, (await this.admitRequest(scope, name, rate, now)).until);
   }
 
-  /** As admit(), and ADMIT_OPEN (< 0) when nothing at all constrained the request: no gate, no budget, no window. */
-  async admitRequest(scope: string, name: string, rate: Rate | undefined, now: number): Promise<number> {
+  /**
+   * As admit(); `until` is ADMIT_OPEN (< 0) when nothing at all constrained the request (no gate,
+   * no budget, no window), and `held` names the window entry to settle when its answer comes.
+   */
+  async admitRequest(scope: string, name: string, rate: Rate | undefined, now: number): Promise<{ until: number; held?: string }> {
     const sliding = this.key("pace", "sliding", name);
-    return Number(
-      await this.redis.rekeyAdmit(
-        this.key("gate", scope),
-        this.key("pace", "budget", name),
-        sliding,
-        `${sliding}:seq`,
-        String(now),
-        String(rate?.windowMs ?? 0),
-        String(rate?.limit ?? 0),
-      ),
+    const [until, held] = await this.redis.rekeyAdmit(
+      this.key("gate", scope),
+      this.key("pace", "budget", name),
+      sliding,
+      `${sliding}:seq`,
+      String(now),
+      String(rate?.windowMs ?? 0),
+      String(rate?.limit ?? 0),
+      String(REQUEST_HOLD_MS),
+      String(REQUEST_POLL_MS),
     );
+    return { until: Number(until), held: held || undefined };
+  }
+
+  /** Date a request's window entry (admitRequest `held`) to `at`, the moment its answer came. */
+  async settleRequest(name: string, held: string, at: number): Promise<void> {
+    await this.redis.rekeySettle(this.key("pace", "sliding", name), String(at), held);
   }
 
   /**
@@ -321,16 +339,18 @@ export class ProviderPacer implements RequestPacer {
 
   constructor(private readonly opts: ProviderPacerOptions) {}
 
-  async before(req: { credential: string }): Promise<void> {
+  async before(req: PacedRequest): Promise<void> {
     const o = this.opts;
     const name = `${o.scope}:${req.credential}`;
-    const rate = o.rate ? { limit: o.rate.limit, windowMs: o.rate.windowMs + latencyMargin(o.rate.windowMs) } : undefined;
+    // Entries are compared against each worker's clock: only their skew needs a margin.
+    const rate = o.rate ? { limit: o.rate.limit, windowMs: o.rate.windowMs + CLOCK_SKEW_MS } : undefined;
     for (;;) {
       o.signal?.throwIfAborted();
       const now = o.now();
       if ((this.openUntil.get(name) ?? 0) > now) return;
-      const until = await o.limiter.admitRequest(o.scope, name, rate, now);
+      const { until, held } = await o.limiter.admitRequest(o.scope, name, rate, now);
       if (until === ADMIT_OPEN) this.openUntil.set(name, now + OPEN_ADMIT_MS);
+      if (held) req.held = held;
       if (until <= now) return;
       if (until - now > (o.maxInlineWaitMs ?? MAX_INLINE_WAIT_MS)) {
         throw new RateLimitedError(o.scope, until, `${o.scope}: rekey's rate budget for this provider is used up until ${new Date(until).toISOString()}; waiting instead of sending requests that would be refused`);
@@ -339,9 +359,15 @@ export class ProviderPacer implements RequestPacer {
     }
   }
 
-  async after(req: { credential: string }, res: HttpResponse): Promise<void> {
+  async after(req: PacedRequest, res?: { status: number; headers: Headers }): Promise<void> {
     const now = this.opts.now();
     const name = `${this.opts.scope}:${req.credential}`;
+    if (req.held) {
+      const held = req.held;
+      req.held = undefined;
+      await this.opts.limiter.settleRequest(name, held, now);
+    }
+    if (!res) return;
     if (res.status === 429) this.openUntil.clear();
     const hint = rateHint(res.headers, now);
     if (hint && hint.remaining < RECORD_BUDGET_BELOW) {

@@ -118,12 +118,15 @@ export class Rotations {
       return refuse(409, opts.versionId ? `version ${opts.versionId} is not the version rotation ${rotationId} is waiting for` : `the fingerprint does not match the new value of rotation ${rotationId}`);
     }
     if (!rec.promotedAt && rec.status !== "awaiting-confirmation") return refuse(409, `rotation ${rotationId} has not promoted its new version yet`);
-    const added = await state.confirm(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
+    const { added, confirmed } = await state.confirmAndList(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
     if (added) {
-      await audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` });
-      await this.wake(rotationId, rec.jobId);
+      // Issued together, the audit entry and the wake flag share one write to Redis.
+      await Promise.all([
+        audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
+        this.setWakeFlag(rotationId),
+      ]);
+      await this.promoteParked(rec.jobId);
     }
-    const confirmed = await state.confirmations(rotationId);
     const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     return { rotationId, alreadyConfirmed: !added, waitingFor };
   }
@@ -141,7 +144,17 @@ export class Rotations {
 
   /** Wake a parked rotation now (a confirmation or a submission arrived). */
   async wake(rotationId: string, jobId: string): Promise<void> {
+    await this.setWakeFlag(rotationId);
+    await this.promoteParked(jobId);
+  }
+
+  /** A rotation that is running right now sees the flag when it parks (parkJob) and resumes at once. */
+  private async setWakeFlag(rotationId: string): Promise<void> {
     await this.deps.state.redis.set(this.deps.state.key("wake", rotationId), "1", "EX", 3_600);
+  }
+
+  /** Queue a parked (delayed) rotation job now, ahead of rotations not started yet. */
+  private async promoteParked(jobId: string): Promise<void> {
     const job = await this.deps.queue.getJob(jobId);
     if (!job) return;
     // The priority a delayed job holds is the one promote() queues it with. Both calls are

@@ -102,11 +102,16 @@ function defineScripts(redis: Redis): void {
   redis.defineCommand("rekeyEnd", { numberOfKeys: 5, lua: END_LUA });
 }
 
-/** Run a transaction and fail on the first command that failed in it (EXEC alone does not). */
-export async function execOrThrow(m: ChainableCommander): Promise<void> {
+/** Run a transaction or pipeline; fail on the first command that failed in it (EXEC alone does not). Returns the replies. */
+export async function execOrThrow(m: ChainableCommander): Promise<unknown[]> {
   const results = await m.exec();
   if (results === null) throw new Error("redis transaction aborted");
   for (const [err] of results) if (err) throw err;
+  return results.map(([, reply]) => reply);
+}
+
+function parseConfirmations(h: Record<string, string>): Map<string, Confirmation> {
+  return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as Confirmation]));
 }
 
 export class RekeyState {
@@ -233,17 +238,14 @@ export class RekeyState {
    * sets it again and wakes the job when it parks (parkJob).
    */
   async confirmationState(rotationId: string): Promise<{ rec: RotationRecord | undefined; confirmed: Map<string, Confirmation> }> {
-    const results = await this.redis
-      .pipeline()
-      .del(this.key("wake", rotationId))
-      .hgetall(this.key("rot", rotationId))
-      .hgetall(this.key("rot", rotationId, "confirmed"))
-      .exec();
-    if (!results) throw new Error("redis pipeline aborted");
-    for (const [err] of results) if (err) throw err;
-    const h = results[1]?.[1] as Record<string, string>;
-    const c = results[2]?.[1] as Record<string, string>;
-    return { rec: h.rotationId ? fromHash(h) : undefined, confirmed: new Map(Object.entries(c).map(([id, json]) => [id, JSON.parse(json) as Confirmation])) };
+    const [, h, c] = (await execOrThrow(
+      this.redis
+        .pipeline()
+        .del(this.key("wake", rotationId))
+        .hgetall(this.key("rot", rotationId))
+        .hgetall(this.key("rot", rotationId, "confirmed")),
+    )) as [number, Record<string, string>, Record<string, string>];
+    return { rec: h.rotationId ? fromHash(h) : undefined, confirmed: parseConfirmations(c) };
   }
 
   // ---- confirmations -----------------------------------------------------------------------
@@ -253,9 +255,15 @@ export class RekeyState {
     return added === 1;
   }
 
+  /** confirm(), and every confirmation the rotation now holds, in one round trip. */
+  async confirmAndList(rotationId: string, c: Confirmation): Promise<{ added: boolean; confirmed: Map<string, Confirmation> }> {
+    const k = this.key("rot", rotationId, "confirmed");
+    const [added, h] = (await execOrThrow(this.redis.multi().hsetnx(k, c.consumerId, JSON.stringify(c)).hgetall(k))) as [number, Record<string, string>];
+    return { added: added === 1, confirmed: parseConfirmations(h) };
+  }
+
   async confirmations(rotationId: string): Promise<Map<string, Confirmation>> {
-    const h = await this.redis.hgetall(this.key("rot", rotationId, "confirmed"));
-    return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as Confirmation]));
+    return parseConfirmations(await this.redis.hgetall(this.key("rot", rotationId, "confirmed")));
   }
 
   // ---- fingerprint index (leak by value) -----------------------------------------------------

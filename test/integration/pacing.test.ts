@@ -5,7 +5,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RateLimiter } from "../../src/rotation/pacing.ts";
+import { RateLimiter, REQUEST_POLL_MS } from "../../src/rotation/pacing.ts";
 import { RekeyState } from "../../src/rotation/state.ts";
 import { connect, deleteKeys, testPrefix } from "../helpers/redis.ts";
 
@@ -77,14 +77,24 @@ describe("pacing", () => {
     expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 10_001)).toBe(0);
   });
 
-  it("admit: a documented rate without headers is a sliding window per key", async () => {
+  it("admit: a documented rate without headers is a sliding window per key, counted from each answer", async () => {
     const rate = { limit: 3, windowMs: 60_000 };
     const now = 4_000_000;
-    for (let i = 0; i < 3; i++) expect(await limiter.admit("snyk", "snyk:k1", rate, now + i)).toBe(0);
-    const wait = await limiter.admit("snyk", "snyk:k1", rate, now + 10);
-    // The oldest entry (now) leaves the window at now + 60 s.
-    expect(wait).toBeGreaterThanOrEqual(now + 60_000);
-    expect(wait).toBeLessThan(now + 60_010);
+    const held: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await limiter.admitRequest("snyk", "snyk:k1", rate, now + i);
+      expect(r.until).toBe(0);
+      held.push(r.held!);
+    }
+    // The three are still in flight: ask again shortly, whatever the window says.
+    expect(await limiter.admit("snyk", "snyk:k1", rate, now + 10)).toBe(now + 10 + REQUEST_POLL_MS);
+    // Answered late (a slow request still counts where the provider counted it): the first one
+    // leaves the window a window after its answer, not after it was let through.
+    for (const [k, h] of held.entries()) await limiter.settleRequest("snyk:k1", h, now + 5_000 + k);
+    const wait = await limiter.admit("snyk", "snyk:k1", rate, now + 6_000);
+    expect(wait).toBeGreaterThanOrEqual(now + 65_000);
+    expect(wait).toBeLessThan(now + 65_010);
+    expect(await limiter.admit("snyk", "snyk:k1", rate, now + 65_002)).toBe(0);
     // Another key has its own window.
     expect(await limiter.admit("snyk", "snyk:k2", rate, now + 10)).toBe(0);
   });

@@ -1,0 +1,109 @@
+/**
+ * Child process playing the consumer of every benchmark secret: as soon as a rotation parks
+ * awaiting confirmation (BullMQ's `delayed` event), it confirms the new version over HTTP
+ * (`POST /v1/confirmations`), as a service that reloaded its secret would. It lives in its own
+ * process, like the services it stands for, so the rekey process's CPU is rekey's alone: serving
+ * the confirmation is rekey's work; noticing the new version and sending the request is not.
+ *
+ * Driven over the IPC channel (the protocol of FakesClient in lib/rig.ts):
+ *   setup   -> listen to the rotation queue's events (Redis URL, rekey prefix, API URL, token)
+ *   arm     -> confirm every manual rotation that parks from now on
+ *   confirm -> confirm one job now (the rig's sweep, when an event was missed)
+ *   disarm  -> stop; wait for confirmations in flight; when each was sent (jobId, epoch ms)
+ *   stop    -> close everything and exit
+ */
+import { QueueEvents } from "bullmq";
+import { ROTATION_QUEUE } from "../src/rotation/defaults.ts";
+import { bullPrefix, redisConnection } from "../src/runtime.ts";
+
+export type ConsumerRequest =
+  | { id: number; type: "setup"; redisUrl: string; prefix: string; apiUrl: string; token: string }
+  | { id: number; type: "arm" }
+  | { id: number; type: "confirm"; jobId: string }
+  | { id: number; type: "disarm" }
+  | { id: number; type: "stop" };
+
+export interface ConsumerReport {
+  /** When each confirmation that was accepted had been sent: [jobId, epoch ms]. */
+  confirmedAt: [string, number][];
+  refused: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let events: QueueEvents | undefined;
+let api = { url: "", token: "" };
+let armed = false;
+let confirmedAt = new Map<string, number>();
+let inFlight = new Map<string, Promise<void>>();
+let refused = 0;
+
+/** `manual@<policyId>@<rotationId>`: the policy and the version to confirm. */
+function confirm(jobId: string): void {
+  const [kind, policyId, rotationId] = jobId.split("@");
+  if (kind !== "manual" || !policyId || !rotationId || confirmedAt.has(jobId) || inFlight.has(jobId)) return;
+  const p = (async () => {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const at = Date.now();
+      const res = await fetch(`${api.url}/v1/confirmations`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${api.token}` },
+        body: JSON.stringify({ policyId, consumerId: "app", versionId: rotationId }),
+      });
+      await res.arrayBuffer();
+      if (res.ok) {
+        confirmedAt.set(jobId, at);
+        return;
+      }
+      // 409: parked for another reason before promotion (never expected here); try again shortly.
+      refused++;
+      await sleep(20);
+    }
+  })().finally(() => inFlight.delete(jobId));
+  inFlight.set(jobId, p);
+}
+
+async function handle(req: ConsumerRequest): Promise<unknown> {
+  switch (req.type) {
+    case "setup": {
+      api = { url: req.apiUrl, token: req.token };
+      events = new QueueEvents(ROTATION_QUEUE, { connection: redisConnection(req.redisUrl), prefix: bullPrefix(req.prefix) });
+      events.on("delayed", ({ jobId }) => {
+        if (armed) confirm(jobId);
+      });
+      await events.waitUntilReady();
+      return { ready: true };
+    }
+    case "arm":
+      armed = true;
+      confirmedAt = new Map();
+      inFlight = new Map();
+      refused = 0;
+      return { armed: true };
+    case "confirm":
+      confirm(req.jobId);
+      return { queued: true };
+    case "disarm": {
+      armed = false;
+      await Promise.allSettled([...inFlight.values()]);
+      const report: ConsumerReport = { confirmedAt: [...confirmedAt], refused };
+      return report;
+    }
+    case "stop":
+      await events?.close().catch(() => undefined);
+      return { stopped: true };
+  }
+}
+
+process.on("message", (msg: ConsumerRequest) => {
+  handle(msg).then(
+    (result) => {
+      process.send?.({ id: msg.id, result });
+      if (msg.type === "stop") setTimeout(() => process.exit(0), 10);
+    },
+    (err: unknown) => process.send?.({ id: msg.id, error: err instanceof Error ? err.stack : String(err) }),
+  );
+});
+// The parent going away (killed, crashed) takes the consumer with it.
+process.on("disconnect", () => process.exit(0));
+process.send?.({ ready: true });
