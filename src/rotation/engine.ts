@@ -120,7 +120,9 @@ export class RotationEngine {
         // the leak flag and the clock only move one way): re-running one after a crash changes
         // nothing, so its outcome need not be written before the next step, which writes it
         // (one Redis round trip per rotation less, each).
-        const rereadable = (step === "start" || step === "verifying" || (step === "awaiting-confirmation" && data.step === "revoking")) && data.step !== "done";
+        // "done" is not written either: the rotation's record ended in the same step (Run.end), and
+        // a run that finds its record ended does nothing more (awaitingConfirmation, revoking).
+        const rereadable = step === "start" || step === "verifying" || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
         if ((!rereadable || out.waitUntil !== undefined) && data !== saved) {
           await job.updateData(data);
           saved = data;
@@ -690,6 +692,8 @@ class Run {
     const d = this.data;
     const now = this.now;
     const { rec, confirmed } = await this.deps.state.confirmationState(d.rotationId);
+    // Ended already: a run that stopped between the end and the job's completion.
+    if (rec?.endedAt !== undefined) return { data: { ...d, step: "done" } };
     this.leakSeen = rec?.leak === true;
     if (rec?.leak) {
       await this.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
@@ -771,8 +775,16 @@ class Run {
 
   async revoking(): Promise<StepOutcome> {
     const d = this.data;
-    // The flag only words the outcome here; read in this run already, it is not read again.
-    const leak = d.reason === "leak" || (this.leakSeen ?? (await this.deps.state.leakFlag(d.rotationId)));
+    // The flag only words the outcome here; read in this run already, it is not read again. A
+    // run that starts here reads it, and stops if the rotation already ended (its job was
+    // interrupted between the end and its completion): nothing is revoked or swept twice.
+    let leakSeen = this.leakSeen;
+    if (leakSeen === undefined) {
+      const seen = await this.deps.state.leakAndEnded(d.rotationId);
+      if (seen.ended) return { data: { ...d, step: "done" } };
+      leakSeen = seen.leak;
+    }
+    const leak = d.reason === "leak" || leakSeen;
     let what = "nothing to revoke (the old credential died when the new one was issued)";
     if (this.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
     if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";

@@ -232,6 +232,12 @@ export class RekeyState {
     return (await this.redis.hget(this.key("rot", rotationId), "leak")) === "true";
   }
 
+  /** The leak flag, and whether the rotation already ended (its record has `endedAt`). */
+  async leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }> {
+    const [leak, endedAt] = await this.redis.hmget(this.key("rot", rotationId), "leak", "endedAt");
+    return { leak: leak === "true", ended: endedAt !== null };
+  }
+
   /**
    * What a rotation waiting for confirmations reads, in one round trip: its record and its
    * confirmations. The wake flag is cleared first, so a confirmation that lands after these reads

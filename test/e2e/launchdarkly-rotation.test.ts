@@ -174,6 +174,30 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(history.some((h) => h.outcome === "timeout")).toBe(true);
   });
 
+  it("a job replayed after its rotation ended (the worker died before completing the job) revokes and sweeps nothing more", async () => {
+    stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 20_000);
+    const job = (await stack.rt.queue.getJob(req.jobId))!;
+    // The cursor the job last wrote: "done" is never written, the record's end is the truth.
+    expect(["awaiting-confirmation", "revoking"]).toContain((job.data as { step: string }).step);
+    // A second rotation is in flight when the stale job comes back: its new token must survive.
+    const second = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    const secondToken = await until("second issued", async () => (await stack.rt.state.getRecord(second.rotationId))?.newCredentialId);
+    const requests = ld.requests.length;
+    const audits = (await stack.rt.audit.history({ policyId: "ld-api", limit: 500 })).length;
+    for (const step of ["awaiting-confirmation", "revoking"]) {
+      const replay = { id: job.id, data: { ...job.data, step }, opts: job.opts, attemptsMade: 0, updateData: async () => undefined } as unknown as typeof job;
+      expect(await stack.rt.engine.process(replay)).toEqual({ status: "completed" });
+    }
+    expect(ld.requests.slice(requests).filter((r) => r.method === "DELETE")).toEqual([]);
+    expect(ld.tokens().some((t) => t.id === secondToken)).toBe(true);
+    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("completed");
+    // Nothing was audited for the first rotation again.
+    const after = await stack.rt.audit.history({ policyId: "ld-api", limit: 500 });
+    expect(after.slice(0, after.length - audits).filter((a) => a.rotationId === req.rotationId)).toEqual([]);
+  });
+
   it("fails safely before promotion: the new token is deleted and the old one stays current (I6)", async () => {
     // Hold the identity checks back, and delete the new token at LaunchDarkly before its
     // verification runs: verification must fail and the rotation must clean up after itself.
