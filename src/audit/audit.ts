@@ -33,9 +33,12 @@ export class Audit {
     return policyId ? `${this.prefix}:audit:policy:${policyId}` : `${this.prefix}:audit`;
   }
 
-  /** Append an entry; with `pipe`, the commands join that transaction (the caller runs it). */
-  async record(entry: AuditEntry, pipe?: ChainableCommander): Promise<void> {
-    const at = (this.opts.now ?? Date.now)();
+  /**
+   * Append an entry; with `pipe`, the commands join that transaction (the caller runs it). `at`:
+   * when it happened, where that was earlier than now (an entry written with a later step).
+   */
+  async record(entry: AuditEntry & { at?: number }, pipe?: ChainableCommander): Promise<void> {
+    const at = entry.at ?? (this.opts.now ?? Date.now)();
     const fields: string[] = ["at", String(at), "step", entry.step, "outcome", entry.outcome, "actor", entry.actor];
     if (entry.rotationId) fields.push("rotationId", entry.rotationId);
     if (entry.policyId) fields.push("policyId", entry.policyId);

@@ -13,7 +13,7 @@
 import { DelayedError, type Job, UnrecoverableError } from "bullmq";
 import type { ChainableCommander } from "ioredis";
 import { createHash } from "node:crypto";
-import type { Audit } from "../audit/audit.ts";
+import type { Audit, AuditEntry } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
 import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -127,11 +127,16 @@ export class RotationEngine {
           await job.updateData(data);
           saved = data;
         }
-        if (out.waitUntil !== undefined) return await parkJob(this.deps, job, data, out.waitUntil, token);
+        if (out.waitUntil !== undefined) {
+          await run.flushAudit();
+          return await parkJob(this.deps, job, data, out.waitUntil, token);
+        }
       }
       return { status: "completed" };
     } catch (err) {
       data = run.data;
+      // What the run did before the error is audited whatever happens next (unless Redis is what failed).
+      await run.flushAudit().catch(() => undefined);
       // DelayedError: parked. UnrecoverableError: the failure path already ran and ended the job.
       if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
       if (abort.aborted) {
@@ -213,6 +218,8 @@ class Run {
   private storeGateOpenUntil = 0;
   /** The record's leak flag as last read in this run. */
   leakSeen: boolean | undefined;
+  /** Audit entries waiting for this run's next write (deferAudit). */
+  private pendingAudit: (AuditEntry & { at: number })[] = [];
 
   constructor(
     readonly deps: EngineDeps,
@@ -255,7 +262,32 @@ class Run {
   }
 
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
-    await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+    const m = this.deps.state.redis.multi();
+    this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+    await execOrThrow(m);
+  }
+
+  /**
+   * The outcome of a step that only read the outside truth (verifying, the decision to revoke),
+   * written with this run's next write to Redis: one round trip less. Lost with a crash before
+   * that write, it is written again by the step's re-run, which the crash causes.
+   */
+  deferAudit(step: string, outcome: string, message: string): void {
+    this.pendingAudit.push({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor: "worker", message, at: this.now });
+  }
+
+  /** Deferred entries first, then `entry`, into transaction `m`. */
+  auditInto(m: ChainableCommander, entry?: AuditEntry): void {
+    for (const e of this.pendingAudit.splice(0)) void this.deps.audit.record(e, m);
+    if (entry) void this.deps.audit.record(entry, m);
+  }
+
+  /** Write what deferAudit holds (before parking, and on the way out after an error). */
+  async flushAudit(): Promise<void> {
+    if (!this.pendingAudit.length) return;
+    const m = this.deps.state.redis.multi();
+    this.auditInto(m);
+    await execOrThrow(m);
   }
 
   /** A step transition: the record patch and its audit entry in one Redis transaction. */
@@ -265,7 +297,7 @@ class Run {
       m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
     }
     await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
-    await this.deps.audit.record({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message }, m);
+    this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
     await execOrThrow(m);
   }
 
@@ -646,7 +678,7 @@ class Run {
       return { data: { ...d, step: this.caps.issue === "human" ? "awaiting-human" : "issuing", humanRequestedAt: undefined } };
     }
     await this.providerCall(() => this.provider.verify(this.ctx(), stored.value, { credentialId: d.newCredentialId, meta: d.newMeta }));
-    await this.auditStep("verifying", "ok", `new credential passed the ${this.policy.provider.kind} identity check`);
+    this.deferAudit("verifying", "ok", `new credential passed the ${this.policy.provider.kind} identity check`);
     return { data: { ...d, step: "promoting" } };
   }
 
@@ -729,7 +761,7 @@ class Run {
     const waiting = this.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     // I2: the old credential is revoked only once every required consumer confirmed…
     if (waiting.length === 0) {
-      await this.auditStep("awaiting-confirmation", "ok", "every required consumer confirmed");
+      this.deferAudit("awaiting-confirmation", "ok", "every required consumer confirmed");
       return { data: { ...d, step: "revoking" } };
     }
     const deadline = promotedAt + this.policy.confirmation.timeout;
@@ -847,7 +879,7 @@ class Run {
     // ended rotation, or an ended rotation without its audit entry.
     const m = this.deps.state.redis.multi();
     await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
-    await this.deps.audit.record({ rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text }, m);
+    this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
     await execOrThrow(m);
     await this.event(event, eventText, { versionId: d.rotationId });
   }
