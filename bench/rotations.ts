@@ -1,7 +1,7 @@
 /**
  * Child process: rotations through rekey against the fakes (bench/lib/rig.ts).
  *
- *   --mode engine: rekey and the baseline take turns (ABBA order, after a whole warm-up run of each) on
+ *   --mode engine: rekey and the baseline take turns (ABBA order, after two whole warm-up runs of each) on
  *     the same policies; per run the wall time, and per rekey rotation the time from the push
  *     confirmation to the old token's deletion at the fake.
  *   --mode memory: `rounds` rounds over every policy; this process's RSS sampled every
@@ -69,9 +69,11 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "10" },
     concurrency: { type: "string", default: "8" },
     sample: { type: "string", default: "500" },
-    // A whole run of each kind first: JIT, heap growth, connection pools and Redis's own
+    // Whole runs of each kind first (`warmup-runs`, of `warmup` policies; default all): JIT, heap
+    // growth (about 2,000 rotations: see the memory section), connection pools and Redis's own
     // structures settle before anything is measured.
     warmup: { type: "string", default: "" },
+    "warmup-runs": { type: "string", default: "2" },
     kinds: { type: "string", default: "rekey,baseline" },
   },
 });
@@ -96,8 +98,10 @@ process.exit(0);
 
 async function engine(): Promise<EngineResult> {
   const warm = values.warmup ? all.slice(0, Math.min(policies, Number(values.warmup))) : all;
-  if (kinds.includes("rekey")) await rig.rekeyRun(warm, { deadlineMs });
-  if (kinds.includes("baseline")) await rig.baselineRun(warm, { deadlineMs });
+  for (let w = 0; w < Number(values["warmup-runs"]); w++) {
+    if (kinds.includes("rekey")) await rig.rekeyRun(warm, { deadlineMs });
+    if (kinds.includes("baseline")) await rig.baselineRun(warm, { deadlineMs });
+  }
   const runs: RunFigure[] = [];
   const confirmToRevokeMs: number[] = [];
   const calls = { rekey: {} as Record<string, number>, baseline: {} as Record<string, number> };

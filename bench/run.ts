@@ -30,7 +30,7 @@ const only = new Set((values.only ?? "").split(","));
 
 const plan = quick
   ? { scheduleSizes: [1_000, 10_000], scheduleRuns: 1, reloads: 10, enginePolicies: 200, enginePairs: 1, memPolicies: 200, memRounds: 10, memSample: 200, leakCredentials: 200, leakRuns: 1 }
-  : { scheduleSizes: [1_000, 10_000], scheduleRuns: 3, reloads: 20, enginePolicies: 1_000, enginePairs: 5, memPolicies: 1_000, memRounds: 10, memSample: 500, leakCredentials: 1_000, leakRuns: 3 };
+  : { scheduleSizes: [1_000, 10_000], scheduleRuns: 3, reloads: 20, enginePolicies: 1_000, enginePairs: 7, memPolicies: 1_000, memRounds: 10, memSample: 500, leakCredentials: 1_000, leakRuns: 3 };
 const CONCURRENCY = 8;
 
 const startedAt = new Date();
@@ -144,7 +144,7 @@ async function engine(redis: BenchRedis): Promise<void> {
 
 ${int(plan.enginePolicies)} complete rotations of LaunchDarkly tokens (issue beside the old token, store as AWSPENDING, verify, promote, push confirmation, delete the old token), one policy each, worker concurrency ${CONCURRENCY} (the default), against zero-latency fakes in their own process: the LaunchDarkly fake (${int(Math.ceil(plan.enginePolicies / 20))} accounts of 20 tokens) and the AWS Secrets Manager emulator without its write quota (rekey's own AWS write pacing off to match). rekey runs whole in one process: runtime on Redis, rotation worker, HTTP API. The consumer runs in its own process, like the service it stands for, and confirms over HTTP (\`POST /v1/confirmations\`) as soon as its rotation parks awaiting confirmation: serving that request is rekey's work, sending it is not. The baseline (bench/lib/rig.ts \`baselineRun\`) makes the same provider and store calls in the engine's order, ${CONCURRENCY} at a time, with no queue, no Redis, no records and no audit. HTTP requests per rotation at the fakes, which must be identical: ${same ? "**identical**" : "**DIFFERENT**"} — ${calls(res.callsPerRotation.rekey)}${same ? "" : `; baseline: ${calls(res.callsPerRotation.baseline)}`}.
 
-Runs alternate (ABBA) after a whole warm-up run of each; the ratio is taken per adjacent pair, then the median. CPU is this process's user + system time (the fakes and Redis run elsewhere), which the shared machine disturbs less than wall time.
+Runs alternate (ABBA) after two whole warm-up runs of each (the rekey process's heap grows for about 2,000 rotations: section 4); the ratio is taken per adjacent pair, then the median. CPU is this process's user + system time (the fakes and Redis run elsewhere), which the shared machine disturbs less than wall time.
 
 | kind | rotations | wall time | rotations/s | CPU / rotation | Redis CPU / rotation | Redis commands / rotation |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -162,7 +162,7 @@ From the moment the consumer sends its push confirmation (the last and only requ
 
 Goal p99 ≤ 500 ms: **${p99 <= 500 ? "met" : "missed"}**.
 
-Reproduce sections 2 and 3: \`npm run bench -- --only engine\`, or \`tsx bench/rotations.ts --mode engine --redis <url> --policies 1000 --runs 5\`.`);
+Reproduce sections 2 and 3: \`npm run bench -- --only engine\`, or \`tsx bench/rotations.ts --mode engine --redis <url> --policies 1000 --runs 7\`.`);
 }
 
 // ---- 4. memory ---------------------------------------------------------------------------------
