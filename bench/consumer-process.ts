@@ -15,6 +15,7 @@
 import { QueueEvents } from "bullmq";
 import { ROTATION_QUEUE } from "../src/rotation/defaults.ts";
 import { bullPrefix, redisConnection } from "../src/runtime.ts";
+import { serveIpc } from "./lib/child.ts";
 
 export type ConsumerRequest =
   | { id: number; type: "setup"; redisUrl: string; prefix: string; apiUrl: string; token: string }
@@ -95,15 +96,4 @@ async function handle(req: ConsumerRequest): Promise<unknown> {
   }
 }
 
-process.on("message", (msg: ConsumerRequest) => {
-  handle(msg).then(
-    (result) => {
-      process.send?.({ id: msg.id, result });
-      if (msg.type === "stop") setTimeout(() => process.exit(0), 10);
-    },
-    (err: unknown) => process.send?.({ id: msg.id, error: err instanceof Error ? err.stack : String(err) }),
-  );
-});
-// The parent going away (killed, crashed) takes the consumer with it.
-process.on("disconnect", () => process.exit(0));
-process.send?.({ ready: true });
+serveIpc(handle);

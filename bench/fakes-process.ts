@@ -13,6 +13,7 @@
  */
 import { type AwsEmulator, startAwsEmulator } from "../test/fakes/aws/emulator.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../test/fakes/launchdarkly.ts";
+import { serveIpc } from "./lib/child.ts";
 
 export type FakesRequest =
   | { id: number; type: "setup"; accounts: number; perAccount: number }
@@ -36,10 +37,6 @@ export interface FakesDrain {
 
 const lds: LaunchDarklyFake[] = [];
 let aws: AwsEmulator | undefined;
-
-function send(msg: unknown): void {
-  process.send?.(msg);
-}
 
 function ldRoute(method: string, path: string): string {
   return `${method} ${path.replace(/\/tokens\/[0-9a-f]{24}/, "/tokens/{id}").replace(/\/members\/[0-9a-f]{24}/, "/members/{id}")}`;
@@ -93,15 +90,4 @@ async function handle(req: FakesRequest): Promise<unknown> {
   }
 }
 
-process.on("message", (msg: FakesRequest) => {
-  handle(msg).then(
-    (result) => {
-      send({ id: msg.id, result });
-      if (msg.type === "stop") setTimeout(() => process.exit(0), 10);
-    },
-    (err: unknown) => send({ id: msg.id, error: err instanceof Error ? err.stack : String(err) }),
-  );
-});
-// The parent going away (killed, crashed) takes the fakes with it.
-process.on("disconnect", () => process.exit(0));
-send({ ready: true });
+serveIpc(handle);

@@ -37,7 +37,7 @@ import { authHeader, type FakeReply, type FakeRequest, type HttpFake } from "../
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../test/fakes/launchdarkly.ts";
 import { QStashFake } from "../test/fakes/qstash.ts";
 import { type SnykFake, startSnykFake } from "../test/fakes/snyk.ts";
-import { benchFile, emitResult, progress, tsxExecArgv } from "./lib/child.ts";
+import { benchFile, emitResult, progress, serveIpc, tsxExecArgv } from "./lib/child.ts";
 import { FakesClient, pool, REGION } from "./lib/rig.ts";
 
 const { values } = parseArgs({
@@ -318,35 +318,24 @@ async function fakesRole(): Promise<void> {
     }
   }
 
-  process.on("message", (msg: { id: number; type: string } & Record<string, unknown>) => {
-    const answer = async (): Promise<unknown> => {
-      switch (msg.type) {
-        case "setup":
-          return setup(msg as unknown as LeakSetupRequest);
-        case "reset":
-          reset();
-          return { ok: true };
-        case "progress":
-          return { revoked: [...watches.values()].filter((w) => w.at !== undefined).length, total: watches.size };
-        case "figures":
-          return figures();
-        case "stop":
-          await Promise.allSettled([...lds.map((l) => l.close()), snyk?.close(), qstash?.close(), aws?.close()]);
-          return { stopped: true };
-        default:
-          throw new Error(`unknown request ${msg.type}`);
-      }
-    };
-    answer().then(
-      (result) => {
-        process.send?.({ id: msg.id, result });
-        if (msg.type === "stop") setTimeout(() => process.exit(0), 10);
-      },
-      (err: unknown) => process.send?.({ id: msg.id, error: err instanceof Error ? err.stack : String(err) }),
-    );
+  serveIpc(async (msg: { id: number; type: string } & Record<string, unknown>): Promise<unknown> => {
+    switch (msg.type) {
+      case "setup":
+        return setup(msg as unknown as LeakSetupRequest);
+      case "reset":
+        reset();
+        return { ok: true };
+      case "progress":
+        return { revoked: [...watches.values()].filter((w) => w.at !== undefined).length, total: watches.size };
+      case "figures":
+        return figures();
+      case "stop":
+        await Promise.allSettled([...lds.map((l) => l.close()), snyk?.close(), qstash?.close(), aws?.close()]);
+        return { stopped: true };
+      default:
+        throw new Error(`unknown request ${msg.type}`);
+    }
   });
-  process.on("disconnect", () => process.exit(0));
-  process.send?.({ ready: true });
 }
 
 // ---- role: worker -------------------------------------------------------------------------------

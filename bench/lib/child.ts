@@ -51,3 +51,22 @@ export function emitResult(result: unknown): void {
 export function progress(message: string): void {
   process.stdout.write(`${message}\n`);
 }
+
+/**
+ * The child side of the IPC protocol FakesClient (lib/rig.ts) speaks: each request `{ id, type,
+ * … }` is answered `{ id, result }` or `{ id, error }`; `stop` exits after its answer; the parent
+ * going away (killed, crashed) takes the child with it. Announces itself ready.
+ */
+export function serveIpc<T extends { id: number; type: string }>(handle: (msg: T) => Promise<unknown>): void {
+  process.on("message", (msg: T) => {
+    handle(msg).then(
+      (result) => {
+        process.send?.({ id: msg.id, result });
+        if (msg.type === "stop") setTimeout(() => process.exit(0), 10);
+      },
+      (err: unknown) => process.send?.({ id: msg.id, error: err instanceof Error ? err.stack : String(err) }),
+    );
+  });
+  process.on("disconnect", () => process.exit(0));
+  process.send?.({ ready: true });
+}
