@@ -193,7 +193,7 @@ async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, to
   // could not promote a job that was still active. Promote now so it is not missed until the next
   // re-check. The flag is consumed here; where a step reads what it waits for, it clears the flag
   // before that read (confirmationState), so a flag already answered never wakes the job again.
-  if (await deps.state.redis.getdel(deps.state.key("wake", data.rotationId))) await job.promote().catch(() => undefined);
+  if (await deps.state.takeWakeFlag(data.rotationId)) await job.promote().catch(() => undefined);
   throw new DelayedError();
 }
 
@@ -452,7 +452,7 @@ class Run {
       await state.updateRecord(holder, { leak: true, policyId: d.policyId });
       // The wake flag covers a holder that is running right now (not delayed, so it cannot be
       // promoted): it sees the flag when it parks and resumes at once instead of after a re-check.
-      await state.redis.set(state.key("wake", holder), "1", "EX", 3_600);
+      await state.raiseWakeFlag(holder);
       if (other?.jobId) await this.deps.wake(other.jobId);
       message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted`;
       await this.deps.audit.record({ rotationId: holder, policyId: d.policyId, step: "leak.takeover", outcome: "ok", actor: d.actor, message: `taken over by leak request ${d.rotationId}` });
@@ -699,7 +699,7 @@ class Run {
     }
     const promotedAt = d.promotedAt ?? this.now;
     this.deps.crashAt?.("after-promote");
-    const leak = d.reason === "leak" || (await this.deps.state.leakFlag(d.rotationId));
+    const leak = d.reason === "leak" || (await this.deps.state.leakAndEnded(d.rotationId)).leak;
     this.leakSeen = leak;
     const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
     await this.transition(

@@ -23,6 +23,7 @@ import type { Redis, Result } from "ioredis";
 import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
 import type { PacedRequest, RequestPacer } from "../providers/http.ts";
+import { defineScripts } from "../util/redis-scripts.ts";
 
 export interface Rate {
   /** Requests allowed in any window of `windowMs`. */
@@ -202,25 +203,18 @@ declare module "ioredis" {
   }
 }
 
-const withScripts = new WeakSet<Redis>();
-
-/** The pacing scripts on `redis` (EVALSHA: each body is sent once per connection). Idempotent. */
-function defineScripts(redis: Redis): void {
-  if (withScripts.has(redis)) return;
-  withScripts.add(redis);
-  redis.defineCommand("rekeyAdmit", { numberOfKeys: 4, lua: ADMIT_LUA });
-  redis.defineCommand("rekeyReserveHeld", { numberOfKeys: 2, lua: RESERVE_HELD_LUA });
-  redis.defineCommand("rekeySettle", { numberOfKeys: 1, lua: SETTLE_LUA });
-  redis.defineCommand("rekeyObserve", { numberOfKeys: 1, lua: OBSERVE_LUA });
-}
-
 /** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
 export class RateLimiter {
   constructor(
     private readonly redis: Redis,
     private readonly key: (...parts: string[]) => string,
   ) {
-    defineScripts(redis);
+    defineScripts(redis, {
+      rekeyAdmit: { numberOfKeys: 4, lua: ADMIT_LUA },
+      rekeyReserveHeld: { numberOfKeys: 2, lua: RESERVE_HELD_LUA },
+      rekeySettle: { numberOfKeys: 1, lua: SETTLE_LUA },
+      rekeyObserve: { numberOfKeys: 1, lua: OBSERVE_LUA },
+    });
   }
 
   /**

@@ -123,7 +123,7 @@ export class Rotations {
       // Issued together, the audit entry and the wake flag share one write to Redis.
       await Promise.all([
         audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
-        this.setWakeFlag(rotationId),
+        state.raiseWakeFlag(rotationId),
       ]);
       await this.promoteParked(rec.jobId);
     }
@@ -144,13 +144,8 @@ export class Rotations {
 
   /** Wake a parked rotation now (a confirmation or a submission arrived). */
   async wake(rotationId: string, jobId: string): Promise<void> {
-    await this.setWakeFlag(rotationId);
+    await this.deps.state.raiseWakeFlag(rotationId);
     await this.promoteParked(jobId);
-  }
-
-  /** A rotation that is running right now sees the flag when it parks (parkJob) and resumes at once. */
-  private async setWakeFlag(rotationId: string): Promise<void> {
-    await this.deps.state.redis.set(this.deps.state.key("wake", rotationId), "1", "EX", 3_600);
   }
 
   /** Queue a parked (delayed) rotation job now, ahead of rotations not started yet. */

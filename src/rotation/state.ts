@@ -4,6 +4,7 @@
  * rate-limit gates shared by every worker. Keys hold ids and keyed fingerprints, never values.
  */
 import type { ChainableCommander, Redis, Result } from "ioredis";
+import { defineScripts } from "../util/redis-scripts.ts";
 
 export type RotationStatus =
   | "running"
@@ -90,18 +91,6 @@ declare module "ioredis" {
   }
 }
 
-const withScripts = new WeakSet<Redis>();
-
-/** rekey's scripts on `redis` (EVALSHA: the script body is sent once per connection). Idempotent. */
-function defineScripts(redis: Redis): void {
-  if (withScripts.has(redis)) return;
-  withScripts.add(redis);
-  redis.defineCommand("rekeyRelease", { numberOfKeys: 1, lua: RELEASE_LUA });
-  redis.defineCommand("rekeyTakeOver", { numberOfKeys: 1, lua: TAKEOVER_LUA });
-  redis.defineCommand("rekeyBegin", { numberOfKeys: 3, lua: BEGIN_LUA });
-  redis.defineCommand("rekeyEnd", { numberOfKeys: 5, lua: END_LUA });
-}
-
 /** Run a transaction or pipeline; fail on the first command that failed in it (EXEC alone does not). Returns the replies. */
 export async function execOrThrow(m: ChainableCommander): Promise<unknown[]> {
   const results = await m.exec();
@@ -119,7 +108,12 @@ export class RekeyState {
     readonly redis: Redis,
     readonly prefix: string,
   ) {
-    defineScripts(redis);
+    defineScripts(redis, {
+      rekeyRelease: { numberOfKeys: 1, lua: RELEASE_LUA },
+      rekeyTakeOver: { numberOfKeys: 1, lua: TAKEOVER_LUA },
+      rekeyBegin: { numberOfKeys: 3, lua: BEGIN_LUA },
+      rekeyEnd: { numberOfKeys: 5, lua: END_LUA },
+    });
   }
 
   key(...parts: string[]): string {
@@ -227,12 +221,10 @@ export class RekeyState {
     return this.redis.hgetall(this.key("policy", policyId));
   }
 
-  /** Whether a leak took the rotation over (the record's `leak` flag), without reading the whole record. */
-  async leakFlag(rotationId: string): Promise<boolean> {
-    return (await this.redis.hget(this.key("rot", rotationId), "leak")) === "true";
-  }
-
-  /** The leak flag, and whether the rotation already ended (its record has `endedAt`). */
+  /**
+   * Whether a leak took the rotation over (the record's `leak` flag) and whether the rotation
+   * already ended (its record has `endedAt`), without reading the whole record.
+   */
   async leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }> {
     const [leak, endedAt] = await this.redis.hmget(this.key("rot", rotationId), "leak", "endedAt");
     return { leak: leak === "true", ended: endedAt !== null };
@@ -252,6 +244,18 @@ export class RekeyState {
         .hgetall(this.key("rot", rotationId, "confirmed")),
     )) as [number, Record<string, string>, Record<string, string>];
     return { rec: h.rotationId ? fromHash(h) : undefined, confirmed: parseConfirmations(c) };
+  }
+
+  // ---- wake flag: a parked rotation has something new to look at -----------------------------
+
+  /** Raise the flag; a rotation running right now sees it when it parks (parkJob) and resumes at once. */
+  async raiseWakeFlag(rotationId: string): Promise<void> {
+    await this.redis.set(this.key("wake", rotationId), "1", "EX", 3_600);
+  }
+
+  /** Take the flag down; true when it was up. */
+  async takeWakeFlag(rotationId: string): Promise<boolean> {
+    return (await this.redis.getdel(this.key("wake", rotationId))) !== null;
   }
 
   // ---- confirmations -----------------------------------------------------------------------

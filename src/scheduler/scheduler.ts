@@ -24,6 +24,7 @@ import { type Policy } from "../policy/schema.ts";
 import { errorMessage } from "../errors.ts";
 import { DueHeap } from "./due-heap.ts";
 import { scheduleKey, slotSource, type SlotSource } from "./slots.ts";
+import { defineScripts } from "../util/redis-scripts.ts";
 
 export interface EnqueueRequest {
   policyId: string;
@@ -200,8 +201,7 @@ export class Scheduler {
     this.missedMaxLen = deps.missedMaxLen ?? 10_000;
     this.concurrency = deps.enqueueConcurrency ?? 32;
     this.instanceId = deps.instanceId ?? randomUUID();
-    // Idempotent; every Scheduler sharing a connection defines the same script.
-    deps.redis.defineCommand("rekeySchedSlot", { numberOfKeys: 2, lua: SLOT_SCRIPT });
+    defineScripts(deps.redis, { rekeySchedSlot: { numberOfKeys: 2, lua: SLOT_SCRIPT } });
   }
 
   /** Replace the whole policy set; unchanged policies keep their state. */

@@ -1,0 +1,19 @@
+/**
+ * Lua scripts as ioredis commands (EVALSHA: a script's body is sent once per connection, then
+ * only its hash). Each module declares its commands' types on ioredis's RedisCommander and
+ * defines them here once per connection.
+ */
+import type { Redis } from "ioredis";
+
+const defined = new WeakMap<Redis, Set<string>>();
+
+/** Define `scripts` on `redis` unless they already are (each name once per connection). */
+export function defineScripts(redis: Redis, scripts: Record<string, { numberOfKeys: number; lua: string }>): void {
+  let names = defined.get(redis);
+  if (!names) defined.set(redis, (names = new Set()));
+  for (const [name, script] of Object.entries(scripts)) {
+    if (names.has(name)) continue;
+    names.add(name);
+    redis.defineCommand(name, script);
+  }
+}
