@@ -47,6 +47,11 @@ export interface Config {
    * longer is abandoned and retried as a transient failure. Default: 15 s.
    */
   requestTimeoutMs?: number;
+  /**
+   * How long a short command (status, rotate, leak, ...) waits for Redis before it exits 1 saying
+   * so, in ms (REKEY_REDIS_CONNECT_TIMEOUT). Default: 10 s. Long-running roles keep reconnecting.
+   */
+  redisConnectTimeoutMs: number;
 }
 
 /** Variables whose values must not appear in an error message. */
@@ -99,6 +104,7 @@ const Env = z.object({
   REKEY_WORKER_LOCK_DURATION: durationBetween(1_000, 600_000, 'expected a duration from 1s to 10m, such as "60s"').optional(),
   REKEY_WORKER_STALLED_INTERVAL: durationBetween(500, 600_000, 'expected a duration from 500ms to 10m, such as "15s"').optional(),
   REKEY_REQUEST_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "15s"').optional(),
+  REKEY_REDIS_CONNECT_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "10s"').default(10_000),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -150,5 +156,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerLockMs: e.REKEY_WORKER_LOCK_DURATION,
     workerStalledIntervalMs: e.REKEY_WORKER_STALLED_INTERVAL,
     requestTimeoutMs: e.REKEY_REQUEST_TIMEOUT,
+    redisConnectTimeoutMs: e.REKEY_REDIS_CONNECT_TIMEOUT,
   };
 }

@@ -80,6 +80,11 @@ export class ConfigError extends RekeyError {
   override name = "ConfigError";
 }
 
+/** Redis could not be reached in time by a command an operator is waiting for. */
+export class RedisUnavailableError extends RekeyError {
+  override name = "RedisUnavailableError";
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

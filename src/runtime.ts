@@ -6,7 +6,7 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { Audit } from "./audit/audit.ts";
-import { ConfigError, PolicyError } from "./errors.ts";
+import { ConfigError, PolicyError, RedisUnavailableError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { enqueueNotification } from "./notify/outbox.ts";
 import { PolicySet } from "./policy/policy-set.ts";
@@ -40,6 +40,11 @@ export interface RuntimeOptions {
   /** Overrides of the provider limits paced proactively (src/rotation/pacing.ts). */
   providerRates?: ProviderRates;
   crashAt?: (point: CrashPoint) => void;
+  /**
+   * Give up when Redis cannot be reached within this many ms (short commands: the operator is
+   * waiting). Unset: wait and reconnect for as long as it takes (long-running roles).
+   */
+  connectTimeoutMs?: number;
 }
 
 export interface Runtime {
@@ -69,6 +74,33 @@ export interface Runtime {
  */
 export function redisConnection(url: string, opts: { pipelined?: boolean } = {}): Redis {
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, enableAutoPipelining: opts.pipelined === true });
+}
+
+/** Where a Redis URL points, without its credentials: `host:port` (and the scheme if TLS). */
+export function redisAddress(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol === "rediss:" ? "rediss://" : ""}${u.hostname}:${u.port || "6379"}`;
+  } catch {
+    return "the address in REDIS_URL";
+  }
+}
+
+function ready(c: Redis): Promise<void> {
+  return c.status === "ready" ? Promise.resolve() : new Promise((resolve) => c.once("ready", () => resolve()));
+}
+
+/** True once every connection is ready; false when `ms` (if given) passed first. */
+async function reachableWithin(ms: number | undefined, waits: Promise<void>[]): Promise<boolean> {
+  const all = Promise.all(waits).then(() => true);
+  if (ms === undefined) return all;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([all, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** BullMQ prefix: under rekey's own prefix so one Redis can host several installs. */
@@ -105,8 +137,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
   // printed as an "Unhandled error event". Log it once per outage instead.
   let down = false;
+  let lastError: string | undefined;
   for (const c of [redis, connection]) {
     c.on("error", (err: Error) => {
+      lastError = err.message;
       if (!down) opts.log.warn({ err: err.message }, "redis connection lost; reconnecting");
       down = true;
     });
@@ -116,8 +150,30 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     });
   }
   const prefix = opts.prefix;
+  // The queues are created once Redis answers, and are ready (BullMQ's version check done) when
+  // this returns. A BullMQ queue closed while that check is still out reports the check's
+  // failure as an unhandled rejection. Short commands give up after `connectTimeoutMs`.
+  const reachable = await reachableWithin(opts.connectTimeoutMs, [ready(redis), ready(connection)]);
+  if (!reachable) {
+    redis.disconnect();
+    connection.disconnect();
+    throw new RedisUnavailableError(
+      `cannot reach Redis at ${redisAddress(opts.redisUrl)} within ${opts.connectTimeoutMs! / 1000} s${lastError ? ` (${lastError})` : ""}; check REDIS_URL and that Redis is running`,
+    );
+  }
   const queue = new Queue(ROTATION_QUEUE, { connection, prefix: bullPrefix(prefix), defaultJobOptions: rotationJobOptions });
   const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });
+  const closeNow = async () => {
+    await Promise.allSettled([queue.close(), notifyQueue.close()]);
+    redis.disconnect();
+    connection.disconnect();
+  };
+  try {
+    await Promise.all([queue.waitUntilReady(), notifyQueue.waitUntilReady()]);
+  } catch (err) {
+    await closeNow();
+    throw err;
+  }
   const state = new RekeyState(redis, prefix);
   const audit = new Audit(redis, prefix, { maxLen: opts.auditMaxLen ?? 100_000, now });
   const store = opts.store ?? new AwsSecretsManagerStore({ region: opts.region, requestTimeoutMs: opts.requestTimeoutMs });
@@ -126,9 +182,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   if (opts.policyPaths.length) {
     const issues = await policies.reload();
     if (issues.length) {
-      await Promise.allSettled([queue.close(), notifyQueue.close()]);
-      redis.disconnect();
-      connection.disconnect();
+      await closeNow();
       throw new PolicyError(issues);
     }
   }

@@ -26,6 +26,8 @@ export async function openRuntime(io: CliIo, opts: { name: string; policies?: st
     fingerprintKey: config.fingerprintKey,
     region: config.awsRegion,
     env: io.env,
+    // A short command has an operator waiting: say Redis is unreachable rather than hang.
+    connectTimeoutMs: opts.quiet ? config.redisConnectTimeoutMs : undefined,
   });
   return { config, log, rt };
 }

@@ -27,6 +27,7 @@ describe("loadConfig", () => {
       schedulerTickMs: 5_000,
       awsRegion: undefined,
       logLevel: "info",
+      redisConnectTimeoutMs: 10_000,
     });
   });
 
@@ -45,6 +46,7 @@ describe("loadConfig", () => {
         REKEY_WORKER_CONCURRENCY: "32",
         REKEY_AUDIT_MAXLEN: "5000",
         REKEY_SCHEDULER_TICK: "1m",
+        REKEY_REDIS_CONNECT_TIMEOUT: "3s",
         AWS_REGION: "eu-central-1",
         LOG_LEVEL: "debug",
       }),
@@ -61,6 +63,7 @@ describe("loadConfig", () => {
       schedulerTickMs: 60_000,
       awsRegion: "eu-central-1",
       logLevel: "debug",
+      redisConnectTimeoutMs: 3_000,
     });
   });
 
