@@ -16,6 +16,7 @@ import type { ProviderRegistry } from "./providers/types.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
 import type { ProviderRates } from "./rotation/pacing.ts";
+import { leakJobId } from "./rotation/job.ts";
 import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
 import { AwsSecretsManagerStore } from "./stores/aws-secrets-manager.ts";
@@ -199,6 +200,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     policies,
     resolve,
     notify,
+    requeueLeak: async (policyId, endedRotationId) =>
+      (await rotations.enqueue({ policyId, reason: "leak", actor: "worker", jobId: leakJobId(policyId, `retry-${endedRotationId}`) })).rotationId,
     wake: async (jobId) => {
       const job = await queue.getJob(jobId);
       if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);

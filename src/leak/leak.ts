@@ -19,7 +19,7 @@ import { engineDefaults } from "../rotation/defaults.ts";
 import { refOf } from "../rotation/engine.ts";
 import { leakJobId } from "../rotation/job.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
-import type { RekeyState, RotationRecord } from "../rotation/state.ts";
+import { leakHandOffDue, type RekeyState, type RotationRecord } from "../rotation/state.ts";
 import type { Runtime } from "../runtime.ts";
 import type { SecretStore } from "../stores/types.ts";
 
@@ -130,9 +130,9 @@ export class LeakResponse {
     const found = await this.resolveTargets(req);
     const words = describe(req);
     const targets: LeakTarget[] = existing ? [...existing.targets] : [];
-    for (const { policyId, matchedBy } of found) {
+    for (const { policyId, matchedBy, versionId } of found) {
       if (targets.some((t) => t.policyId === policyId)) continue;
-      const res = await this.deps.rotations.enqueue({ policyId, reason: "leak", actor, jobId: leakJobId(policyId, incidentId) });
+      const res = await this.deps.rotations.enqueue({ policyId, reason: "leak", actor, jobId: leakJobId(policyId, incidentId), leakedVersionId: versionId });
       targets.push({ policyId, rotationId: res.rotationId, jobId: res.jobId, matchedBy });
       if (res.added) {
         await this.deps.audit.record({ rotationId: res.rotationId, policyId, step: "leak.target", outcome: "ok", actor, message: `incident ${incidentId}: ${matchedBy}` });
@@ -150,7 +150,11 @@ export class LeakResponse {
     return raw ? (JSON.parse(raw) as Incident) : undefined;
   }
 
-  async resolveTargets(req: LeakRequest): Promise<{ policyId: string; matchedBy: string }[]> {
+  /**
+   * The policies a request names. `versionId`: the store version holding the leaked value, where a
+   * value was given (a rotation in flight then knows whether its new value is the leaked one).
+   */
+  async resolveTargets(req: LeakRequest): Promise<{ policyId: string; matchedBy: string; versionId?: string }[]> {
     const all = this.deps.policies.all();
     const out = new Map<string, string>();
     for (const id of req.policies ?? []) {
@@ -168,11 +172,12 @@ export class LeakResponse {
       if (!hits.length) throw new RequestError(404, `no loaded policy is owned by ${req.owner}`);
       for (const p of hits) if (!out.has(p.id)) out.set(p.id, `owner ${req.owner}`);
     }
+    let hit: { policyId: string; matchedBy: string; versionId: string } | undefined;
     if (req.value) {
-      const hit = await this.matchValue(req.value);
+      hit = await this.matchValue(req.value);
       if (!out.has(hit.policyId)) out.set(hit.policyId, hit.matchedBy);
     }
-    return [...out].map(([policyId, matchedBy]) => ({ policyId, matchedBy }));
+    return [...out].map(([policyId, matchedBy]) => ({ policyId, matchedBy, versionId: hit?.policyId === policyId ? hit.versionId : undefined }));
   }
 
   /**
@@ -180,28 +185,28 @@ export class LeakResponse {
    * the current value of every policy and the old value of every rotation in flight (credentials
    * rekey has not rotated yet). Compared as hashes in constant time; the value is not kept.
    */
-  async matchValue(value: string): Promise<{ policyId: string; matchedBy: string }> {
+  async matchValue(value: string): Promise<{ policyId: string; matchedBy: string; versionId: string }> {
     const v = value.trim();
     const { state, policies, store, fingerprintKey } = this.deps;
     if (fingerprintKey) {
       const hit = await state.lookupFingerprint(fingerprint(fingerprintKey, v));
-      if (hit && policies.get(hit.policyId)) return { policyId: hit.policyId, matchedBy: `value (fingerprint index: version ${hit.versionId})` };
+      if (hit && policies.get(hit.policyId)) return { policyId: hit.policyId, matchedBy: `value (fingerprint index: version ${hit.versionId})`, versionId: hit.versionId };
     }
     const want = digest(v);
     const all = policies.all();
-    let found: { policyId: string; matchedBy: string } | undefined;
+    let found: { policyId: string; matchedBy: string; versionId: string } | undefined;
     for (let i = 0; i < all.length && !found; i += SCAN_PARALLELISM) {
       const batch = all.slice(i, i + SCAN_PARALLELISM);
       const results = await Promise.all(
         batch.map(async (p) => {
           const ref = refOf(p);
           const cur = await store.getCurrent(ref).catch(() => undefined);
-          if (cur && sameDigest(digest(cur.value), want)) return { policyId: p.id, matchedBy: `value (current version ${cur.versionId})` };
+          if (cur && sameDigest(digest(cur.value), want)) return { policyId: p.id, matchedBy: `value (current version ${cur.versionId})`, versionId: cur.versionId };
           const holder = await state.inFlight(p.id);
           const rec = holder ? await state.getRecord(holder) : undefined;
           if (rec?.oldVersionId) {
             const old = await store.getVersion(ref, rec.oldVersionId).catch(() => undefined);
-            if (old && sameDigest(digest(old.value), want)) return { policyId: p.id, matchedBy: `value (version ${old.versionId}, being replaced by rotation ${rec.rotationId})` };
+            if (old && sameDigest(digest(old.value), want)) return { policyId: p.id, matchedBy: `value (version ${old.versionId}, being replaced by rotation ${rec.rotationId})`, versionId: old.versionId };
           }
           return undefined;
         }),
@@ -236,16 +241,24 @@ export class LeakResponse {
   private async targetReport(t: LeakTarget): Promise<LeakTargetReport> {
     const { state } = this.deps;
     const policy = this.deps.policies.get(t.policyId);
-    let rec: RotationRecord | undefined = await state.getRecord(t.rotationId);
+    // Follow the work: a leak job that joined a rotation in flight reports that rotation; one
+    // that ended before promotion handed the leak to a rotation queued in its place (leakRetry),
+    // which may in turn have joined another. Bounded: each hop is a rotation that really ran.
+    let rotationId = t.rotationId;
+    let rec: RotationRecord | undefined = await state.getRecord(rotationId);
     let tookOver = false;
-    if (rec?.mergedInto) {
-      tookOver = true;
-      rec = await state.getRecord(rec.mergedInto);
+    for (let hops = 0; rec && hops < 10; hops++) {
+      const next = rec.mergedInto ?? rec.leakRetry;
+      if (!next) break;
+      // Took over: the rotation doing the work was already in flight (not one queued for the leak).
+      tookOver = Boolean(rec.mergedInto);
+      rotationId = next;
+      rec = await state.getRecord(next);
     }
-    const rotationId = rec?.rotationId ?? t.rotationId;
     const confirmations = await state.confirmations(rotationId);
     const required = (policy?.consumers ?? []).filter((c) => c.required).map((c) => c.id);
-    const leakState = stateOf(rec);
+    // Ended, but a leak rotation is still owed (between the end and its queueing): not done yet.
+    const leakState = rec && leakHandOffDue(rec) ? "queued" : stateOf(rec);
     return {
       policyId: t.policyId,
       provider: policy?.provider.kind ?? "(policy no longer loaded)",

@@ -26,7 +26,7 @@ import { formatDuration } from "../util/duration.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
 import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
-import { execOrThrow, type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
+import { execOrThrow, leakHandOffDue, type RekeyState, type RotationRecord, TERMINAL } from "./state.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
 export type EngineEvent = NotificationInput;
@@ -48,6 +48,12 @@ export interface EngineDeps {
   notify(policy: Policy, event: EngineEvent): Promise<void>;
   /** Wake a delayed job (another rotation taken over by a leak). */
   wake(jobId: string): Promise<void>;
+  /**
+   * Queue a leak rotation of the policy for rotation `endedRotationId`, which a leak joined and
+   * which ended without finishing the leak's work (state.ts, leakHandOffDue). Idempotent per
+   * ended rotation; resolves to the new rotation's id.
+   */
+  requeueLeak(policyId: string, endedRotationId: string): Promise<string>;
   now(): number;
   log: Logger;
   /** REKEY_FINGERPRINT_KEY: fingerprints for confirmations and the leaked-value index. */
@@ -403,7 +409,7 @@ class Run {
     // taken, so a holder without a record is one whose record expired long after it ended — never
     // one that took the lock a moment ago and has not written its record yet (taking that over
     // put two rotations of one policy in flight; found by the fault matrix).
-    let holder = await state.begin({
+    const record: RotationRecord = {
       rotationId: d.rotationId,
       policyId: d.policyId,
       reason: d.reason,
@@ -416,13 +422,22 @@ class Run {
       leak: d.reason === "leak" ? true : undefined,
       member: d.member,
       successor: d.successor,
-    });
-    if (holder !== d.rotationId) {
-      const other = await state.getRecord(holder);
-      const stale = !other || TERMINAL.has(other.status);
-      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+    };
+    // A leak that finds the holder ending as it tries to join it asks for the lock again: the
+    // holder has released it by then (its end and the release are one step).
+    for (let attempt = 0; ; attempt++) {
+      let holder = await state.begin(record);
+      if (holder !== d.rotationId) {
+        const other = await state.getRecord(holder);
+        const stale = !other || TERMINAL.has(other.status);
+        if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+      }
+      if (holder === d.rotationId) break;
+      if (d.reason !== "leak") return this.yieldTo(holder);
+      const joined = await state.mergeLeak(d.policyId, holder, d.leakedVersionId);
+      if (joined !== "no") return this.yieldTo(holder, joined === "follow-up");
+      if (attempt >= 5) throw new TransientError(`${d.policyId}: rotation ${holder} holds the policy but is ending; the leak rotation will try again`);
     }
-    if (holder !== d.rotationId) return this.yieldTo(holder);
 
     const current = await this.deps.store.getCurrent(this.ref, this.signal);
     let oldHandle: CredentialHandle = {};
@@ -443,18 +458,20 @@ class Run {
   }
 
   /** Another rotation holds the policy: a leak takes it over, anything else is skipped. */
-  async yieldTo(holder: string): Promise<StepOutcome> {
+  async yieldTo(holder: string, followUp = false): Promise<StepOutcome> {
     const d = this.data;
     const { state } = this.deps;
     let message: string;
     if (d.reason === "leak") {
+      // start() has set the holder's leak flag (mergeLeak).
       const other = await state.getRecord(holder);
-      await state.updateRecord(holder, { leak: true, policyId: d.policyId });
       // The wake flag covers a holder that is running right now (not delayed, so it cannot be
       // promoted): it sees the flag when it parks and resumes at once instead of after a re-check.
       await state.raiseWakeFlag(holder);
       if (other?.jobId) await this.deps.wake(other.jobId);
-      message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted`;
+      message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted${
+        followUp ? "; its new value may be the leaked one (already current), so a leak rotation of its own follows it" : ""
+      }`;
       await this.deps.audit.record({ rotationId: holder, policyId: d.policyId, step: "leak.takeover", outcome: "ok", actor: d.actor, message: `taken over by leak request ${d.rotationId}` });
     } else {
       message = `skipped: rotation ${holder} of this policy is still in flight`;
@@ -725,7 +742,10 @@ class Run {
     const now = this.now;
     const { rec, confirmed } = await this.deps.state.confirmationState(d.rotationId);
     // Ended already: a run that stopped between the end and the job's completion.
-    if (rec?.endedAt !== undefined) return { data: { ...d, step: "done" } };
+    if (rec?.endedAt !== undefined) {
+      await this.handOffLeakIfDue(rec);
+      return { data: { ...d, step: "done" } };
+    }
     this.leakSeen = rec?.leak === true;
     if (rec?.leak) {
       await this.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
@@ -813,7 +833,10 @@ class Run {
     let leakSeen = this.leakSeen;
     if (leakSeen === undefined) {
       const seen = await this.deps.state.leakAndEnded(d.rotationId);
-      if (seen.ended) return { data: { ...d, step: "done" } };
+      if (seen.ended) {
+        await this.handOffLeakIfDue();
+        return { data: { ...d, step: "done" } };
+      }
       leakSeen = seen.leak;
     }
     const leak = d.reason === "leak" || leakSeen;
@@ -880,8 +903,39 @@ class Run {
     const m = this.deps.state.redis.multi();
     await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
-    await execOrThrow(m);
+    const [flags] = (await execOrThrow(m)) as [number];
+    // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
+    // rotation of its own. Queued after the lock's release (before, it could find this rotation
+    // still holding the policy and join it again). A crash before this: the failure path runs
+    // again (the job data says `failing`), and a replayed completed rotation finds its record
+    // ended (handOffLeakIfDue); either queues it then.
+    const record = { endedAt: this.now, leak: (flags & 1) === 1, leakFollowUp: (flags & 2) === 2, status, promotedAt: d.promotedAt, reason: d.reason };
+    if (leakHandOffDue(record)) eventText = `${eventText}; a leak joined this rotation: ${await this.requeueLeak()}`;
     await this.event(event, eventText, { versionId: d.rotationId });
+  }
+
+  /** A run that finds its rotation ended: queue what the end owed a leak, if a crash lost it. */
+  async handOffLeakIfDue(rec?: RotationRecord): Promise<void> {
+    const r = rec ?? (await this.deps.state.getRecord(this.data.rotationId));
+    if (r && leakHandOffDue(r)) await this.requeueLeak();
+  }
+
+  /** Queue the leak rotation that replaces or follows this one; returns what it did, in words. */
+  private async requeueLeak(): Promise<string> {
+    const d = this.data;
+    let next: string;
+    try {
+      next = await this.deps.requeueLeak(d.policyId, d.rotationId);
+    } catch (err) {
+      // Retried: the job runs again, finds its rotation ended, and queues it then.
+      throw new TransientError(`${d.policyId}: queueing the leak rotation owed by rotation ${d.rotationId} failed: ${errorMessage(err)}`);
+    }
+    const text = `leak rotation ${next} queued`;
+    const m = this.deps.state.redis.multi();
+    m.hset(this.deps.state.key("rot", d.rotationId), { leakRetry: next });
+    this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: "leak.requeued", outcome: "ok", actor: "worker", message: text });
+    await execOrThrow(m);
+    return text;
   }
 
   async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean } = {}): Promise<{ status: string }> {

@@ -35,6 +35,8 @@ export const RotationJobData = z.object({
   successor: z.string().optional(),
   /** Offboarding: the departed member. */
   member: z.string().optional(),
+  /** Leak: the store version that holds the leaked value, where the value itself was given. */
+  leakedVersionId: z.string().optional(),
   step: z.enum(STEPS),
   /** Store version that was AWSCURRENT when the rotation started: the credential to revoke. */
   oldVersionId: z.string().optional(),

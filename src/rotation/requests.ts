@@ -57,7 +57,7 @@ export class Rotations {
     return p;
   }
 
-  async enqueue(opts: { policyId: string; reason: Reason; actor: string; jobId?: string; slot?: number; member?: string; successor?: string }): Promise<Enqueued> {
+  async enqueue(opts: { policyId: string; reason: Reason; actor: string; jobId?: string; slot?: number; member?: string; successor?: string; leakedVersionId?: string }): Promise<Enqueued> {
     this.policy(opts.policyId);
     const rotationId = randomUUID();
     const jobId =
@@ -76,6 +76,7 @@ export class Rotations {
       slot: opts.slot,
       member: opts.member,
       successor: opts.successor,
+      leakedVersionId: opts.leakedVersionId,
       step: "start",
       startedAt: this.deps.now(),
     };

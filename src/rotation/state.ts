@@ -39,6 +39,10 @@ export interface RotationRecord {
   successor?: string;
   /** A leak request that found this policy's rotation in flight: the rotation it merged into. */
   mergedInto?: string;
+  /** A leak joined this rotation while its new value may have been the leaked one: a leak rotation follows it. */
+  leakFollowUp?: boolean;
+  /** The leak rotation queued in this one's place or after it (see leakHandOffDue). */
+  leakRetry?: string;
   /** Set when the rotation ended. */
   endedAt?: number;
 }
@@ -79,7 +83,28 @@ if ARGV[3] == '1' and #ARGV > 5 + n and redis.call('HGET', KEYS[4], 'lastRotatio
   redis.call('HSET', KEYS[4], unpack(ARGV, 6 + n))
 end
 if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
-return 0
+local flags = 0
+if redis.call('HGET', KEYS[1], 'leak') == 'true' then flags = 1 end
+if redis.call('HGET', KEYS[1], 'leakFollowUp') == 'true' then flags = flags + 2 end
+return flags
+`;
+
+// A leak request joins the rotation holding the policy, only while it still holds it and has not
+// ended (END_LUA above sets endedAt and frees the lock in one step, and reports the flags): a
+// leak is never merged into a rotation that can no longer act on it. The holder's new value may
+// be the leaked one — it is (the leaked version is the holder's), or may be (which version leaked
+// is unknown, and the new value was already promoted, so consumers had it): then the holder also
+// owes a follow-up leak rotation once it ends (leakFollowUp). Returns 0 (not joined), 1, or 2
+// (joined, follow-up owed).
+// KEYS: lock, holder's record. ARGV: holder, leaked version id or ''.
+const MERGE_LEAK_LUA = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('HEXISTS', KEYS[2], 'endedAt') == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'leak', 'true')
+if ARGV[2] == ARGV[1] or (ARGV[2] == '' and redis.call('HEXISTS', KEYS[2], 'promotedAt') == 1) then
+  redis.call('HSET', KEYS[2], 'leakFollowUp', 'true')
+  return 2
+end
+return 1
 `;
 
 declare module "ioredis" {
@@ -88,6 +113,7 @@ declare module "ioredis" {
     rekeyTakeOver(lock: string, stale: string, rotationId: string): Result<number, Context>;
     rekeyBegin(record: string, active: string, lock: string, ...args: string[]): Result<string, Context>;
     rekeyEnd(record: string, confirmed: string, active: string, policy: string, lock: string, ...args: string[]): Result<number, Context>;
+    rekeyMergeLeak(lock: string, record: string, holder: string, leakedVersionId: string): Result<number, Context>;
   }
 }
 
@@ -103,6 +129,16 @@ function parseConfirmations(h: Record<string, string>): Map<string, Confirmation
   return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as Confirmation]));
 }
 
+/**
+ * An ended rotation that a leak joined and that did not finish the leak's work: it ended before
+ * its new value was promoted (the leaked credential is still current), or its own new value may be
+ * the leaked one. A leak rotation must then be queued for the policy; `leakRetry` names it once it is.
+ */
+export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "leakFollowUp" | "leakRetry" | "status" | "promotedAt" | "reason">): boolean {
+  if (rec.endedAt === undefined || !rec.leak || rec.leakRetry) return false;
+  return rec.leakFollowUp === true || (rec.status !== "completed" && rec.promotedAt === undefined && rec.reason !== "leak");
+}
+
 export class RekeyState {
   constructor(
     readonly redis: Redis,
@@ -113,6 +149,7 @@ export class RekeyState {
       rekeyTakeOver: { numberOfKeys: 1, lua: TAKEOVER_LUA },
       rekeyBegin: { numberOfKeys: 3, lua: BEGIN_LUA },
       rekeyEnd: { numberOfKeys: 5, lua: END_LUA },
+      rekeyMergeLeak: { numberOfKeys: 2, lua: MERGE_LEAK_LUA },
     });
   }
 
@@ -125,6 +162,16 @@ export class RekeyState {
   /** Replace a stale holder (its rotation ended without releasing) atomically. */
   async takeOver(policyId: string, staleRotationId: string, rotationId: string): Promise<boolean> {
     return (await this.redis.rekeyTakeOver(this.key("inflight", policyId), staleRotationId, rotationId)) === 1;
+  }
+
+  /**
+   * Mark the rotation holding the policy as taken over by a leak (MERGE_LEAK_LUA). "no" when it
+   * no longer holds the policy or has ended: the leak must then take the policy itself.
+   * "follow-up": the holder's new value may be the leaked one, so a leak rotation follows it.
+   */
+  async mergeLeak(policyId: string, holder: string, leakedVersionId?: string): Promise<"no" | "joined" | "follow-up"> {
+    const r = await this.redis.rekeyMergeLeak(this.key("inflight", policyId), this.key("rot", holder), holder, leakedVersionId ?? "");
+    return r === 0 ? "no" : r === 2 ? "follow-up" : "joined";
   }
 
   async release(policyId: string, rotationId: string): Promise<void> {
@@ -174,7 +221,8 @@ export class RekeyState {
   /**
    * Mark a rotation ended: out of the active set, record kept for `ttlSec`; with `release`, the
    * policy's lock too (when this rotation holds it). One script; with `pipe`, it joins that
-   * transaction (the caller runs it).
+   * transaction (the caller runs it). Its reply holds the leak flags as they were when the
+   * rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a follow-up owed.
    */
   async endRecord(
     rec: Pick<RotationRecord, "rotationId" | "policyId">,
@@ -324,12 +372,13 @@ function toHash(rec: Partial<RotationRecord>): Record<string, string> {
 }
 
 const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt"]);
+const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
 function fromHash(h: Record<string, string>): RotationRecord {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(h)) {
     if (NUMERIC.has(k)) out[k] = Number(v);
-    else if (k === "leak") out[k] = v === "true";
+    else if (BOOLEAN.has(k)) out[k] = v === "true";
     else out[k] = v;
   }
   return out as unknown as RotationRecord;

@@ -159,7 +159,7 @@ describe("leak response", () => {
     expect(audit.filter((a) => a.step === "leak.requested" && a.actor === "cli:oncall")).toHaveLength(50);
   });
 
-  it("takes over a scheduled rotation waiting on consumers: old revoked at once, no second new credential, confirmations still tracked", async () => {
+  it("a leaked old value takes over the rotation waiting on consumers: old revoked at once, no second new credential, confirmations still tracked", async () => {
     const ld = await startLaunchDarklyFake();
     closers.push(() => ld.close());
     const admin = ld.addToken({ role: "admin", name: "rekey management" });
@@ -181,7 +181,8 @@ describe("leak response", () => {
     const res = await fetch(`${stack.apiUrl}/v1/leaks`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
-      body: JSON.stringify({ policies: ["ld-billing"] }),
+      // The value that leaked is the old one (found as the old value of the rotation in flight).
+      body: JSON.stringify({ value: managed.value }),
     });
     expect(res.status).toBe(202);
     const { incident } = (await res.json()) as { incident: { incidentId: string } };
@@ -209,6 +210,171 @@ describe("leak response", () => {
 
     const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
     expect(history.some((h) => h.step === "leak.takeover" && h.actor === "api:admin")).toBe(true);
+  });
+
+  it("a policy leak during the wait for consumers revokes both live values: the old at once, then the new one by a rotation of its own", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const policy = ldPolicy(ld, "ld-billing", {
+      consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+      confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    });
+    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    const promoted = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    expect(ld.isLive(promoted!.value)).toBe(true);
+
+    // "The billing token leaked": the old and the new value both work, and consumers may hold
+    // either, so neither may survive the leak response.
+    const leaks = leakResponseFor(stack.rt);
+    const { incident } = await leaks.handle({ policies: ["ld-billing"] }, "test");
+    const report = await until("both revoked", async () => {
+      const r = await leaks.report((await leaks.incident(incident.incidentId))!);
+      return r.targets[0]?.state === "completed" ? r : undefined;
+    }, 20_000);
+    expect((await stack.rt.state.getRecord(sched.rotationId))?.status).toBe("completed");
+    const target = report.targets[0]!;
+    expect(target).toEqual(expect.objectContaining({ tookOver: false, state: "completed", oldRevoked: true }));
+    expect(target.rotationId).toBe((await stack.rt.state.getRecord(sched.rotationId))?.leakRetry);
+    expect(ld.isLive(managed.value)).toBe(false);
+    expect(ld.isLive(promoted!.value)).toBe(false);
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    expect(cur?.versionId).toBe(target.rotationId);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
+    const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
+    expect(history.some((h) => h.step === "leak.requeued" && h.rotationId === sched.rotationId)).toBe(true);
+  });
+
+  it("the follow-up leak rotation is queued even when queueing it fails once, and the report never says done before it is", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const policy = ldPolicy(ld, "ld-billing", { consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }] });
+    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    const promoted = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+
+    // Redis refuses the first attempt to queue the follow-up (as if the worker lost it right
+    // after the rotation ended).
+    const rotations = stack.rt.rotations;
+    const enqueue = rotations.enqueue.bind(rotations);
+    let refused = 0;
+    rotations.enqueue = async (opts) => {
+      if (opts.jobId?.includes("@retry-") && refused++ === 0) throw new Error("READONLY You can't write against a read only replica.");
+      return enqueue(opts);
+    };
+    const leaks = leakResponseFor(stack.rt);
+    const { incident } = await leaks.handle({ policies: ["ld-billing"] }, "test");
+    await until("scheduled rotation ended", async () => (await stack.rt.state.getRecord(sched.rotationId))?.endedAt !== undefined, 20_000);
+    const between = await leaks.report((await leaks.incident(incident.incidentId))!);
+    expect(between.targets[0]?.state).not.toBe("completed");
+    expect(between.settled).toBe(false);
+
+    const report = await until("both revoked", async () => {
+      const r = await leaks.report((await leaks.incident(incident.incidentId))!);
+      return r.targets[0]?.state === "completed" ? r : undefined;
+    }, 30_000);
+    expect(refused).toBeGreaterThanOrEqual(2);
+    const rec = await stack.rt.state.getRecord(sched.rotationId);
+    expect(rec?.status).toBe("completed");
+    expect(rec?.leakRetry).toBe(report.targets[0]?.rotationId);
+    expect(ld.isLive(managed.value)).toBe(false);
+    expect(ld.isLive(promoted!.value)).toBe(false);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
+  });
+
+  it("a taken-over rotation that fails before promotion hands the leak to a rotation of its own", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const policy = ldPolicy(ld, "ld-billing", { consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }] });
+    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+
+    // The scheduled rotation's token create is held at LaunchDarkly; the leak arrives meanwhile and
+    // takes that rotation over; then LaunchDarkly refuses the create (the account's token limit).
+    ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 1_500, times: 1 });
+    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    await until("create in flight", () => ld.requests.some((r) => r.method === "POST" && r.path === "/api/v2/tokens"));
+    const res = await fetch(`${stack.apiUrl}/v1/leaks`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ policies: ["ld-billing"] }),
+    });
+    expect(res.status).toBe(202);
+    const { incident } = (await res.json()) as { incident: { incidentId: string } };
+    const leaks = leakResponseFor(stack.rt);
+    await until("leak merged", async () => (await leaks.report((await leaks.incident(incident.incidentId))!)).targets[0]?.rotationId === sched.rotationId);
+    ld.overrideNext("POST /api/v2/tokens", { status: 400, body: { code: "invalid_request", message: "Maximum number of access tokens reached" } });
+
+    await until("scheduled rotation failed", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "failed", 20_000);
+    // The leaked credential was still current: a leak rotation of its own replaces it.
+    const report = await until("leak rotated", async () => {
+      const r = await leaks.report((await leaks.incident(incident.incidentId))!);
+      return r.targets[0]?.state === "completed" ? r : undefined;
+    }, 20_000);
+    const target = report.targets[0]!;
+    expect(target.rotationId).not.toBe(sched.rotationId);
+    expect(target).toEqual(expect.objectContaining({ policyId: "ld-billing", tookOver: false, state: "completed", oldRevoked: true, notConfirmed: ["billing"] }));
+    expect((await stack.rt.state.getRecord(sched.rotationId))?.leakRetry).toBe(target.rotationId);
+    expect((await stack.rt.state.getRecord(target.rotationId))?.reason).toBe("leak");
+
+    // The leaked token is dead; exactly one managed token lives, and it is current.
+    expect(ld.isLive(managed.value)).toBe(false);
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    expect(cur?.versionId).toBe(target.rotationId);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
+
+    const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
+    expect(history.find((h) => h.step === "leak.requeued")?.message).toContain(target.rotationId);
+    // Once only, however the failure path ran.
+    expect(ld.count("POST /api/v2/tokens", 201)).toBe(1);
+  });
+
+  it("a leak that finds the rotation in flight ending as it joins takes the policy itself", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const stack = await startStack({ policies: [ldPolicy(ld, "ld-billing")], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+
+    ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 1_000, times: 1 });
+    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    await until("create in flight", () => ld.requests.some((r) => r.method === "POST" && r.path === "/api/v2/tokens"));
+    // The leak finds the scheduled rotation holding the policy; before it joins, that rotation
+    // fails (LaunchDarkly refuses the create) and ends.
+    const state = stack.rt.state;
+    const merge = state.mergeLeak.bind(state);
+    let merges = 0;
+    state.mergeLeak = async (policyId, holder) => {
+      merges++;
+      ld.overrideNext("POST /api/v2/tokens", { status: 400, body: { code: "invalid_request", message: "Maximum number of access tokens reached" } });
+      await until("the holder ended", async () => (await state.getRecord(holder))?.endedAt !== undefined, 20_000);
+      return merge(policyId, holder);
+    };
+    const leak = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "leak", actor: "test" });
+    await until("leak rotation completed", async () => (await state.getRecord(leak.rotationId))?.status === "completed", 20_000);
+    expect(merges).toBe(1);
+    const failed = await state.getRecord(sched.rotationId);
+    expect(failed?.status).toBe("failed");
+    expect(failed?.leak).toBeUndefined();
+    expect(ld.isLive(managed.value)).toBe(false);
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    expect(cur?.versionId).toBe(leak.rotationId);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
   });
 
   it("finds the policy of a leaked value read from standard input, and never keeps the value", async () => {
