@@ -17,6 +17,7 @@ import type { LoggedRequest } from "../fakes/http-fake.ts";
 import { ADMIN_TOKEN, dumpRedis, REGION, startStack, until } from "../helpers/stack.ts";
 
 const CONSUMER_TOKEN = "leak-test-consumer-token-0123456789";
+const BILLING_CONSUMER = { id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) } as const;
 
 function io(stdin = ""): CliIo & { out: string; err: string } {
   const box = {
@@ -53,6 +54,25 @@ describe("leak response", () => {
     for (const c of closers.reverse()) await c();
     closers.length = 0;
   });
+
+  /** One LaunchDarkly policy, ld-billing, whose managed token is the secret's current value. */
+  async function billing(extra: Partial<PolicyInput> = {}) {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    const managed = ld.addToken({ name: "billing-service", role: "reader" });
+    const stack = await startStack({ policies: [ldPolicy(ld, "ld-billing", extra)], env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    return {
+      ld,
+      admin,
+      managed,
+      stack,
+      scheduled: () => stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) }),
+      current: () => stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION }),
+    };
+  }
 
   it("rotates 50 policies across rate-limited providers: every old credential revoked, no 429 storm", { timeout: 150_000 }, async () => {
     // The injected 429 names a 6 s Retry-After: longer than any wait of the other providers here.
@@ -160,19 +180,9 @@ describe("leak response", () => {
   });
 
   it("a leaked old value takes over the rotation waiting on consumers: old revoked at once, no second new credential, confirmations still tracked", async () => {
-    const ld = await startLaunchDarklyFake();
-    closers.push(() => ld.close());
-    const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    const managed = ld.addToken({ name: "billing-service", role: "reader" });
-    const policy = ldPolicy(ld, "ld-billing", {
-      consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
-      confirmation: { timeout: "1h", onTimeout: "keep-old" },
-    });
-    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
-    closers.push(() => stack.close());
-    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER], confirmation: { timeout: "1h", onTimeout: "keep-old" } });
 
-    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    const sched = await scheduled();
     await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
     expect(ld.isLive(managed.value)).toBe(true);
     const creates = ld.count("POST /api/v2/tokens", 201);
@@ -190,7 +200,7 @@ describe("leak response", () => {
     expect(ld.isLive(managed.value)).toBe(false);
     expect(ld.count("POST /api/v2/tokens", 201)).toBe(creates);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
-    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const cur = await current();
     expect(cur?.versionId).toBe(sched.rotationId);
 
     const leaks = leakResponseFor(stack.rt);
@@ -213,20 +223,10 @@ describe("leak response", () => {
   });
 
   it("a policy leak during the wait for consumers revokes both live values: the old at once, then the new one by a rotation of its own", async () => {
-    const ld = await startLaunchDarklyFake();
-    closers.push(() => ld.close());
-    const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    const managed = ld.addToken({ name: "billing-service", role: "reader" });
-    const policy = ldPolicy(ld, "ld-billing", {
-      consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
-      confirmation: { timeout: "1h", onTimeout: "keep-old" },
-    });
-    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
-    closers.push(() => stack.close());
-    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
-    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER], confirmation: { timeout: "1h", onTimeout: "keep-old" } });
+    const sched = await scheduled();
     await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
-    const promoted = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const promoted = await current();
     expect(ld.isLive(promoted!.value)).toBe(true);
 
     // "The billing token leaked": the old and the new value both work, and consumers may hold
@@ -243,7 +243,7 @@ describe("leak response", () => {
     expect(target.rotationId).toBe((await stack.rt.state.getRecord(sched.rotationId))?.leakRetry);
     expect(ld.isLive(managed.value)).toBe(false);
     expect(ld.isLive(promoted!.value)).toBe(false);
-    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const cur = await current();
     expect(cur?.versionId).toBe(target.rotationId);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
     const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
@@ -251,17 +251,10 @@ describe("leak response", () => {
   });
 
   it("the follow-up leak rotation is queued even when queueing it fails once, and the report never says done before it is", async () => {
-    const ld = await startLaunchDarklyFake();
-    closers.push(() => ld.close());
-    const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    const managed = ld.addToken({ name: "billing-service", role: "reader" });
-    const policy = ldPolicy(ld, "ld-billing", { consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }] });
-    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
-    closers.push(() => stack.close());
-    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
-    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER] });
+    const sched = await scheduled();
     await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
-    const promoted = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const promoted = await current();
 
     // Redis refuses the first attempt to queue the follow-up (as if the worker lost it right
     // after the rotation ended).
@@ -293,19 +286,12 @@ describe("leak response", () => {
   });
 
   it("a taken-over rotation that fails before promotion hands the leak to a rotation of its own", async () => {
-    const ld = await startLaunchDarklyFake();
-    closers.push(() => ld.close());
-    const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    const managed = ld.addToken({ name: "billing-service", role: "reader" });
-    const policy = ldPolicy(ld, "ld-billing", { consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }] });
-    const stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value } });
-    closers.push(() => stack.close());
-    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER] });
 
     // The scheduled rotation's token create is held at LaunchDarkly; the leak arrives meanwhile and
     // takes that rotation over; then LaunchDarkly refuses the create (the account's token limit).
     ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 1_500, times: 1 });
-    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    const sched = await scheduled();
     await until("create in flight", () => ld.requests.some((r) => r.method === "POST" && r.path === "/api/v2/tokens"));
     const res = await fetch(`${stack.apiUrl}/v1/leaks`, {
       method: "POST",
@@ -332,7 +318,7 @@ describe("leak response", () => {
 
     // The leaked token is dead; exactly one managed token lives, and it is current.
     expect(ld.isLive(managed.value)).toBe(false);
-    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const cur = await current();
     expect(cur?.versionId).toBe(target.rotationId);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
 
@@ -343,16 +329,10 @@ describe("leak response", () => {
   });
 
   it("a leak that finds the rotation in flight ending as it joins takes the policy itself", async () => {
-    const ld = await startLaunchDarklyFake();
-    closers.push(() => ld.close());
-    const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    const managed = ld.addToken({ name: "billing-service", role: "reader" });
-    const stack = await startStack({ policies: [ldPolicy(ld, "ld-billing")], env: { LD_ADMIN_TOKEN: admin.value } });
-    closers.push(() => stack.close());
-    await stack.store.create!({ secretId: "prod/ld-billing", region: REGION }, managed.value);
+    const { ld, admin, managed, stack, scheduled, current } = await billing();
 
     ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 1_000, times: 1 });
-    const sched = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 5, 3) });
+    const sched = await scheduled();
     await until("create in flight", () => ld.requests.some((r) => r.method === "POST" && r.path === "/api/v2/tokens"));
     // The leak finds the scheduled rotation holding the policy; before it joins, that rotation
     // fails (LaunchDarkly refuses the create) and ends.
@@ -372,7 +352,7 @@ describe("leak response", () => {
     expect(failed?.status).toBe("failed");
     expect(failed?.leak).toBeUndefined();
     expect(ld.isLive(managed.value)).toBe(false);
-    const cur = await stack.store.getCurrent({ secretId: "prod/ld-billing", region: REGION });
+    const cur = await current();
     expect(cur?.versionId).toBe(leak.rotationId);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.value)).toEqual([cur!.value]);
   });
