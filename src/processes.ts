@@ -58,6 +58,18 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   };
 }
 
+/** How long /readyz waits for Redis to answer. */
+const READY_PING_MS = 2_000;
+
+async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
@@ -71,9 +83,13 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
     nextDue: opts.nextDue,
     boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
+    // Without Redis, commands wait in the client's offline queue for the reconnect: say so at
+    // once instead, so a readiness probe gets its 503 rather than a timeout.
     ping: async () => {
-      await rt.redis.ping();
+      if (rt.redis.status !== "ready") throw new Error(`not connected (${rt.redis.status})`);
+      await withTimeout(rt.redis.ping(), READY_PING_MS, `no answer to PING within ${READY_PING_MS} ms`);
     },
+    redisReady: () => rt.redis.status === "ready",
     extensions: {
       leak: (body, actor) => leaks.handle(body, actor),
       offboard: (body, actor) => offboarding.handle(body, actor),

@@ -91,10 +91,12 @@ function ready(c: Redis): Promise<void> {
   return c.status === "ready" ? Promise.resolve() : new Promise((resolve) => c.once("ready", () => resolve()));
 }
 
-/** True once every connection is ready; false when `ms` (if given) passed first. */
-async function reachableWithin(ms: number | undefined, waits: Promise<void>[]): Promise<boolean> {
-  const all = Promise.all(waits).then(() => true);
-  if (ms === undefined) return all;
+/** True once every wait is over; false when `ms` passed first, or a wait failed. */
+async function reachableWithin(ms: number, waits: Promise<unknown>[]): Promise<boolean> {
+  const all = Promise.all(waits).then(
+    () => true,
+    () => false,
+  );
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
@@ -151,29 +153,34 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     });
   }
   const prefix = opts.prefix;
-  // The queues are created once Redis answers, and are ready (BullMQ's version check done) when
-  // this returns. A BullMQ queue closed while that check is still out reports the check's
-  // failure as an unhandled rejection. Short commands give up after `connectTimeoutMs`.
-  const reachable = await reachableWithin(opts.connectTimeoutMs, [ready(redis), ready(connection)]);
-  if (!reachable) {
-    redis.disconnect();
-    connection.disconnect();
-    throw new RedisUnavailableError(
-      `cannot reach Redis at ${redisAddress(opts.redisUrl)} within ${opts.connectTimeoutMs! / 1000} s${lastError ? ` (${lastError})` : ""}; check REDIS_URL and that Redis is running`,
-    );
-  }
   const queue = new Queue(ROTATION_QUEUE, { connection, prefix: bullPrefix(prefix), defaultJobOptions: rotationJobOptions });
   const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });
-  const closeNow = async () => {
-    await Promise.allSettled([queue.close(), notifyQueue.close()]);
-    redis.disconnect();
-    connection.disconnect();
+  // BullMQ checks the Redis version as a queue is created, on its own. Closing a queue drops its
+  // listeners without waiting for that check, and the check's failure then surfaces as an
+  // unhandled rejection ("Connection is closed": a short command that only read through `redis`
+  // and closed at once). So a queue is closed only once its check is done; before that, its
+  // connection is simply dropped (the queue has nothing to flush yet).
+  let queuesReady = false;
+  const queuesUp = Promise.all([queue.waitUntilReady(), notifyQueue.waitUntilReady()]).then(() => {
+    queuesReady = true;
+  });
+  queuesUp.catch(() => undefined);
+  const closeAll = async (): Promise<void> => {
+    if (queuesReady) {
+      await Promise.allSettled([queue.close(), notifyQueue.close()]);
+      await Promise.allSettled([redis.quit(), connection.quit()]);
+    } else {
+      redis.disconnect();
+      connection.disconnect();
+    }
   };
-  try {
-    await Promise.all([queue.waitUntilReady(), notifyQueue.waitUntilReady()]);
-  } catch (err) {
-    await closeNow();
-    throw err;
+  // Short commands have an operator waiting: give up after `connectTimeoutMs`. The long-running
+  // roles start without Redis (the API answers /readyz with 503) and reconnect by themselves.
+  if (opts.connectTimeoutMs !== undefined && !(await reachableWithin(opts.connectTimeoutMs, [ready(redis), queuesUp]))) {
+    await closeAll();
+    throw new RedisUnavailableError(
+      `cannot reach Redis at ${redisAddress(opts.redisUrl)} within ${opts.connectTimeoutMs / 1000} s${lastError ? ` (${lastError})` : ""}; check REDIS_URL and that Redis is running`,
+    );
   }
   const state = new RekeyState(redis, prefix);
   const audit = new Audit(redis, prefix, { maxLen: opts.auditMaxLen ?? 100_000, now });
@@ -183,7 +190,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   if (opts.policyPaths.length) {
     const issues = await policies.reload();
     if (issues.length) {
-      await closeNow();
+      await closeAll();
       throw new PolicyError(issues);
     }
   }
@@ -229,9 +236,6 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     fingerprintKey: opts.fingerprintKey,
     connection,
     prefix,
-    async close() {
-      await Promise.allSettled([queue.close(), notifyQueue.close()]);
-      await Promise.allSettled([redis.quit(), connection.quit()]);
-    },
+    close: closeAll,
   };
 }

@@ -226,9 +226,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
             confirmations.push++;
             return;
           }
-          if (res.status >= 500 && !redisDown) harnessErrors++;
+          // 503: the API's Redis connection is down or not back yet (it says so at once); retry.
+          if (res.status >= 500 && res.status !== 503 && !redisDown) harnessErrors++;
         } catch {
-          // the API waits for Redis during its restart; try again
+          // a dropped connection; try again
         }
         await sleep(250);
       }

@@ -43,8 +43,13 @@ export interface ApiDeps {
   nextDue?: (policyId: string) => number | undefined;
   queueCounts?: () => Promise<Record<string, number>>;
   ping?: () => Promise<void>;
+  /** False while rekey's Redis connection is down: requests that need it get a 503 at once. */
+  redisReady?: () => boolean;
   extensions?: ApiExtensions;
 }
+
+/** Answer without Redis: liveness, and readiness (which reports Redis itself). */
+const WITHOUT_REDIS = new Set(["/healthz", "/readyz"]);
 
 const ConfirmBody = z
   .strictObject({
@@ -107,6 +112,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
 
   app.addHook("onResponse", async (req, reply) => {
     requests.inc({ route: req.routeOptions.url ?? "unknown", status: `${Math.floor(reply.statusCode / 100)}xx` });
+  });
+
+  // Without Redis a request would wait in the client's offline queue until it reconnects (a
+  // consumer's confirmation, a leak request): refuse it at once, so the caller retries.
+  app.addHook("onRequest", async (req, reply) => {
+    if (!deps.redisReady || deps.redisReady() || WITHOUT_REDIS.has(req.url.split("?")[0] ?? "")) return;
+    return reply.code(503).header("retry-after", "5").send({ error: "rekey cannot reach its Redis right now; nothing was done; retry shortly" });
   });
 
   app.setErrorHandler(async (err: unknown, req, reply) => {

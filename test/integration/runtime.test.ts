@@ -8,10 +8,21 @@ import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.ts";
 import { createLogger } from "../../src/log.ts";
+import { startApiServer } from "../../src/processes.ts";
 import { createRuntime } from "../../src/runtime.ts";
 import { redisUrl, testPrefix } from "../helpers/redis.ts";
 
 const log = createLogger({ level: "silent" });
+
+/** A port that was free a moment ago: nothing listens there. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const p = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(p));
+    });
+  });
+}
 
 describe("runtime lifecycle", () => {
   let unhandled: unknown[];
@@ -38,14 +49,34 @@ describe("runtime lifecycle", () => {
     expect(unhandled.map(String)).toEqual([]);
   });
 
-  it("a short command against an unreachable Redis exits 1 naming where it looked, and never prints the password", async () => {
-    // A port that was free a moment ago: nothing listens there.
-    const port = await new Promise<number>((resolve) => {
-      const srv = createServer().listen(0, "127.0.0.1", () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
+  it("a long-running role starts without Redis, reports not ready, and stops cleanly before Redis ever answered", async () => {
+    const port = await freePort();
+    const rt = await createRuntime({ redisUrl: `redis://127.0.0.1:${port}`, prefix: testPrefix("rt"), policyPaths: [], log, region: "us-east-1", env: {} });
+    expect(rt.redis.status).not.toBe("ready");
+    // The API serves meanwhile: alive, not ready, and it says why at once.
+    const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${api.url}/readyz`, { signal: AbortSignal.timeout(5_000) });
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { error: string }).error).toMatch(/^redis: not connected/);
+    // A consumer's confirmation is refused at once (it retries), not left hanging.
+    const confirm = await fetch(`${api.url}/v1/confirmations`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer some-consumer-token" },
+      body: JSON.stringify({ policyId: "ld-api-token", consumerId: "api", versionId: "v1" }),
+      signal: AbortSignal.timeout(5_000),
     });
+    expect(confirm.status).toBe(503);
+    expect(confirm.headers.get("retry-after")).toBe("5");
+    expect(((await confirm.json()) as { error: string }).error).toContain("cannot reach its Redis");
+    await api.stop();
+    await rt.close();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(unhandled.map(String)).toEqual([]);
+  });
+
+  it("a short command against an unreachable Redis exits 1 naming where it looked, and never prints the password", async () => {
+    const port = await freePort();
     let out = "";
     let err = "";
     const env = {
