@@ -32,6 +32,14 @@ export class TransientError extends RekeyError {
 }
 
 /**
+ * A request that got no answer (timed out, connection failed): unlike a 5xx, the provider may
+ * still be carrying it out, and may do so after this error.
+ */
+export class UnansweredError extends TransientError {
+  override name = "UnansweredError";
+}
+
+/**
  * Retrying cannot help: bad management credential (401/403), a missing resource, a policy that
  * does not fit the provider. The step fails now and the rotation goes to its failure path.
  */

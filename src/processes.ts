@@ -53,6 +53,10 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   return {
     worker,
     async stop() {
+      // A BullMQ worker closed before its own start-up check of Redis is answered reports that
+      // check's failure as an unhandled rejection (a worker stopped right after it started). With
+      // Redis there, the check takes a moment: let it finish first (without Redis, not for long).
+      await withTimeout(Promise.all([worker.waitUntilReady(), notifier.waitUntilReady()]), READY_PING_MS, "workers not ready").catch(() => undefined);
       await Promise.allSettled([worker.close(), notifier.close()]);
     },
   };

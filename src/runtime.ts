@@ -13,7 +13,7 @@ import { PolicySet } from "./policy/policy-set.ts";
 import type { CredentialRef, Policy } from "./policy/schema.ts";
 import { createProviders } from "./providers/index.ts";
 import type { ProviderRegistry } from "./providers/types.ts";
-import { NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
+import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
 import type { ProviderRates } from "./rotation/pacing.ts";
 import { leakJobId } from "./rotation/job.ts";
@@ -153,30 +153,21 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     });
   }
   const prefix = opts.prefix;
-  const queue = new Queue(ROTATION_QUEUE, { connection, prefix: bullPrefix(prefix), defaultJobOptions: rotationJobOptions });
-  const notifyQueue = new Queue(NOTIFY_QUEUE, { connection, prefix: bullPrefix(prefix) });
-  // BullMQ checks the Redis version as a queue is created, on its own. Closing a queue drops its
-  // listeners without waiting for that check, and the check's failure then surfaces as an
-  // unhandled rejection ("Connection is closed": a short command that only read through `redis`
-  // and closed at once). So a queue is closed only once its check is done; before that, its
-  // connection is simply dropped (the queue has nothing to flush yet).
-  let queuesReady = false;
-  const queuesUp = Promise.all([queue.waitUntilReady(), notifyQueue.waitUntilReady()]).then(() => {
-    queuesReady = true;
-  });
-  queuesUp.catch(() => undefined);
+  // BullMQ checks the Redis version on its own as a queue is created, and a queue closed before
+  // that check is answered reports the check's failure as an unhandled rejection ("Connection is
+  // closed": a short command that read through `redis` and closed at once). The queues skip it:
+  // they only add and read jobs; the workers, which block on Redis, still check.
+  const queueOpts = { connection, prefix: bullPrefix(prefix), skipVersionCheck: true, skipWaitingForReady: true };
+  const queue = new Queue(ROTATION_QUEUE, { ...queueOpts, defaultJobOptions: rotationJobOptions });
+  const notifyQueue = new Queue(NOTIFY_QUEUE, queueOpts);
   const closeAll = async (): Promise<void> => {
-    if (queuesReady) {
-      await Promise.allSettled([queue.close(), notifyQueue.close()]);
-      await Promise.allSettled([redis.quit(), connection.quit()]);
-    } else {
-      redis.disconnect();
-      connection.disconnect();
-    }
+    await Promise.allSettled([queue.close(), notifyQueue.close()]);
+    // QUIT lets what was sent finish; without a connection it would wait for one, so drop it.
+    await Promise.allSettled([redis, connection].map((c) => (c.status === "ready" ? c.quit() : c.disconnect())));
   };
   // Short commands have an operator waiting: give up after `connectTimeoutMs`. The long-running
   // roles start without Redis (the API answers /readyz with 503) and reconnect by themselves.
-  if (opts.connectTimeoutMs !== undefined && !(await reachableWithin(opts.connectTimeoutMs, [ready(redis), queuesUp]))) {
+  if (opts.connectTimeoutMs !== undefined && !(await reachableWithin(opts.connectTimeoutMs, [ready(redis), ready(connection)]))) {
     await closeAll();
     throw new RedisUnavailableError(
       `cannot reach Redis at ${redisAddress(opts.redisUrl)} within ${opts.connectTimeoutMs / 1000} s${lastError ? ` (${lastError})` : ""}; check REDIS_URL and that Redis is running`,
@@ -217,6 +208,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     log: opts.log,
     fingerprintKey: opts.fingerprintKey,
     awsWritesPerSecond: opts.awsWritesPerSecond,
+    // A provider carrying out a create it received long after rekey gave up on it is unlikely:
+    // four request budgets (the default budget of 15 s gives the cap).
+    lostRequestSettleMs: Math.min(engineDefaults.resetSettleMs, 4 * (opts.requestTimeoutMs ?? 15_000)),
     providerRates: opts.providerRates,
     crashAt: opts.crashAt,
   });

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import type { z } from "zod";
-import { PermanentError, RateLimitedError, TransientError } from "../errors.ts";
+import { PermanentError, RateLimitedError, TransientError, UnansweredError } from "../errors.ts";
 
 /**
  * Paces provider requests against rekey's shared rate budgets (src/rotation/pacing.ts). The
@@ -119,9 +119,9 @@ export class ProviderHttp {
     } catch (err) {
       // It may have reached the provider all the same: it counts from now.
       if (pacer && paced) await pacer.after(paced).catch(() => undefined);
-      if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new TransientError(`${call}: aborted`);
+      if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new UnansweredError(`${call}: aborted`);
       const why = timeout.aborted ? "timed out" : `connection failed (${causeOf(err)})`;
-      throw new TransientError(`${call}: ${why}`);
+      throw new UnansweredError(`${call}: ${why}`);
     }
     // The provider counted the request by the time it answered: the status and headers are enough.
     if (pacer && paced) await pacer.after(paced, res);

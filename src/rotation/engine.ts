@@ -15,7 +15,7 @@ import type { ChainableCommander } from "ioredis";
 import { createHash } from "node:crypto";
 import type { Audit, AuditEntry } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
-import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError } from "../errors.ts";
+import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError, UnansweredError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
@@ -59,6 +59,11 @@ export interface EngineDeps {
   /** REKEY_FINGERPRINT_KEY: fingerprints for confirmations and the leaked-value index. */
   fingerprintKey?: string;
   fetch?: typeof fetch;
+  /**
+   * How long a provider may still carry out a create that went unanswered here; leftovers are
+   * swept again after it. Default: 4 × the request budget, at most engineDefaults.resetSettleMs.
+   */
+  lostRequestSettleMs?: number;
   /** AWS write pacing (per region, shared by all workers through Redis); default 50/s. */
   awsWritesPerSecond?: number;
   /** Per-kind overrides of the documented provider limits paced proactively (pacing.ts); null turns one off. */
@@ -252,6 +257,10 @@ class Run {
 
   get now(): number {
     return this.deps.now();
+  }
+
+  get lostRequestSettleMs(): number {
+    return this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs;
   }
 
   ctx(): ProviderContext {
@@ -555,7 +564,15 @@ class Run {
         replaced = true;
       } else {
         const oldArg = old ? { value: old.value, credentialId: d.oldCredentialId, meta: d.oldMeta } : undefined;
-        issued = await this.providerCall(() => this.provider.issue!(ctx, oldArg));
+        try {
+          issued = await this.providerCall(() => this.provider.issue!(ctx, oldArg));
+        } catch (err) {
+          // No answer, so perhaps carried out later: remembered (the job data is saved on the way
+          // out) so the last sweep waits until such a late create can no longer land. A provider
+          // that answered (even with a 5xx) was done with the request: the sweeps see its effect.
+          if (this.caps.issue === "overlap" && err instanceof UnansweredError) this.data = { ...this.data, issueLostAt: this.now };
+          throw err;
+        }
       }
     }
     this.deps.crashAt?.("after-issue");
@@ -844,10 +861,22 @@ class Run {
     if (this.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
     if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
     else if (this.caps.revoke === "api" && this.provider.revoke && d.oldVersionId) {
-      const old = await this.readVersion(d.oldVersionId);
-      if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
-      await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
+      if (!d.oldRevoked) {
+        const old = await this.readVersion(d.oldVersionId);
+        if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
+        await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
+      }
       what = `old credential${d.oldCredentialId ? ` ${d.oldCredentialId}` : ""} revoked${leak ? " (leak: without waiting for consumers)" : ""}`;
+    }
+    // A create of this rotation that went unanswered may still land at the provider after the
+    // sweep below (found by the fault matrix: a delayed create landed after completion, a live
+    // token in no version). The old credential is revoked at once all the same; the sweep and the
+    // end wait until such a create could no longer land.
+    const settledAt = (d.issueLostAt ?? 0) + this.lostRequestSettleMs;
+    if (this.provider.sweep && d.newCredentialId && settledAt > this.now) {
+      const text = `${what}; a create of this rotation went unanswered, so leftovers are swept at ${new Date(settledAt).toISOString()}, once it can no longer land`;
+      await this.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
+      return { data: { ...d, oldRevoked: true }, waitUntil: settledAt };
     }
     if (this.provider.sweep && d.newCredentialId) {
       // A create of this rotation that was aborted in flight may have landed after the retry's
@@ -961,6 +990,13 @@ class Run {
       const retryMs = opts.transient ? engineDefaults.transientAttentionRetryMs : engineDefaults.attentionRetryMs;
       const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${formatDuration(retryMs)}`;
       return this.attentionAndRetry(d, text, retryMs, token);
+    }
+    // A create of this rotation that went unanswered may still land: clean up once it no longer
+    // can, or the clean-up below could miss it (the job data says `failing`: it resumes here).
+    const settledAt = (d.issueLostAt ?? 0) + this.lostRequestSettleMs;
+    if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && settledAt > this.now) {
+      await this.auditStep(d.step, "waiting", `failing: ${message}; a create of this rotation went unanswered, so the clean-up runs at ${new Date(settledAt).toISOString()}, once it can no longer land`);
+      return parkJob(this.deps, this.job, d, settledAt, token);
     }
     // I6: before promotion the old credential stays current. Clean up what this rotation made.
     const cleanup: string[] = [];

@@ -48,6 +48,14 @@ export const RotationJobData = z.object({
   issueStarted: z.boolean().optional(),
   /** When the last reset call was sent (epoch ms): a reset is never sent again before it could have landed. */
   issueStartedAt: z.number().int().optional(),
+  /**
+   * When a request of this rotation that creates a credential got no answer (timed out, the
+   * connection failed): the provider may still carry it out. Leftovers are swept again once it no
+   * longer can (engine: lostRequestSettleMs).
+   */
+  issueLostAt: z.number().int().optional(),
+  /** The old credential is revoked; only the final sweep is left (it waits for a lost create). */
+  oldRevoked: z.boolean().optional(),
   /** The old credential was replaced by a compromise-mode call (it is already dead). */
   oldRevokedByReplace: z.boolean().optional(),
   startedAt: z.number().int(),

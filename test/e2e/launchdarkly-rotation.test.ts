@@ -198,6 +198,31 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(after.slice(0, after.length - audits).filter((a) => a.rotationId === req.rotationId)).toEqual([]);
   });
 
+  it("a token create that timed out and lands after the consumers confirmed is swept before the rotation ends", { timeout: 40_000 }, async () => {
+    // Requests get 2 s here, so a create left unanswered is waited out for 4 × 2 s.
+    await stack.close();
+    const onlyPush = ldPolicy(ld, probe.url, { consumers: [{ id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }] });
+    stack = await startStack({ policies: [onlyPush], env: { LD_ADMIN_TOKEN: admin.value }, requestTimeoutMs: 2_000 });
+    await stack.store.create!({ secretId: "prod/ld-api-token", region: REGION }, managed.value);
+    // LaunchDarkly carries out the first create 8 s late; rekey gives up on it after 2 s and its
+    // retry (5 s later) issues, stores and promotes its own token before the late one lands.
+    ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 8_000, times: 1 });
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 20_000);
+    const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
+    expect((await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: cur!.versionId })).status).toBe(200);
+    // The old token goes at once; the rotation waits for the late create before its last sweep.
+    await until("old token revoked", () => !ld.isLive(managed.value), 10_000);
+    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("running");
+    await until("late create landed", () => ld.requests.filter((r) => r.method === "POST" && r.path === "/api/v2/tokens" && r.status === 201).length === 2, 15_000);
+    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 15_000);
+    const live = ld.liveTokens().filter((t) => t.id !== admin.id);
+    expect(live.map((t) => t.value)).toEqual([cur!.value]);
+    const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 100 });
+    expect(history.some((h) => h.step === "revoking" && h.outcome === "waiting")).toBe(true);
+    expect(history.find((h) => h.step === "revoking" && h.outcome === "ok")?.message).toMatch(/removed 1 leftover credential/);
+  });
+
   it("fails safely before promotion: the new token is deleted and the old one stays current (I6)", async () => {
     // Hold the identity checks back, and delete the new token at LaunchDarkly before its
     // verification runs: verification must fail and the rotation must clean up after itself.
