@@ -62,7 +62,7 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   };
 }
 
-/** How long /readyz waits for Redis to answer. */
+/** How long /readyz waits for Redis to answer, and stop() for the workers' start-up check. */
 const READY_PING_MS = 2_000;
 
 async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
