@@ -11,6 +11,7 @@ import { createNotifyProcessor } from "./notify/outbox.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
+import { withTimeout } from "./util/timeout.ts";
 
 export interface Stoppable {
   stop(): Promise<void>;
@@ -64,15 +65,6 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
 
 /** How long /readyz waits for Redis to answer, and stop() for the workers' start-up check. */
 const READY_PING_MS = 2_000;
-
-async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
   const leaks = leakResponseFor(rt);

@@ -21,6 +21,7 @@ import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
 import { AwsSecretsManagerStore } from "./stores/aws-secrets-manager.ts";
 import type { SecretStore } from "./stores/types.ts";
+import { withTimeout } from "./util/timeout.ts";
 
 export interface RuntimeOptions {
   redisUrl: string;
@@ -78,7 +79,7 @@ export function redisConnection(url: string, opts: { pipelined?: boolean } = {})
 }
 
 /** Where a Redis URL points, without its credentials: `host:port` (and the scheme if TLS). */
-export function redisAddress(url: string): string {
+function redisAddress(url: string): string {
   try {
     const u = new URL(url);
     return `${u.protocol === "rediss:" ? "rediss://" : ""}${u.hostname}:${u.port || "6379"}`;
@@ -92,18 +93,11 @@ function ready(c: Redis): Promise<void> {
 }
 
 /** True once every wait is over; false when `ms` passed first, or a wait failed. */
-async function reachableWithin(ms: number, waits: Promise<unknown>[]): Promise<boolean> {
-  const all = Promise.all(waits).then(
+function reachableWithin(ms: number, waits: Promise<unknown>[]): Promise<boolean> {
+  return withTimeout(Promise.all(waits), ms, "not reachable").then(
     () => true,
     () => false,
   );
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([all, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** BullMQ prefix: under rekey's own prefix so one Redis can host several installs. */

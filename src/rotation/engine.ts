@@ -259,8 +259,12 @@ class Run {
     return this.deps.now();
   }
 
-  get lostRequestSettleMs(): number {
-    return this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs;
+  /**
+   * When a create of this rotation that got no answer (issueLostAt) can no longer land at the
+   * provider: the last sweep or clean-up waits until then. In the past where none was lost.
+   */
+  lostCreateSettledAt(d: Data): number {
+    return (d.issueLostAt ?? 0) + (this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs);
   }
 
   ctx(): ProviderContext {
@@ -872,7 +876,7 @@ class Run {
     // sweep below (found by the fault matrix: a delayed create landed after completion, a live
     // token in no version). The old credential is revoked at once all the same; the sweep and the
     // end wait until such a create could no longer land.
-    const settledAt = (d.issueLostAt ?? 0) + this.lostRequestSettleMs;
+    const settledAt = this.lostCreateSettledAt(d);
     if (this.provider.sweep && d.newCredentialId && settledAt > this.now) {
       const text = `${what}; a create of this rotation went unanswered, so leftovers are swept at ${new Date(settledAt).toISOString()}, once it can no longer land`;
       await this.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
@@ -993,7 +997,7 @@ class Run {
     }
     // A create of this rotation that went unanswered may still land: clean up once it no longer
     // can, or the clean-up below could miss it (the job data says `failing`: it resumes here).
-    const settledAt = (d.issueLostAt ?? 0) + this.lostRequestSettleMs;
+    const settledAt = this.lostCreateSettledAt(d);
     if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && settledAt > this.now) {
       await this.auditStep(d.step, "waiting", `failing: ${message}; a create of this rotation went unanswered, so the clean-up runs at ${new Date(settledAt).toISOString()}, once it can no longer land`);
       return parkJob(this.deps, this.job, d, settledAt, token);

@@ -54,7 +54,6 @@ export interface Confirmation {
   versionId?: string;
 }
 
-const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
 
 // A rotation's first write: its record unless it exists (a resumed job keeps its record), then
@@ -109,7 +108,6 @@ return 1
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    rekeyRelease(lock: string, rotationId: string): Result<number, Context>;
     rekeyTakeOver(lock: string, stale: string, rotationId: string): Result<number, Context>;
     rekeyBegin(record: string, active: string, lock: string, ...args: string[]): Result<string, Context>;
     rekeyEnd(record: string, confirmed: string, active: string, policy: string, lock: string, ...args: string[]): Result<number, Context>;
@@ -145,7 +143,6 @@ export class RekeyState {
     readonly prefix: string,
   ) {
     defineScripts(redis, {
-      rekeyRelease: { numberOfKeys: 1, lua: RELEASE_LUA },
       rekeyTakeOver: { numberOfKeys: 1, lua: TAKEOVER_LUA },
       rekeyBegin: { numberOfKeys: 3, lua: BEGIN_LUA },
       rekeyEnd: { numberOfKeys: 5, lua: END_LUA },
@@ -172,10 +169,6 @@ export class RekeyState {
   async mergeLeak(policyId: string, holder: string, leakedVersionId?: string): Promise<"no" | "joined" | "follow-up"> {
     const r = await this.redis.rekeyMergeLeak(this.key("inflight", policyId), this.key("rot", holder), holder, leakedVersionId ?? "");
     return r === 0 ? "no" : r === 2 ? "follow-up" : "joined";
-  }
-
-  async release(policyId: string, rotationId: string): Promise<void> {
-    await this.redis.rekeyRelease(this.key("inflight", policyId), rotationId);
   }
 
   /**
