@@ -285,7 +285,7 @@ export const Consumer = z
       /** sha256 of the consumer's bearer token for POST /v1/confirmations, as `sha256:<hex>`. */
       tokenHash: z
         .string()
-        .regex(/^sha256:[0-9a-f]{64}$/, "expected sha256:<64 hex digits> (see README: confirming a rotation)")
+        .regex(/^sha256:[0-9a-f]{64}$/, "expected sha256:<64 hex digits> (see docs/consumers.md)")
         .meta({ description: "sha256 of the consumer's bearer token, as sha256:<64 hex digits>." }),
     }),
     z.strictObject({
