@@ -154,6 +154,13 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const queueOpts = { connection, prefix: bullPrefix(prefix), skipVersionCheck: true, skipWaitingForReady: true };
   const queue = new Queue(ROTATION_QUEUE, { ...queueOpts, defaultJobOptions: rotationJobOptions });
   const notifyQueue = new Queue(NOTIFY_QUEUE, queueOpts);
+  // A queue re-emits its connection's errors, and without a listener BullMQ prints each one to
+  // stderr. The connection's own listener above has logged the outage already.
+  for (const q of [queue, notifyQueue]) {
+    q.on("error", (err: Error) => {
+      if (!down) opts.log.warn({ err: err.message }, "redis queue error");
+    });
+  }
   const closeAll = async (): Promise<void> => {
     await Promise.allSettled([queue.close(), notifyQueue.close()]);
     // QUIT lets what was sent finish; without a connection it would wait for one, so drop it.

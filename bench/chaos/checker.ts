@@ -168,7 +168,7 @@ export async function dumpRedis(redis: Redis, prefix: string): Promise<string> {
           case "set":
             return JSON.stringify(await redis.smembers(k));
           case "zset":
-            return JSON.stringify(await redis.zrange(k, 0, -1, "WITHSCORES"));
+            return JSON.stringify(await redis.zrange(k, 0, "-1", "WITHSCORES"));
           case "stream":
             return JSON.stringify(await redis.xrange(k, "-", "+"));
           default:

@@ -167,7 +167,7 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
     try {
       credential = await deps.resolve(ref);
     } catch (err) {
-      throw new Error(`${label} of policy ${event.policyId}: cannot resolve its credential reference: ${errorMessage(err)}`);
+      throw new Error(`${label} of policy ${event.policyId}: cannot resolve its credential reference: ${errorMessage(err)}`, { cause: err });
     }
 
     let url: string;
@@ -187,7 +187,7 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause?.code;
       // Only the label: for Slack the URL is the credential.
-      throw new Error(`${label}: request failed (${cause ?? errorMessage(err)}); will retry`);
+      throw new Error(`${label}: request failed (${cause ?? errorMessage(err)}); will retry`, { cause: err });
     }
     const snippet = (await res.text().catch(() => "")).slice(0, 200).replace(/\s+/g, " ").trim();
 

@@ -253,7 +253,7 @@ export class RekeyState {
   }
 
   async activeRotations(): Promise<RotationRecord[]> {
-    const ids = await this.redis.zrange(this.key("active"), 0, -1);
+    const ids = await this.redis.zrange(this.key("active"), 0, "-1");
     const recs = await Promise.all(ids.map((id) => this.getRecord(id)));
     return recs.filter((r): r is RotationRecord => r !== undefined);
   }

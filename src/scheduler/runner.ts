@@ -205,7 +205,7 @@ export async function startScheduler(opts: SchedulerRunnerOptions): Promise<Sche
   // A folder moved in or out: only a full read sees what it held. Other files (editor swap and
   // probe files) are ignored.
   const reloadIfFolder = async (full: string) => {
-    let isDir = false;
+    let isDir: boolean;
     try {
       isDir = (await stat(full)).isDirectory();
     } catch {

@@ -137,6 +137,7 @@ export async function acquireRedis(): Promise<RunningRedis> {
     throw new Error(
       "tests need Redis: set REDIS_URL, put redis-server on PATH (apt-get install redis-server), " +
         `or run a Docker engine for testcontainers (that failed: ${err instanceof Error ? err.message : String(err)})`,
+      { cause: err },
     );
   }
 }

@@ -153,7 +153,7 @@ export async function dumpRedis(rt: Runtime, prefix: string): Promise<string> {
       else if (type === "hash") out.push(JSON.stringify(await rt.redis.hgetall(k)));
       else if (type === "list") out.push(JSON.stringify(await rt.redis.lrange(k, 0, -1)));
       else if (type === "set") out.push(JSON.stringify(await rt.redis.smembers(k)));
-      else if (type === "zset") out.push(JSON.stringify(await rt.redis.zrange(k, 0, -1)));
+      else if (type === "zset") out.push(JSON.stringify(await rt.redis.zrange(k, 0, "-1")));
       else if (type === "stream") out.push(JSON.stringify(await rt.redis.xrange(k, "-", "+")));
     }
   } while (cursor !== "0");

@@ -29,7 +29,7 @@ async function caught(p: Promise<unknown>): Promise<Error> {
     await p;
   } catch (err) {
     if (err instanceof Error) return err;
-    throw new Error(`non-Error thrown: ${String(err)}`);
+    throw new Error(`non-Error thrown: ${String(err)}`, { cause: err });
   }
   throw new Error("expected the call to fail");
 }
