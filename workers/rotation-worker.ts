@@ -1,5 +1,6 @@
 /**
- * Rotation worker entry point: `tsx workers/rotation-worker.ts` (what `rekey worker` runs).
+ * Rotation worker entry point: `node dist/workers/rotation-worker.js` once built (`npx tsx
+ * workers/rotation-worker.ts` from the sources); `rekey worker` runs the same role.
  * Configuration comes from the environment (see README: configuration).
  *
  * Fault injection for crash tests: with REKEY_FAULT_INJECTION=1, REKEY_CRASH_AT names a point

@@ -1,5 +1,5 @@
 /**
- * Rotation worker processes for the fault matrix: real `node --import tsx workers/rotation-worker.ts`
+ * Rotation worker processes for the fault matrix: real `node dist/workers/rotation-worker.js`
  * children, killed with SIGKILL (no cleanup, no lock release) and started again. Their output is
  * kept whole so the checker can scan it for secret values (I5).
  */
@@ -31,7 +31,8 @@ export class WorkerPool {
   }
 
   private spawn(slot: number): WorkerProc {
-    const child = spawn(process.execPath, ["--import", "tsx", "workers/rotation-worker.ts"], {
+    // The compiled worker, as deployed (`npm run chaos` builds dist/ first).
+    const child = spawn(process.execPath, ["dist/workers/rotation-worker.js"], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...this.env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -1,6 +1,6 @@
 /**
- * The `rekey` command line. bin/rekey.js calls main() and exits with what it returns; tests call
- * it in-process with their own CliIo.
+ * The `rekey` command line. entry.ts (what bin/rekey.js runs, compiled) calls main() and exits
+ * with what it returns; tests call it in-process with their own CliIo.
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
@@ -34,13 +34,17 @@ const COMMANDS: readonly CommandModule[] = [
   demo,
 ];
 
+/** rekey's package.json: two folders up from src/cli/, three from the compiled dist/src/cli/. */
 function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: unknown };
-    return typeof pkg.version === "string" ? pkg.version : "0.0.0";
-  } catch {
-    return "0.0.0";
+  for (const path of ["../../package.json", "../../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), "utf8")) as { name?: unknown; version?: unknown };
+      if (pkg.name === "rekey" && typeof pkg.version === "string") return pkg.version;
+    } catch {
+      // not at this level: try the next
+    }
   }
+  return "0.0.0";
 }
 
 export function buildProgram(io: CliIo): Command {

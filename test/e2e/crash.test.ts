@@ -25,7 +25,8 @@ interface WorkerProc {
 }
 
 function spawnWorker(env: Record<string, string>): WorkerProc {
-  const child = spawn(process.execPath, ["--import", "tsx", "workers/rotation-worker.ts"], {
+  // The compiled worker, as deployed (the global setup builds dist/).
+  const child = spawn(process.execPath, ["dist/workers/rotation-worker.js"], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,9 +1,11 @@
 import type { TestProject } from "vitest/node";
+import { buildIfStale } from "./build.ts";
 import { acquireRedis, type RunningRedis } from "./redis-server.ts";
 
 let redis: RunningRedis | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
+  buildIfStale();
   redis = await acquireRedis();
   project.provide("redisUrl", redis.url);
 }

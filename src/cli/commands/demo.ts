@@ -7,6 +7,7 @@
  * The emulator and the fake live in test/fakes/, so the demo runs from a checkout of the
  * repository (it is a developer's tool, not part of an installed rekey).
  */
+import { existsSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
@@ -35,7 +36,12 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
   const quiet = new Writable({ write: (_c, _e, cb) => cb() });
   const log = createLogger({ level: "silent", destination: quiet });
   try {
-    // Fakes are loaded at run time: they are test code, present in a checkout only.
+    // Fakes are loaded at run time: they are test code, present in a checkout only (the build
+    // compiles them into dist/test/; the package does not ship that folder).
+    if (!existsSync(new URL("../../../test/fakes/", import.meta.url))) {
+      io.stderr("rekey demo runs from a checkout of the rekey repository (npm ci && npm run demo): its AWS emulator and provider fakes are not part of an installed rekey\n");
+      return EXIT.failure;
+    }
     const { startRedisServer } = await import("../../../test/helpers/redis-server.ts");
     const { startAwsEmulator } = await import("../../../test/fakes/aws/emulator.ts");
     const { startLaunchDarklyFake } = await import("../../../test/fakes/launchdarkly.ts");
