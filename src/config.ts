@@ -3,6 +3,7 @@
  * stops the process with a message that names it and says what was expected; the value of a
  * variable that may hold a secret is never repeated.
  */
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
 import { parseDuration } from "./util/duration.ts";
@@ -52,10 +53,45 @@ export interface Config {
    * so, in ms (REKEY_REDIS_CONNECT_TIMEOUT). Default: 10 s. Long-running roles keep reconnecting.
    */
   redisConnectTimeoutMs: number;
+  /**
+   * Port of the role's health server (/healthz, /readyz, /metrics) for worker, scheduler, api and
+   * run (REKEY_HEALTH_PORT). Unset: no health server (the CLI default; the image sets 9090).
+   */
+  healthPort?: number;
+  /** Address the health server listens on (REKEY_HEALTH_HOST). Default: `127.0.0.1`. */
+  healthHost: string;
 }
 
-/** Variables whose values must not appear in an error message. */
-const SECRET_VARIABLES = new Set(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+/**
+ * Variables whose values must not appear in an error message. Each can also be read from a file
+ * named by `<NAME>_FILE` (a mounted Kubernetes Secret, a Docker secret), so the value need not
+ * sit in the process environment.
+ */
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+
+/**
+ * The value of `name`, or else the content of the file `<name>_FILE` names, without its trailing
+ * line break (files written by `echo` or `kubectl create secret --from-file` end with one). The
+ * file is read on every call, so a rotated Secret volume is seen without a restart. Throws
+ * ConfigError naming the variable and the file, never the content.
+ */
+export function readEnvOrFile(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const direct = env[name];
+  const file = env[`${name}_FILE`];
+  if (file === undefined || file === "") return direct === "" ? undefined : direct;
+  if (direct !== undefined && direct !== "") throw new ConfigError(`${name}_FILE: set either ${name} or ${name}_FILE, not both`);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (code ?? "unreadable");
+    throw new ConfigError(`${name}_FILE: cannot read ${file}: ${why}`);
+  }
+  const value = text.replace(/[\r\n]+$/, "");
+  if (value === "") throw new ConfigError(`${name}_FILE: ${file} is empty`);
+  return value;
+}
 
 const int = (min: number, max: number, what: string) =>
   z
@@ -105,6 +141,8 @@ const Env = z.object({
   REKEY_WORKER_STALLED_INTERVAL: durationBetween(500, 600_000, 'expected a duration from 500ms to 10m, such as "15s"').optional(),
   REKEY_REQUEST_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "15s"').optional(),
   REKEY_REDIS_CONNECT_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "10s"').default(10_000),
+  REKEY_HEALTH_PORT: int(0, 65_535, "a port number from 0 to 65535 (0 picks a free port)").optional(),
+  REKEY_HEALTH_HOST: z.string().min(1).default("127.0.0.1"),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -125,19 +163,30 @@ function durationBetween(min: number, max: number, message: string) {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // An empty variable (`FOO=` in a compose file) means "not set", not "set to nothing".
   const input: Record<string, string> = {};
+  const fileProblems: string[] = [];
   for (const key of Object.keys(Env.shape)) {
-    const value = env[key];
+    let value: string | undefined;
+    if (SECRET_VARIABLES.has(key)) {
+      try {
+        value = readEnvOrFile(env, key);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        fileProblems.push(err.message);
+      }
+    } else value = env[key];
     if (value !== undefined && value !== "") input[key] = value;
   }
   const parsed = Env.safeParse(input);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => {
+  if (!parsed.success || fileProblems.length) {
+    const lines = (parsed.error?.issues ?? []).map((issue) => {
       const name = String(issue.path[0] ?? "environment");
       const value = input[name];
+      // A value read from a file is named by the variable that pointed at the file.
+      const label = SECRET_VARIABLES.has(name) && env[`${name}_FILE`] ? `${name} (from ${name}_FILE)` : name;
       const shown = value === undefined || SECRET_VARIABLES.has(name) ? "" : ` (got ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)})`;
-      return `${name}: ${issue.message}${shown}`;
+      return `${label}: ${issue.message}${shown}`;
     });
-    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+    throw new ConfigError(`invalid configuration:\n  ${[...fileProblems, ...lines].join("\n  ")}`);
   }
   const e = parsed.data;
   return {
@@ -157,5 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerStalledIntervalMs: e.REKEY_WORKER_STALLED_INTERVAL,
     requestTimeoutMs: e.REKEY_REQUEST_TIMEOUT,
     redisConnectTimeoutMs: e.REKEY_REDIS_CONNECT_TIMEOUT,
+    healthPort: e.REKEY_HEALTH_PORT,
+    healthHost: e.REKEY_HEALTH_HOST,
   };
 }

@@ -6,6 +6,7 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { Audit } from "./audit/audit.ts";
+import { readEnvOrFile } from "./config.ts";
 import { ConfigError, PolicyError, RedisUnavailableError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { enqueueNotification } from "./notify/outbox.ts";
@@ -108,8 +109,9 @@ export function bullPrefix(prefix: string): string {
 export function credentialResolver(store: SecretStore, env: NodeJS.ProcessEnv): (ref: CredentialRef) => Promise<string> {
   return async (ref) => {
     if ("env" in ref) {
-      const v = env[ref.env];
-      if (!v) throw new ConfigError(`environment variable ${ref.env} (a credential a policy refers to) is not set`);
+      // The variable, or the file its <NAME>_FILE names (a mounted Secret volume).
+      const v = readEnvOrFile(env, ref.env);
+      if (!v) throw new ConfigError(`environment variable ${ref.env} (a credential a policy refers to) is not set, nor ${ref.env}_FILE`);
       return v;
     }
     const cur = await store.getCurrent({ secretId: ref.secretId, region: ref.region, jsonKey: ref.jsonKey });

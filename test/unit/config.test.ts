@@ -1,6 +1,11 @@
-import { describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { loadConfig, SECRET_VARIABLES } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
+import { credentialResolver } from "../../src/runtime.ts";
+import type { SecretStore } from "../../src/stores/types.ts";
 
 function configError(env: NodeJS.ProcessEnv): ConfigError {
   try {
@@ -28,6 +33,8 @@ describe("loadConfig", () => {
       awsRegion: undefined,
       logLevel: "info",
       redisConnectTimeoutMs: 10_000,
+      healthPort: undefined,
+      healthHost: "127.0.0.1",
     });
   });
 
@@ -49,6 +56,8 @@ describe("loadConfig", () => {
         REKEY_REDIS_CONNECT_TIMEOUT: "3s",
         AWS_REGION: "eu-central-1",
         LOG_LEVEL: "debug",
+        REKEY_HEALTH_PORT: "9091",
+        REKEY_HEALTH_HOST: "0.0.0.0",
       }),
     ).toEqual({
       redisUrl: "rediss://user:pw@redis.internal:6380/2",
@@ -64,6 +73,8 @@ describe("loadConfig", () => {
       awsRegion: "eu-central-1",
       logLevel: "debug",
       redisConnectTimeoutMs: 3_000,
+      healthPort: 9091,
+      healthHost: "0.0.0.0",
     });
   });
 
@@ -112,5 +123,62 @@ describe("loadConfig", () => {
   it("accepts one hash tag in the prefix and refuses a broken one", () => {
     expect(loadConfig({ REKEY_PREFIX: "prod{rekey}" }).prefix).toBe("prod{rekey}");
     expect(configError({ REKEY_PREFIX: "{rekey" }).message).toContain("REKEY_PREFIX: expected at most one hash tag");
+  });
+
+  describe("secret settings from files (<NAME>_FILE)", () => {
+    let dir: string;
+    const file = (name: string, content: string): string => {
+      const path = join(dir, name);
+      writeFileSync(path, content);
+      return path;
+    };
+    beforeEach(() => {
+      dir = mkdtempSync(join(tmpdir(), "rekey-config-"));
+    });
+    afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+    it("reads every secret setting from the file its _FILE variable names, without the trailing line break", () => {
+      const hash = `sha256:${"cd".repeat(32)}`;
+      const key = "f".repeat(40);
+      const config = loadConfig({
+        REDIS_URL_FILE: file("redis-url", "rediss://rekey:pw-from-file@redis.internal:6380\n"),
+        REKEY_ADMIN_TOKEN_HASH_FILE: file("admin-token-hash", `${hash}\r\n`),
+        REKEY_FINGERPRINT_KEY_FILE: file("fingerprint-key", key),
+      });
+      expect(config).toMatchObject({ redisUrl: "rediss://rekey:pw-from-file@redis.internal:6380", adminTokenHash: hash, fingerprintKey: key });
+      // Every setting that may hold a secret has its _FILE form (this test covers them all).
+      expect([...SECRET_VARIABLES].sort()).toEqual(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+    });
+
+    it("refuses a variable set both ways, a missing or empty file, and never shows what a file holds", () => {
+      const secret = "not-a-url-but-secret";
+      const err = configError({
+        REDIS_URL_FILE: file("redis-url", `${secret}\n`),
+        REKEY_FINGERPRINT_KEY: "k".repeat(32),
+        REKEY_FINGERPRINT_KEY_FILE: file("fingerprint-key", "k".repeat(32)),
+        REKEY_ADMIN_TOKEN_HASH_FILE: join(dir, "absent"),
+      });
+      expect(err.message.split("\n")).toEqual([
+        "invalid configuration:",
+        `  REKEY_ADMIN_TOKEN_HASH_FILE: cannot read ${join(dir, "absent")}: no such file`,
+        "  REKEY_FINGERPRINT_KEY_FILE: set either REKEY_FINGERPRINT_KEY or REKEY_FINGERPRINT_KEY_FILE, not both",
+        "  REDIS_URL (from REDIS_URL_FILE): expected a redis:// or rediss:// URL",
+      ]);
+      expect(err.message).not.toContain(secret);
+      expect(configError({ REKEY_FINGERPRINT_KEY_FILE: file("empty", "\n") }).message).toContain(`REKEY_FINGERPRINT_KEY_FILE: ${join(dir, "empty")} is empty`);
+    });
+
+    it("resolves a policy's env: credential from <NAME>_FILE, read again at each use (a rotated Secret volume)", async () => {
+      const path = file("ld-admin-token", "api-first-value\n");
+      const store = {} as SecretStore;
+      const resolve = credentialResolver(store, { LD_ADMIN_TOKEN_FILE: path });
+      expect(await resolve({ env: "LD_ADMIN_TOKEN" })).toBe("api-first-value");
+      writeFileSync(path, "api-second-value\n");
+      expect(await resolve({ env: "LD_ADMIN_TOKEN" })).toBe("api-second-value");
+      await expect(credentialResolver(store, {})({ env: "LD_ADMIN_TOKEN" })).rejects.toThrow("environment variable LD_ADMIN_TOKEN (a credential a policy refers to) is not set, nor LD_ADMIN_TOKEN_FILE");
+      await expect(credentialResolver(store, { LD_ADMIN_TOKEN: "a", LD_ADMIN_TOKEN_FILE: path })({ env: "LD_ADMIN_TOKEN" })).rejects.toThrow(
+        "LD_ADMIN_TOKEN_FILE: set either LD_ADMIN_TOKEN or LD_ADMIN_TOKEN_FILE, not both",
+      );
+    });
   });
 });
