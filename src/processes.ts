@@ -3,11 +3,14 @@
  * (`workers/`, `rekey worker|api|scheduler|run`). Each returns a handle whose `stop()` drains it.
  */
 import { Worker } from "bullmq";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { buildApi } from "./api/server.ts";
 import { errorMessage } from "./errors.ts";
 import { leakResponseFor } from "./leak/leak.ts";
 import type { Logger } from "./log.ts";
 import { createNotifyProcessor } from "./notify/outbox.ts";
+import { redisCheck, secretStoreCheck } from "./observe/readiness.ts";
+import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/role-server.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
@@ -63,12 +66,37 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   };
 }
 
-/** How long /readyz waits for Redis to answer, and stop() for the workers' start-up check. */
+/** How long stop() waits for the workers' start-up check of Redis. */
 const READY_PING_MS = 2_000;
+
+/** What every role's readiness covers: Redis, and the secret store the policies' secrets live in. */
+export function readinessChecks(rt: Pick<Runtime, "redis" | "store" | "policies">): ReadinessCheck[] {
+  return [redisCheck(rt.redis), secretStoreCheck({ store: rt.store, targets: () => rt.policies.all().map((p) => p.target) })];
+}
+
+/**
+ * A registry for a role's /metrics: Node's process metrics under `rekey_`, labelled with the
+ * role. Per-role metrics register into the same registry.
+ */
+export function roleRegistry(role: string): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ role });
+  collectDefaultMetrics({ register: registry, prefix: "rekey_" });
+  return registry;
+}
+
+/** The health server of a role process (REKEY_HEALTH_PORT): /healthz, /readyz, /metrics. */
+export async function startHealthServer(
+  rt: Pick<Runtime, "redis" | "store" | "policies">,
+  opts: { role: string; host: string; port: number; log: Logger; registry?: Registry },
+): Promise<Stoppable & { url: string }> {
+  return startRoleServer({ role: opts.role, host: opts.host, port: opts.port, log: opts.log, registry: opts.registry ?? roleRegistry(opts.role), checks: readinessChecks(rt) });
+}
 
 export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
+  const checks = readinessChecks(rt);
   const app = buildApi({
     rotations: rt.rotations,
     state: rt.state,
@@ -79,11 +107,12 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
     nextDue: opts.nextDue,
     boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
-    // Without Redis, commands wait in the client's offline queue for the reconnect: say so at
-    // once instead, so a readiness probe gets its 503 rather than a timeout.
     ping: async () => {
-      if (rt.redis.status !== "ready") throw new Error(`not connected (${rt.redis.status})`);
-      await withTimeout(rt.redis.ping(), READY_PING_MS, `no answer to PING within ${READY_PING_MS} ms`);
+      const readiness = await runReadiness(checks);
+      if (!readiness.ok) {
+        const failed = Object.entries(readiness.checks).flatMap(([name, c]) => (c.ok ? [] : [`${name}: ${c.error}`]));
+        throw new Error(failed.join("; "));
+      }
     },
     redisReady: () => rt.redis.status === "ready",
     extensions: {

@@ -10,7 +10,7 @@
  */
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { startRotationWorker } from "../src/processes.ts";
+import { startHealthServer, startRotationWorker } from "../src/processes.ts";
 import type { CrashPoint } from "../src/rotation/engine.ts";
 import { createRuntime } from "../src/runtime.ts";
 
@@ -44,6 +44,7 @@ const worker = startRotationWorker(rt, {
   stalledIntervalMs: config.workerStalledIntervalMs,
 });
 log.info({ concurrency: config.workerConcurrency, pid: process.pid }, "rotation worker started");
+const health = config.healthPort === undefined ? undefined : await startHealthServer(rt, { role: "worker", host: config.healthHost, port: config.healthPort, log });
 
 const unwatch = rt.policies.watch((issues) => {
   for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
@@ -58,6 +59,7 @@ process.on("SIGHUP", () => {
 const stop = async (signal: string) => {
   log.info({ signal }, "stopping: finishing the steps in progress");
   unwatch();
+  await health?.stop();
   await worker.stop();
   await rt.close();
   process.exit(0);

@@ -42,6 +42,7 @@ export interface ApiDeps {
   adminTokenHash?: string;
   nextDue?: (policyId: string) => number | undefined;
   queueCounts?: () => Promise<Record<string, number>>;
+  /** Readiness (GET /readyz): rejects naming each dependency that does not answer. */
   ping?: () => Promise<void>;
   /** False while rekey's Redis connection is down: requests that need it get a 503 at once. */
   redisReady?: () => boolean;
@@ -150,7 +151,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       await deps.ping?.();
       return { ok: true };
     } catch (err) {
-      return reply.code(503).send({ ok: false, error: `redis: ${errorMessage(err)}` });
+      // ping() names the dependency that failed ("redis: …", "secretStore: …").
+      return reply.code(503).send({ ok: false, error: errorMessage(err) });
     }
   });
   app.get("/metrics", async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));

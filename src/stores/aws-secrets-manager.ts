@@ -109,6 +109,18 @@ export class AwsSecretsManagerStore implements SecretStore {
     return DescribeShape.parse(out).VersionIdsToStages ?? {};
   }
 
+  async probe(ref: SecretRef, signal?: AbortSignal): Promise<void> {
+    const region = this.regionOf(ref);
+    try {
+      await this.client(region).send(new DescribeSecretCommand({ SecretId: ref.secretId }), signal ? { abortSignal: signal } : {});
+    } catch (err) {
+      // The service answered and accepted the credentials; the missing secret is the rotation's to report.
+      if ((err as AwsErrorLike).name === "ResourceNotFoundException") return;
+      if (signal?.aborted) throw new TransientError(`DescribeSecret on secret ${ref.secretId} in ${region} got no answer in time`);
+      throw this.mapError(err, ref, region, "DescribeSecret", []);
+    }
+  }
+
   async listVersions(ref: SecretRef, opts: { includeDeprecated?: boolean; signal?: AbortSignal } = {}): Promise<VersionInfo[]> {
     const versions: VersionInfo[] = [];
     let nextToken: string | undefined;

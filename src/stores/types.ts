@@ -54,6 +54,14 @@ export interface SecretStore {
   /** Remove AWSPENDING from `versionId` (a rotation that failed before promotion). Idempotent. */
   discardPending(ref: SecretRef, versionId: string, signal?: AbortSignal): Promise<void>;
 
+  /**
+   * Readiness: resolves when the store answers a metadata read of `ref` with rekey's credentials
+   * (no value is read). A secret that does not exist still counts as an answer: that is the
+   * rotation's problem to report, not the store's. Rejects when there is no answer, or the
+   * credentials are refused.
+   */
+  probe?(ref: SecretRef, signal?: AbortSignal): Promise<void>;
+
   /** Create a secret holding `value` as its first version (set-up, tests, the demo). */
   create?(ref: SecretRef, value: string, signal?: AbortSignal): Promise<{ versionId: string }>;
 }

@@ -1,14 +1,28 @@
 /** `rekey worker | api | scheduler | run`: the long-running roles. */
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
-import { startApiServer, startRotationWorker, type Stoppable } from "../../processes.ts";
+import { startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
 import { startScheduler } from "../../scheduler/runner.ts";
 import { openRuntime, untilStopped, type CommandContext } from "../context.ts";
 import type { CliIo } from "../io.ts";
 
 type Role = "worker" | "api" | "scheduler";
 
-async function runRoles(io: CliIo, roles: Role[], opts: { concurrency?: string }): Promise<void> {
+interface RoleOptions {
+  concurrency?: string;
+  healthPort?: number;
+}
+
+function port(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 65_535) throw new InvalidArgumentError("expected a port number from 0 to 65535 (0 picks a free port)");
+  return Number(value);
+}
+
+/** --health-port: off unless given here or in REKEY_HEALTH_PORT (the container image sets 9090). */
+const healthPortOption = () =>
+  new Option("--health-port <port>", "serve /healthz, /readyz and /metrics on this port (default REKEY_HEALTH_PORT; unset: off)").argParser(port);
+
+async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<void> {
   const ctx: CommandContext = await openRuntime(io, { name: roles.join("+") });
   const { config, log, rt } = ctx;
   const running: Stoppable[] = [];
@@ -43,6 +57,11 @@ async function runRoles(io: CliIo, roles: Role[], opts: { concurrency?: string }
     if (roles.includes("api")) {
       running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue }));
     }
+    const healthPort = opts.healthPort ?? config.healthPort;
+    if (healthPort !== undefined) {
+      // Started last, so it stops first: readiness goes away before the roles drain.
+      running.push(await startHealthServer(rt, { role: roles.join("+"), host: config.healthHost, port: healthPort, log }));
+    }
     const unwatch = rt.policies.watch((issues) => {
       for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
       if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
@@ -64,18 +83,22 @@ export function register(program: Command, io: CliIo): void {
     .command("worker")
     .description("run a rotation worker (and the notification sender) until SIGINT/SIGTERM; SIGHUP reloads policies")
     .option("-c, --concurrency <n>", "rotation jobs at once (default REKEY_WORKER_CONCURRENCY or 8)")
-    .action((opts: { concurrency?: string }) => runRoles(io, ["worker"], opts));
+    .addOption(healthPortOption())
+    .action((opts: RoleOptions) => runRoles(io, ["worker"], opts));
   program
     .command("api")
     .description("serve the HTTP API (confirmations, triggers, status, metrics) on REKEY_API_HOST:REKEY_API_PORT")
-    .action(() => runRoles(io, ["api"], {}));
+    .addOption(healthPortOption())
+    .action((opts: RoleOptions) => runRoles(io, ["api"], opts));
   program
     .command("scheduler")
     .description("queue rotations when their policies are due; watches the policy folder, SIGHUP reloads it")
-    .action(() => runRoles(io, ["scheduler"], {}));
+    .addOption(healthPortOption())
+    .action((opts: RoleOptions) => runRoles(io, ["scheduler"], opts));
   program
     .command("run")
     .description("scheduler, worker and API in one process (small installs; `npm start`)")
     .option("-c, --concurrency <n>", "rotation jobs at once")
-    .action((opts: { concurrency?: string }) => runRoles(io, ["scheduler", "worker", "api"], opts));
+    .addOption(healthPortOption())
+    .action((opts: RoleOptions) => runRoles(io, ["scheduler", "worker", "api"], opts));
 }
