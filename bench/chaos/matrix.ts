@@ -136,6 +136,9 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     const apiUrl = api.url;
     // The harness's own queue: the same job options but retries back off from 200 ms, not 5 s.
     queue = new Queue(ROTATION_QUEUE, { connection: rt.connection, prefix: bullPrefix(prefix), defaultJobOptions: { ...rotationJobOptions, backoff: { type: "exponential", delay: 200 } } });
+    // The matrix restarts Redis on purpose: the queue's re-emitted connection errors are expected
+    // (without a listener BullMQ prints each one).
+    queue.on("error", () => undefined);
     const rotations = new Rotations({ queue, state: rt.state, audit: rt.audit, policies: rt.policies, now: Date.now });
 
     const lanes: Lane[] = [];

@@ -154,6 +154,8 @@ describe("health of the worker and scheduler processes", () => {
       policyPaths: [dir],
       log,
       env: {},
+      // Wait for Redis, so only the store is missing.
+      connectTimeoutMs: 10_000,
       store: new AwsSecretsManagerStore({ region: REGION, maxAttempts: 1, clientFor: (r) => emulatorClient({ ...emulator, url: `http://127.0.0.1:${closed}` }, r) }),
     });
     const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
