@@ -130,6 +130,34 @@ describe("health of the worker and scheduler processes", () => {
     noWarnings(await stop(scheduler));
   });
 
+  it("the standalone worker entry point (dist/workers/rotation-worker.js) serves the same health port", async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, ["dist/workers/rotation-worker.js"], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "/tmp",
+        REDIS_URL: redisUrl(),
+        REKEY_PREFIX: prefix,
+        REKEY_POLICY_DIR: dir,
+        REKEY_HEALTH_PORT: String(port),
+        AWS_REGION: REGION,
+        AWS_ACCESS_KEY_ID: "test",
+        AWS_SECRET_ACCESS_KEY: "test",
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: emulator.url,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const proc = { child, url: `http://127.0.0.1:${port}`, exited, output: () => out };
+    running.push(proc);
+    await until("worker health port up", async () => (await fetch(`${proc.url}/healthz`).catch(() => undefined))?.ok, 30_000, 200);
+    expect((await fetch(`${proc.url}/readyz`)).status).toBe(200);
+    noWarnings(await stop(proc));
+  });
+
   it("readiness is 503 naming the secret store while it does not answer; liveness stays 200", async () => {
     const closed = await freePort();
     const port = await freePort();
