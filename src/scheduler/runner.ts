@@ -198,6 +198,12 @@ export async function startScheduler(opts: SchedulerRunnerOptions): Promise<Sche
     const name = filename.toString();
     if (only !== undefined && name !== only) return;
     const full = resolve(join(dir, name));
+    // A Kubernetes ConfigMap or Secret volume changes by swapping its `..data` link to a new
+    // folder: the visible files (links through `..data`) see no event of their own.
+    if (basename(name) === "..data") {
+      later("*", reload);
+      return;
+    }
     if (name.split(/[\\/]/).some((part) => part.startsWith(".") || part === "node_modules")) return;
     if (isPolicyFileName(basename(name))) later(full, () => reloadFile(full));
     else later(`?${full}`, () => reloadIfFolder(full));

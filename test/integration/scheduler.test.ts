@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Redis } from "ioredis";
@@ -365,6 +365,22 @@ describe("startScheduler", () => {
     unlinkSync(join(dir, "top.yml"));
     await until(() => !h.scheduler.has("top"));
     expect(h.scheduler.has("deep")).toBe(true);
+  });
+
+  it("follows a Kubernetes ConfigMap volume, which changes by swapping its ..data link", async () => {
+    // The kubelet's layout: policy.yaml -> ..data/policy.yaml, ..data -> ..<timestamp>/.
+    mkdirSync(join(dir, "..2026_12_02_10_00_00.1"));
+    writeFileSync(join(dir, "..2026_12_02_10_00_00.1", "policy.yaml"), policyYaml("cm", "0 1 * * *"));
+    symlinkSync("..2026_12_02_10_00_00.1", join(dir, "..data"));
+    symlinkSync(join("..data", "policy.yaml"), join(dir, "policy.yaml"));
+    const { handle: h } = await start(true);
+    expect(h.scheduler.nextDue("cm")).toBe(Date.parse("2025-06-02T23:00:00Z"));
+    // The update: a new folder, then an atomic rename of a new link over ..data.
+    mkdirSync(join(dir, "..2026_12_02_10_05_00.2"));
+    writeFileSync(join(dir, "..2026_12_02_10_05_00.2", "policy.yaml"), policyYaml("cm", "0 2 * * *"));
+    symlinkSync("..2026_12_02_10_05_00.2", join(dir, "..data_tmp"));
+    renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+    await until(() => h.scheduler.nextDue("cm") === Date.parse("2025-06-03T00:00:00Z"));
   });
 });
 
