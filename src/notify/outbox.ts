@@ -15,6 +15,7 @@ import { type Logger } from "../log.ts";
 import { type CredentialRef, NotifyTarget, type Policy } from "../policy/schema.ts";
 import { type EventType, NotificationEvent } from "./events.ts";
 import { slackMessage } from "./slack.ts";
+import { SigningKeyError } from "./standard-webhooks.ts";
 import { webhookRequest } from "./webhook.ts";
 
 export const NotifyJobData = z.strictObject({
@@ -173,7 +174,14 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
     let url: string;
     let init: RequestInit;
     if (target.kind === "webhook") {
-      const req = webhookRequest(event, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
+      let req: ReturnType<typeof webhookRequest>;
+      try {
+        req = webhookRequest(event, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
+      } catch (err) {
+        // A key that cannot sign never will: fail now, naming the target (never the key).
+        if (err instanceof SigningKeyError) throw new UnrecoverableError(`${label} of policy ${event.policyId}: ${err.message}`);
+        throw err;
+      }
       url = target.url;
       init = { method: "POST", headers: req.headers, body: req.body };
     } else {
