@@ -51,6 +51,8 @@ export interface NotificationInput {
   consumers?: string[];
   instructions?: string;
   link?: string;
+  /** rotation.consumer-failed: where the consumer failed. */
+  stage?: string;
 }
 
 export interface NotifyQueue {
@@ -60,7 +62,7 @@ export interface NotifyQueue {
 /** Builds the event from what a step reports and the policy it belongs to. `now` is epoch ms. */
 export function buildEvent(policy: Policy, input: NotificationInput, now: number): NotificationEvent {
   const withConsumers =
-    input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak" || input.type === "rotation.cutover-pending";
+    input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak" || input.type === "rotation.cutover-pending" || input.type === "rotation.consumer-failed";
   const human = input.type === "human.action-required" || input.type === "human.reminder";
   return NotificationEvent.parse({
     schemaVersion: 1,
@@ -75,6 +77,7 @@ export function buildEvent(policy: Policy, input: NotificationInput, now: number
     at: new Date(now).toISOString(),
     ...(withConsumers ? { consumers: input.consumers ?? [] } : {}),
     ...(human ? { instructions: input.instructions, link: input.link } : {}),
+    ...(input.type === "rotation.consumer-failed" ? { stage: input.stage } : {}),
   });
 }
 
