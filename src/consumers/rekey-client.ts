@@ -119,15 +119,27 @@ export const CONFIRM_RETRY_DELAYS_MS: readonly number[] = [1_000, 2_000, 4_000, 
 /**
  * Confirm with retries: a network error or 5xx is always retried; a 409 only with
  * `retryConflicts` (a version that just became current). A refusal is returned at once.
- * `stillWanted` is asked before each attempt, so a superseded version stops retrying.
+ * `stillWanted` is asked before each attempt, so a superseded version stops retrying; `signal`
+ * ends a wait between attempts at once (a request in flight is let finish).
  */
 export async function confirmWithRetry(
   client: Pick<RekeyClient, "confirm">,
   body: Parameters<RekeyClient["confirm"]>[0],
-  opts: { retryConflicts: boolean; stillWanted: () => boolean; delaysMs?: readonly number[]; sleep?: (ms: number) => Promise<void> },
+  opts: { retryConflicts: boolean; stillWanted: () => boolean; delaysMs?: readonly number[]; signal?: AbortSignal },
 ): Promise<ConfirmResult> {
   const delays = opts.delaysMs ?? CONFIRM_RETRY_DELAYS_MS;
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()));
+  const sleep = (ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      if (opts.signal?.aborted) return resolve();
+      const t = setTimeout(done, ms);
+      t.unref();
+      function done(): void {
+        clearTimeout(t);
+        opts.signal?.removeEventListener("abort", done);
+        resolve();
+      }
+      opts.signal?.addEventListener("abort", done, { once: true });
+    });
   let last: ConfirmResult = { outcome: "superseded" };
   for (let attempt = 0; attempt <= delays.length; attempt++) {
     if (attempt > 0) await sleep(delays[attempt - 1]!);

@@ -125,8 +125,11 @@ export interface SecretSource {
   handleEvent(event: RekeyWebhookEvent): Promise<"ignored" | "reloaded">;
   /** Ids only: which version is loaded, applied and confirmed. */
   status(): SecretSourceStatus;
-  /** Stop polling. Pending work ends without confirming. */
-  close(): void;
+  /**
+   * Stop polling and retrying; resolves once a handler run or a call to rekey in flight ended.
+   * Nothing is confirmed after it.
+   */
+  close(): Promise<void>;
 }
 
 /** Events after which the current version may have changed, or a confirmation is awaited. */
@@ -169,6 +172,7 @@ class Source implements SecretSource {
   private lastError?: string;
   private timer?: NodeJS.Timeout;
   private closed = false;
+  private readonly closing = new AbortController();
 
   constructor(private readonly opts: SecretSourceOptions) {
     if (!opts.secretId) throw new SecretSourceError("createSecretSource: secretId is required");
@@ -270,9 +274,13 @@ class Source implements SecretSource {
     };
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort();
     if (this.timer) clearTimeout(this.timer);
+    // A call to rekey in flight is let finish (cutting it off mid-request leaves rekey's side of
+    // the connection open); retries and new versions stop here.
+    await Promise.allSettled([this.applying, this.confirming?.result]);
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -355,6 +363,7 @@ class Source implements SecretSource {
       retryConflicts,
       stillWanted: () => !this.closed && this.cached?.versionId === v.versionId,
       delaysMs: this.opts.confirmRetryDelaysMs,
+      signal: this.closing.signal,
     }).then((r) => {
       if (r.outcome === "accepted") this.confirmedVersionId = v.versionId;
       else if (r.outcome === "refused") this.fail(new SecretSourceError(`rekey refused the confirmation of ${c.consumerId} for policy ${c.policyId} (HTTP ${r.status}: ${r.error}); check confirm.token, policyId and consumerId`));

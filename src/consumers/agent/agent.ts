@@ -114,6 +114,8 @@ export class ConsumerAgent {
     this.stop$.abort();
     for (const t of [this.debounceTimer, this.pollTimer, this.retryTimer]) if (t) clearTimeout(t);
     await this.cycle?.catch(() => undefined);
+    // Calls to rekey in flight finish; their retries end with the stop signal.
+    await Promise.allSettled([...this.confirmations]);
     await this.server?.close();
   }
 
@@ -265,6 +267,7 @@ export class ConsumerAgent {
       retryConflicts,
       stillWanted: () => !this.stopped && w.current?.versionId === versionId,
       delaysMs: this.deps.confirmRetryDelaysMs,
+      signal: this.stop$.signal,
     });
     const tracked = p
       .then((r) => {
