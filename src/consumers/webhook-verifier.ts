@@ -66,7 +66,10 @@ export interface WebhookVerifierOptions {
   toleranceSeconds?: number;
   /** How many accepted webhook-ids are remembered for the replay check. Default 10,000. */
   rememberIds?: number;
-  /** Clock in epoch ms. Default `Date.now`. */
+  /**
+   * Clock in epoch ms. Default `Date.now`. (The `standardwebhooks` package also checks its own
+   * 5-minute tolerance against the system clock.)
+   */
   now?: () => number;
 }
 

@@ -158,7 +158,7 @@ export class AgentConfigError extends Error {
 /** Parse and validate a config file's text; every problem as `file:line: path: message`. */
 export function parseAgentConfig(text: string, file: string): AgentConfig {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter: lines });
   if (doc.errors.length) {
     throw new AgentConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? "?"}: ${e.message.split("\n")[0]}`));
   }
