@@ -217,7 +217,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     providerRates: opts.providerRates,
     crashAt: opts.crashAt,
   });
-  const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey });
+  const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey, notify });
   return {
     redis,
     queue,

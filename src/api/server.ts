@@ -3,7 +3,8 @@
  * status, history, health and Prometheus metrics. Built on fastify for its request lifecycle,
  * body limits, and `inject()` for tests; bodies are validated with zod.
  *
- * Authentication: consumers present their own bearer token (its sha256 is in the policy);
+ * Authentication: consumers present their own bearer token (its sha256 is in the policy) to
+ * confirm a version and to report that they could not take one (POST /v1/consumer-failures);
  * operator endpoints need the admin token (its sha256 is REKEY_ADMIN_TOKEN_HASH). Refusals are
  * 4xx, change nothing, and are audited.
  */
@@ -16,6 +17,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { z } from "zod";
 import type { Audit } from "../audit/audit.ts";
 import { tokenMatches } from "../consumers/fingerprint.ts";
+import { FAILURE_STAGES } from "../consumers/rekey-client.ts";
 import { errorMessage, RekeyError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Policy } from "../policy/schema.ts";
@@ -61,6 +63,14 @@ const ConfirmBody = z
   })
   .refine((b) => b.versionId || b.fingerprint, { message: "name the version you loaded: versionId or fingerprint" });
 
+const FailureBody = z.strictObject({
+  policyId: z.string().min(1),
+  consumerId: z.string().min(1),
+  versionId: z.string().min(1).max(64).optional(),
+  stage: z.enum(FAILURE_STAGES),
+  message: z.string().max(2_000),
+});
+
 const RotateBody = z.strictObject({ policyId: z.string().min(1) });
 const SubmitBody = z.strictObject({ value: z.string().min(1).max(65_536) });
 
@@ -86,6 +96,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
   const confirmations = new Counter({ name: "rekey_confirmations_total", help: "Push confirmations received, by outcome", labelNames: ["outcome"], registers: [registry] });
+  const consumerFailures = new Counter({ name: "rekey_consumer_failures_total", help: "Consumer failure reports received, by stage", labelNames: ["stage"], registers: [registry] });
   const requests = new Counter({ name: "rekey_api_requests_total", help: "API requests by route and status class", labelNames: ["route", "status"], registers: [registry] });
   new Gauge({
     name: "rekey_rotations_in_flight",
@@ -169,6 +180,20 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         if (err.status === 400) {
           await deps.audit.record({ step: "confirmation", outcome: "refused", actor: "consumer:unknown", message: err.message });
         }
+      }
+      throw err;
+    }
+  });
+
+  app.post("/v1/consumer-failures", async (req, reply) => {
+    try {
+      const body = parse(FailureBody, req.body);
+      const res = await deps.rotations.reportFailure({ ...body, bearer: bearer(req) });
+      consumerFailures.inc({ stage: body.stage });
+      return reply.code(200).send(res);
+    } catch (err) {
+      if (err instanceof RequestError && err.status === 400) {
+        await deps.audit.record({ step: "consumer-failure", outcome: "refused", actor: "consumer:unknown", message: err.message });
       }
       throw err;
     }

@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { errorMessage } from "../errors.ts";
+import * as agent from "./commands/agent.ts";
 import * as demo from "./commands/demo.ts";
 import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
@@ -31,6 +32,7 @@ const COMMANDS: readonly CommandModule[] = [
   operate,
   leak,
   roles,
+  agent,
   demo,
 ];
 

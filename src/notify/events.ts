@@ -16,6 +16,7 @@ export const EVENT_TYPES = [
   "human.reminder",
   "rotation.leak",
   "rotation.cutover-pending",
+  "rotation.consumer-failed",
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -84,6 +85,14 @@ export const NotificationEvent = z.discriminatedUnion("event", [
     /** Consumers that will fail from the reset until they load the new version. */
     consumers: Consumers,
   }),
+  z.strictObject({
+    ...common,
+    event: z.literal("rotation.consumer-failed"),
+    /** The consumer that reported it could not take the new version (its id). */
+    consumers: Consumers,
+    /** Where it failed: fetch, write, reload, health, handler or confirm. */
+    stage: z.string().optional(),
+  }),
 ]);
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 export type NotificationEventInput = z.input<typeof NotificationEvent>;
@@ -99,4 +108,5 @@ export const EVENT_TITLES: Record<EventType, string> = {
   "human.reminder": "Reminder: action still required",
   "rotation.leak": "LEAK: reload the secret now",
   "rotation.cutover-pending": "Cut-over ahead, reload when told",
+  "rotation.consumer-failed": "A consumer failed to load the new version",
 };

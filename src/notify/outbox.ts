@@ -15,6 +15,7 @@ import { type Logger } from "../log.ts";
 import { type CredentialRef, NotifyTarget, type Policy } from "../policy/schema.ts";
 import { type EventType, NotificationEvent } from "./events.ts";
 import { slackMessage } from "./slack.ts";
+import { SigningKeyError } from "./standard-webhooks.ts";
 import { webhookRequest } from "./webhook.ts";
 
 export const NotifyJobData = z.strictObject({
@@ -50,6 +51,8 @@ export interface NotificationInput {
   consumers?: string[];
   instructions?: string;
   link?: string;
+  /** rotation.consumer-failed: where the consumer failed. */
+  stage?: string;
 }
 
 export interface NotifyQueue {
@@ -59,7 +62,7 @@ export interface NotifyQueue {
 /** Builds the event from what a step reports and the policy it belongs to. `now` is epoch ms. */
 export function buildEvent(policy: Policy, input: NotificationInput, now: number): NotificationEvent {
   const withConsumers =
-    input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak" || input.type === "rotation.cutover-pending";
+    input.type === "rotation.awaiting-confirmation" || input.type === "rotation.needs-attention" || input.type === "rotation.leak" || input.type === "rotation.cutover-pending" || input.type === "rotation.consumer-failed";
   const human = input.type === "human.action-required" || input.type === "human.reminder";
   return NotificationEvent.parse({
     schemaVersion: 1,
@@ -74,6 +77,7 @@ export function buildEvent(policy: Policy, input: NotificationInput, now: number
     at: new Date(now).toISOString(),
     ...(withConsumers ? { consumers: input.consumers ?? [] } : {}),
     ...(human ? { instructions: input.instructions, link: input.link } : {}),
+    ...(input.type === "rotation.consumer-failed" ? { stage: input.stage } : {}),
   });
 }
 
@@ -173,7 +177,14 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
     let url: string;
     let init: RequestInit;
     if (target.kind === "webhook") {
-      const req = webhookRequest(event, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
+      let req: ReturnType<typeof webhookRequest>;
+      try {
+        req = webhookRequest(event, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
+      } catch (err) {
+        // A key that cannot sign never will: fail now, naming the target (never the key).
+        if (err instanceof SigningKeyError) throw new UnrecoverableError(`${label} of policy ${event.policyId}: ${err.message}`);
+        throw err;
+      }
       url = target.url;
       init = { method: "POST", headers: req.headers, body: req.body };
     } else {

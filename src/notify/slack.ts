@@ -26,6 +26,7 @@ const ICONS: Record<EventType, string> = {
   "human.reminder": ":bell:",
   "rotation.leak": ":rotating_light:",
   "rotation.cutover-pending": ":scissors:",
+  "rotation.consumer-failed": ":no_entry:",
 };
 
 /** Slack mrkdwn treats &, < and > as control characters. */
@@ -81,6 +82,16 @@ export function slackMessage(event: NotificationEvent): SlackMessage {
         text: {
           type: "mrkdwn",
           text: `*Heads-up:* the old value of \`${esc(event.secretId)}\` stops working at the reset; consumers${event.consumers.length ? ` (${list(event.consumers)})` : ""} fail until they load the new version, which rekey announces as soon as it is current.`,
+        },
+      });
+      break;
+    case "rotation.consumer-failed":
+      extra = "the old credential stays alive until it confirms";
+      blocks.push({
+        type: "section",
+        text: {
+          type: "mrkdwn",
+          text: `*Failed:* ${event.consumers.length ? list(event.consumers) : "a consumer"}${event.stage ? ` (${esc(event.stage)})` : ""}. The rotation keeps waiting; fix the consumer and it confirms by itself.`,
         },
       });
       break;

@@ -8,6 +8,7 @@ import type { Queue } from "bullmq";
 import type { Audit } from "../audit/audit.ts";
 import { equalConstantTime, fingerprint, tokenMatches } from "../consumers/fingerprint.ts";
 import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
+import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { Provider, ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
@@ -38,6 +39,8 @@ export interface RequestDeps {
   providers?: ProviderRegistry;
   resolve?(ref: CredentialRef): Promise<string>;
   fingerprintKey?: string;
+  /** Sends a notification to the policy's targets (consumer failures are alerted). */
+  notify?(policy: Policy, event: NotificationInput): Promise<void>;
 }
 
 export interface Enqueued {
@@ -101,11 +104,7 @@ export class Rotations {
       await audit.record({ policyId: this.deps.policies.get(opts.policyId) ? opts.policyId : undefined, step: "confirmation", outcome: "refused", actor: `consumer:${opts.consumerId}`, message });
       throw new RequestError(status, message);
     };
-    const policy = this.deps.policies.get(opts.policyId);
-    if (!policy) return refuse(404, `unknown policy "${opts.policyId}"`);
-    const consumer = policy.consumers.find((c) => c.id === opts.consumerId);
-    if (!consumer || consumer.confirm !== "push") return refuse(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
-    if (!opts.bearer || !tokenMatches(opts.bearer, consumer.tokenHash)) return refuse(401, `bad or missing bearer token for consumer ${consumer.id}`);
+    const { policy, consumer } = await this.consumerOf(opts, "confirmation");
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
     const rotationId = (await state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
     const rec = rotationId ? await state.getRecord(rotationId) : undefined;
@@ -130,6 +129,60 @@ export class Rotations {
     }
     const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     return { rotationId, alreadyConfirmed: !added, waitingFor };
+  }
+
+  /**
+   * Who is calling, for the consumer endpoints: the policy's push consumer whose token the bearer
+   * matches. Any refusal is audited under `step` and changes nothing else.
+   */
+  private async consumerOf(opts: { policyId: string; consumerId: string; bearer: string | undefined }, step: string): Promise<{ policy: Policy; consumer: Extract<Policy["consumers"][number], { confirm: "push" }> }> {
+    const refuse = async (status: RequestError["status"], message: string): Promise<never> => {
+      await this.deps.audit.record({ policyId: this.deps.policies.get(opts.policyId) ? opts.policyId : undefined, step, outcome: "refused", actor: `consumer:${opts.consumerId}`, message });
+      throw new RequestError(status, message);
+    };
+    const policy = this.deps.policies.get(opts.policyId);
+    if (!policy) return refuse(404, `unknown policy "${opts.policyId}"`);
+    const consumer = policy.consumers.find((c) => c.id === opts.consumerId);
+    if (!consumer || consumer.confirm !== "push") return refuse(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
+    if (!opts.bearer || !tokenMatches(opts.bearer, consumer.tokenHash)) return refuse(401, `bad or missing bearer token for consumer ${consumer.id}`);
+    return { policy, consumer };
+  }
+
+  /**
+   * A consumer could not take the new version (its reload command or health check failed, its
+   * change handler threw): POST /v1/consumer-failures. Nothing about the rotation changes — it
+   * keeps waiting and the old credential stays alive — but the failure is audited, shown by
+   * `rekey status` on the rotation it concerns, and sent to the policy's notify targets.
+   */
+  async reportFailure(opts: { policyId: string; consumerId: string; bearer: string | undefined; versionId?: string; stage: string; message: string }): Promise<{ rotationId?: string; recorded: boolean }> {
+    const { policy, consumer } = await this.consumerOf(opts, "consumer-failure");
+    // eslint-disable-next-line no-control-regex -- a consumer's text must not steer a terminal
+    const message = opts.message.replace(/[\u0000-\u001f\u007f-\u009f]+/g, " ").trim().slice(0, 500) || "(no message)";
+    const now = this.deps.now();
+    // The rotation the report is about: the one in flight (or the leak rotation that ended
+    // without waiting), when the consumer names no version or names its version.
+    const rotationId = (await this.deps.state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
+    const concerns = rotationId !== undefined && (opts.versionId === undefined || opts.versionId === rotationId);
+    if (concerns) await this.deps.state.recordConsumerFailure(rotationId, { consumerId: consumer.id, stage: opts.stage, message, at: now, versionId: opts.versionId });
+    const text = `consumer ${consumer.id} failed to load ${opts.versionId ? `version ${opts.versionId}` : "the current version"} (${opts.stage}): ${message}`;
+    await this.deps.audit.record({ rotationId: concerns ? rotationId : undefined, policyId: policy.id, step: "consumer-failure", outcome: "failed", actor: `consumer:${consumer.id}`, message: text });
+    const reason = concerns ? (await this.deps.state.getRecord(rotationId))?.reason : undefined;
+    try {
+      await this.deps.notify?.(policy, {
+        type: "rotation.consumer-failed",
+        rotationId: concerns ? rotationId : (opts.versionId ?? "none"),
+        policyId: policy.id,
+        // The rotation's own reason; a report outside any rotation says so.
+        reason: reason ?? "no-rotation",
+        message: `${policy.id}: ${text}; the old credential stays alive until it confirms`,
+        versionId: opts.versionId,
+        consumers: [consumer.id],
+        stage: opts.stage,
+      });
+    } catch {
+      // The report is recorded and audited; a notification queue that is down does not undo it.
+    }
+    return { rotationId: concerns ? rotationId : undefined, recorded: concerns };
   }
 
   /**

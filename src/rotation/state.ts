@@ -54,6 +54,20 @@ export interface Confirmation {
   versionId?: string;
 }
 
+/** A consumer's report that it could not take a rotation's new version (POST /v1/consumer-failures). */
+export interface ConsumerFailure {
+  consumerId: string;
+  /** fetch, write, reload, health, handler or confirm. */
+  stage: string;
+  /** What the consumer said (control characters removed, at most 500 characters). */
+  message: string;
+  at: number;
+  versionId?: string;
+}
+
+/** How long a rotation's consumer-failure reports are kept (its record is kept as long or less). */
+const FAILURES_TTL_SEC = 30 * 86_400;
+
 const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
 
 // A rotation's first write: its record unless it exists (a resumed job keeps its record), then
@@ -315,6 +329,19 @@ export class RekeyState {
 
   async confirmations(rotationId: string): Promise<Map<string, Confirmation>> {
     return parseConfirmations(await this.redis.hgetall(this.key("rot", rotationId, "confirmed")));
+  }
+
+  // ---- consumer failures --------------------------------------------------------------------
+
+  /** Keep a consumer's latest failure report for a rotation (one per consumer; a later one replaces it). */
+  async recordConsumerFailure(rotationId: string, f: ConsumerFailure): Promise<void> {
+    const k = this.key("rot", rotationId, "failures");
+    await execOrThrow(this.redis.multi().hset(k, f.consumerId, JSON.stringify(f)).expire(k, FAILURES_TTL_SEC));
+  }
+
+  async consumerFailures(rotationId: string): Promise<Map<string, ConsumerFailure>> {
+    const h = await this.redis.hgetall(this.key("rot", rotationId, "failures"));
+    return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as ConsumerFailure]));
   }
 
   // ---- fingerprint index (leak by value) -----------------------------------------------------

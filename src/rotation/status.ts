@@ -16,6 +16,8 @@ export interface InFlight {
   /** Required consumers that have not confirmed, with how each confirms. */
   waitingFor: { consumerId: string; confirm: string }[];
   confirmed: { consumerId: string; via: string; at: number }[];
+  /** Failure reports of consumers still awaited (their latest each): why they have not confirmed. */
+  consumerFailures: { consumerId: string; stage: string; message: string; at: number; versionId?: string }[];
 }
 
 export interface PolicyStatus {
@@ -46,7 +48,7 @@ export async function collectStatus(opts: {
     const rec = holder ? ((await opts.state.getRecord(holder)) ?? active.get(p.id)) : undefined;
     let inFlight: InFlight | undefined;
     if (rec && !["completed", "failed", "skipped"].includes(rec.status)) {
-      const confirmations = await opts.state.confirmations(rec.rotationId);
+      const [confirmations, failures] = await Promise.all([opts.state.confirmations(rec.rotationId), opts.state.consumerFailures(rec.rotationId)]);
       inFlight = {
         rotationId: rec.rotationId,
         reason: rec.reason,
@@ -57,6 +59,7 @@ export async function collectStatus(opts: {
         message: rec.message,
         waitingFor: p.consumers.filter((c) => c.required && !confirmations.has(c.id)).map((c) => ({ consumerId: c.id, confirm: c.confirm })),
         confirmed: [...confirmations.values()].map((c) => ({ consumerId: c.consumerId, via: c.via, at: c.at })),
+        consumerFailures: [...failures.values()].filter((f) => !confirmations.has(f.consumerId)).map((f) => ({ consumerId: f.consumerId, stage: f.stage, message: f.message, at: f.at, versionId: f.versionId })),
       };
     }
     out.push({

@@ -104,6 +104,15 @@ export class AwsSecretsManagerStore implements SecretStore {
     return out ? this.toStored(ref, out) : undefined;
   }
 
+  /**
+   * The credential of the version holding a staging label (`AWSPREVIOUS` for consumers that accept
+   * the old value too), or undefined where no version holds it. Needs only GetSecretValue.
+   */
+  async getStage(ref: SecretRef, stage: string, signal?: AbortSignal): Promise<StoredVersion | undefined> {
+    const out = await this.readValue(ref, { VersionStage: stage }, signal);
+    return out ? this.toStored(ref, out) : undefined;
+  }
+
   async stages(ref: SecretRef, signal?: AbortSignal): Promise<Record<string, string[]>> {
     const out = await this.call(ref, "DescribeSecret", signal, (c, s) => c.send(new DescribeSecretCommand({ SecretId: ref.secretId }), s));
     return DescribeShape.parse(out).VersionIdsToStages ?? {};
@@ -315,7 +324,7 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   /** GetSecretValue; undefined where the version or label holds no value (the secret exists). */
-  private async readValue(ref: SecretRef, which: { VersionId?: string }, signal?: AbortSignal): Promise<z.infer<typeof ValueShape> | undefined> {
+  private async readValue(ref: SecretRef, which: { VersionId?: string; VersionStage?: string }, signal?: AbortSignal): Promise<z.infer<typeof ValueShape> | undefined> {
     const region = this.regionOf(ref);
     try {
       const out: GetSecretValueCommandOutput = await this.client(region).send(

@@ -7,6 +7,8 @@ import { EVENT_TYPES, NotificationEvent } from "../../src/notify/events.ts";
 import { createNotifyProcessor, enqueueNotification, notifyJobOptions, type NotificationInput } from "../../src/notify/outbox.ts";
 import { slackMessage } from "../../src/notify/slack.ts";
 import { verifySignature } from "../../src/notify/webhook.ts";
+import { Webhook, WebhookVerificationError } from "standardwebhooks";
+import { createWebhookVerifier } from "../../src/consumers/webhook-verifier.ts";
 import { type CredentialRef, Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { HttpFake, type FakeReply, type FakeRequest } from "../fakes/http-fake.ts";
 import { connect, deleteKeys, testPrefix } from "../helpers/redis.ts";
@@ -138,6 +140,49 @@ describe("webhook notifications", () => {
     expect(verifySignature(req.text, req.headers, SIGNING_KEY, T + 301_000)).toBe(false);
     expect(verifySignature(req.text, { ...req.headers, "x-rekey-timestamp": String(Math.floor(T / 1000) + 1) }, SIGNING_KEY, T)).toBe(false);
     expect(verifySignature(req.text, new Headers(req.headers as Record<string, string>), SIGNING_KEY, T + 299_000)).toBe(true);
+  });
+
+  it("signs in the Standard Webhooks format, which the standardwebhooks library and rekey/consumer verify", async () => {
+    startWorker();
+    const [jobId] = await enqueueNotification(queue, policy([webhookTarget()]), completed, () => T, FAST);
+    expect(await settle(jobId!)).toBe("completed");
+    const req = received[0]!;
+    expect(req.headers["webhook-id"]).toBe(jobId);
+    expect(req.headers["webhook-timestamp"]).toBe(String(Math.floor(T / 1000)));
+    expect(req.headers["webhook-signature"]).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    const headers = { "webhook-id": req.headers["webhook-id"] as string, "webhook-timestamp": req.headers["webhook-timestamp"] as string, "webhook-signature": req.headers["webhook-signature"] as string };
+    // The reference library, keyed with the raw bytes of a key that is not in whsec_ form.
+    const reference = new Webhook(new Uint8Array(Buffer.from(SIGNING_KEY, "utf8")), { format: "raw" });
+    expect(reference.verify(req.text, headers)).toMatchObject({ event: "rotation.completed", policyId: "billing-ld" });
+    expect(() => reference.verify(req.text.replace("billing-ld", "billing-lx"), headers)).toThrow(WebhookVerificationError);
+    expect(() => new Webhook(new Uint8Array(Buffer.from("another-key")), { format: "raw" }).verify(req.text, headers)).toThrow(WebhookVerificationError);
+
+    const verifier = createWebhookVerifier({ signingKey: SIGNING_KEY, now: () => T });
+    expect(verifier.verify(req.text, req.headers).rotationId).toBe(completed.rotationId);
+    // The same delivery again is a replay.
+    expect(() => verifier.verify(req.text, req.headers)).toThrow(expect.objectContaining({ reason: "replayed", status: 409 }));
+  });
+
+  it("signs with a whsec_ key as Standard Webhooks libraries in any language decode it", async () => {
+    const key = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`;
+    const env: Record<string, string> = { WHSEC_KEY: key };
+    worker = new Worker("notify", createNotifyProcessor({ resolve: async (ref) => ("env" in ref ? env[ref.env] ?? "" : ""), now: () => T, log: createLogger({ level: "silent" }) }), { connection: workerConn, prefix, concurrency: 1 });
+    const [jobId] = await enqueueNotification(queue, policy([{ ...webhookTarget(), signingKey: { env: "WHSEC_KEY" } }]), completed, () => T, FAST);
+    expect(await settle(jobId!)).toBe("completed");
+    const req = received[0]!;
+    expect(new Webhook(key).verify(req.text, req.headers as Record<string, string>)).toMatchObject({ event: "rotation.completed" });
+  });
+
+  it("a whsec_ key that is not base64 fails the delivery at once, naming the target and not the key", async () => {
+    const env: Record<string, string> = { BAD_KEY: "whsec_not*base64!" };
+    worker = new Worker("notify", createNotifyProcessor({ resolve: async (ref) => ("env" in ref ? env[ref.env] ?? "" : ""), now: () => T, log: createLogger({ level: "silent" }) }), { connection: workerConn, prefix, concurrency: 1 });
+    const [jobId] = await enqueueNotification(queue, policy([{ ...webhookTarget(), signingKey: { env: "BAD_KEY" } }]), completed, () => T, FAST);
+    expect(await settle(jobId!)).toBe("failed");
+    const job = await queue.getJob(jobId!);
+    expect(job!.attemptsMade).toBe(1);
+    expect(job!.failedReason).toMatch(/webhook http:\/\/127\.0\.0\.1:\d+\/hooks\/rekey of policy billing-ld: .*not base64/);
+    expect(job!.failedReason).not.toContain("not*base64!");
+    expect(received).toHaveLength(0);
   });
 
   it("retries a 500 and delivers once", async () => {

@@ -17,6 +17,12 @@ function nextDueOf(p: Policy, now: number): number | undefined {
   return p.schedule ? nextSlots(p.schedule, now, 1, p.id)[0] : undefined;
 }
 
+/** A consumer's words, made safe for a terminal: control characters shown as \\xNN. */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- these are exactly the characters to escape
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
@@ -74,6 +80,9 @@ export function register(program: Command, io: CliIo): void {
             const f = s.inFlight!;
             const on = f.waitingFor.length ? `waiting for ${f.waitingFor.map((w) => `${w.consumerId} (${w.confirm})`).join(", ")}` : "";
             io.stdout(`  ${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  ${on}${f.message && !on ? f.message : ""}\n`);
+            for (const x of f.consumerFailures) {
+              io.stdout(`    ! ${printable(x.consumerId)} failed (${printable(x.stage)}) at ${when(x.at)}: ${printable(x.message)}\n`);
+            }
           }
         }
       } finally {
