@@ -15,6 +15,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Service, ServiceAccount } from "kubernetes-models/v1";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadPolicies } from "../../src/policy/loader.ts";
+import { strictProblems } from "../helpers/k8s-types.ts";
 import { finalize, readYamlDocs, renderKustomization, type Resource } from "../helpers/kustomize.ts";
 
 const ROOT = new URL("../../deploy/kubernetes/", import.meta.url).pathname;
@@ -98,6 +99,11 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     const noSelector = structuredClone(deployment!) as Resource & { spec: Record<string, unknown> };
     delete noSelector.spec.selector;
     expect(() => validate(noSelector)).toThrow(/must have required property selector/);
+    // Unknown fields pass those validators; the strict check (typed literals) refuses them.
+    const typo = structuredClone(deployment!) as Resource & { spec: { template: { spec: { containers: Record<string, unknown>[] } } } };
+    typo.spec.template.spec.containers[0]!.readinesProbe = { httpGet: { path: "/readyz", port: "health" } };
+    expect(() => validate(typo)).not.toThrow();
+    expect(strictProblems([typo]).join("\n")).toMatch(/^Deployment rekey-api: Object literal may only specify known properties, and '"readinesProbe"' does not exist in type 'IContainer'/);
   });
 
   describe.each(OVERLAYS)("overlay %s", (overlay) => {
@@ -105,7 +111,8 @@ describe("Kubernetes manifests (deploy/kubernetes)", () => {
     const of = (kind: string) => resources.filter((r) => r.kind === kind);
     const deployments = of("Deployment");
 
-    it("renders to valid manifests, all in the overlay's namespace", () => {
+    it("renders to valid manifests, all in the overlay's namespace, with no field Kubernetes does not define", () => {
+      expect(strictProblems(resources)).toEqual([]);
       for (const r of resources) {
         expect(() => validate(r), `${r.kind} ${r.metadata.name}`).not.toThrow();
         expect(r.metadata.namespace, `${r.kind} ${r.metadata.name}`).toBe("rekey");
