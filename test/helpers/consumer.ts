@@ -90,7 +90,7 @@ export function loadLoop(url: string, everyMs = 20): Load {
   let running = true;
   const loop = (async () => {
     while (running) {
-      let status = 0;
+      let status: number;
       try {
         const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
         await res.text();

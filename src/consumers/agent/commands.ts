@@ -78,7 +78,7 @@ export interface HealthCheck {
  */
 export async function waitHealthy(check: HealthCheck, opts: Omit<RunOptions, "timeoutMs"> & { fetch?: typeof fetch; signal?: AbortSignal }): Promise<string | undefined> {
   const deadline = Date.now() + check.withinMs;
-  let last = "never ran";
+  let last: string;
   for (;;) {
     if (opts.signal?.aborted) return "stopped";
     if (check.url) {
