@@ -3,9 +3,14 @@
  * (bench/chaos/bad-input.ts), then a summary. Exit code 1 when any invariant was violated, a
  * rotation was left without an end or an alert, or a bad input crashed something.
  *
+ * Then the attack run (bench/attack.ts): ≥ 10,000 hostile requests against the API while real
+ * rotations wait for their consumer.
+ *
  *   npm run chaos                   # ≥ 500 rotations, kills, a Redis restart, 20 % faults
  *   CHAOS_ROTATIONS=100 npm run chaos   # a shorter run
+ *   CHAOS_ONLY=attack npm run chaos     # the attack run alone
  */
+import { attackViolations, formatAttackReport, runAttack } from "./attack.ts";
 import { formatReport, runMatrix, totalViolations } from "./chaos/matrix.ts";
 import { runBadInput } from "./chaos/bad-input.ts";
 
@@ -13,33 +18,57 @@ const num = (name: string, fallback: number) => (process.env[name] ? Number(proc
 const rotations = num("CHAOS_ROTATIONS", 520);
 const t0 = Date.now();
 
-console.log(`rekey fault matrix — ${rotations} rotations, started ${new Date().toISOString()}`);
-const report = await runMatrix({
-  ld: num("CHAOS_LD", 120),
-  snyk: num("CHAOS_SNYK", 10),
-  qstash: num("CHAOS_QSTASH", 6),
-  rotations,
-  workers: num("CHAOS_WORKERS", 3),
-  concurrency: num("CHAOS_CONCURRENCY", 8),
-  kills: num("CHAOS_KILLS", 40),
-  killEveryMs: [4_000, 12_000],
-  redisRestartsAt: [0.45],
-  faultRate: num("CHAOS_FAULT_RATE", 0.2),
-  requestTimeoutMs: 1_000,
-  duplicateRate: 0.05,
-  maxInFlight: num("CHAOS_IN_FLIGHT", 48),
-  deadlineMs: num("CHAOS_DEADLINE_S", 720) * 1_000,
-  settleMs: 90_000,
-  seed: num("CHAOS_SEED", Date.now() % 1_000_000),
-  progress: (line) => console.log(line),
-});
-console.log("\n== fault matrix ==");
-for (const line of formatReport(report)) console.log(line);
+const only = process.env.CHAOS_ONLY;
+let failed = false;
 
-console.log("\n== bad input ==");
-const bad = await runBadInput({ files: num("CHAOS_BAD_FILES", 1_000), progress: (line) => console.log(line) });
-for (const line of bad.lines) console.log(line);
+if (!only || only === "matrix") {
+  console.log(`rekey fault matrix — ${rotations} rotations, started ${new Date().toISOString()}`);
+  const report = await runMatrix({
+    ld: num("CHAOS_LD", 120),
+    snyk: num("CHAOS_SNYK", 10),
+    qstash: num("CHAOS_QSTASH", 6),
+    rotations,
+    workers: num("CHAOS_WORKERS", 3),
+    concurrency: num("CHAOS_CONCURRENCY", 8),
+    kills: num("CHAOS_KILLS", 40),
+    killEveryMs: [4_000, 12_000],
+    redisRestartsAt: [0.45],
+    faultRate: num("CHAOS_FAULT_RATE", 0.2),
+    requestTimeoutMs: 1_000,
+    duplicateRate: 0.05,
+    maxInFlight: num("CHAOS_IN_FLIGHT", 48),
+    deadlineMs: num("CHAOS_DEADLINE_S", 720) * 1_000,
+    settleMs: 90_000,
+    seed: num("CHAOS_SEED", Date.now() % 1_000_000),
+    progress: (line) => console.log(line),
+  });
+  console.log("\n== fault matrix ==");
+  for (const line of formatReport(report)) console.log(line);
 
-const failed = totalViolations(report.violations) > 0 || report.stragglers.length > 0 || bad.problems.length > 0;
+  console.log("\n== bad input ==");
+  const bad = await runBadInput({ files: num("CHAOS_BAD_FILES", 1_000), progress: (line) => console.log(line) });
+  for (const line of bad.lines) console.log(line);
+
+  failed ||= totalViolations(report.violations) > 0 || report.stragglers.length > 0 || bad.problems.length > 0;
+}
+
+if (!only || only === "attack") {
+  console.log(`\n== attack == started ${new Date().toISOString()}`);
+  const attack = await runAttack({
+    requests: num("CHAOS_ATTACK_REQUESTS", 10_000),
+    policies: num("CHAOS_ATTACK_POLICIES", 5),
+    minRounds: num("CHAOS_ATTACK_MIN_ROUNDS", 8),
+    concurrency: num("CHAOS_ATTACK_CONCURRENCY", 32),
+    rate: num("CHAOS_ATTACK_RATE", 500),
+    segments: num("CHAOS_ATTACK_SEGMENTS", 4),
+    addresses: num("CHAOS_ATTACK_ADDRESSES", 16),
+    progress: (line) => console.log(line),
+  });
+  for (const line of formatAttackReport(attack)) console.log(line);
+  const violations = attackViolations(attack);
+  for (const v of violations) console.log(`GOAL MISSED: ${v}`);
+  failed ||= violations.length > 0;
+}
+
 console.log(`\n${failed ? "FAILED" : "OK"} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(failed ? 1 : 0);

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
+import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
 import { parseDuration } from "./util/duration.ts";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -60,6 +61,12 @@ export interface Config {
   healthPort?: number;
   /** Address the health server listens on (REKEY_HEALTH_HOST). Default: `127.0.0.1`. */
   healthHost: string;
+  /** API requests per client address per minute, across replicas (REKEY_API_RATE_LIMIT). Default: 1200. */
+  apiRateLimit: number;
+  /** API requests per authenticated identity per minute (REKEY_API_IDENTITY_RATE_LIMIT). Default: 600. */
+  apiIdentityRateLimit: number;
+  /** SSO: bearer JWTs of this OIDC issuer are accepted (REKEY_OIDC_*); unset: tokens only. */
+  oidc?: OidcOptions;
 }
 
 /**
@@ -145,6 +152,13 @@ const Env = z.object({
   REKEY_HEALTH_HOST: z.string().min(1).default("127.0.0.1"),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
+  REKEY_API_RATE_LIMIT: int(1, 1_000_000, "a whole number of requests per minute from 1 to 1000000").default(1_200),
+  REKEY_API_IDENTITY_RATE_LIMIT: int(1, 1_000_000, "a whole number of requests per minute from 1 to 1000000").default(600),
+  REKEY_OIDC_ISSUER: z.url({ protocol: /^https?$/, error: "expected the issuer URL (https://…)" }).optional(),
+  REKEY_OIDC_AUDIENCE: z.string().min(1).optional(),
+  REKEY_OIDC_JWKS_URL: z.url({ protocol: /^https?$/, error: "expected the URL of the issuer's JWKS (https://…)" }).optional(),
+  REKEY_OIDC_CLAIM: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "expected a claim name such as groups").default("groups"),
+  REKEY_OIDC_SCOPE_MAP: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
 });
 
@@ -189,6 +203,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration:\n  ${[...fileProblems, ...lines].join("\n  ")}`);
   }
   const e = parsed.data;
+  let oidc: OidcOptions | undefined;
+  if (e.REKEY_OIDC_ISSUER) {
+    const missing = [!e.REKEY_OIDC_AUDIENCE && "REKEY_OIDC_AUDIENCE", !e.REKEY_OIDC_SCOPE_MAP && "REKEY_OIDC_SCOPE_MAP"].filter(Boolean);
+    if (missing.length) throw new ConfigError(`invalid configuration:\n  ${missing.map((m) => `${m}: required with REKEY_OIDC_ISSUER`).join("\n  ")}`);
+    oidc = { issuer: e.REKEY_OIDC_ISSUER, audience: e.REKEY_OIDC_AUDIENCE!, jwksUrl: e.REKEY_OIDC_JWKS_URL, claim: e.REKEY_OIDC_CLAIM, scopeMap: parseScopeMap(e.REKEY_OIDC_SCOPE_MAP!) };
+  } else if (e.REKEY_OIDC_AUDIENCE || e.REKEY_OIDC_SCOPE_MAP || e.REKEY_OIDC_JWKS_URL) {
+    throw new ConfigError("invalid configuration:\n  REKEY_OIDC_ISSUER: required with the other REKEY_OIDC_* variables");
+  }
   return {
     redisUrl: e.REDIS_URL,
     prefix: e.REKEY_PREFIX,
@@ -208,5 +230,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisConnectTimeoutMs: e.REKEY_REDIS_CONNECT_TIMEOUT,
     healthPort: e.REKEY_HEALTH_PORT,
     healthHost: e.REKEY_HEALTH_HOST,
+    apiRateLimit: e.REKEY_API_RATE_LIMIT,
+    apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
+    oidc,
   };
 }

@@ -3,8 +3,10 @@
  * (`workers/`, `rekey worker|api|scheduler|run`). Each returns a handle whose `stop()` drains it.
  */
 import { Worker } from "bullmq";
+import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { buildApi } from "./api/server.ts";
+import { type OidcOptions, OidcVerifier } from "./auth/jwt.ts";
 import { errorMessage } from "./errors.ts";
 import { leakResponseFor } from "./leak/leak.ts";
 import type { Logger } from "./log.ts";
@@ -93,10 +95,26 @@ export async function startHealthServer(
   return startRoleServer({ role: opts.role, host: opts.host, port: opts.port, log: opts.log, registry: opts.registry ?? roleRegistry(opts.role), checks: readinessChecks(rt) });
 }
 
-export async function startApiServer(rt: Runtime, opts: { host: string; port: number; adminTokenHash?: string; log: Logger; nextDue?: (policyId: string) => number | undefined }): Promise<Stoppable & { url: string }> {
+export interface ApiServerOptions {
+  host: string;
+  port: number;
+  adminTokenHash?: string;
+  log: Logger;
+  nextDue?: (policyId: string) => number | undefined;
+  /** SSO (REKEY_OIDC_*). */
+  oidc?: OidcOptions;
+  /** Requests per client address / per identity per window (defaults: 1200 and 600 a minute). */
+  rateLimit?: { perAddress?: number; perIdentity?: number; windowMs?: number };
+  /** How often refused confirmations are summed into the audit, in ms (default 60 s). */
+  refusalAuditWindowMs?: number;
+}
+
+export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance }> {
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
   const checks = readinessChecks(rt);
+  const limiter = rt.redis.duplicate({ enableAutoPipelining: true });
+  limiter.on("error", () => undefined); // rekey's own connection reports outages; the limiter skips on error
   const app = buildApi({
     rotations: rt.rotations,
     state: rt.state,
@@ -104,6 +122,11 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
     policies: rt.policies,
     log: opts.log,
     adminTokenHash: opts.adminTokenHash,
+    tokens: rt.tokens,
+    oidc: opts.oidc ? new OidcVerifier(opts.oidc) : undefined,
+    // Its own connection: a flood's counter updates do not queue ahead of rekey's own commands.
+    rateLimits: { redis: limiter, prefix: rt.prefix, ...opts.rateLimit },
+    refusalAuditWindowMs: opts.refusalAuditWindowMs,
     nextDue: opts.nextDue,
     boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
@@ -124,8 +147,10 @@ export async function startApiServer(rt: Runtime, opts: { host: string; port: nu
   opts.log.info({ address }, "rekey api listening");
   return {
     url: address,
+    app,
     async stop() {
       await app.close();
+      limiter.disconnect();
     },
   };
 }

@@ -7,6 +7,7 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { Audit } from "./audit/audit.ts";
 import { readEnvOrFile } from "./config.ts";
+import { ApiTokens } from "./auth/tokens.ts";
 import { ConfigError, PolicyError, RedisUnavailableError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { enqueueNotification } from "./notify/outbox.ts";
@@ -60,6 +61,8 @@ export interface Runtime {
   providers: ProviderRegistry;
   policies: PolicySet;
   rotations: Rotations;
+  /** Named API tokens (`rekey token`, the API's guard). */
+  tokens: ApiTokens;
   engine: RotationEngine;
   resolve(ref: CredentialRef): Promise<string>;
   /** REKEY_FINGERPRINT_KEY, where set (leak by value, confirmations by fingerprint). */
@@ -228,6 +231,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     providers,
     policies,
     rotations,
+    tokens: new ApiTokens(redis, prefix, now),
     engine,
     resolve,
     fingerprintKey: opts.fingerprintKey,

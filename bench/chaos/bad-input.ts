@@ -4,7 +4,8 @@
  * with a clear error — the file, a field path or line, and a reason — and never crash the loader;
  * and malformed or forged API requests (bad JSON, wrong types, huge bodies, bad or missing
  * tokens, unknown routes, wrong versions), each of which must get a 4xx, never a 5xx, and change
- * nothing in Redis but the audit trail.
+ * nothing in Redis — the audit trail included — but the rate-limit counters (one key per client
+ * address or identity, expiring with its window).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -275,13 +276,16 @@ export function apiCases(): ApiCase[] {
   return cases;
 }
 
-/** Redis without the audit streams (refusals are audited; nothing else may change). */
+/**
+ * Redis without the rate-limit counters (bounded: one key per address or identity, with a TTL)
+ * and BullMQ's own bookkeeping. The audit is in: refusals are counted in metrics, not audited.
+ */
 async function stateOf(redis: Parameters<typeof dumpRedis>[0], prefix: string): Promise<string> {
   const dump = (await dumpRedis(redis, prefix)).split("\n");
   const out: string[] = [];
   for (let i = 0; i + 1 < dump.length; i += 2) {
     const key = dump[i] as string;
-    if (key.includes(":audit") || /:bull:[^:]+:(events|stalled-check|meta)$/.test(key)) continue;
+    if (key.startsWith(`${prefix}:ratelimit:`) || /:bull:[^:]+:(events|stalled-check|meta)$/.test(key)) continue;
     out.push(key, dump[i + 1] as string);
   }
   return out.sort().join("\n");
@@ -329,7 +333,7 @@ export async function checkApi(): Promise<{ requests: number; fourxx: number; pr
       else problems.push(`${c.what}: answered ${status}`);
     }
     const after = await stateOf(rt.redis, prefix);
-    if (after !== before) problems.push("the requests changed Redis state besides the audit trail");
+    if (after !== before) problems.push("the requests changed Redis state (audit included) besides the rate-limit counters");
     const jobs = await rt.queue.getJobCounts();
     if (Object.values(jobs).some((n) => n > 0)) problems.push(`the requests queued jobs: ${JSON.stringify(jobs)}`);
   } finally {

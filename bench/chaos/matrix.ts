@@ -132,7 +132,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
   try {
     rt = await createRuntime({ redisUrl: redis.url, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity });
     const runtime = rt;
-    api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log });
+    // Consumers confirm from one address at the matrix's pace: limits above it (counters still run).
+    api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, rateLimit: { perAddress: 1_000_000, perIdentity: 1_000_000 } });
     const apiUrl = api.url;
     // The harness's own queue: the same job options but retries back off from 200 ms, not 5 s.
     queue = new Queue(ROTATION_QUEUE, { connection: rt.connection, prefix: bullPrefix(prefix), defaultJobOptions: { ...rotationJobOptions, backoff: { type: "exponential", delay: 200 } } });

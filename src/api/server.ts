@@ -3,20 +3,30 @@
  * status, history, health and Prometheus metrics. Built on fastify for its request lifecycle,
  * body limits, and `inject()` for tests; bodies are validated with zod.
  *
- * Authentication: consumers present their own bearer token (its sha256 is in the policy) to
- * confirm a version and to report that they could not take one (POST /v1/consumer-failures);
- * operator endpoints need the admin token (its sha256 is REKEY_ADMIN_TOKEN_HASH). Refusals are
- * 4xx, change nothing, and are audited.
+ * Trust boundary (docs/security.md): every route but /healthz and /readyz names the scope it
+ * needs (src/auth/guard.ts), checked in `onRequest`, before the body is read. A request without
+ * valid credentials gets one 401 whatever ids it names, and writes nothing to Redis but its
+ * address's rate-limit counter (one small key with a TTL). Refusals are counted in metrics and
+ * logged at most every few seconds; the audit holds authenticated actions only, plus one summary
+ * per policy and minute of an authenticated consumer's refused confirmations. Consumers confirm a
+ * version (POST /v1/confirmations) and report that they could not take one
+ * (POST /v1/consumer-failures) with their own token.
  */
 import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
+import rateLimit from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Redis } from "ioredis";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { z } from "zod";
+import { Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
+import { actorOf, hasScope, type Identity } from "../auth/identity.ts";
+import type { OidcVerifier } from "../auth/jwt.ts";
+import { REFUSAL_REASONS, Refusals } from "../auth/refusals.ts";
+import type { ApiTokens } from "../auth/tokens.ts";
 import type { Audit } from "../audit/audit.ts";
-import { tokenMatches } from "../consumers/fingerprint.ts";
 import { FAILURE_STAGES } from "../consumers/rekey-client.ts";
 import { errorMessage, RekeyError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -32,16 +42,37 @@ export interface ApiExtensions {
   offboard?: (body: unknown, actor: string) => Promise<unknown>;
 }
 
+export interface ApiRateLimits {
+  /** The Redis the counters live in, shared by every API replica. */
+  redis: Redis;
+  /** Key prefix (rekey's own): counters are `<prefix>:ratelimit:*`, each with a TTL of the window. */
+  prefix: string;
+  /** Requests per client address per window (REKEY_API_RATE_LIMIT). Default 1200. */
+  perAddress?: number;
+  /** Requests per authenticated identity per window (REKEY_API_IDENTITY_RATE_LIMIT). Default 600. */
+  perIdentity?: number;
+  /** The window, in ms. Default 60 s. */
+  windowMs?: number;
+}
+
 export interface ApiDeps {
-  /** Queues shown in Bull Board at /admin/queues (admin token as the HTTP Basic password). */
+  /** Queues shown read-only in Bull Board at /admin/queues (viewer scope; token as HTTP Basic password). */
   boardQueues?: Queue[];
   rotations: Rotations;
   state: RekeyState;
   audit: Audit;
   policies: { all(): Policy[]; get(id: string): Policy | undefined };
   log: Logger;
-  /** `sha256:<hex>` of the admin token; without it operator endpoints answer 403. */
+  /** `sha256:<hex>` of the bootstrap admin token (REKEY_ADMIN_TOKEN_HASH). */
   adminTokenHash?: string;
+  /** Named API tokens (`rekey token create`). */
+  tokens?: Pick<ApiTokens, "identify">;
+  /** SSO: bearer JWTs of an OIDC issuer. */
+  oidc?: Pick<OidcVerifier, "identify">;
+  /** Rate limits across replicas; without them (unit tests) nothing is rate-limited. */
+  rateLimits?: ApiRateLimits;
+  /** How often an authenticated consumer's refused confirmations are summed into the audit (ms). */
+  refusalAuditWindowMs?: number;
   nextDue?: (policyId: string) => number | undefined;
   queueCounts?: () => Promise<Record<string, number>>;
   /** Readiness (GET /readyz): rejects naming each dependency that does not answer. */
@@ -51,35 +82,47 @@ export interface ApiDeps {
   extensions?: ApiExtensions;
 }
 
-/** Answer without Redis: liveness, and readiness (which reports Redis itself). */
-const WITHOUT_REDIS = new Set(["/healthz", "/readyz"]);
+/** Answer without Redis, without credentials and without a rate limit: liveness and readiness. */
+const OPEN = new Set(["/healthz", "/readyz"]);
+
+/** The grammar of policy ids (src/policy/schema.ts) and consumer ids, checked before any lookup. */
+const PolicyId = z.string().max(128, "expected at most 128 characters").regex(/^[a-z0-9][a-z0-9._-]*$/, "expected a policy id: lower-case letters, digits, '.', '_' or '-'");
+const ConsumerId = z.string().max(128, "expected at most 128 characters").regex(/^[a-z0-9][a-z0-9._-]*$/, "expected a consumer id: lower-case letters, digits, '.', '_' or '-'");
+const RotationId = z.uuid("expected a rotation id (a UUID)");
 
 const ConfirmBody = z
   .strictObject({
-    policyId: z.string().min(1),
-    consumerId: z.string().min(1),
+    policyId: PolicyId,
+    consumerId: ConsumerId,
     versionId: z.string().min(1).max(64).optional(),
     fingerprint: z.string().regex(/^[0-9a-f]{64}$/, "expected 64 hex digits (HMAC-SHA256)").optional(),
   })
   .refine((b) => b.versionId || b.fingerprint, { message: "name the version you loaded: versionId or fingerprint" });
 
 const FailureBody = z.strictObject({
-  policyId: z.string().min(1),
-  consumerId: z.string().min(1),
+  policyId: PolicyId,
+  consumerId: ConsumerId,
   versionId: z.string().min(1).max(64).optional(),
   stage: z.enum(FAILURE_STAGES),
   message: z.string().max(2_000),
 });
 
-const RotateBody = z.strictObject({ policyId: z.string().min(1) });
+const RotateBody = z.strictObject({ policyId: PolicyId });
 const SubmitBody = z.strictObject({ value: z.string().min(1).max(65_536) });
 
-function bearer(req: FastifyRequest): string | undefined {
-  const h = req.headers.authorization;
-  if (!h) return undefined;
-  const m = /^Bearer\s+(.+)$/i.exec(h);
-  return m?.[1]?.trim();
-}
+/**
+ * Body limits per route, in bytes: a confirmation is tiny; a submitted or leaked value is at most
+ * 64 KiB (the schemas' limit) plus JSON framing.
+ */
+export const BODY_LIMITS = {
+  default: 4 * 1024,
+  confirmation: 1024,
+  consumerFailure: 4 * 1024,
+  rotate: 1024,
+  offboard: 2 * 1024,
+  submit: 80 * 1024,
+  leak: 80 * 1024,
+} as const;
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body);
@@ -92,12 +135,14 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // fastify's own logger is off: rekey logs through its redacting pino instance below.
-  const app = Fastify({ logger: false, bodyLimit: 128 * 1024 });
+  // maxParamLength: an over-long id gets the 400 naming the limit below, not a bare 414.
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 } });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
   const confirmations = new Counter({ name: "rekey_confirmations_total", help: "Push confirmations received, by outcome", labelNames: ["outcome"], registers: [registry] });
   const consumerFailures = new Counter({ name: "rekey_consumer_failures_total", help: "Consumer failure reports received, by stage", labelNames: ["stage"], registers: [registry] });
   const requests = new Counter({ name: "rekey_api_requests_total", help: "API requests by route and status class", labelNames: ["route", "status"], registers: [registry] });
+  const refusalCounter = new Counter({ name: "rekey_api_refusals_total", help: `API requests refused, by route and reason (${REFUSAL_REASONS.join(", ")})`, labelNames: ["route", "reason"], registers: [registry] });
   new Gauge({
     name: "rekey_rotations_in_flight",
     help: "Rotations in flight, by status",
@@ -122,39 +167,79 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     },
   });
 
+  const refusals = new Refusals({ counter: refusalCounter, log: deps.log, audit: deps.audit, auditWindowMs: deps.refusalAuditWindowMs });
+  app.addHook("onClose", async () => refusals.close());
+
+  const limits = deps.rateLimits;
+  const windowMs = limits?.windowMs ?? 60_000;
+  if (limits) {
+    // Counters in Redis, so every replica counts the same client; `global: false`: the hooks
+    // below decide the order (the address's limit before authentication, the identity's after).
+    void app.register(rateLimit, { global: false, redis: limits.redis, nameSpace: `${limits.prefix}:ratelimit:`, skipOnError: true });
+  }
+  let byAddress: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
+  let byIdentity: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
+  // One counter per identity: a token's name, a JWT's subject, a policy consumer (policy/consumer).
+  const identityKey = (req: FastifyRequest) => `id:${req.identity ? `${req.identity.via}:${req.identity.name}` : "none"}`;
+
+  const guard = new Guard({
+    tokens: deps.tokens,
+    oidc: deps.oidc,
+    adminTokenHash: deps.adminTokenHash,
+    refusals,
+    limitIdentity: limits
+      ? async (req) => {
+          byIdentity ??= app.createRateLimit({ keyGenerator: identityKey, max: limits.perIdentity ?? 600, timeWindow: windowMs });
+          const r = await byIdentity(req);
+          return !r.isAllowed && r.isExceeded ? Math.max(1, r.ttlInSeconds) : undefined;
+        }
+      : undefined,
+  });
+  app.decorate("guard", guard);
+  app.decorateRequest("identity", null);
+
   app.addHook("onResponse", async (req, reply) => {
-    requests.inc({ route: req.routeOptions.url ?? "unknown", status: `${Math.floor(reply.statusCode / 100)}xx` });
+    requests.inc({ route: routeOf(req), status: `${Math.floor(reply.statusCode / 100)}xx` });
   });
 
   // Without Redis a request would wait in the client's offline queue until it reconnects (a
   // consumer's confirmation, a leak request): refuse it at once, so the caller retries.
   app.addHook("onRequest", async (req, reply) => {
-    if (!deps.redisReady || deps.redisReady() || WITHOUT_REDIS.has(req.url.split("?")[0] ?? "")) return;
+    if (!deps.redisReady || deps.redisReady() || OPEN.has(req.url.split("?")[0] ?? "")) return;
     return reply.code(503).header("retry-after", "5").send({ error: "rekey cannot reach its Redis right now; nothing was done; retry shortly" });
   });
 
+  // Per client address, before anything else looks at the request (credentials included).
+  app.addHook("onRequest", async (req, reply) => {
+    if (!limits || OPEN.has(req.url.split("?")[0] ?? "")) return;
+    byAddress ??= app.createRateLimit({ max: limits.perAddress ?? 1_200, timeWindow: windowMs });
+    const r = await byAddress(req);
+    if (r.isAllowed || !r.isExceeded) return;
+    const wait = Math.max(1, r.ttlInSeconds);
+    refusals.note("rate-limited", routeOf(req), { ip: req.ip });
+    return reply.code(429).header("retry-after", String(wait)).send({ error: `too many requests from this address; retry in ${wait} s` });
+  });
+
   app.setErrorHandler(async (err: unknown, req, reply) => {
-    if (err instanceof RequestError) return reply.code(err.status).send({ error: err.message });
+    if (err instanceof RequestError) {
+      refusals.note(err.status === 400 ? "bad-request" : err.status === 404 ? "not-found" : err.status === 409 || err.status === 422 ? "conflict" : err.status === 401 ? "unauthenticated" : "forbidden", routeOf(req), { ip: req.ip, identity: req.identity ? actorOf(req.identity) : undefined });
+      return reply.code(err.status).send({ error: err.message });
+    }
     const status = (err as { statusCode?: number }).statusCode;
-    if (status && status >= 400 && status < 500) return reply.code(status).send({ error: errorMessage(err) });
+    if (status && status >= 400 && status < 500) {
+      refusals.note(status === 413 ? "too-large" : status === 404 ? "not-found" : status === 405 ? "method" : "bad-request", routeOf(req), { ip: req.ip });
+      return reply.code(status).send({ error: errorMessage(err) });
+    }
     deps.log.error({ route: req.routeOptions.url, err: errorMessage(err) }, "api request failed");
     return reply.code(500).send({ error: err instanceof RekeyError ? err.message : "internal error (see the rekey api log)" });
   });
-  app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]}` }));
+  app.setNotFoundHandler(async (req, reply) => {
+    refusals.note("not-found", "unknown", { ip: req.ip });
+    return reply.code(404).send({ error: `no route ${req.method} ${req.url.split("?")[0]!.slice(0, 200)}` });
+  });
 
-  const admin = async (req: FastifyRequest, reply: FastifyReply): Promise<string | undefined> => {
-    if (!deps.adminTokenHash) {
-      reply.code(403).send({ error: "operator API disabled: set REKEY_ADMIN_TOKEN_HASH to enable it" });
-      return undefined;
-    }
-    const token = bearer(req);
-    if (!token || !tokenMatches(token, deps.adminTokenHash)) {
-      await deps.audit.record({ step: `api ${req.method} ${req.routeOptions.url}`, outcome: "refused", actor: "api:unauthenticated", message: "bad or missing admin token" });
-      reply.code(401).send({ error: "bad or missing admin bearer token" });
-      return undefined;
-    }
-    return "api:admin";
-  };
+  const viewer = guard.requireScope("viewer");
+  const operator = guard.requireScope("operator");
 
   app.get("/healthz", async () => ({ ok: true }));
   app.get("/readyz", async (_req, reply) => {
@@ -166,105 +251,125 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       return reply.code(503).send({ ok: false, error: errorMessage(err) });
     }
   });
-  app.get("/metrics", async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  app.get("/metrics", { onRequest: viewer }, async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 
-  app.post("/v1/confirmations", async (req, reply) => {
+  // A consumer proves itself with its own token: a named token of scope consumer for exactly this
+  // policy and consumer, or the token whose sha256 the policy holds. Without a bearer at all the
+  // body is not even read.
+  const consumerBearer = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!bearerOf(req)) return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
+  };
+  /** The consumer a request authenticates as, for the policy and consumer its body names. */
+  const consumerIdentity = async (req: FastifyRequest, body: { policyId: string; consumerId: string }): Promise<Identity | undefined> => {
+    const bearer = bearerOf(req)!;
+    const named = await guard.identify(bearer);
+    if (named) return hasScope(named, "consumer") && named.consumer?.policyId === body.policyId && named.consumer.consumerId === body.consumerId ? named : undefined;
+    return deps.rotations.authenticateConsumer(body.policyId, body.consumerId, bearer)
+      ? { name: `${body.policyId}/${body.consumerId}`, via: "policy-consumer-token", scopes: ["consumer"], consumer: { policyId: body.policyId, consumerId: body.consumerId } }
+      : undefined;
+  };
+  app.post("/v1/confirmations", { bodyLimit: BODY_LIMITS.confirmation, onRequest: consumerBearer }, async (req, reply) => {
+    const body = parse(ConfirmBody, req.body);
+    const identity = await consumerIdentity(req, body);
+    if (!identity) {
+      confirmations.inc({ outcome: "refused" });
+      return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
+    }
+    req.identity = identity;
+    if (await guard.overLimit(req, reply, identity)) return reply;
     try {
-      const body = parse(ConfirmBody, req.body);
-      const res = await deps.rotations.confirm({ ...body, bearer: bearer(req) });
+      const res = await deps.rotations.confirm({ ...body, consumer: identity.consumer, actor: actorOf(identity) });
       confirmations.inc({ outcome: res.alreadyConfirmed ? "repeat" : "accepted" });
       return reply.code(200).send(res);
     } catch (err) {
       if (err instanceof RequestError) {
         confirmations.inc({ outcome: "refused" });
-        if (err.status === 400) {
-          await deps.audit.record({ step: "confirmation", outcome: "refused", actor: "consumer:unknown", message: err.message });
-        }
+        // I1-style bound: an authenticated consumer's refusals reach the audit as one summary a minute.
+        refusals.confirmationRefused(body.policyId);
       }
       throw err;
     }
   });
 
-  app.post("/v1/consumer-failures", async (req, reply) => {
-    try {
-      const body = parse(FailureBody, req.body);
-      const res = await deps.rotations.reportFailure({ ...body, bearer: bearer(req) });
-      consumerFailures.inc({ stage: body.stage });
-      return reply.code(200).send(res);
-    } catch (err) {
-      if (err instanceof RequestError && err.status === 400) {
-        await deps.audit.record({ step: "consumer-failure", outcome: "refused", actor: "consumer:unknown", message: err.message });
-      }
-      throw err;
-    }
-  });
-
-  app.post("/v1/rotations", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
-    const body = parse(RotateBody, req.body);
-    const res = await deps.rotations.enqueue({ policyId: body.policyId, reason: "manual", actor });
-    return reply.code(202).send(res);
-  });
-
-  app.post<{ Params: { id: string } }>("/v1/rotations/:id/submit", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
-    const body = parse(SubmitBody, req.body);
-    const res = await deps.rotations.submit({ rotationId: req.params.id, value: body.value, actor });
+  app.post("/v1/consumer-failures", { bodyLimit: BODY_LIMITS.consumerFailure, onRequest: consumerBearer }, async (req, reply) => {
+    const body = parse(FailureBody, req.body);
+    const identity = await consumerIdentity(req, body);
+    if (!identity) return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
+    req.identity = identity;
+    if (await guard.overLimit(req, reply, identity)) return reply;
+    const res = await deps.rotations.reportFailure({ ...body, consumer: identity.consumer, actor: actorOf(identity) });
+    consumerFailures.inc({ stage: body.stage });
     return reply.code(200).send(res);
   });
 
-  app.get("/v1/status", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
-    return collectStatus({ state: deps.state, policies: deps.policies.all(), nextDue: deps.nextDue });
+  app.post("/v1/rotations", { bodyLimit: BODY_LIMITS.rotate, onRequest: operator }, async (req, reply) => {
+    const body = parse(RotateBody, req.body);
+    const res = await deps.rotations.enqueue({ policyId: body.policyId, reason: "manual", actor: actorOf(req.identity!) });
+    return reply.code(202).send(res);
   });
 
-  app.get<{ Params: { id: string }; Querystring: { limit?: string } }>("/v1/policies/:id/history", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
-    if (!deps.policies.get(req.params.id)) throw new RequestError(404, `unknown policy "${req.params.id}"`);
+  // The human step: an operator, or a submitter for the policies of the owner it names.
+  const submitter = guard.requireScope(["operator", "submitter"]);
+  app.post<{ Params: { id: string } }>("/v1/rotations/:id/submit", { bodyLimit: BODY_LIMITS.submit, onRequest: submitter }, async (req, reply) => {
+    const rotationId = parse(RotationId, req.params.id);
+    const body = parse(SubmitBody, req.body);
+    const identity = req.identity!;
+    if (!hasScope(identity, "operator")) {
+      const rec = await deps.state.getRecord(rotationId);
+      const owner = rec ? deps.policies.get(rec.policyId)?.owner : undefined;
+      if (!owner || owner !== identity.owner) throw new RequestError(403, `${actorOf(identity)} submits for the policies of ${identity.owner ?? "no owner"} only, and rotation ${rotationId} is not one of theirs`);
+    }
+    const res = await deps.rotations.submit({ rotationId, value: body.value, actor: actorOf(identity) });
+    return reply.code(200).send(res);
+  });
+
+  app.get("/v1/status", { onRequest: viewer }, async () => collectStatus({ state: deps.state, policies: deps.policies.all(), nextDue: deps.nextDue }));
+
+  app.get<{ Params: { id: string }; Querystring: { limit?: string } }>("/v1/policies/:id/history", { onRequest: viewer }, async (req) => {
+    const policyId = parse(PolicyId, req.params.id);
+    if (!deps.policies.get(policyId)) throw new RequestError(404, `unknown policy "${policyId}"`);
     const limit = Math.min(1_000, Math.max(1, Number(req.query.limit ?? 100) || 100));
-    return deps.audit.history({ policyId: req.params.id, limit });
+    return deps.audit.history({ policyId, limit });
   });
 
-  app.post("/v1/leaks", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
+  app.post("/v1/leaks", { bodyLimit: BODY_LIMITS.leak, onRequest: operator }, async (req, reply) => {
     if (!deps.extensions?.leak) throw new RequestError(404, "leak response is not enabled in this process");
-    return reply.code(202).send(await deps.extensions.leak(req.body, actor));
+    return reply.code(202).send(await deps.extensions.leak(req.body, actorOf(req.identity!)));
   });
 
-  app.post("/v1/offboardings", async (req, reply) => {
-    const actor = await admin(req, reply);
-    if (!actor) return reply;
+  app.post("/v1/offboardings", { bodyLimit: BODY_LIMITS.offboard, onRequest: operator }, async (req, reply) => {
     if (!deps.extensions?.offboard) throw new RequestError(404, "offboarding is not enabled in this process");
-    return reply.code(202).send(await deps.extensions.offboard(req.body, actor));
+    return reply.code(202).send(await deps.extensions.offboard(req.body, actorOf(req.identity!)));
   });
 
-  if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, deps.adminTokenHash);
+  if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);
 
   return app;
 }
 
 /**
- * Bull Board: the queues in a browser. Browsers cannot send a bearer header, so the board asks
- * for HTTP Basic credentials and takes the admin token as the password. Job data holds ids and
- * step cursors only, so the board shows no secret.
+ * Bull Board: the queues in a browser, read-only. Browsers cannot send a bearer header, so the
+ * board takes a viewer token as the HTTP Basic password. Job data holds ids and step cursors
+ * only, so the board shows no secret.
+ *
+ * I2: editing a parked job's data or promoting it from the board could skip the wait for
+ * consumers (the board does not know the protocol). Every intervention goes through rekey's own
+ * commands and endpoints, which check scope and audit the actor; the board only reads. Bull
+ * Board's `readOnlyMode` refuses its write routes, and anything but GET/HEAD is refused here
+ * before the board sees it.
  */
-function mountBoard(app: FastifyInstance, queues: Queue[], adminTokenHash: string | undefined): void {
+function mountBoard(app: FastifyInstance, queues: Queue[], guard: Guard): void {
   const basePath = "/admin/queues";
   const adapter = new FastifyAdapter();
   adapter.setBasePath(basePath);
-  createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q, { readOnlyMode: false })), serverAdapter: adapter });
+  createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q, { readOnlyMode: true, allowRetries: false })), serverAdapter: adapter });
+  const viewer = guard.requireScope("viewer", { basic: true });
   void app.register(async (scope) => {
     scope.addHook("onRequest", async (req, reply) => {
-      const m = /^Basic\s+(.+)$/i.exec(req.headers.authorization ?? "");
-      const password = m?.[1] ? Buffer.from(m[1], "base64").toString("utf8").split(":").slice(1).join(":") : "";
-      if (!adminTokenHash || !password || !tokenMatches(password, adminTokenHash)) {
-        return reply.code(401).header("www-authenticate", 'Basic realm="rekey queues"').send({ error: adminTokenHash ? "admin token required (HTTP Basic password)" : "operator API disabled: set REKEY_ADMIN_TOKEN_HASH" });
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        return reply.code(405).header("allow", "GET, HEAD").send({ error: "the queue board is read-only: use rekey's commands (rotate, leak, offboard, submit) to act on a rotation" });
       }
+      return viewer.call(scope, req, reply);
     });
     await scope.register(adapter.registerPlugin(), { prefix: basePath });
   });

@@ -2,6 +2,7 @@
  * What every command that talks to Redis needs: configuration from the environment, a logger,
  * and the runtime. Long-running commands also wait for a stop signal here.
  */
+import { userInfo } from "node:os";
 import { loadConfig, type Config } from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { createRuntime, type Runtime } from "../runtime.ts";
@@ -54,4 +55,27 @@ export function untilStopped(log: Logger, onHup?: () => Promise<void>): Promise<
 
 export function when(ms: number | undefined): string {
   return ms ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z") : "-";
+}
+
+/**
+ * The audit actor of a command that acts with direct Redis access: whoever holds REDIS_URL can
+ * change anything, so rekey can vouch for nothing more than the OS account that ran the command
+ * (from the system's user database, not `$USER`, which any shell can set). Printed to stderr, so
+ * the operator sees what the audit will say.
+ */
+export function directActor(): string {
+  let user: string;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = `uid-${process.getuid?.() ?? "unknown"}`;
+  }
+  return `redis-direct:${user.replace(/[^A-Za-z0-9._-]/g, "?").slice(0, 64) || "unknown"}`;
+}
+
+/** Says plainly on stderr that a command changes state with direct Redis access, and as whom. */
+export function noteDirect(io: CliIo, command: string): string {
+  const actor = directActor();
+  io.stderr(`rekey ${command}: acting with direct Redis access (REDIS_URL), audited as ${actor}; with REKEY_API_URL and REKEY_TOKEN set, commands that support it go through the API with a token instead\n`);
+  return actor;
 }

@@ -11,6 +11,7 @@ import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
 import * as roles from "./commands/roles.ts";
 import * as schema from "./commands/schema.ts";
+import * as tokens from "./commands/tokens.ts";
 import * as validate from "./commands/validate.ts";
 import { CliExit, EXIT, processIo, type CliIo } from "./io.ts";
 
@@ -33,6 +34,7 @@ const COMMANDS: readonly CommandModule[] = [
   leak,
   roles,
   agent,
+  tokens,
   demo,
 ];
 

@@ -97,14 +97,28 @@ export class Rotations {
     return { policyId: opts.policyId, rotationId: (job.data as RotationJobData).rotationId, jobId, added };
   }
 
-  /** A consumer says it runs on the new version: push confirmation (POST /v1/confirmations). */
-  async confirm(opts: { policyId: string; consumerId: string; bearer: string | undefined; versionId?: string; fingerprint?: string }): Promise<{ rotationId: string; alreadyConfirmed: boolean; waitingFor: string[] }> {
+  /**
+   * True when `bearer` is the token whose sha256 the policy holds for this push consumer. Reads
+   * nothing but the loaded policies: an unknown policy or consumer is simply not authenticated.
+   */
+  authenticateConsumer(policyId: string, consumerId: string, bearer: string | undefined): boolean {
+    const consumer = this.deps.policies.get(policyId)?.consumers.find((c) => c.id === consumerId);
+    return Boolean(bearer && consumer?.confirm === "push" && tokenMatches(bearer, consumer.tokenHash));
+  }
+
+  /**
+   * A consumer says it runs on the new version: push confirmation (POST /v1/confirmations). The
+   * consumer is authenticated by `bearer` (its policy token), or was by the API (`consumer`: a
+   * named consumer token for exactly this policy and consumer). Refusals write nothing: the API
+   * counts them and sums an authenticated consumer's refusals into the audit once a minute.
+   * `actor`: who the audit names (default `consumer:<id>`; a named token's `token:<name>`).
+   */
+  async confirm(opts: { policyId: string; consumerId: string; bearer?: string; consumer?: { policyId: string; consumerId: string }; actor?: string; versionId?: string; fingerprint?: string }): Promise<{ rotationId: string; alreadyConfirmed: boolean; waitingFor: string[] }> {
     const { state, audit } = this.deps;
-    const refuse = async (status: RequestError["status"], message: string): Promise<never> => {
-      await audit.record({ policyId: this.deps.policies.get(opts.policyId) ? opts.policyId : undefined, step: "confirmation", outcome: "refused", actor: `consumer:${opts.consumerId}`, message });
+    const refuse = (status: RequestError["status"], message: string): never => {
       throw new RequestError(status, message);
     };
-    const { policy, consumer } = await this.consumerOf(opts, "confirmation");
+    const { policy, consumer } = this.consumerOf(opts);
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
     const rotationId = (await state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
     const rec = rotationId ? await state.getRecord(rotationId) : undefined;
@@ -122,7 +136,7 @@ export class Rotations {
     if (added) {
       // Issued together, the audit entry and the wake flag share one write to Redis.
       await Promise.all([
-        audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
+        audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
         state.raiseWakeFlag(rotationId),
       ]);
       await this.promoteParked(rec.jobId);
@@ -133,18 +147,17 @@ export class Rotations {
 
   /**
    * Who is calling, for the consumer endpoints: the policy's push consumer whose token the bearer
-   * matches. Any refusal is audited under `step` and changes nothing else.
+   * matches, or the one the API vouches for (`consumer`: a named consumer token for exactly this
+   * policy and consumer). One answer whether the policy or consumer exists or not (ids are not for
+   * outsiders to probe), and a refusal writes nothing: the API counts it.
    */
-  private async consumerOf(opts: { policyId: string; consumerId: string; bearer: string | undefined }, step: string): Promise<{ policy: Policy; consumer: Extract<Policy["consumers"][number], { confirm: "push" }> }> {
-    const refuse = async (status: RequestError["status"], message: string): Promise<never> => {
-      await this.deps.audit.record({ policyId: this.deps.policies.get(opts.policyId) ? opts.policyId : undefined, step, outcome: "refused", actor: `consumer:${opts.consumerId}`, message });
-      throw new RequestError(status, message);
-    };
+  private consumerOf(opts: { policyId: string; consumerId: string; bearer?: string; consumer?: { policyId: string; consumerId: string } }): { policy: Policy; consumer: Extract<Policy["consumers"][number], { confirm: "push" }> } {
+    const vouched = opts.consumer?.policyId === opts.policyId && opts.consumer.consumerId === opts.consumerId;
+    if (!vouched && !this.authenticateConsumer(opts.policyId, opts.consumerId, opts.bearer)) throw new RequestError(401, "unauthenticated: bad or missing bearer token for this consumer");
     const policy = this.deps.policies.get(opts.policyId);
-    if (!policy) return refuse(404, `unknown policy "${opts.policyId}"`);
+    if (!policy) throw new RequestError(404, `unknown policy "${opts.policyId}"`);
     const consumer = policy.consumers.find((c) => c.id === opts.consumerId);
-    if (!consumer || consumer.confirm !== "push") return refuse(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
-    if (!opts.bearer || !tokenMatches(opts.bearer, consumer.tokenHash)) return refuse(401, `bad or missing bearer token for consumer ${consumer.id}`);
+    if (!consumer || consumer.confirm !== "push") throw new RequestError(403, `policy ${policy.id} has no push consumer "${opts.consumerId}"`);
     return { policy, consumer };
   }
 
@@ -154,8 +167,8 @@ export class Rotations {
    * keeps waiting and the old credential stays alive — but the failure is audited, shown by
    * `rekey status` on the rotation it concerns, and sent to the policy's notify targets.
    */
-  async reportFailure(opts: { policyId: string; consumerId: string; bearer: string | undefined; versionId?: string; stage: string; message: string }): Promise<{ rotationId?: string; recorded: boolean }> {
-    const { policy, consumer } = await this.consumerOf(opts, "consumer-failure");
+  async reportFailure(opts: { policyId: string; consumerId: string; bearer?: string; consumer?: { policyId: string; consumerId: string }; actor?: string; versionId?: string; stage: string; message: string }): Promise<{ rotationId?: string; recorded: boolean }> {
+    const { policy, consumer } = this.consumerOf(opts);
     // eslint-disable-next-line no-control-regex -- a consumer's text must not steer a terminal
     const message = opts.message.replace(/[\u0000-\u001f\u007f-\u009f]+/g, " ").trim().slice(0, 500) || "(no message)";
     const now = this.deps.now();
@@ -165,7 +178,7 @@ export class Rotations {
     const concerns = rotationId !== undefined && (opts.versionId === undefined || opts.versionId === rotationId);
     if (concerns) await this.deps.state.recordConsumerFailure(rotationId, { consumerId: consumer.id, stage: opts.stage, message, at: now, versionId: opts.versionId });
     const text = `consumer ${consumer.id} failed to load ${opts.versionId ? `version ${opts.versionId}` : "the current version"} (${opts.stage}): ${message}`;
-    await this.deps.audit.record({ rotationId: concerns ? rotationId : undefined, policyId: policy.id, step: "consumer-failure", outcome: "failed", actor: `consumer:${consumer.id}`, message: text });
+    await this.deps.audit.record({ rotationId: concerns ? rotationId : undefined, policyId: policy.id, step: "consumer-failure", outcome: "failed", actor: opts.actor ?? `consumer:${consumer.id}`, message: text });
     const reason = concerns ? (await this.deps.state.getRecord(rotationId))?.reason : undefined;
     try {
       await this.deps.notify?.(policy, {

@@ -3,7 +3,8 @@
  * cron, unknown keys, broken YAML and JSON, bad durations, enums and consumers) are each refused
  * with the file, a field path or line, and a reason, without crashing the loader; malformed and
  * forged API requests (bad JSON, wrong types, huge bodies, bad or missing tokens, unknown routes,
- * wrong versions and methods) each get a 4xx, never a 5xx, and change nothing but the audit.
+ * wrong versions and methods) each get a 4xx, never a 5xx, and change nothing (the audit included)
+ * but the rate-limit counters.
  */
 import { describe, expect, it } from "vitest";
 import { checkApi, checkPolicyFiles } from "../../bench/chaos/bad-input.ts";

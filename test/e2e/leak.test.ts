@@ -3,6 +3,7 @@
  * provider fakes over HTTP with their rate limits on: a mass leak across providers, a leak that
  * takes over a rotation waiting on consumers, and a leak found by its value on standard input.
  */
+import { directActor } from "../../src/cli/context.ts";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
@@ -173,10 +174,10 @@ describe("leak response", () => {
     expect(othersMeanwhile).toBeGreaterThan(0);
     expect(ldMeanwhile).toBe(0);
 
-    // Audited: who asked, and each policy's leak rotation.
+    // Audited: who asked (the OS account that ran the direct-Redis command, not $USER), and each policy's leak rotation.
     const audit = await stack.rt.audit.history({ limit: 5_000 });
-    expect(audit.some((a) => a.step === "leak.incident" && a.actor === "cli:oncall")).toBe(true);
-    expect(audit.filter((a) => a.step === "leak.requested" && a.actor === "cli:oncall")).toHaveLength(50);
+    expect(audit.some((a) => a.step === "leak.incident" && a.actor === directActor())).toBe(true);
+    expect(audit.filter((a) => a.step === "leak.requested" && a.actor === directActor())).toHaveLength(50);
   });
 
   it("a leaked old value takes over the rotation waiting on consumers: old revoked at once, no second new credential, confirmations still tracked", async () => {

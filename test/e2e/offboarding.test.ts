@@ -4,6 +4,7 @@
  * that runs on their personal token) and an unmanaged one; the report says what blocks, and a
  * re-run changes nothing already done.
  */
+import { directActor } from "../../src/cli/context.ts";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runOffboard } from "../../src/cli/commands/leak.ts";
@@ -154,7 +155,7 @@ describe("offboarding", () => {
     expect(last.out).toMatch(/dana-api\s+launchdarkly\s+owner\s+sam@example.com\s+completed/);
 
     const audit = await stack.rt.audit.history({ limit: 500 });
-    expect(audit.filter((a) => a.step === "offboarding.run").map((a) => a.actor).reverse()).toEqual(["cli:hr-ops", "api:admin", "cli:hr-ops", "cli:hr-ops"]);
+    expect(audit.filter((a) => a.step === "offboarding.run").map((a) => a.actor).reverse()).toEqual([directActor(), "api:admin", directActor(), directActor()]);
     expect(audit.filter((a) => a.step === "offboarding.requested" && a.policyId)).toHaveLength(3);
   });
 

@@ -13,7 +13,7 @@ import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { redisUrl } from "../helpers/redis.ts";
-import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 const CONSUMER = "ops-consumer-token-0123456789abcdef";
 
@@ -79,7 +79,7 @@ describe("operating rekey", () => {
     const statusJson = JSON.parse((await rekey("status", "--json")).out) as { policyId: string; inFlight?: { waitingFor: { consumerId: string }[] } }[];
     expect(statusJson[0]?.inFlight?.waitingFor).toEqual([{ consumerId: "ops-api", confirm: "push" }]);
 
-    const metrics = await (await fetch(`${stack.apiUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.apiUrl}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
     expect(metrics).toMatch(/rekey_rotations_in_flight\{status="awaiting-confirmation"\} 1/);
     expect(metrics).toMatch(/rekey_queue_jobs\{state="delayed"\} 1/);
     expect(metrics).not.toContain(rotationId);

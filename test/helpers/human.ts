@@ -90,7 +90,7 @@ export interface CliResult {
  * Runs `rekey <args>` in this process against the stack: REDIS_URL and REKEY_PREFIX of the stack,
  * the policies as files in a temporary REKEY_POLICY_DIR, and the AWS SDK pointed at the emulator.
  */
-export async function runCli(stack: Stack, policies: PolicyInput[], args: string[], stdin = ""): Promise<CliResult> {
+export async function runCli(stack: Stack, policies: PolicyInput[], args: string[], stdin = "", extraEnv: Record<string, string> = {}): Promise<CliResult> {
   const dir = await mkdtemp(join(tmpdir(), "rekey-cli-"));
   // The CLI builds its own store with the SDK's standard chain, which reads process.env.
   const sdkEnv: Record<string, string> = {
@@ -118,6 +118,7 @@ export async function runCli(stack: Stack, policies: PolicyInput[], args: string
         [WEBHOOK_KEY_ENV]: WEBHOOK_KEY,
         USER: "owner",
         LOG_LEVEL: "warn",
+        ...extraEnv,
       },
     });
     return { code, stdout, stderr };

@@ -8,7 +8,7 @@ import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import type { Worker } from "bullmq";
 import { createLogger } from "../../src/log.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
-import { startApiServer, startRotationWorker } from "../../src/processes.ts";
+import { type ApiServerOptions, startApiServer, startRotationWorker } from "../../src/processes.ts";
 import type { ProviderRegistry } from "../../src/providers/types.ts";
 import type { CrashPoint } from "../../src/rotation/engine.ts";
 import type { ProviderRates } from "../../src/rotation/pacing.ts";
@@ -60,6 +60,8 @@ export interface StackOptions {
   providerRates?: ProviderRates;
   /** Per-request timeout (ms) for provider and AWS calls (REKEY_REQUEST_TIMEOUT). */
   requestTimeoutMs?: number;
+  /** API options beyond host, port, admin token and log (SSO, rate limits, refusal window). */
+  api?: Pick<ApiServerOptions, "oidc" | "rateLimit" | "refusalAuditWindowMs">;
 }
 
 export interface Stack {
@@ -98,7 +100,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   });
   rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
   const { tokenHash } = await import("../../src/consumers/fingerprint.ts");
-  const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, adminTokenHash: tokenHash(ADMIN_TOKEN), log });
+  const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, adminTokenHash: tokenHash(ADMIN_TOKEN), log, ...opts.api });
   const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log });
   let workerStopped = !worker;
   return {

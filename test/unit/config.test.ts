@@ -35,6 +35,8 @@ describe("loadConfig", () => {
       redisConnectTimeoutMs: 10_000,
       healthPort: undefined,
       healthHost: "127.0.0.1",
+      apiRateLimit: 1_200,
+      apiIdentityRateLimit: 600,
     });
   });
 
@@ -75,6 +77,8 @@ describe("loadConfig", () => {
       redisConnectTimeoutMs: 3_000,
       healthPort: 9091,
       healthHost: "0.0.0.0",
+      apiRateLimit: 1_200,
+      apiIdentityRateLimit: 600,
     });
   });
 

@@ -12,7 +12,7 @@ import { PROVIDER_KINDS } from "../../policy/schema.ts";
 import { RequestError } from "../../rotation/requests.ts";
 import type { Runtime } from "../../runtime.ts";
 import { parseDuration } from "../../util/duration.ts";
-import { openRuntime, when } from "../context.ts";
+import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 
 export interface LeakOptions {
@@ -36,7 +36,6 @@ export interface OffboardOptions {
   pollMs?: number;
 }
 
-const actorOf = (io: CliIo) => `cli:${io.env.USER ?? "operator"}`;
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
@@ -109,7 +108,7 @@ export async function runLeak(rt: Pick<Runtime, "state" | "audit" | "rotations" 
   }
   let started;
   try {
-    started = await leaks.handle(req, actorOf(io));
+    started = await leaks.handle(req, noteDirect(io, "leak"));
   } catch (err) {
     io.stderr(`rekey leak: ${errorMessage(err)}\n`);
     return err instanceof RequestError && err.status === 400 ? EXIT.usage : EXIT.failure;
@@ -165,7 +164,7 @@ export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotatio
   const offboarding = service ?? offboardingFor(rt);
   let report: OffboardReport;
   try {
-    report = await offboarding.handle({ member, successor: opts.successor }, actorOf(io));
+    report = await offboarding.handle({ member, successor: opts.successor }, noteDirect(io, "offboard"));
   } catch (err) {
     io.stderr(`rekey offboard: ${errorMessage(err)}\n`);
     return err instanceof RequestError && err.status === 400 ? EXIT.usage : EXIT.failure;

@@ -8,7 +8,8 @@ import { RequestError } from "../../rotation/requests.ts";
 import { collectStatus } from "../../rotation/status.ts";
 import { nextSlots } from "../../scheduler/slots.ts";
 import { formatDuration } from "../../util/duration.ts";
-import { openRuntime, when } from "../context.ts";
+import { apiTarget, callApi } from "../api-client.ts";
+import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 
 const json = new Option("--json", "print JSON");
@@ -41,9 +42,22 @@ export function register(program: Command, io: CliIo): void {
     .argument("<policy>", "policy id")
     .addOption(json)
     .action(async (policyId: string, opts: { json?: boolean }) => {
+      const api = apiTarget(io);
+      if (api) {
+        const { status, json } = await callApi(api, "POST", "/v1/rotations", { policyId });
+        if (status !== 202) {
+          io.stderr(`rekey rotate: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          throw new CliExit(EXIT.failure);
+        }
+        const res = json as unknown as { rotationId: string; jobId: string; added: boolean };
+        if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
+        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+        return;
+      }
+      const actor = noteDirect(io, "rotate");
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        const res = await rt.rotations.enqueue({ policyId, reason: "manual", actor: `cli:${io.env.USER ?? "operator"}` });
+        const res = await rt.rotations.enqueue({ policyId, reason: "manual", actor });
         if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
         else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
       } catch (err) {
@@ -171,9 +185,20 @@ export function register(program: Command, io: CliIo): void {
         io.stderr("rekey submit: nothing was read from standard input\n");
         throw new CliExit(EXIT.usage);
       }
+      const api = apiTarget(io);
+      if (api) {
+        const { status, json } = await callApi(api, "POST", `/v1/rotations/${encodeURIComponent(rotationId)}/submit`, { value: text });
+        if (status !== 200) {
+          io.stderr(`rekey submit: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          throw new CliExit(EXIT.failure);
+        }
+        io.stdout(`accepted: the value passed the check and is stored as version ${String(json.versionId)} of ${String(json.policyId)}; the rotation goes on\n`);
+        return;
+      }
+      const actor = noteDirect(io, "submit");
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        const res = await rt.rotations.submit({ rotationId, value: text, actor: `cli:${io.env.USER ?? "operator"}` });
+        const res = await rt.rotations.submit({ rotationId, value: text, actor });
         io.stdout(`accepted: the value passed the check and is stored as version ${res.versionId} of ${res.policyId}; the rotation goes on\n`);
       } catch (err) {
         io.stderr(`rekey submit: ${errorMessage(err)}\n`);

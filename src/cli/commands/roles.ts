@@ -55,7 +55,7 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       log.info({ concurrency }, "rotation worker started");
     }
     if (roles.includes("api")) {
-      running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue }));
+      running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit } }));
     }
     const healthPort = opts.healthPort ?? config.healthPort;
     if (healthPort !== undefined) {

@@ -1,0 +1,334 @@
+/**
+ * The attack run: hostile requests against `rekey api` — floods without a token, forged, replayed
+ * and mismatched confirmations, oversized bodies, control characters, path tricks, wrong methods,
+ * Bull Board writes, forged JWTs — from several addresses on the same network, while real
+ * rotations wait for their consumer. The same number of rotations then runs without the attack.
+ *
+ * It reports Redis `used_memory` growth during the attack (and beyond what the same rotations
+ * grow it by without the attack), audit entries the hostile requests
+ * added (0 expected: none of them is authenticated but the replays, whose refusals are summed
+ * into one entry per policy and minute), every rotation's outcome, and the real consumer's
+ * confirmation latency p50/p99 under attack against the quiet run.
+ *
+ * A private redis-server, the AWS emulator and the LaunchDarkly fake, all on 127.0.0.1. The
+ * attacker sends from 127.0.0.2…127.0.0.N (Linux routes all of 127/8 to loopback): it is another
+ * host as far as the per-address rate limit is concerned; the consumer sends from 127.0.0.1.
+ */
+import { Agent, request } from "node:http";
+import type { AttackerInput, AttackerResult } from "./attack-process.ts";
+import { runChild } from "./lib/child.ts";
+import { availableParallelism, loadavg } from "node:os";
+import { Writable } from "node:stream";
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { Redis } from "ioredis";
+import { tokenHash } from "../src/consumers/fingerprint.ts";
+import { createLogger } from "../src/log.ts";
+import { Policy } from "../src/policy/schema.ts";
+import { startApiServer, startRotationWorker } from "../src/processes.ts";
+import { createRuntime } from "../src/runtime.ts";
+import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
+import { startAwsEmulator } from "../test/fakes/aws/emulator.ts";
+import { startLaunchDarklyFake } from "../test/fakes/launchdarkly.ts";
+import { startRedisServer } from "../test/helpers/redis-server.ts";
+
+const REGION = "us-east-1";
+const ADMIN_TOKEN = "attack-admin-token-0123456789abcdef";
+const CONSUMER_TOKEN = "attack-consumer-token-0123456789abcdef";
+const OTHER_TOKEN = "attack-other-consumer-token-0123456789";
+const FINGERPRINT_KEY = "attack-fingerprint-key-0123456789abcdef0123";
+
+export interface AttackOptions {
+  /** Hostile requests to send (at least). */
+  requests: number;
+  /** Policies rotated side by side in each round (each waits for its consumer). */
+  policies: number;
+  /**
+   * Rounds of rotations under attack, at least (they go on until the attack is over); the quiet
+   * run afterwards repeats as many, so both runs hold the same rotations.
+   */
+  minRounds: number;
+  /** Hostile requests in flight at once, at most. */
+  concurrency: number;
+  /** Hostile requests per second, at most (0: as fast as `concurrency` allows). */
+  rate: number;
+  /** Attack segments, each followed by a quiet one (default 1). */
+  segments?: number;
+  /** Attacker addresses 127.0.0.2 … (each with its own per-address limit). */
+  addresses: number;
+  /** How long the consumer takes to reload before it confirms, in ms. */
+  reloadMs?: number;
+  progress?: (line: string) => void;
+}
+
+export interface AttackReport {
+  hostile: number;
+  /** Hostile requests per second achieved. */
+  hostileRate: number;
+  byKind: Record<string, Record<string, number>>;
+  /** Hostile requests answered 5xx or not at all (must be 0). */
+  failures: string[];
+  usedMemoryBefore: number;
+  usedMemoryAfter: number;
+  /** used_memory growth over the quiet run's rotations (as many as under attack). */
+  quietGrowth: number;
+  /** used_memory growth over the attack, its rotations included. */
+  attackGrowth: number;
+  /** What the attack added beyond its rotations: attackGrowth − quietGrowth. */
+  growthFromAttack: number;
+  /** Audit entries added during the attack that no rotation, consumer or summary accounts for. */
+  unauthenticatedAuditEntries: number;
+  /** Entries summing an authenticated consumer's refused confirmations (the replays). */
+  refusalSummaries: number;
+  rotations: { quiet: Record<string, number>; attack: Record<string, number> };
+  /** Old tokens revoked before their consumer confirmed (I2; must be 0). */
+  revokedEarly: number;
+  quiet: { samples: number; p50: number; p99: number };
+  attack: { samples: number; p50: number; p99: number };
+  /**
+   * CPU time of the rekey process (API, worker) per hostile request: its CPU in the attack
+   * segments minus in the quiet ones, over the hostile requests.
+   */
+  apiCpuPerHostileMs: number;
+  /** The machine's 1-minute load average at the start and the end of the measured run. */
+  loadAverage: [number, number];
+  /** Log lines the refusals produced (rate-limited). */
+  refusalLogLines: number;
+  durationMs: number;
+}
+
+/** One request from the consumer's own address; resolves to the status. */
+function post(agent: Agent, url: URL, path: string, token: string, body: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ agent, host: url.hostname, port: url.port, method: "POST", path, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) }, timeout: 30_000 }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
+  const t0 = Date.now();
+  const say = opts.progress ?? (() => {});
+  const redisServer = await startRedisServer();
+  const emulator = await startAwsEmulator({ writesPerSecond: Infinity });
+  const ld = await startLaunchDarklyFake({ rateLimitPerWindow: 1_000_000, tokenLimit: 100_000 });
+  const admin = ld.addToken({ role: "admin", name: "rekey management" });
+  const logLines: string[] = [];
+  const log = createLogger({ level: "warn", destination: new Writable({ write: (c: Buffer, _e, cb) => (logLines.push(c.toString("utf8")), cb()) }) });
+  const store = new AwsSecretsManagerStore({ region: REGION, clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: emulator.url, credentials: { accessKeyId: "a", secretAccessKey: "a" }, maxAttempts: 3 }) });
+  const prefix = "attack";
+  const rt = await createRuntime({ redisUrl: redisServer.url, prefix, policyPaths: [], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: { LD_ADMIN_TOKEN: admin.value }, store, awsWritesPerSecond: Infinity });
+  const policyIds = Array.from({ length: opts.policies }, (_, i) => `ld-attack-${i}`);
+  rt.policies.replace(
+    policyIds.map((id) => ({
+      policy: Policy.parse({
+        id,
+        owner: "owner@example.com",
+        provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+        target: { secretId: `attack/${id}`, region: REGION },
+        consumers: [
+          { id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) },
+          { id: "other", confirm: "push", tokenHash: tokenHash(OTHER_TOKEN), required: false },
+        ],
+        confirmation: { timeout: "1h", onTimeout: "keep-old" },
+      }),
+      file: `${id}.yaml`,
+    })),
+  );
+  for (const id of policyIds) await store.create!({ secretId: `attack/${id}`, region: REGION }, ld.addToken({ name: id }).value);
+  const worker = startRotationWorker(rt, { concurrency: Math.max(4, opts.policies), log });
+  const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, adminTokenHash: tokenHash(ADMIN_TOKEN) });
+  const base = new URL(api.url);
+  const viewer = (await rt.tokens.create({ name: "attack-viewer", scopes: ["viewer"] }, "attack run")).token;
+  const probe = new Redis(redisServer.url);
+  const consumerAgent = new Agent({ keepAlive: true, maxSockets: 16, localAddress: "127.0.0.1" });
+  const oldVersions: string[] = [];
+  const jobIds: string[] = [];
+  let revokedEarly = 0;
+
+  const usedMemory = async () => Number(/^used_memory:(\d+)/m.exec(await probe.info("memory"))?.[1]);
+
+  /** One round: every policy rotates; its consumer confirms once the rotation waits for it. */
+  const round = async (samples: number[], outcomes: Record<string, number>) => {
+    await Promise.all(
+      policyIds.map(async (policyId) => {
+        const old = await store.getCurrent({ secretId: `attack/${policyId}`, region: REGION });
+        const req = await rt.rotations.enqueue({ policyId, reason: "manual", actor: "attack-run" });
+        jobIds.push(req.jobId);
+        const deadline = Date.now() + 120_000;
+        let rec = await rt.state.getRecord(req.rotationId);
+        while (rec?.status !== "awaiting-confirmation" && !rec?.endedAt && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+          rec = await rt.state.getRecord(req.rotationId);
+        }
+        if (rec?.status === "awaiting-confirmation") {
+          await new Promise((r) => setTimeout(r, opts.reloadMs ?? 100));
+          // I2: the old token is alive until the consumer confirmed.
+          if (old && !ld.isLive(old.value)) revokedEarly++;
+          const started = performance.now();
+          const status = await post(consumerAgent, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
+          samples.push(performance.now() - started);
+          if (status !== 200) outcomes[`consumer answered ${status}`] = (outcomes[`consumer answered ${status}`] ?? 0) + 1;
+        }
+        while (!rec?.endedAt && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+          rec = await rt.state.getRecord(req.rotationId);
+        }
+        const outcome = rec?.endedAt ? (rec.status ?? "ended") : "still waiting after 120 s";
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+        oldVersions.push(req.rotationId);
+      }),
+    );
+  };
+
+  try {
+    // Warm-up round (JIT, connections), not measured; its versions are the replays' material.
+    await round([], {});
+
+    const auditBefore = await probe.xlen(`${prefix}:audit`);
+    const auditFirstId = (await probe.xrevrange(`${prefix}:audit`, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
+    const memStart = await usedMemory();
+    const measured = new Set<string>();
+    const attackSamples: number[] = [];
+    const attackOutcomes: Record<string, number> = {};
+    const quietSamples: number[] = [];
+    const quietOutcomes: Record<string, number> = {};
+    let attackGrowth = 0;
+    let quietGrowth = 0;
+    let sent = 0;
+    let elapsedMs = 0;
+    let attackRounds = 0;
+    let attackCpuMs = 0;
+    let quietCpuMs = 0;
+    const loadBefore = loadavg()[0]!;
+    const byKind: Record<string, Record<string, number>> = {};
+    const failures: string[] = [];
+    const rounds = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
+      let done = 0;
+      while (typeof n === "number" ? done < n : n(done)) {
+        const before = oldVersions.length;
+        await round(samples, outcomes);
+        for (const v of oldVersions.slice(before)) measured.add(v);
+        done++;
+      }
+      return done;
+    };
+    // Attack and quiet alternate (A Q A Q …), each quiet segment with as many rounds as the attack
+    // segment before it: the machine's background load drifts, and both sides see the same drift.
+    const segments = Math.max(1, opts.segments ?? 1);
+    for (let seg = 0; seg < segments; seg++) {
+      const requests = Math.ceil(opts.requests / segments);
+      const input: AttackerInput = { apiUrl: api.url, requests, concurrency: opts.concurrency, rate: opts.rate, addresses: opts.addresses, policyIds, oldVersions: oldVersions.slice(0, 50), jobIds: jobIds.slice(-50), viewer, consumerToken: CONSUMER_TOKEN, otherToken: OTHER_TOKEN };
+      let done = false;
+      const memBefore = await usedMemory();
+      const cpuBefore = process.cpuUsage();
+      const attack = runChild<AttackerResult>("attack-process.ts", [JSON.stringify(input)], { timeoutMs: 30 * 60_000, label: "attacker" }).finally(() => {
+        done = true;
+      });
+      const minRounds = Math.ceil(opts.minRounds / segments);
+      const n = await rounds((finished) => !done || finished < minRounds, attackSamples, attackOutcomes);
+      const result = await attack;
+      const cpu = process.cpuUsage(cpuBefore);
+      attackCpuMs += (cpu.user + cpu.system) / 1000;
+      attackGrowth += (await usedMemory()) - memBefore;
+      attackRounds += n;
+      sent += result.sent;
+      elapsedMs += result.elapsedMs;
+      failures.push(...result.failures);
+      for (const [kind, statuses] of Object.entries(result.byKind)) {
+        const k = (byKind[kind] ??= {});
+        for (const [st, c] of Object.entries(statuses)) k[st] = (k[st] ?? 0) + c;
+      }
+      const quietBefore = await usedMemory();
+      const quietCpuBefore = process.cpuUsage();
+      await rounds(n, quietSamples, quietOutcomes);
+      const qcpu = process.cpuUsage(quietCpuBefore);
+      quietCpuMs += (qcpu.user + qcpu.system) / 1000;
+      quietGrowth += (await usedMemory()) - quietBefore;
+      say(`segment ${seg + 1}/${segments}: ${result.sent} hostile requests, ${n} rounds under attack, ${n} quiet`);
+    }
+    // Stopping the API writes a pending refusal summary; then count what the audit gained.
+    await api.stop();
+    const memEnd = await usedMemory();
+    const added = await probe.xrange(`${prefix}:audit`, `(${auditFirstId}`, "+");
+    let summaries = 0;
+    let unexplained = 0;
+    for (const [, flat] of added) {
+      const f: Record<string, string> = {};
+      for (let j = 0; j + 1 < flat.length; j += 2) f[flat[j]!] = flat[j + 1]!;
+      if (f.rotationId && measured.has(f.rotationId)) continue;
+      if (f.actor === "api" && f.step === "confirmation" && f.outcome === "refused") summaries++;
+      else unexplained++;
+    }
+    say(`${sent} hostile requests, ${attackRounds} rounds under attack and as many quiet, audit ${auditBefore} → ${auditBefore + added.length}`);
+    const q = [...quietSamples].sort((a, b) => a - b);
+    const a = [...attackSamples].sort((a, b) => a - b);
+    return {
+      hostile: sent,
+      hostileRate: sent / (elapsedMs / 1000),
+      byKind,
+      failures,
+      usedMemoryBefore: memStart,
+      usedMemoryAfter: memEnd,
+      quietGrowth,
+      attackGrowth,
+      growthFromAttack: attackGrowth - quietGrowth,
+      unauthenticatedAuditEntries: unexplained,
+      refusalSummaries: summaries,
+      rotations: { quiet: quietOutcomes, attack: attackOutcomes },
+      revokedEarly,
+      quiet: { samples: q.length, p50: percentile(q, 50), p99: percentile(q, 99) },
+      attack: { samples: a.length, p50: percentile(a, 50), p99: percentile(a, 99) },
+      apiCpuPerHostileMs: (attackCpuMs - quietCpuMs) / Math.max(1, sent),
+      loadAverage: [loadBefore, loadavg()[0]!],
+      refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length,
+      durationMs: Date.now() - t0,
+    };
+  } finally {
+    await api.stop().catch(() => undefined);
+    await worker.stop();
+    consumerAgent.destroy();
+    probe.disconnect();
+    await rt.close();
+    await ld.close();
+    await emulator.close();
+    await redisServer.stop();
+  }
+}
+
+export function formatAttackReport(r: AttackReport): string[] {
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MB`;
+  const ms = (n: number) => `${n.toFixed(1)} ms`;
+  const lines = [
+    `hostile requests: ${r.hostile} at ${Math.round(r.hostileRate)}/s (${r.failures.length} answered 5xx or not at all)`,
+    ...Object.entries(r.byKind).map(([k, v]) => `  ${k}: ${Object.entries(v).sort().map(([s, n]) => `${s}×${n}`).join(", ")}`),
+    `Redis used_memory: ${mb(r.usedMemoryBefore)} → ${mb(r.usedMemoryAfter)} over the run; growth during attack segments ${mb(r.attackGrowth)}, during the quiet segments' same rotations ${mb(r.quietGrowth)}; growth from the attack ${mb(r.growthFromAttack)} (goal ≤ 1 MB)`,
+    `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
+    `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
+    `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
+    `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
+    `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
+  ];
+  return lines;
+}
+
+/** The goals that failed, in words (empty: all met). */
+export function attackViolations(r: AttackReport): string[] {
+  const v: string[] = [];
+  if (r.failures.length) v.push(`${r.failures.length} hostile requests answered 5xx or not at all: ${r.failures.slice(0, 3).join("; ")}`);
+  if (r.growthFromAttack > 1024 * 1024) v.push(`the attack grew Redis by ${r.growthFromAttack} bytes beyond its rotations (goal ≤ 1 MB)`);
+  if (r.unauthenticatedAuditEntries !== 0) v.push(`${r.unauthenticatedAuditEntries} audit entries from unauthenticated requests`);
+  const notCompleted = Object.entries({ ...r.rotations.attack }).filter(([k]) => k !== "completed");
+  if (notCompleted.length || !r.rotations.attack.completed) v.push(`rotations under attack did not all complete: ${JSON.stringify(r.rotations.attack)}`);
+  if (r.revokedEarly) v.push(`${r.revokedEarly} old tokens revoked before their consumer confirmed`);
+  if (!(r.attack.p99 <= 2 * r.quiet.p99)) v.push(`consumer p99 ${r.attack.p99.toFixed(1)} ms under attack > 2 × quiet ${r.quiet.p99.toFixed(1)} ms`);
+  return v;
+}
