@@ -138,10 +138,12 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(checks).toBeGreaterThan(10);
     expect(broken).toBe(0);
 
-    // The audit trail tells the story, refusals included.
+    // The audit trail tells the story. Refusals are not written one by one (a flood of them would
+    // trim the real history away): the consumer's mistaken one is summed into one entry a minute.
     const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 50 });
     const steps = history.map((h) => `${h.step}:${h.outcome}`).reverse();
-    expect(steps).toEqual(expect.arrayContaining(["start:ok", "issuing:ok", "verifying:ok", "promoting:ok", "confirmation:ok", "confirmation:refused", "revoking:ok"]));
+    expect(steps).toEqual(expect.arrayContaining(["start:ok", "issuing:ok", "verifying:ok", "promoting:ok", "confirmation:ok", "revoking:ok"]));
+    expect(steps.filter((st) => st === "confirmation:refused")).toHaveLength(0);
 
     // I5: no secret value anywhere in Redis, the logs, or the audit.
     const dump = await dumpRedis(stack.rt, stack.prefix);

@@ -8,6 +8,7 @@
  * - a personal access token (a human step with overlap: submitted through the API, the old PAT
  *   deleted by API only after confirmation).
  */
+import { directActor } from "../../src/cli/context.ts";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
@@ -173,7 +174,8 @@ describe("Snyk rotation end to end", () => {
     const newToken = snyk.regenerateUserToken(owner.id);
     expect(snyk.isLive(oldToken)).toBe(false);
     const ok = await runCli(s, [policy], ["submit", req.rotationId], `${newToken}\n`);
-    expect(ok.stderr).toBe("");
+    // The one line on stderr says how the command acted, and as whom.
+    expect(ok.stderr).toBe(`rekey submit: acting with direct Redis access (REDIS_URL), audited as ${directActor()}; with REKEY_API_URL and REKEY_TOKEN set, commands that support it go through the API with a token instead\n`);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain(`accepted`);
 
