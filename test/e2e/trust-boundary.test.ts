@@ -123,12 +123,15 @@ describe("trust boundary", () => {
       { token: OTHER_TOKEN }, // a real consumer's token, naming another consumer
       { token: CONSUMER_TOKEN, consumerId: "ghost" },
       { token: CONSUMER_TOKEN, policyId: "no-such-policy" },
+      { token: "x", consumerId: "app\n\u001b[2J revoking ok by worker: old credential 0000 revoked" },
     ];
+    const started = Date.now();
     const answers = await pool(Array.from({ length: 1_100 }, (_, i) => kinds[i % kinds.length]!), 40, (k) =>
       call(`${stack.apiUrl}/v1/confirmations`, "POST", { token: k.token, body: { policyId: k.policyId ?? "ld-tb", consumerId: k.consumerId ?? "billing", versionId: rotation.rotationId } }),
     );
     expect(await auditLengths(stack.rt, stack.prefix, "ld-tb")).toEqual(before);
-    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([401]));
+    // 401 for all; 400 only for the id that breaks the grammar (checked before anything else).
+    for (const [i, a] of answers.entries()) expect(a.status).toBe(kinds[i % kinds.length]!.consumerId?.includes("\n") ? 400 : 401);
     // `rekey history ld-tb` still shows the rotation, not "confirmation refused".
     const history = await stack.rt.audit.history({ policyId: "ld-tb", limit: 100 });
     expect(history).toEqual(historyBefore);
@@ -136,11 +139,15 @@ describe("trust boundary", () => {
     // Counted in metrics, logged at most a line every few seconds per route and reason.
     const metrics = (await call(`${stack.apiUrl}/metrics`, "GET", { token: ADMIN_TOKEN })).body;
     const refused = /rekey_api_refusals_total\{route="\/v1\/confirmations",reason="unauthenticated"\} (\d+)/.exec(metrics);
-    expect(Number(refused?.[1])).toBeGreaterThanOrEqual(1_100);
+    expect(Number(refused?.[1])).toBeGreaterThanOrEqual(answers.filter((a) => a.status === 401).length);
+    // At most one line per route and reason (two reasons here) every 10 s, plus the first.
     const logLines = stack.logs.lines.filter((l) => l.includes("api request refused")).length - logLinesBefore;
     expect(logLines).toBeGreaterThanOrEqual(1);
-    expect(logLines).toBeLessThanOrEqual(3);
+    expect(logLines).toBeLessThanOrEqual(2 * (Math.floor((Date.now() - started) / 10_000) + 1));
     expect(stack.logs.text()).not.toContain(OTHER_TOKEN);
+    // Sanitized: nothing a caller sent reaches a log line but its address.
+    expect(stack.logs.text()).not.toMatch(/\\u001b|revoking ok by worker/);
+    expect(stack.logs.text()).not.toContain(String.fromCharCode(27));
   }, 60_000);
 
   it("oversized bodies are refused at the edge: 400 bodies of 120 KB grow rekey's keys by less than 1 MB", async () => {
