@@ -101,12 +101,9 @@ export class ConsumerAgent {
     this.schedule(0);
   }
 
-  /** Resolves when the current cycle (and any it queued) and confirmations in flight are done: for tests and a clean stop. */
-  async idle(): Promise<void> {
-    while (this.cycle || this.confirmations.size) {
-      await this.cycle;
-      await Promise.all([...this.confirmations]);
-    }
+  /** Read every secret now (SIGHUP); a new version starts a cycle as a webhook would. */
+  async readNow(): Promise<void> {
+    await this.readAll();
   }
 
   async stop(): Promise<void> {
