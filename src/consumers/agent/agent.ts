@@ -161,7 +161,9 @@ export class ConsumerAgent {
         }
       }),
     );
-    if (changed && this.ready) this.schedule(this.cfg.debounce);
+    // Before the first write (a secret could not be read at start) a read that succeeds is the
+    // first chance to write: at once.
+    if (changed) this.schedule(this.ready ? this.cfg.debounce : 0);
   }
 
   private dirty(): Watched[] {
