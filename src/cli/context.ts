@@ -34,10 +34,10 @@ export async function openRuntime(io: CliIo, opts: { name: string; policies?: st
 }
 
 /** Resolves on SIGINT/SIGTERM; SIGHUP calls `onHup` (policy reload) and keeps running. */
-export function untilStopped(log: Logger, onHup?: () => Promise<void>): Promise<NodeJS.Signals> {
+export function untilStopped(log: Logger, onHup?: () => Promise<void>, hupMeans = "reloading policies"): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const hup = () => {
-      log.info("SIGHUP: reloading policies");
+      log.info(`SIGHUP: ${hupMeans}`);
       void onHup?.().catch((err: unknown) => log.error({ err }, "reload failed"));
     };
     const stop = (sig: NodeJS.Signals) => {

@@ -39,3 +39,8 @@ export {
   type RekeyClientOptions,
 } from "./rekey-client.ts";
 export { fingerprint } from "./fingerprint.ts";
+/**
+ * @deprecated The `X-Rekey-Signature` check, kept for one release while rekey still sends that
+ * header. Use `createWebhookVerifier` (Standard Webhooks) instead.
+ */
+export { verifySignature as verifyLegacySignature } from "../notify/webhook.ts";

@@ -320,8 +320,8 @@ export const NotifyTarget = z
     z.strictObject({
       kind: z.literal("webhook"),
       url: HttpUrl.meta({ description: "URL that receives a signed JSON POST for each rotation event." }),
-      /** HMAC-SHA256 key for the X-Rekey-Signature header. */
-      signingKey: CredentialRef.meta({ description: "HMAC-SHA256 key for the X-Rekey-Signature header." }),
+      /** Standard Webhooks signing key (whsec_<base64>) for the webhook-signature header. */
+      signingKey: CredentialRef.meta({ description: "Signing key for the Standard Webhooks webhook-signature header: whsec_ followed by base64 (other strings are used as their bytes)." }),
     }),
     z.strictObject({
       kind: z.literal("slack"),

@@ -194,6 +194,30 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
     expect(app.stats.changes).toBe(1);
   });
 
+  it("failure reports need the consumer's token; a refused one records and alerts nothing", async () => {
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-node", reason: "manual", actor: "test" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    const report = async (body: Record<string, unknown>, token = CONSUMER_TOKEN) => {
+      const res = await fetch(`${stack.apiUrl}/v1/consumer-failures`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const good = { policyId: "ld-node", consumerId: "node-app", versionId: req.rotationId, stage: "reload", message: "exit 1" };
+    expect((await report(good, "not-the-token")).status).toBe(401);
+    expect((await report({ ...good, stage: "coffee" })).status).toBe(400);
+    expect((await report({ ...good, policyId: "nope" })).status).toBe(404);
+    expect((await report({ ...good, consumerId: "someone-else" })).status).toBe(403);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await stack.rt.state.consumerFailures(req.rotationId)).size).toBe(0);
+    expect(alerts.events.filter((e) => e.event === "rotation.consumer-failed")).toEqual([]);
+    // The real one, with control characters a terminal must not receive.
+    const ok = await report({ ...good, message: "reload failed\u001b[2J\nsee log" });
+    expect(ok).toEqual({ status: 200, body: { rotationId: req.rotationId, recorded: true } });
+    const kept = (await stack.rt.state.consumerFailures(req.rotationId)).get("node-app");
+    expect(kept).toMatchObject({ stage: "reload", message: "reload failed [2J see log", versionId: req.rotationId });
+    await alerts.waitFor("rotation.consumer-failed", (e) => e.rotationId === req.rotationId);
+    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-confirmation");
+  });
+
   it("invalidate() after a 401 reads the store once for a burst of callers", async () => {
     app = await startApp(ld.url, appPort, { client: emulatorClient(stack.emulator), apiUrl: stack.apiUrl, webhook: undefined, minRefreshIntervalMs: 1_000 });
     const versionId = randomUUID();

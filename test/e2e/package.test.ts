@@ -85,5 +85,11 @@ describe("the npm package", () => {
     expect(deep.stderr).toContain("ERR_PACKAGE_PATH_NOT_EXPORTED");
     const own = await sh(process.execPath, ["--input-type=module", "-e", "const m = await import('rekey/package.json', { with: { type: 'json' } }); console.log(m.default.name)"], app);
     expect(own.stdout.trim()).toBe("rekey");
+    // The consumer library: compiled, with its types, loadable with production dependencies only.
+    const consumer = await sh(process.execPath, ["--input-type=module", "-e", "const m = await import('rekey/consumer'); console.log(Object.keys(m).sort().join(','))"], app);
+    expect(consumer.stderr).toBe("");
+    expect(consumer.stdout).toContain("createSecretSource");
+    expect(consumer.stdout).toContain("createWebhookVerifier");
+    expect(files).toContain("dist/src/consumers/index.d.ts");
   }, 300_000);
 });

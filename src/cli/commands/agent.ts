@@ -47,7 +47,7 @@ export function register(program: Command, io: CliIo): void {
         await agent.stop();
         throw err;
       }
-      await untilStopped(log);
+      await untilStopped(log, () => agent.readNow(), "reading every secret now");
       await agent.stop();
     });
 }

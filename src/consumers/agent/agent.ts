@@ -101,12 +101,9 @@ export class ConsumerAgent {
     this.schedule(0);
   }
 
-  /** Resolves when the current cycle (and any it queued) and confirmations in flight are done: for tests and a clean stop. */
-  async idle(): Promise<void> {
-    while (this.cycle || this.confirmations.size) {
-      await this.cycle;
-      await Promise.all([...this.confirmations]);
-    }
+  /** Read every secret now (SIGHUP); a new version starts a cycle as a webhook would. */
+  async readNow(): Promise<void> {
+    await this.readAll();
   }
 
   async stop(): Promise<void> {
@@ -164,7 +161,9 @@ export class ConsumerAgent {
         }
       }),
     );
-    if (changed && this.ready) this.schedule(this.cfg.debounce);
+    // Before the first write (a secret could not be read at start) a read that succeeds is the
+    // first chance to write: at once.
+    if (changed) this.schedule(this.ready ? this.cfg.debounce : 0);
   }
 
   private dirty(): Watched[] {

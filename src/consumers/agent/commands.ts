@@ -96,7 +96,7 @@ export async function waitHealthy(check: HealthCheck, opts: Omit<RunOptions, "ti
       if (r.ok) return undefined;
       last = describeFailure("health command", r, check.timeoutMs);
     }
-    if (Date.now() + check.intervalMs > deadline) return `${last} (still failing after ${Math.round(check.withinMs / 1000)} s)`;
+    if (Date.now() + check.intervalMs > deadline) return `${last} (still failing after ${check.withinMs / 1000} s)`;
     await new Promise((r) => setTimeout(r, check.intervalMs));
   }
 }
