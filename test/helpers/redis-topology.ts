@@ -19,9 +19,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface RedisProc {
   port: number;
   dir: string;
+  /** The arguments it was started with (a restart reuses them, and its directory's AOF). */
+  args: string[];
   /** Send a signal (default SIGKILL: the way a machine dies) and wait for the exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   alive(): boolean;
+  /** Send a signal without waiting (SIGSTOP, SIGCONT). */
+  signal(sig: NodeJS.Signals): void;
   /** A plain client on this one process (no Sentinel or Cluster logic); the caller closes it. */
   client(): Redis;
 }
@@ -33,7 +37,11 @@ function spawnRedis(args: string[], port: number, dir: string): RedisProc {
   return {
     port,
     dir,
+    args,
     alive,
+    signal: (sig: NodeJS.Signals) => {
+      if (alive()) child.kill(sig);
+    },
     async kill(signal: NodeJS.Signals = "SIGKILL") {
       if (alive()) child.kill(signal);
       await exited;
@@ -81,8 +89,14 @@ export interface SentinelTopology {
   /**
    * SIGKILL the master and wait until the sentinels have promoted a replica that answers as
    * master. Returns the new master and how long the promotion took (ms).
+   *
+   * `lagMs`: the replicas fall that far behind first, so the promoted one has lost the writes the
+   * master acknowledged in that time. They are frozen (SIGSTOP) for `lagMs` while the master
+   * keeps serving, then the master and the frozen replicas die together and the replicas restart
+   * from their own AOF (appendfsync always: exactly what they had applied when frozen). What the
+   * master had sent but a frozen replica had not read dies with it, as on a real lagging replica.
    */
-  failover(opts?: { beforeKill?: (master: RedisProc) => Promise<void> }): Promise<{ from: RedisProc; to: RedisProc; ms: number }>;
+  failover(opts?: { lagMs?: number }): Promise<{ from: RedisProc; to: RedisProc; ms: number }>;
   stop(): Promise<void>;
 }
 
@@ -176,9 +190,28 @@ export async function startSentinelTopology(opts: { replicas?: number; sentinels
     master: async () => byPort(await askSentinels()),
     async failover(o = {}) {
       const from = byPort(await askSentinels());
-      await o.beforeKill?.(from);
+      const replicas = nodes.filter((n) => n !== from && n.alive());
+      // A healthy start: every replica in sync and done writing its AOF after a resync, so the
+      // writes lost are those of the lag (or of the kill itself), not of an earlier restart.
+      for (const r of replicas) {
+        await waitFor("a replica in sync, its AOF written", r.port, async (c) => {
+          const [repl, persistence] = [await c.info("replication"), await c.info("persistence")];
+          return infoField(repl, "master_link_status") === "up" && infoField(persistence, "aof_rewrite_in_progress") === "0" && infoField(persistence, "aof_rewrite_scheduled") === "0";
+        });
+      }
+      if (o.lagMs) {
+        for (const r of replicas) r.signal("SIGSTOP");
+        await sleep(o.lagMs);
+      }
       const t0 = Date.now();
       await from.kill("SIGKILL");
+      if (o.lagMs) {
+        for (const r of replicas) {
+          await r.kill("SIGKILL");
+          const again = spawnRedis(r.args, r.port, r.dir);
+          nodes[nodes.indexOf(r)] = again;
+        }
+      }
       let to: RedisProc | undefined;
       const deadline = Date.now() + 60_000;
       while (!to && Date.now() < deadline) {
@@ -189,7 +222,12 @@ export async function startSentinelTopology(opts: { replicas?: number; sentinels
       if (!to) throw new Error("the sentinels promoted no replica within 60 s");
       const promoted = to;
       await waitFor("the promoted replica to answer as master", promoted.port, async (c) => infoField(await c.info("replication"), "role") === "master");
-      return { from, to: promoted, ms: Date.now() - t0 };
+      const ms = Date.now() - t0;
+      // The old master comes back as a replica of the new one (its AOF is replaced by a full
+      // resync), as an operator would bring it back, so the next failover has replicas again.
+      const replicaArgs = [...from.args.filter((_, i, a) => a[i] !== "--replicaof" && a[i - 1] !== "--replicaof" && a[i - 2] !== "--replicaof"), "--replicaof", "127.0.0.1", String(promoted.port)];
+      nodes[nodes.indexOf(from)] = spawnRedis(replicaArgs, from.port, from.dir);
+      return { from, to: promoted, ms };
     },
     stop,
   };
