@@ -132,11 +132,11 @@ export function createRedisClient(target: RedisTarget, opts: { pipelined?: boole
       sentinelPassword: target.sentinelPassword,
       ...(target.sentinelTls ? { sentinelTLS: tlsOptions(target.tlsCa) } : {}),
       enableTLSForSentinelMode: target.tls === true,
-      // Subscribe to the sentinels' +switch-master: move to a promoted replica as soon as they
-      // elect it, even while the old master still answers (a manual failover, a partition).
-      failoverDetector: true,
-      // A master demoted to replica refuses writes with READONLY (the reply's error code): drop
-      // the connection, ask the sentinels for the master again, and resend the command.
+      // No failoverDetector: its +switch-master handler drops the connection attempt in progress
+      // when the master died first (ioredis 5.11: the client then ends for good, "Connection is
+      // closed"; seen in the failover matrix). A dead master drops the connection by itself, and
+      // a master demoted while it still answers refuses writes with READONLY (the reply's error
+      // code): drop the connection, ask the sentinels for the master again, resend the command.
       reconnectOnError: (err) => (err.message.split(" ", 1)[0] === "READONLY" ? 2 : false),
     });
   }
