@@ -72,6 +72,11 @@ export interface Config {
   apiIdentityRateLimit: number;
   /** SSO: bearer JWTs of this OIDC issuer are accepted (REKEY_OIDC_*); unset: tokens only. */
   oidc?: OidcOptions;
+  /**
+   * How often the scheduler reconciles Redis's records with the store and the providers, in ms
+   * (REKEY_RECONCILE_INTERVAL; `off` turns it off: undefined). Default: 10 minutes.
+   */
+  reconcileEveryMs?: number;
 }
 
 /**
@@ -183,6 +188,18 @@ const Env = z.object({
   REKEY_REDIS_CONNECT_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "10s"').default(10_000),
   REKEY_HEALTH_PORT: int(0, 65_535, "a port number from 0 to 65535 (0 picks a free port)").optional(),
   REKEY_HEALTH_HOST: z.string().min(1).default("127.0.0.1"),
+  REKEY_RECONCILE_INTERVAL: z
+    .string()
+    .default("10m")
+    .transform((v, ctx) => {
+      if (v === "off") return undefined;
+      const ms = parseDuration(v);
+      if (ms === undefined || ms < 1_000 || ms > 86_400_000) {
+        ctx.addIssue({ code: "custom", message: 'expected a duration from 1s to 24h, such as "10m", or off' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   REKEY_API_RATE_LIMIT: int(1, 1_000_000, "a whole number of requests per minute from 1 to 1000000").default(1_200),
@@ -269,6 +286,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiRateLimit: e.REKEY_API_RATE_LIMIT,
     apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
     oidc,
+    reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
   };
 }
 

@@ -187,3 +187,61 @@ export async function reconcileAll(
   }
   return { findings, observations };
 }
+
+export interface Reconciler {
+  /** Run a pass now (the timer keeps its own pace). */
+  pass(): Promise<Finding[]>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The periodic pass the scheduler runs: every `everyMs`, one replica (a Redis claim per period)
+ * reconciles every policy. What each pass saw is kept in Redis for the next, whichever replica
+ * makes it: orphans are removed only for a policy idle in two passes at least `settleMs` apart,
+ * with the same AWSCURRENT.
+ */
+export function startReconciler(
+  deps: ReconcileDepsWithPolicies,
+  opts: { everyMs: number; settleMs: number; log: { info(o: object, m: string): void; warn(o: object, m: string): void; error(o: object, m: string): void } },
+): Reconciler {
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> = Promise.resolve();
+  let stopped = false;
+  const pass = async (): Promise<Finding[]> => {
+    // One replica per period; the claim expires before the next period starts.
+    const claimed = await deps.state.redis.set(deps.state.key("reconcile", "pass"), String(deps.now()), "PX", Math.max(1_000, Math.floor(opts.everyMs * 0.9)), "NX");
+    if (claimed !== "OK") return [];
+    // The last pass's observations are in Redis, whichever replica made it.
+    const seenKey = deps.state.key("reconcile", "seen");
+    const raw = await deps.state.redis.hgetall(seenKey);
+    const previous = new Map(Object.entries(raw).map(([id, json]) => [id, JSON.parse(json) as Observation]));
+    const r = await reconcileAll(deps, deps.policies.all(), { dryRun: false, settleMs: opts.settleMs, previous });
+    const m = deps.state.redis.multi().del(seenKey);
+    if (r.observations.size) m.hset(seenKey, Object.fromEntries([...r.observations].map(([id, o]) => [id, JSON.stringify(o)])));
+    await m.exec();
+    for (const f of r.findings) {
+      if (f.kind === "error") opts.log.error({ policyId: f.policyId, err: f.message }, "reconcile: could not look at a policy");
+      else if (f.repaired) opts.log.warn({ policyId: f.policyId, kind: f.kind }, `reconcile: ${f.message}`);
+    }
+    return r.findings;
+  };
+  const arm = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = pass()
+        .catch((err: unknown) => opts.log.error({ err: errorMessage(err) }, "reconcile pass failed; trying again next period"))
+        .finally(arm);
+    }, opts.everyMs);
+  };
+  arm();
+  return {
+    pass,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+export type ReconcileDepsWithPolicies = ReconcileDeps & { policies: { all(): Policy[] } };

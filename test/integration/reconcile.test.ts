@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { PolicyInput } from "../../src/policy/schema.ts";
-import { type Finding, type Observation, reconcileAll } from "../../src/reconcile/reconcile.ts";
+import { type Finding, type Observation, reconcileAll, startReconciler } from "../../src/reconcile/reconcile.ts";
 import type { Policy } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { deleteKeys } from "../helpers/redis.ts";
@@ -162,5 +162,26 @@ describe("rekey reconcile", () => {
     expect(await stack.rt.state.inFlight(ID)).toBe(q.rotationId);
     expect(ld.isLive(lost.value)).toBe(true);
     expect(await stack.rt.audit.history({ policyId: ID })).not.toContainEqual(expect.objectContaining({ actor: "reconcile" }));
+  });
+
+  it("runs as a periodic pass: one replica per period, the settle carried between passes in Redis", async () => {
+    const lost = orphan(ld);
+    const log = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    const policies = { all: () => [p] };
+    const a = startReconciler({ ...deps(), policies }, { everyMs: 3_600_000, settleMs: 0, log });
+    const b = startReconciler({ ...deps(), policies }, { everyMs: 3_600_000, settleMs: 0, log });
+    try {
+      expect(kinds(await a.pass())).toEqual(["unsettled"]);
+      // The other replica finds this period claimed and does nothing.
+      expect(await b.pass()).toEqual([]);
+      expect(ld.isLive(lost.value)).toBe(true);
+      // Next period (the claim expired): the other replica picks up what the first one saw.
+      await stack.rt.redis.del(`${stack.prefix}:reconcile:pass`);
+      expect(kinds(await b.pass())).toEqual(["orphans"]);
+      expect(ld.isLive(lost.value)).toBe(false);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
   });
 });

@@ -37,6 +37,7 @@ describe("loadConfig", () => {
       healthHost: "127.0.0.1",
       apiRateLimit: 1_200,
       apiIdentityRateLimit: 600,
+      reconcileEveryMs: 600_000,
     });
   });
 
@@ -56,6 +57,7 @@ describe("loadConfig", () => {
         REKEY_AUDIT_MAXLEN: "5000",
         REKEY_SCHEDULER_TICK: "1m",
         REKEY_REDIS_CONNECT_TIMEOUT: "3s",
+        REKEY_RECONCILE_INTERVAL: "off",
         AWS_REGION: "eu-central-1",
         LOG_LEVEL: "debug",
         REKEY_HEALTH_PORT: "9091",
@@ -79,6 +81,7 @@ describe("loadConfig", () => {
       healthHost: "0.0.0.0",
       apiRateLimit: 1_200,
       apiIdentityRateLimit: 600,
+      reconcileEveryMs: undefined,
     });
   });
 
