@@ -217,18 +217,20 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       }
     })();
     const failovers: MatrixReport["failovers"] = [];
+    const lostBefore = new Set<number>();
     const restartRedis = async () => {
       redisDown = true;
-      const acked = ticksAcked.length;
       const r = await redisUnder.fault(random, say);
       redisRestarts++;
       redisDown = false;
       if (r.failoverMs !== undefined) {
-        // Let the ticker reach the new master before reading what it kept.
+        // Every tick acknowledged so far was acknowledged by the old master (before the kill) or
+        // by the new one; those the new one does not hold were lost by this failover (ticks lost
+        // by an earlier one are counted there).
         const have = new Set((await runtime.redis.lrange(ticksKey, 0, -1)).map(Number));
-        const lost = ticksAcked.slice(0, acked).filter((t) => !have.has(t));
-        const last = ticksAcked.slice(0, acked).filter((t) => have.has(t)).at(-1);
-        failovers.push({ ms: r.failoverMs, writesLost: lost.length, writesLostMs: lost.length ? (lost.at(-1) as number) - (last ?? (lost[0] as number)) : 0 });
+        const lost = ticksAcked.filter((t) => !have.has(t) && !lostBefore.has(t));
+        for (const t of lost) lostBefore.add(t);
+        failovers.push({ ms: r.failoverMs, writesLost: lost.length, writesLostMs: lost.length ? (lost.at(-1) as number) - (lost[0] as number) + 50 : 0 });
         say(`  failover: a replica answered as master after ${r.failoverMs} ms; ${lost.length} acknowledged ticks lost (${((failovers.at(-1)?.writesLostMs ?? 0) / 1000).toFixed(1)} s of writes)`);
       }
     };
