@@ -7,17 +7,22 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
 import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
+import { type HostPort, prefixProblem, readTlsCa, type RedisTarget } from "./redis-connection.ts";
 import { parseDuration } from "./util/duration.ts";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Config {
-  /** Redis connection URL (`redis://` or `rediss://`). Default: `redis://127.0.0.1:6379`. */
-  redisUrl: string;
   /**
-   * Prefix of every Redis key and BullMQ queue. Default: `rekey`. For a Redis Cluster use a hash
-   * tag such as `{rekey}`, so that all of rekey's keys live in one slot.
+   * The Redis rekey keeps its state and queues in: a single Redis (REDIS_URL, `redis://` or
+   * `rediss://`; default `redis://127.0.0.1:6379`), a Sentinel-managed master (REDIS_SENTINELS,
+   * REDIS_SENTINEL_MASTER), or a Redis Cluster (REDIS_CLUSTER_NODES). See docs/redis.md.
+   */
+  redis: RedisTarget;
+  /**
+   * Prefix of every Redis key and BullMQ queue. Default: `rekey`. A Redis Cluster needs a hash
+   * tag such as `{rekey}`, so that all of rekey's keys live in one slot (checked at start).
    */
   prefix: string;
   /** Directory (or file) the scheduler loads policies from. Default: `policies`. */
@@ -67,6 +72,11 @@ export interface Config {
   apiIdentityRateLimit: number;
   /** SSO: bearer JWTs of this OIDC issuer are accepted (REKEY_OIDC_*); unset: tokens only. */
   oidc?: OidcOptions;
+  /**
+   * How often the scheduler reconciles Redis's records with the store and the providers, in ms
+   * (REKEY_RECONCILE_INTERVAL; `off` turns it off: undefined). Default: 10 minutes.
+   */
+  reconcileEveryMs?: number;
 }
 
 /**
@@ -74,7 +84,7 @@ export interface Config {
  * named by `<NAME>_FILE` (a mounted Kubernetes Secret, a Docker secret), so the value need not
  * sit in the process environment.
  */
-export const SECRET_VARIABLES: ReadonlySet<string> = new Set(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(["REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
 
 /**
  * The value of `name`, or else the content of the file `<name>_FILE` names, without its trailing
@@ -107,17 +117,45 @@ const int = (min: number, max: number, what: string) =>
     .transform(Number)
     .pipe(z.number().int().min(min, `expected ${what}`).max(max, `expected ${what}`));
 
+/** `host:port,host:port` (spaces allowed after commas); IPv6 hosts in brackets: `[::1]:26379`. */
+const hostList = (what: string) =>
+  z.string().transform((v, ctx): HostPort[] => {
+    const out: HostPort[] = [];
+    for (const item of v.split(",").map((s) => s.trim())) {
+      const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(item);
+      const port = m ? Number(m[2]) : 0;
+      if (!m || port < 1 || port > 65_535) {
+        ctx.addIssue({ code: "custom", message: `expected a comma-separated list of ${what} as host:port (such as 10.0.0.5:26379), and ${JSON.stringify(item)} is not one` });
+        return z.NEVER;
+      }
+      out.push({ host: m[1]!.replace(/^\[|\]$/g, ""), port });
+    }
+    return out;
+  });
+
+const bool = z.enum(["true", "false", "1", "0"], { error: "expected true or false" }).transform((v) => v === "true" || v === "1");
+
 const Env = z.object({
   REDIS_URL: z
     .string()
-    .default("redis://127.0.0.1:6379")
     .refine((v) => {
       try {
         return ["redis:", "rediss:"].includes(new URL(v).protocol);
       } catch {
         return false;
       }
-    }, "expected a redis:// or rediss:// URL"),
+    }, "expected a redis:// or rediss:// URL")
+    .optional(),
+  REDIS_SENTINELS: hostList("sentinels").optional(),
+  REDIS_SENTINEL_MASTER: z.string().regex(/^[A-Za-z0-9._-]+$/, "expected the master group name the sentinels monitor, such as mymaster").optional(),
+  REDIS_SENTINEL_USERNAME: z.string().optional(),
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  REDIS_SENTINEL_TLS: bool.optional(),
+  REDIS_CLUSTER_NODES: hostList("cluster nodes").optional(),
+  REDIS_USERNAME: z.string().optional(),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_TLS: bool.optional(),
+  REDIS_TLS_CA_FILE: z.string().optional(),
   REKEY_PREFIX: z
     .string()
     .default("rekey")
@@ -150,6 +188,18 @@ const Env = z.object({
   REKEY_REDIS_CONNECT_TIMEOUT: durationBetween(100, 300_000, 'expected a duration from 100ms to 5m, such as "10s"').default(10_000),
   REKEY_HEALTH_PORT: int(0, 65_535, "a port number from 0 to 65535 (0 picks a free port)").optional(),
   REKEY_HEALTH_HOST: z.string().min(1).default("127.0.0.1"),
+  REKEY_RECONCILE_INTERVAL: z
+    .string()
+    .default("10m")
+    .transform((v, ctx) => {
+      if (v === "off") return undefined;
+      const ms = parseDuration(v);
+      if (ms === undefined || ms < 1_000 || ms > 86_400_000) {
+        ctx.addIssue({ code: "custom", message: 'expected a duration from 1s to 24h, such as "10m", or off' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
   AWS_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   AWS_DEFAULT_REGION: z.string().regex(/^[a-z]{2}(-[a-z0-9]+)+$/, "expected an AWS region such as eu-central-1").optional(),
   REKEY_API_RATE_LIMIT: int(1, 1_000_000, "a whole number of requests per minute from 1 to 1000000").default(1_200),
@@ -211,8 +261,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } else if (e.REKEY_OIDC_AUDIENCE || e.REKEY_OIDC_SCOPE_MAP || e.REKEY_OIDC_JWKS_URL) {
     throw new ConfigError("invalid configuration:\n  REKEY_OIDC_ISSUER: required with the other REKEY_OIDC_* variables");
   }
+  const redis = redisTarget(e);
+  const problem = prefixProblem(redis, e.REKEY_PREFIX);
+  if (problem) throw new ConfigError(`invalid configuration:\n  ${problem}`);
   return {
-    redisUrl: e.REDIS_URL,
+    redis,
     prefix: e.REKEY_PREFIX,
     policyDir: e.REKEY_POLICY_DIR,
     apiHost: e.REKEY_API_HOST,
@@ -233,5 +286,40 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiRateLimit: e.REKEY_API_RATE_LIMIT,
     apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
     oidc,
+    reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
+  };
+}
+
+/**
+ * One of three ways to reach Redis. Mixing them is an error rather than a silent choice: an
+ * operator who set REDIS_SENTINELS and forgot an old REDIS_URL must not end up on the wrong Redis.
+ */
+function redisTarget(e: z.infer<typeof Env>): RedisTarget {
+  const set = (["REDIS_URL", "REDIS_SENTINELS", "REDIS_CLUSTER_NODES"] as const).filter((k) => e[k] !== undefined);
+  if (set.length > 1) throw new ConfigError(`invalid configuration:\n  ${set.join(", ")}: set only one of REDIS_URL (a single Redis), REDIS_SENTINELS (Sentinel) and REDIS_CLUSTER_NODES (Cluster)`);
+  const bad = (lines: string[]) => new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  const sentinelOnly = (["REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_TLS"] as const).filter((k) => e[k] !== undefined);
+  const nodeAuth = (["REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS", "REDIS_TLS_CA_FILE"] as const).filter((k) => e[k] !== undefined);
+  if (!e.REDIS_SENTINELS && sentinelOnly.length) throw bad(sentinelOnly.map((k) => `${k}: only used with REDIS_SENTINELS (the sentinels' addresses), which is not set`));
+  if (!e.REDIS_SENTINELS && !e.REDIS_CLUSTER_NODES) {
+    if (nodeAuth.length) throw bad(nodeAuth.map((k) => `${k}: only used with REDIS_SENTINELS or REDIS_CLUSTER_NODES; a single Redis takes its user, password and TLS from REDIS_URL (user:password@, rediss://)`));
+    return { kind: "single", url: e.REDIS_URL ?? "redis://127.0.0.1:6379" };
+  }
+  const auth = {
+    username: e.REDIS_USERNAME,
+    password: e.REDIS_PASSWORD,
+    tls: e.REDIS_TLS ?? false,
+    tlsCa: e.REDIS_TLS_CA_FILE ? readTlsCa("REDIS_TLS_CA_FILE", e.REDIS_TLS_CA_FILE) : undefined,
+  };
+  if (e.REDIS_CLUSTER_NODES) return { kind: "cluster", nodes: e.REDIS_CLUSTER_NODES, ...auth };
+  if (!e.REDIS_SENTINEL_MASTER) throw bad(["REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS: the master group name the sentinels monitor (sentinel monitor <name> ...), such as mymaster"]);
+  return {
+    kind: "sentinel",
+    sentinels: e.REDIS_SENTINELS!,
+    masterName: e.REDIS_SENTINEL_MASTER,
+    sentinelUsername: e.REDIS_SENTINEL_USERNAME,
+    sentinelPassword: e.REDIS_SENTINEL_PASSWORD,
+    sentinelTls: e.REDIS_SENTINEL_TLS ?? false,
+    ...auth,
   };
 }

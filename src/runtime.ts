@@ -4,7 +4,6 @@
  * in the rest of src/ creates a connection; it all takes its dependencies as arguments.
  */
 import { Queue } from "bullmq";
-import { Redis } from "ioredis";
 import { Audit } from "./audit/audit.ts";
 import { readEnvOrFile } from "./config.ts";
 import { ApiTokens } from "./auth/tokens.ts";
@@ -14,6 +13,7 @@ import { enqueueNotification } from "./notify/outbox.ts";
 import { PolicySet } from "./policy/policy-set.ts";
 import type { CredentialRef, Policy } from "./policy/schema.ts";
 import { createProviders } from "./providers/index.ts";
+import { assertPrefixFits, createRedisClient, describeRedisTarget, type RedisClient, type RedisTarget, redisTargetVariables } from "./redis-connection.ts";
 import type { ProviderRegistry } from "./providers/types.ts";
 import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
@@ -26,7 +26,9 @@ import type { SecretStore } from "./stores/types.ts";
 import { withTimeout } from "./util/timeout.ts";
 
 export interface RuntimeOptions {
-  redisUrl: string;
+  /** The Redis to use (config.redis); or `redisUrl`, a single Redis at that URL. */
+  redis?: RedisTarget;
+  redisUrl?: string;
   prefix: string;
   policyPaths: string[];
   log: Logger;
@@ -52,7 +54,7 @@ export interface RuntimeOptions {
 }
 
 export interface Runtime {
-  redis: Redis;
+  redis: RedisClient;
   queue: Queue;
   notifyQueue: Queue;
   state: RekeyState;
@@ -68,7 +70,9 @@ export interface Runtime {
   /** REKEY_FINGERPRINT_KEY, where set (leak by value, confirmations by fingerprint). */
   fingerprintKey?: string;
   /** BullMQ connection options for Workers (each Worker opens its own connections). */
-  connection: Redis;
+  connection: RedisClient;
+  /** Where Redis is (for connections a role opens itself, such as QueueEvents). */
+  redisTarget: RedisTarget;
   prefix: string;
   close(): Promise<void>;
 }
@@ -78,21 +82,11 @@ export interface Runtime {
  * connection (`pipelined`) sends the commands issued in one tick — by concurrent rotations, or
  * reads a step makes side by side — in one write; it never blocks, so nothing waits behind one.
  */
-export function redisConnection(url: string, opts: { pipelined?: boolean } = {}): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, enableAutoPipelining: opts.pipelined === true });
+export function redisConnection(target: RedisTarget | string, opts: { pipelined?: boolean } = {}): RedisClient {
+  return createRedisClient(typeof target === "string" ? { kind: "single", url: target } : target, opts);
 }
 
-/** Where a Redis URL points, without its credentials: `host:port` (and the scheme if TLS). */
-function redisAddress(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol === "rediss:" ? "rediss://" : ""}${u.hostname}:${u.port || "6379"}`;
-  } catch {
-    return "the address in REDIS_URL";
-  }
-}
-
-function ready(c: Redis): Promise<void> {
+function ready(c: RedisClient): Promise<void> {
   return c.status === "ready" ? Promise.resolve() : new Promise((resolve) => c.once("ready", () => resolve()));
 }
 
@@ -134,8 +128,12 @@ function timedFetch(ms: number): typeof fetch {
 export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const now = opts.now ?? Date.now;
   const env = opts.env ?? process.env;
-  const redis = redisConnection(opts.redisUrl, { pipelined: true });
-  const connection = redisConnection(opts.redisUrl);
+  const target: RedisTarget | undefined = opts.redis ?? (opts.redisUrl !== undefined ? { kind: "single", url: opts.redisUrl } : undefined);
+  if (!target) throw new ConfigError("createRuntime: give redis (a Redis target) or redisUrl");
+  // On a Cluster, a prefix without a hash tag would fail at the first multi-key script.
+  assertPrefixFits(target, opts.prefix);
+  const redis = redisConnection(target, { pipelined: true });
+  const connection = redisConnection(target);
   // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
   // printed as an "Unhandled error event". Log it once per outage instead.
   let down = false;
@@ -176,7 +174,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   if (opts.connectTimeoutMs !== undefined && !(await reachableWithin(opts.connectTimeoutMs, [ready(redis), ready(connection)]))) {
     await closeAll();
     throw new RedisUnavailableError(
-      `cannot reach Redis at ${redisAddress(opts.redisUrl)} within ${opts.connectTimeoutMs / 1000} s${lastError ? ` (${lastError})` : ""}; check REDIS_URL and that Redis is running`,
+      `cannot reach Redis at ${describeRedisTarget(target)} within ${opts.connectTimeoutMs / 1000} s${lastError ? ` (${lastError})` : ""}; check ${redisTargetVariables(target)} and that Redis is running`,
     );
   }
   const state = new RekeyState(redis, prefix);
@@ -236,6 +234,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     resolve,
     fingerprintKey: opts.fingerprintKey,
     connection,
+    redisTarget: target,
     prefix,
     close: closeAll,
   };

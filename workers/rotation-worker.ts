@@ -19,7 +19,7 @@ const log = createLogger({ level: config.logLevel, name: "worker" });
 const crashPoint = process.env.REKEY_FAULT_INJECTION === "1" ? (process.env.REKEY_CRASH_AT as CrashPoint | undefined) : undefined;
 
 const rt = await createRuntime({
-  redisUrl: config.redisUrl,
+  redis: config.redis,
   prefix: config.prefix,
   policyPaths: [config.policyDir],
   log,

@@ -14,7 +14,7 @@
  * - I6  a rotation that failed before promotion with the old credential no longer current or no
  *       longer working (checked by the driver the moment the failure shows).
  */
-import type { Redis } from "ioredis";
+import { type RedisClient, scanKeys } from "../../src/redis-connection.ts";
 import type { Runtime } from "../../src/runtime.ts";
 import { REGION, type World } from "./world.ts";
 
@@ -137,7 +137,7 @@ export async function check(input: CheckInput): Promise<Violations> {
 }
 
 /** First `start ok` audit entry of each rotation: when it held the policy. */
-async function auditStarts(redis: Redis, key: string): Promise<Map<string, number>> {
+async function auditStarts(redis: RedisClient, key: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const rows = await redis.xrange(key, "-", "+");
   for (const [, flat] of rows) {
@@ -149,12 +149,11 @@ async function auditStarts(redis: Redis, key: string): Promise<Map<string, numbe
 }
 
 /** Every key under the prefix and its value, whatever the type (BullMQ's keys included). */
-export async function dumpRedis(redis: Redis, prefix: string): Promise<string> {
+export async function dumpRedis(redis: RedisClient, prefix: string): Promise<string> {
   const out: string[] = [];
-  let cursor = "0";
-  do {
-    const [nextCursor, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = nextCursor;
+  const all = await scanKeys(redis, `${prefix}*`);
+  for (let at = 0; at < all.length; at += 1000) {
+    const keys = all.slice(at, at + 1000);
     const types = await Promise.all(keys.map((k) => redis.type(k)));
     const values = await Promise.all(
       keys.map(async (k, i) => {
@@ -177,6 +176,6 @@ export async function dumpRedis(redis: Redis, prefix: string): Promise<string> {
       }),
     );
     keys.forEach((k, i) => out.push(k, values[i] ?? ""));
-  } while (cursor !== "0");
+  }
   return out.join("\n");
 }

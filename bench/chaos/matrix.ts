@@ -25,7 +25,9 @@ import { ROTATION_QUEUE, rotationJobOptions } from "../../src/rotation/defaults.
 import { Rotations } from "../../src/rotation/requests.ts";
 import { bullPrefix, createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import type { RedisTarget } from "../../src/redis-connection.ts";
 import { startRedisServer } from "../../test/helpers/redis-server.ts";
+import { startSentinelTopology } from "../../test/helpers/redis-topology.ts";
 import { check, type Tracked, type Violations } from "./checker.ts";
 import { WorkerPool } from "./workers.ts";
 import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld } from "./world.ts";
@@ -41,8 +43,17 @@ export interface MatrixOptions {
   /** Worker SIGKILLs, at most; one every `killEveryMs` (random in the range). */
   kills: number;
   killEveryMs: [number, number];
-  /** Redis SIGKILL + restart, at these shares of the requested rotations (e.g. [0.4]). */
+  /**
+   * Redis faults at these shares of the requested rotations (e.g. [0.4]): a single Redis is
+   * SIGKILLed and restarted on its AOF; a Sentinel topology loses its master (failover).
+   */
   redisRestartsAt: number[];
+  /**
+   * The Redis under test: one redis-server (default), or a master with two replicas and three
+   * sentinels whose master is SIGKILLed at each fault; with `lagMs`, the replicas lag that long
+   * first, so the promoted one has lost the writes of that time.
+   */
+  redis?: { kind: "single" } | { kind: "sentinel"; lagMs: number };
   faultRate: number;
   /** Per-request budget of the workers; injected delays are longer. */
   requestTimeoutMs: number;
@@ -66,6 +77,10 @@ export interface MatrixReport {
   workerKills: number;
   workerStarts: number;
   redisRestarts: number;
+  /** Sentinel runs: each failover, how long until a replica answered as master, and the writes lost. */
+  failovers: { ms: number; writesLostMs: number; writesLost: number }[];
+  /** Live credentials beyond one per policy when the run ended (orphans, old ones kept alive). */
+  extraLive: number;
   faults: Record<string, number>;
   requests: number;
   confirmations: { push: number; probe: number };
@@ -113,8 +128,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
   const say = opts.progress ?? (() => undefined);
   const random = rng(opts.seed ?? Date.now());
   const notes: string[] = [];
-  const redisSrv = await startRedisServer({ appendonly: true });
-  let redis = redisSrv;
+  const redisUnder = await startChaosRedis(opts.redis ?? { kind: "single" });
   const dir = mkdtempSync(join(tmpdir(), "rekey-chaos-"));
   const world = await startWorld({ ld: opts.ld, snyk: opts.snyk, qstash: opts.qstash, probeEvery: 3 });
   const prefix = `chaos-${randomUUID().slice(0, 8)}`;
@@ -130,7 +144,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
   let api: { url: string; stop(): Promise<void> } | undefined;
   let queue: Queue | undefined;
   try {
-    rt = await createRuntime({ redisUrl: redis.url, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity });
+    rt = await createRuntime({ redis: redisUnder.target, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity });
     const runtime = rt;
     // Consumers confirm from one address at the matrix's pace: limits above it (counters still run).
     api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, rateLimit: { perAddress: 1_000_000, perIdentity: 1_000_000 } });
@@ -152,7 +166,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     pool = new WorkerPool(
       {
         ...world.env,
-        REDIS_URL: redis.url,
+        ...redisUnder.env,
         REKEY_PREFIX: prefix,
         REKEY_POLICY_DIR: dir,
         REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY,
@@ -185,14 +199,40 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     let redisDown = false;
     const deadline = t0 + opts.deadlineMs;
 
+    // Seconds of acknowledged writes a failover lost: the harness appends a tick to a list every
+    // 50 ms and, after each fault, looks for acknowledged ticks the new master does not hold.
+    const ticksKey = `${prefix}:chaos:ticks`;
+    const ticksAcked: number[] = [];
+    let ticking = true;
+    const ticker = (async () => {
+      while (ticking) {
+        const at = Date.now();
+        try {
+          await runtime.redis.rpush(ticksKey, String(at));
+          ticksAcked.push(at);
+        } catch {
+          // Redis down: the tick was not acknowledged, so it cannot count as lost
+        }
+        await sleep(50);
+      }
+    })();
+    const failovers: MatrixReport["failovers"] = [];
+    const lostBefore = new Set<number>();
     const restartRedis = async () => {
       redisDown = true;
-      say(`  redis: SIGKILL (pid of port ${redis.port}), restart on the same port and AOF dir`);
-      await redis.kill("SIGKILL");
-      await sleep(500 + random() * 1_500);
-      redis = await startRedisServer({ appendonly: true, port: redisSrv.port, dir: redisSrv.dir });
+      const r = await redisUnder.fault(random, say);
       redisRestarts++;
       redisDown = false;
+      if (r.failoverMs !== undefined) {
+        // Every tick acknowledged so far was acknowledged by the old master (before the kill) or
+        // by the new one; those the new one does not hold were lost by this failover (ticks lost
+        // by an earlier one are counted there).
+        const have = new Set((await runtime.redis.lrange(ticksKey, 0, -1)).map(Number));
+        const lost = ticksAcked.filter((t) => !have.has(t) && !lostBefore.has(t));
+        for (const t of lost) lostBefore.add(t);
+        failovers.push({ ms: r.failoverMs, writesLost: lost.length, writesLostMs: lost.length ? (lost.at(-1) as number) - (lost[0] as number) + 50 : 0 });
+        say(`  failover: a replica answered as master after ${r.failoverMs} ms; ${lost.length} acknowledged ticks lost (${((failovers.at(-1)?.writesLostMs ?? 0) / 1000).toFixed(1)} s of writes)`);
+      }
     };
 
     const killer = (async () => {
@@ -353,6 +393,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       await sleep(200);
     }
     stopChaos = true;
+    ticking = false;
+    await ticker;
     await killer;
     await workers.stop();
 
@@ -379,6 +421,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       workerKills: workers.kills,
       workerStarts: workers.starts,
       redisRestarts,
+      failovers,
+      extraLive: countExtraLive(notes),
       faults: world.faultCounts(),
       requests: world.requestCount(),
       confirmations,
@@ -393,8 +437,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     await queue?.close().catch(() => undefined);
     await rt?.close().catch(() => undefined);
     await world.close();
-    await redis.stop().catch(() => undefined);
-    rmSync(redisSrv.dir, { recursive: true, force: true });
+    await redisUnder.stop().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -409,15 +452,70 @@ export function formatReport(r: MatrixReport): string[] {
   const lines = [
     `rotations requested: ${r.rotationsRequested} (${Object.entries(r.byProvider).map(([k, n]) => `${k} ${n}`).join(", ")}) + ${r.duplicatesRequested} duplicate requests`,
     `outcomes: ${Object.entries(r.outcomes).map(([k, n]) => `${k} ${n}`).join(", ")}`,
-    `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Redis SIGKILL+restart: ${r.redisRestarts}`,
+    r.failovers.length
+      ? `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Sentinel failovers (master SIGKILLed): ${r.failovers.length}, promotion ${r.failovers.map((f) => `${(f.ms / 1000).toFixed(1)} s`).join(", ")}; acknowledged writes lost: ${r.failovers.map((f) => `${(f.writesLostMs / 1000).toFixed(1)} s`).join(", ")}`
+      : `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Redis SIGKILL+restart: ${r.redisRestarts}`,
     `requests to fakes: ${r.requests}; faults injected: ${Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(", ")} (total ${Object.values(r.faults).reduce((a, b) => a + b, 0)})`,
     `confirmations: push ${r.confirmations.push}, probe ${r.confirmations.probe}`,
     `violations: ${Object.entries(r.violations).map(([k, list]) => `${k} ${list.length}`).join(", ")} (total ${totalViolations(r.violations)})`,
     `stragglers (no end, no alert): ${r.stragglers.length}`,
+    `live credentials beyond one per policy at the end: ${r.extraLive}`,
     `duration: ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
   for (const [k, list] of Object.entries(r.violations)) for (const v of list.slice(0, 10)) lines.push(`  ${k}: ${v}`);
   for (const s of r.stragglers.slice(0, 10)) lines.push(`  straggler: ${s.rotationId} ${s.policyId} ${s.status}${s.step ? ` at ${s.step}` : ""}`);
   for (const n of r.notes.slice(0, 20)) lines.push(`  note: ${n}`);
   return lines;
+}
+
+/** The checker's note on live credentials beyond one per policy, as a number (0 without it). */
+function countExtraLive(notes: string[]): number {
+  for (const n of notes) {
+    const m = /^(\d+) live credential\(s\) beyond one per policy/.exec(n);
+    if (m) return Number(m[1]);
+  }
+  return 0;
+}
+
+interface ChaosRedis {
+  target: RedisTarget;
+  /** What worker processes get in their environment to reach it. */
+  env: Record<string, string>;
+  /** One Redis fault; `failoverMs` where a replica was promoted. */
+  fault(random: () => number, say: (line: string) => void): Promise<{ failoverMs?: number }>;
+  stop(): Promise<void>;
+}
+
+async function startChaosRedis(kind: NonNullable<MatrixOptions["redis"]>): Promise<ChaosRedis> {
+  if (kind.kind === "sentinel") {
+    const topo = await startSentinelTopology({ replicas: 2, sentinels: 3 });
+    const target = topo.target as Extract<RedisTarget, { kind: "sentinel" }>;
+    return {
+      target,
+      env: { REDIS_SENTINELS: target.sentinels.map((h) => `${h.host}:${h.port}`).join(","), REDIS_SENTINEL_MASTER: target.masterName },
+      async fault(_random, say) {
+        say(`  redis: ${kind.lagMs ? `replicas frozen for ${kind.lagMs} ms, then ` : ""}SIGKILL of the master (port ${await topo.masterPort()}); the sentinels promote a replica`);
+        const r = await topo.failover({ lagMs: kind.lagMs });
+        return { failoverMs: r.ms };
+      },
+      stop: () => topo.stop(),
+    };
+  }
+  const first = await startRedisServer({ appendonly: true });
+  let redis = first;
+  return {
+    target: { kind: "single", url: first.url },
+    env: { REDIS_URL: first.url },
+    async fault(random, say) {
+      say(`  redis: SIGKILL (pid of port ${redis.port}), restart on the same port and AOF dir`);
+      await redis.kill("SIGKILL");
+      await sleep(500 + random() * 1_500);
+      redis = await startRedisServer({ appendonly: true, port: first.port, dir: first.dir });
+      return {};
+    },
+    async stop() {
+      await redis.stop();
+      rmSync(first.dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -3,7 +3,8 @@
  * retention (one stream for everything, one per policy for `rekey history <policy>`). Entries hold
  * ids, steps, outcomes and actors — never a value.
  */
-import type { ChainableCommander, Redis } from "ioredis";
+import type { ChainableCommander } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 
 export interface AuditEntry {
   rotationId?: string;
@@ -24,7 +25,7 @@ export interface AuditRecord extends AuditEntry {
 
 export class Audit {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     private readonly opts: { maxLen: number; perPolicyMaxLen?: number; now?: () => number },
   ) {}

@@ -19,7 +19,7 @@ export async function openRuntime(io: CliIo, opts: { name: string; policies?: st
   // Short commands keep stdout for their own output; the logger writes JSON lines to stderr.
   const log = createLogger({ level: opts.quiet ? "warn" : config.logLevel, name: opts.name, destination: opts.quiet ? process.stderr : undefined });
   const rt = await createRuntime({
-    redisUrl: config.redisUrl,
+    redis: config.redis,
     prefix: config.prefix,
     policyPaths: opts.policies ?? [config.policyDir],
     log,

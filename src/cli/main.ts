@@ -9,6 +9,7 @@ import * as agent from "./commands/agent.ts";
 import * as demo from "./commands/demo.ts";
 import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
+import * as reconcile from "./commands/reconcile.ts";
 import * as roles from "./commands/roles.ts";
 import * as schema from "./commands/schema.ts";
 import * as tokens from "./commands/tokens.ts";
@@ -31,6 +32,7 @@ const COMMANDS: readonly CommandModule[] = [
   validate,
   schema,
   operate,
+  reconcile,
   leak,
   roles,
   agent,

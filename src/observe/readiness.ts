@@ -2,7 +2,7 @@
  * What "ready" means for a rekey role: its Redis answers, and the secret store answers with the
  * credentials rekey runs with. Used by the health server of every role and by the API's /readyz.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import type { SecretRef, SecretStore } from "../stores/types.ts";
 import type { ReadinessCheck } from "./role-server.ts";
 
@@ -10,7 +10,7 @@ import type { ReadinessCheck } from "./role-server.ts";
  * Redis answers PING. Without a connection a command would wait in the client's offline queue
  * for the reconnect: say so at once instead, so a probe gets its 503 rather than a timeout.
  */
-export function redisCheck(redis: Redis): ReadinessCheck {
+export function redisCheck(redis: RedisClient): ReadinessCheck {
   return {
     name: "redis",
     async run() {

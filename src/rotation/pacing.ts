@@ -19,7 +19,8 @@
  * credential a request uses (limits are per key); the hash names a bucket and cannot give the
  * credential back. Nothing here ever sees a value.
  */
-import type { Redis, Result } from "ioredis";
+import type { Result } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
 import type { PacedRequest, RequestPacer } from "../providers/http.ts";
@@ -206,7 +207,7 @@ declare module "ioredis" {
 /** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
 export class RateLimiter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly key: (...parts: string[]) => string,
   ) {
     defineScripts(redis, {

@@ -3,7 +3,8 @@
  * records for `rekey status`, consumer confirmations, the fingerprint index for leaked values, and
  * rate-limit gates shared by every worker. Keys hold ids and keyed fingerprints, never values.
  */
-import type { ChainableCommander, Redis, Result } from "ioredis";
+import type { ChainableCommander, Result } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
 
 export type RotationStatus =
@@ -153,7 +154,7 @@ export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "l
 
 export class RekeyState {
   constructor(
-    readonly redis: Redis,
+    readonly redis: RedisClient,
     readonly prefix: string,
   ) {
     defineScripts(redis, {

@@ -18,7 +18,8 @@
  * from its latest slot, so an edit never reports slots of the new schedule as missed.
  */
 import { randomUUID } from "node:crypto";
-import { type ChainableCommander, type Redis, type Result } from "ioredis";
+import { type ChainableCommander, type Result } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { type Logger } from "../log.ts";
 import { type Policy } from "../policy/schema.ts";
 import { errorMessage } from "../errors.ts";
@@ -35,7 +36,7 @@ export interface EnqueueRequest {
 }
 
 export interface SchedulerDeps {
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix shared by every replica (on a Redis cluster, hash-tag it: `{rekey}`). */
   prefix: string;
   now: () => number;

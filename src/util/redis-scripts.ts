@@ -3,12 +3,12 @@
  * only its hash). Each module declares its commands' types on ioredis's RedisCommander and
  * defines them here once per connection.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 
-const defined = new WeakMap<Redis, Set<string>>();
+const defined = new WeakMap<RedisClient, Set<string>>();
 
 /** Define `scripts` on `redis` unless they already are (each name once per connection). */
-export function defineScripts(redis: Redis, scripts: Record<string, { numberOfKeys: number; lua: string }>): void {
+export function defineScripts(redis: RedisClient, scripts: Record<string, { numberOfKeys: number; lua: string }>): void {
   let names = defined.get(redis);
   if (!names) defined.set(redis, (names = new Set()));
   for (const [name, script] of Object.entries(scripts)) {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { inject } from "vitest";
+import { type RedisClient, scanKeys } from "../../src/redis-connection.ts";
 
 /** The shared test Redis (see global-setup.ts for how it is picked). */
 export function redisUrl(): string {
@@ -19,11 +20,9 @@ export function connect(url = redisUrl()): Redis {
   return new Redis(url, { maxRetriesPerRequest: null });
 }
 
-export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== "0");
+export async function deleteKeys(redis: RedisClient, prefix: string): Promise<void> {
+  // One DEL per key (sent without waiting for each other): on a Cluster, a DEL of several keys
+  // must stay within one slot.
+  const keys = await scanKeys(redis, `${prefix}*`);
+  for (let i = 0; i < keys.length; i += 500) await Promise.all(keys.slice(i, i + 500).map((k) => redis.del(k)));
 }

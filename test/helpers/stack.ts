@@ -12,6 +12,7 @@ import { type ApiServerOptions, startApiServer, startRotationWorker } from "../.
 import type { ProviderRegistry } from "../../src/providers/types.ts";
 import type { CrashPoint } from "../../src/rotation/engine.ts";
 import type { ProviderRates } from "../../src/rotation/pacing.ts";
+import { type RedisTarget, scanKeys } from "../../src/redis-connection.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
 import { type AwsEmulator, type AwsEmulatorOptions, startAwsEmulator } from "../fakes/aws/emulator.ts";
@@ -62,6 +63,10 @@ export interface StackOptions {
   requestTimeoutMs?: number;
   /** API options beyond host, port, admin token and log (SSO, rate limits, refusal window). */
   api?: Pick<ApiServerOptions, "oidc" | "rateLimit" | "refusalAuditWindowMs">;
+  /** The Redis to use (default: the shared test Redis), e.g. a Sentinel or Cluster topology. */
+  redis?: RedisTarget;
+  /** Key prefix (default: a fresh one); a Cluster needs a hash-tagged one. */
+  prefix?: string;
 }
 
 export interface Stack {
@@ -80,11 +85,11 @@ export interface Stack {
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const emulator = await startAwsEmulator({ writesPerSecond: Infinity, ...opts.emulator });
   const store = emulatorStore(emulator);
-  const prefix = testPrefix("stack");
+  const prefix = opts.prefix ?? testPrefix("stack");
   const logs = new LogCapture();
   const log = createLogger({ level: "debug", destination: logs });
   const rt = await createRuntime({
-    redisUrl: redisUrl(),
+    ...(opts.redis ? { redis: opts.redis } : { redisUrl: redisUrl() }),
     prefix,
     policyPaths: [],
     log,
@@ -144,11 +149,8 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
 /** Every string stored under a prefix in Redis: keys, and values of every type. */
 export async function dumpRedis(rt: Runtime, prefix: string): Promise<string> {
   const out: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, keys] = await rt.redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    for (const k of keys) {
+  {
+    for (const k of await scanKeys(rt.redis, `${prefix}*`)) {
       out.push(k);
       const type = await rt.redis.type(k);
       if (type === "string") out.push((await rt.redis.get(k)) ?? "");
@@ -158,6 +160,6 @@ export async function dumpRedis(rt: Runtime, prefix: string): Promise<string> {
       else if (type === "zset") out.push(JSON.stringify(await rt.redis.zrange(k, 0, "-1")));
       else if (type === "stream") out.push(JSON.stringify(await rt.redis.xrange(k, "-", "+")));
     }
-  } while (cursor !== "0");
+  }
   return out.join("\n");
 }

@@ -20,7 +20,7 @@ function configError(env: NodeJS.ProcessEnv): ConfigError {
 describe("loadConfig", () => {
   it("has a default for everything", () => {
     expect(loadConfig({})).toEqual({
-      redisUrl: "redis://127.0.0.1:6379",
+      redis: { kind: "single", url: "redis://127.0.0.1:6379" },
       prefix: "rekey",
       policyDir: "policies",
       apiHost: "127.0.0.1",
@@ -37,6 +37,7 @@ describe("loadConfig", () => {
       healthHost: "127.0.0.1",
       apiRateLimit: 1_200,
       apiIdentityRateLimit: 600,
+      reconcileEveryMs: 600_000,
     });
   });
 
@@ -56,13 +57,14 @@ describe("loadConfig", () => {
         REKEY_AUDIT_MAXLEN: "5000",
         REKEY_SCHEDULER_TICK: "1m",
         REKEY_REDIS_CONNECT_TIMEOUT: "3s",
+        REKEY_RECONCILE_INTERVAL: "off",
         AWS_REGION: "eu-central-1",
         LOG_LEVEL: "debug",
         REKEY_HEALTH_PORT: "9091",
         REKEY_HEALTH_HOST: "0.0.0.0",
       }),
     ).toEqual({
-      redisUrl: "rediss://user:pw@redis.internal:6380/2",
+      redis: { kind: "single", url: "rediss://user:pw@redis.internal:6380/2" },
       prefix: "{rekey}",
       policyDir: "/etc/rekey/policies",
       apiHost: "0.0.0.0",
@@ -79,6 +81,7 @@ describe("loadConfig", () => {
       healthHost: "0.0.0.0",
       apiRateLimit: 1_200,
       apiIdentityRateLimit: 600,
+      reconcileEveryMs: undefined,
     });
   });
 
@@ -149,9 +152,16 @@ describe("loadConfig", () => {
         REKEY_ADMIN_TOKEN_HASH_FILE: file("admin-token-hash", `${hash}\r\n`),
         REKEY_FINGERPRINT_KEY_FILE: file("fingerprint-key", key),
       });
-      expect(config).toMatchObject({ redisUrl: "rediss://rekey:pw-from-file@redis.internal:6380", adminTokenHash: hash, fingerprintKey: key });
+      expect(config).toMatchObject({ redis: { kind: "single", url: "rediss://rekey:pw-from-file@redis.internal:6380" }, adminTokenHash: hash, fingerprintKey: key });
+      const sentinel = loadConfig({
+        REDIS_SENTINELS: "10.0.0.5:26379",
+        REDIS_SENTINEL_MASTER: "mymaster",
+        REDIS_PASSWORD_FILE: file("redis-password", "data-pw-from-file\n"),
+        REDIS_SENTINEL_PASSWORD_FILE: file("sentinel-password", "sentinel-pw-from-file\n"),
+      });
+      expect(sentinel.redis).toMatchObject({ kind: "sentinel", password: "data-pw-from-file", sentinelPassword: "sentinel-pw-from-file" });
       // Every setting that may hold a secret has its _FILE form (this test covers them all).
-      expect([...SECRET_VARIABLES].sort()).toEqual(["REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+      expect([...SECRET_VARIABLES].sort()).toEqual(["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
     });
 
     it("refuses a variable set both ways, a missing or empty file, and never shows what a file holds", () => {
@@ -184,5 +194,75 @@ describe("loadConfig", () => {
         "LD_ADMIN_TOKEN_FILE: set either LD_ADMIN_TOKEN or LD_ADMIN_TOKEN_FILE, not both",
       );
     });
+  });
+});
+
+describe("loadConfig: Sentinel and Cluster", () => {
+  it("reads a Sentinel-managed master with auth and TLS on both sides", () => {
+    const dir = mkdtempSync(join(tmpdir(), "rekey-config-"));
+    try {
+      writeFileSync(join(dir, "ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+      expect(
+        loadConfig({
+          REDIS_SENTINELS: "10.0.0.5:26379, sentinel-b.internal:26380,[::1]:26381",
+          REDIS_SENTINEL_MASTER: "mymaster",
+          REDIS_SENTINEL_USERNAME: "sentinel-user",
+          REDIS_SENTINEL_PASSWORD: "sentinel-pw",
+          REDIS_SENTINEL_TLS: "true",
+          REDIS_USERNAME: "rekey",
+          REDIS_PASSWORD: "data-pw",
+          REDIS_TLS: "1",
+          REDIS_TLS_CA_FILE: join(dir, "ca.pem"),
+        }).redis,
+      ).toEqual({
+        kind: "sentinel",
+        sentinels: [
+          { host: "10.0.0.5", port: 26379 },
+          { host: "sentinel-b.internal", port: 26380 },
+          { host: "::1", port: 26381 },
+        ],
+        masterName: "mymaster",
+        sentinelUsername: "sentinel-user",
+        sentinelPassword: "sentinel-pw",
+        sentinelTls: true,
+        username: "rekey",
+        password: "data-pw",
+        tls: true,
+        tlsCa: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reads a Cluster's seed nodes and requires a hash-tagged prefix", () => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: "10.0.0.1:7000,10.0.0.2:7000", REKEY_PREFIX: "{rekey}", REDIS_PASSWORD: "pw" })).toMatchObject({
+      redis: { kind: "cluster", nodes: [{ host: "10.0.0.1", port: 7000 }, { host: "10.0.0.2", port: 7000 }], password: "pw", tls: false },
+      prefix: "{rekey}",
+    });
+    expect(configError({ REDIS_CLUSTER_NODES: "10.0.0.1:7000" }).message.split("\n")).toEqual([
+      "invalid configuration:",
+      '  REKEY_PREFIX: a Redis Cluster needs a hash-tagged prefix such as {rekey}, so that every key of rekey and of its queues lives in one slot (got "rekey")',
+    ]);
+    expect(configError({ REDIS_CLUSTER_NODES: "10.0.0.1:7000", REKEY_PREFIX: "prod-rekey" }).message).toContain("such as {prod-rekey}");
+  });
+
+  it("refuses two ways to reach Redis at once, and settings of a mode that is not chosen", () => {
+    expect(configError({ REDIS_URL: "redis://a:6379", REDIS_SENTINELS: "b:26379", REDIS_SENTINEL_MASTER: "m" }).message).toContain(
+      "REDIS_URL, REDIS_SENTINELS: set only one of REDIS_URL (a single Redis), REDIS_SENTINELS (Sentinel) and REDIS_CLUSTER_NODES (Cluster)",
+    );
+    expect(configError({ REDIS_SENTINELS: "b:26379" }).message).toContain("REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS");
+    expect(configError({ REDIS_SENTINEL_MASTER: "mymaster" }).message).toContain("REDIS_SENTINEL_MASTER: only used with REDIS_SENTINELS");
+    expect(configError({ REDIS_PASSWORD: "pw" }).message).toContain("REDIS_PASSWORD: only used with REDIS_SENTINELS or REDIS_CLUSTER_NODES; a single Redis takes its user, password and TLS from REDIS_URL");
+  });
+
+  it("names a bad address list, a bad flag and an unreadable CA file, and never repeats a password", () => {
+    const err = configError({ REDIS_SENTINELS: "10.0.0.5:26379,sentinel-b", REDIS_SENTINEL_MASTER: "mymaster", REDIS_SENTINEL_TLS: "yes", REDIS_PASSWORD: "hunter2" });
+    expect(err.message).toContain('REDIS_SENTINELS: expected a comma-separated list of sentinels as host:port (such as 10.0.0.5:26379), and "sentinel-b" is not one');
+    expect(err.message).toContain('REDIS_SENTINEL_TLS: expected true or false (got "yes")');
+    expect(err.message).not.toContain("hunter2");
+    expect(configError({ REDIS_CLUSTER_NODES: "a:7000", REKEY_PREFIX: "{r}", REDIS_TLS_CA_FILE: "/nonexistent/ca.pem" }).message).toContain(
+      "REDIS_TLS_CA_FILE: cannot read /nonexistent/ca.pem (ENOENT)",
+    );
   });
 });

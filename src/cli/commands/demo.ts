@@ -16,6 +16,7 @@ import { fingerprint, tokenHash } from "../../consumers/fingerprint.ts";
 import { createLogger } from "../../log.ts";
 import { Policy } from "../../policy/schema.ts";
 import { startApiServer, startRotationWorker } from "../../processes.ts";
+import { scanKeys } from "../../redis-connection.ts";
 import { createRuntime } from "../../runtime.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 
@@ -113,12 +114,7 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
       store,
     });
     cleanups.push(async () => {
-      let cursor = "0";
-      do {
-        const [next, keys] = await rt.redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-        cursor = next;
-        if (keys.length) await rt.redis.del(...keys);
-      } while (cursor !== "0");
+      for (const k of await scanKeys(rt.redis, `${prefix}*`)) await rt.redis.del(k);
       await rt.close();
     });
     const policy = Policy.parse({

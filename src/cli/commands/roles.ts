@@ -2,6 +2,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
 import { startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
+import { workerDefaults } from "../../rotation/defaults.ts";
 import { startScheduler } from "../../scheduler/runner.ts";
 import { openRuntime, untilStopped, type CommandContext } from "../context.ts";
 import type { CliIo } from "../io.ts";
@@ -48,6 +49,16 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       nextDue = (id) => sched.scheduler.nextDue(id);
       reloadScheduler = () => sched.reload();
       running.push({ stop: () => sched.stop() });
+      if (config.reconcileEveryMs !== undefined) {
+        // What Redis forgot (a failover, a wipe) is repaired where that is safe; see docs/redis.md.
+        const { startReconciler } = await import("../../reconcile/reconcile.ts");
+        const settleMs = (config.workerLockMs ?? workerDefaults.lockDuration) + (config.requestTimeoutMs ?? 15_000);
+        const reconciler = startReconciler(
+          { state: rt.state, audit: rt.audit, store: rt.store, providers: rt.providers, queue: rt.queue, resolve: rt.resolve, now: Date.now, policies: rt.policies },
+          { everyMs: Math.max(config.reconcileEveryMs, settleMs), settleMs, log },
+        );
+        running.push(reconciler);
+      }
     }
     if (roles.includes("worker")) {
       const concurrency = opts.concurrency ? Number(opts.concurrency) : config.workerConcurrency;

@@ -1,0 +1,247 @@
+/**
+ * Reconciliation: what Redis believes against the store and the providers, after Redis forgot
+ * (a failover to a lagging replica, a wipe). The store's labels and the providers' credential
+ * lists are the truth; Redis's records only say what rekey was doing.
+ *
+ * Per policy, in this order, and only what is safe without a consumer's word:
+ * 1. A lock whose rotation's job is gone (lost with the writes after it) is a dead lock: the
+ *    rotation ends — `failed` when its new value never became current (the old one still is, I6),
+ *    `needs-attention` when it did (its old credential stays live: only consumers' confirmations
+ *    may end it, I2) — and the lock is freed with the end, in one script.
+ * 2. Credentials rekey issued for the policy (they carry its marker and a rotation id) that are
+ *    neither the store's AWSCURRENT nor its AWSPREVIOUS are orphans: issued by a rotation Redis
+ *    forgot, never current, used by no consumer. They are removed (the provider's sweep, keeping
+ *    the current and the previous credential by id). Only for a policy idle in two passes
+ *    `settleMs` apart with the same AWSCURRENT: a worker still running a forgotten job has lost
+ *    its lock by then and stopped its calls, so no late write can make a swept credential current.
+ * Nothing else is undone: a previous credential still live is kept (consumers may be on it).
+ * Every repair is audited (`reconcile.*`).
+ */
+import type { Queue } from "bullmq";
+import type { Audit } from "../audit/audit.ts";
+import { errorMessage } from "../errors.ts";
+import { HttpStatusError } from "../providers/http.ts";
+import type { CredentialRef, Policy } from "../policy/schema.ts";
+import type { Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
+import { engineDefaults } from "../rotation/defaults.ts";
+import { TERMINAL, type RekeyState } from "../rotation/state.ts";
+import { AWSPREVIOUS, type SecretRef, type SecretStore } from "../stores/types.ts";
+
+export interface ReconcileDeps {
+  state: RekeyState;
+  audit: Audit;
+  store: SecretStore;
+  providers: ProviderRegistry;
+  queue: Pick<Queue, "getJob">;
+  resolve(ref: CredentialRef): Promise<string>;
+  now(): number;
+}
+
+export type FindingKind = "in-flight" | "dead-lock" | "orphans" | "unsettled" | "whole" | "skipped" | "error";
+
+export interface Finding {
+  policyId: string;
+  kind: FindingKind;
+  message: string;
+  /** A repair was made (false in a dry run, or where nothing needed repairing). */
+  repaired: boolean;
+}
+
+/** What one pass saw of a policy, to compare with the next pass (settle). */
+export interface Observation {
+  idle: boolean;
+  currentVersionId?: string;
+  at: number;
+}
+
+const ACTOR = "reconcile";
+/** One provider or store request of a reconcile pass gives up after this. */
+const REQUEST_BUDGET_MS = 15_000;
+
+function refOf(p: Policy): SecretRef {
+  return { secretId: p.target.secretId, region: p.target.region, jsonKey: p.target.jsonKey };
+}
+
+/**
+ * Look at one policy, and (unless `dryRun`) repair what is safe. `previous`: what the last pass
+ * saw of it; orphans are swept only when it was idle then too, with the same AWSCURRENT, at least
+ * `settleMs` ago. Returns the findings and this pass's observation.
+ */
+export async function reconcilePolicy(
+  deps: ReconcileDeps,
+  policy: Policy,
+  opts: { dryRun: boolean; settleMs: number; previous?: Observation },
+): Promise<{ findings: Finding[]; observation: Observation }> {
+  const findings: Finding[] = [];
+  const now = deps.now();
+  const say = (kind: FindingKind, message: string, repaired = false) => findings.push({ policyId: policy.id, kind, message, repaired });
+  const busy = (): { findings: Finding[]; observation: Observation } => ({ findings, observation: { idle: false, at: now } });
+
+  // ---- 1. the lock and the job behind it -----------------------------------------------------
+  const holder = await deps.state.inFlight(policy.id);
+  if (holder) {
+    const rec = await deps.state.getRecord(holder);
+    const job = rec ? await deps.queue.getJob(rec.jobId) : undefined;
+    if (rec && !TERMINAL.has(rec.status) && job) {
+      say("in-flight", `rotation ${holder} is in flight (${rec.status}, step ${rec.step}); its worker owns the policy`);
+      return busy();
+    }
+    if (!rec || TERMINAL.has(rec.status)) {
+      // A holder without a record, or ended: the next rotation takes the lock over by itself.
+      say("in-flight", `the lock names rotation ${holder}, which ${rec ? "has ended" : "has no record"}; the next rotation takes it over`);
+      return busy();
+    }
+    const current = await deps.store.getCurrent(refOf(policy), AbortSignal.timeout(REQUEST_BUDGET_MS));
+    const promoted = current?.versionId === holder;
+    const status = promoted ? "needs-attention" : "failed";
+    const message = promoted
+      ? `its job was lost (Redis forgot it) after its new value became current; the previous credential was not revoked: rotate the policy once every consumer runs on version ${holder}`
+      : `its job was lost (Redis forgot it) before its new value became current; the old credential is still current`;
+    if (!opts.dryRun) {
+      await deps.state.endRecord(rec, status, message, now, engineDefaults.recordTtlSec, { release: true });
+      await deps.audit.record({ rotationId: holder, policyId: policy.id, step: "reconcile.dead-lock", outcome: status, actor: ACTOR, message });
+    }
+    say("dead-lock", `rotation ${holder} held the policy without a job: ${opts.dryRun ? "would end it" : "ended it"} ${status} (${message})`, !opts.dryRun);
+    // Its credentials are swept once the policy has been idle for a settle period (next pass).
+    return busy();
+  }
+
+  // ---- 2. orphans: issued by rekey, in neither AWSCURRENT nor AWSPREVIOUS --------------------
+  const provider = deps.providers[policy.provider.kind] as Provider;
+  const ref = refOf(policy);
+  const signal = AbortSignal.timeout(REQUEST_BUDGET_MS);
+  const current = await deps.store.getCurrent(ref, signal);
+  const observation: Observation = { idle: true, currentVersionId: current?.versionId, at: now };
+  if (!current) {
+    say("skipped", "the secret holds no current value");
+    return { findings, observation };
+  }
+  if (!provider.sweep) {
+    say("skipped", `${policy.provider.kind} credentials carry no marker rekey could find them by; nothing to sweep`);
+    return { findings, observation };
+  }
+  const prev = opts.previous;
+  if (!prev || !prev.idle || prev.currentVersionId !== current.versionId || now - prev.at < opts.settleMs) {
+    say("unsettled", `idle now; orphans are looked for once it has stayed idle on version ${current.versionId} for ${Math.round(opts.settleMs / 1000)} s`);
+    return { findings, observation };
+  }
+  const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId: current.versionId, signal, resolve: deps.resolve, now: deps.now, reason: "manual" };
+  const keep: string[] = [];
+  const currentId = (await provider.identify(ctx, current.value)).credentialId;
+  if (!currentId) {
+    say("skipped", "the provider names no id for the current credential; nothing is swept without it");
+    return { findings, observation };
+  }
+  keep.push(currentId);
+  const stages = await deps.store.stages(ref, signal);
+  const previousVersion = Object.entries(stages).find(([, s]) => s.includes(AWSPREVIOUS))?.[0];
+  if (previousVersion) {
+    const previous = await deps.store.getVersion(ref, previousVersion, signal);
+    if (previous) {
+      try {
+        const id = (await provider.identify(ctx, previous.value)).credentialId;
+        if (!id) {
+          say("skipped", "the provider names no id for the previous credential; nothing is swept, so it cannot be taken");
+          return { findings, observation };
+        }
+        keep.push(id);
+      } catch (err) {
+        // A value the provider does not know (401: not a live credential) is dead: nothing to
+        // keep. Anything else (a timeout, a 5xx, a 403) leaves it unknown: sweep nothing.
+        if (!(err instanceof HttpStatusError && err.status === 401)) throw err;
+      }
+    }
+  }
+  if (opts.dryRun) {
+    say("whole", `would sweep credentials rekey issued for the policy other than ${keep.join(", ")} (dry run: nothing removed)`);
+    return { findings, observation };
+  }
+  const swept = await provider.sweep(ctx, keep);
+  if (swept.length) {
+    const message = `removed ${swept.length} credential(s) rekey issued that are neither AWSCURRENT nor AWSPREVIOUS: ${swept.join(", ")}`;
+    await deps.audit.record({ policyId: policy.id, step: "reconcile.orphans", outcome: "ok", actor: ACTOR, message });
+    say("orphans", message, true);
+  } else {
+    say("whole", `no orphaned credential; kept ${keep.join(", ")}`);
+  }
+  return { findings, observation };
+}
+
+/** reconcilePolicy over every policy; a policy that fails is reported and the others go on. */
+export async function reconcileAll(
+  deps: ReconcileDeps,
+  policies: Policy[],
+  opts: { dryRun: boolean; settleMs: number; previous?: Map<string, Observation> },
+): Promise<{ findings: Finding[]; observations: Map<string, Observation> }> {
+  const findings: Finding[] = [];
+  const observations = new Map<string, Observation>();
+  for (const policy of policies) {
+    try {
+      const r = await reconcilePolicy(deps, policy, { dryRun: opts.dryRun, settleMs: opts.settleMs, previous: opts.previous?.get(policy.id) });
+      findings.push(...r.findings);
+      observations.set(policy.id, r.observation);
+    } catch (err) {
+      findings.push({ policyId: policy.id, kind: "error", message: errorMessage(err), repaired: false });
+      observations.set(policy.id, { idle: false, at: deps.now() });
+    }
+  }
+  return { findings, observations };
+}
+
+export interface Reconciler {
+  /** Run a pass now (the timer keeps its own pace). */
+  pass(): Promise<Finding[]>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The periodic pass the scheduler runs: every `everyMs`, one replica (a Redis claim per period)
+ * reconciles every policy. What each pass saw is kept in Redis for the next, whichever replica
+ * makes it: orphans are removed only for a policy idle in two passes at least `settleMs` apart,
+ * with the same AWSCURRENT.
+ */
+export function startReconciler(
+  deps: ReconcileDepsWithPolicies,
+  opts: { everyMs: number; settleMs: number; log: { info(o: object, m: string): void; warn(o: object, m: string): void; error(o: object, m: string): void } },
+): Reconciler {
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> = Promise.resolve();
+  let stopped = false;
+  const pass = async (): Promise<Finding[]> => {
+    // One replica per period; the claim expires before the next period starts.
+    const claimed = await deps.state.redis.set(deps.state.key("reconcile", "pass"), String(deps.now()), "PX", Math.max(1_000, Math.floor(opts.everyMs * 0.9)), "NX");
+    if (claimed !== "OK") return [];
+    // The last pass's observations are in Redis, whichever replica made it.
+    const seenKey = deps.state.key("reconcile", "seen");
+    const raw = await deps.state.redis.hgetall(seenKey);
+    const previous = new Map(Object.entries(raw).map(([id, json]) => [id, JSON.parse(json) as Observation]));
+    const r = await reconcileAll(deps, deps.policies.all(), { dryRun: false, settleMs: opts.settleMs, previous });
+    const m = deps.state.redis.multi().del(seenKey);
+    if (r.observations.size) m.hset(seenKey, Object.fromEntries([...r.observations].map(([id, o]) => [id, JSON.stringify(o)])));
+    await m.exec();
+    for (const f of r.findings) {
+      if (f.kind === "error") opts.log.error({ policyId: f.policyId, err: f.message }, "reconcile: could not look at a policy");
+      else if (f.repaired) opts.log.warn({ policyId: f.policyId, kind: f.kind }, `reconcile: ${f.message}`);
+    }
+    return r.findings;
+  };
+  const arm = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = pass()
+        .catch((err: unknown) => opts.log.error({ err: errorMessage(err) }, "reconcile pass failed; trying again next period"))
+        .finally(arm);
+    }, opts.everyMs);
+  };
+  arm();
+  return {
+    pass,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+export type ReconcileDepsWithPolicies = ReconcileDeps & { policies: { all(): Policy[] } };
