@@ -204,8 +204,7 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
     const good = { policyId: "ld-node", consumerId: "node-app", versionId: req.rotationId, stage: "reload", message: "exit 1" };
     expect((await report(good, "not-the-token")).status).toBe(401);
     expect((await report({ ...good, stage: "coffee" })).status).toBe(400);
-    // A token is valid for its own policy and consumer only: naming another one, existing or not,
-    // gets the same 401 as a forged token (ids are not for probing; docs/security.md).
+    // The token is this policy's consumer's: naming another policy or consumer is the same 401.
     expect((await report({ ...good, policyId: "nope" })).status).toBe(401);
     expect((await report({ ...good, consumerId: "someone-else" })).status).toBe(401);
     await new Promise((r) => setTimeout(r, 500));
