@@ -14,6 +14,7 @@ import { createNotifyProcessor } from "./notify/outbox.ts";
 import { redisCheck, secretStoreCheck } from "./observe/readiness.ts";
 import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/role-server.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
+import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
@@ -113,7 +114,7 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
   const checks = readinessChecks(rt);
-  const limiter = rt.redis.duplicate({ enableAutoPipelining: true });
+  const limiter = createRedisClient(rt.redisTarget, { pipelined: true });
   limiter.on("error", () => undefined); // rekey's own connection reports outages; the limiter skips on error
   const app = buildApi({
     rotations: rt.rotations,

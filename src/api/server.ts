@@ -18,7 +18,7 @@ import { FastifyAdapter } from "@bull-board/fastify";
 import rateLimit from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { z } from "zod";
 import { Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
@@ -44,7 +44,7 @@ export interface ApiExtensions {
 
 export interface ApiRateLimits {
   /** The Redis the counters live in, shared by every API replica. */
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix (rekey's own): counters are `<prefix>:ratelimit:*`, each with a TTL of the window. */
   prefix: string;
   /** Requests per client address per window (REKEY_API_RATE_LIMIT). Default 1200. */

@@ -6,7 +6,8 @@
  * (hash: name → token hash), changed together by one script so a name never points at nothing.
  */
 import { randomBytes } from "node:crypto";
-import type { Redis, Result } from "ioredis";
+import type { Result } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { z } from "zod";
 import { tokenHash } from "../consumers/fingerprint.ts";
 import { RekeyError } from "../errors.ts";
@@ -92,7 +93,7 @@ export class ApiTokens {
   private readonly tokens: string;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
     private readonly now: () => number = Date.now,
   ) {
