@@ -14,6 +14,7 @@ import { createNotifyProcessor } from "./notify/outbox.ts";
 import { redisCheck, secretStoreCheck } from "./observe/readiness.ts";
 import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/role-server.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
+import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { createRedisClient } from "./redis-connection.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
