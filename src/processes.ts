@@ -16,7 +16,6 @@ import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/ro
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
-import { createRedisClient } from "./redis-connection.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
 
