@@ -16,6 +16,7 @@ import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/ro
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { createRedisClient } from "./redis-connection.ts";
+import { jobViewer } from "./rotation/status.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
 
@@ -129,6 +130,8 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     rateLimits: { redis: limiter, prefix: rt.prefix, ...opts.rateLimit },
     refusalAuditWindowMs: opts.refusalAuditWindowMs,
     nextDue: opts.nextDue,
+    jobs: jobViewer(rt.queue),
+    dashboard: { leaks, offboarding },
     boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
     ping: async () => {

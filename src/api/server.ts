@@ -33,7 +33,9 @@ import type { Logger } from "../log.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
-import { collectStatus } from "../rotation/status.ts";
+import { collectStatus, type JobView, type PolicyStatus } from "../rotation/status.ts";
+import { persistedNextDue } from "../scheduler/next-due.ts";
+import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -73,7 +75,12 @@ export interface ApiDeps {
   rateLimits?: ApiRateLimits;
   /** How often an authenticated consumer's refused confirmations are summed into the audit (ms). */
   refusalAuditWindowMs?: number;
+  /** The scheduler's next due times, where it runs in this process; else read from its markers in Redis. */
   nextDue?: (policyId: string) => number | undefined;
+  /** The rotation queue's job reader (status: what a rotation waits for). */
+  jobs?: (jobId: string) => Promise<JobView | undefined>;
+  /** Leak incidents and offboardings for the dashboard (GET /ui). */
+  dashboard?: Pick<DashboardDeps, "leaks" | "offboarding">;
   queueCounts?: () => Promise<Record<string, number>>;
   /** Readiness (GET /readyz): rejects naming each dependency that does not answer. */
   ping?: () => Promise<void>;
@@ -308,6 +315,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(202).send(res);
   });
 
+  const status = async (): Promise<PolicyStatus[]> => {
+    const policies = deps.policies.all();
+    const nextDue = deps.nextDue ?? (await persistedNextDue(deps.state.redis, deps.state.prefix, policies, Date.now()));
+    return collectStatus({ state: deps.state, policies, nextDue, jobs: deps.jobs });
+  };
+
   // The human step: an operator, or a submitter for the policies of the owner it names.
   const submitter = guard.requireScope(["operator", "submitter"]);
   app.post<{ Params: { id: string } }>("/v1/rotations/:id/submit", { bodyLimit: BODY_LIMITS.submit, onRequest: submitter }, async (req, reply) => {
@@ -323,7 +336,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(200).send(res);
   });
 
-  app.get("/v1/status", { onRequest: viewer }, async () => collectStatus({ state: deps.state, policies: deps.policies.all(), nextDue: deps.nextDue }));
+  app.get("/v1/status", { onRequest: viewer }, async () => status());
 
   app.get<{ Params: { id: string }; Querystring: { limit?: string } }>("/v1/policies/:id/history", { onRequest: viewer }, async (req) => {
     const policyId = parse(PolicyId, req.params.id);
@@ -340,6 +353,17 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.post("/v1/offboardings", { bodyLimit: BODY_LIMITS.offboard, onRequest: operator }, async (req, reply) => {
     if (!deps.extensions?.offboard) throw new RequestError(404, "offboarding is not enabled in this process");
     return reply.code(202).send(await deps.extensions.offboard(req.body, actorOf(req.identity!)));
+  });
+
+  registerDashboard(app, {
+    guard,
+    audit: deps.audit,
+    policies: deps.policies,
+    rotations: deps.rotations,
+    status,
+    leaks: deps.dashboard?.leaks,
+    offboarding: deps.dashboard?.offboarding,
+    log: deps.log,
   });
 
   if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);

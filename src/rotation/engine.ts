@@ -315,6 +315,8 @@ class Run {
     if (step === "start" && outcome === "ok") {
       m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
     }
+    // The credential's age (status, metrics) counts from the promotion that made it current.
+    if (patch.promotedAt !== undefined) m.hset(this.deps.state.key("policy", this.policy.id), { lastPromotedAt: String(patch.promotedAt) });
     await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
     await execOrThrow(m);
