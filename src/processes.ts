@@ -109,6 +109,8 @@ export interface ApiServerOptions {
   rateLimit?: { perAddress?: number; perIdentity?: number; windowMs?: number };
   /** How often refused confirmations are summed into the audit, in ms (default 60 s). */
   refusalAuditWindowMs?: number;
+  /** The process's metrics registry (state gauges registered by the caller); else the API makes its own. */
+  registry?: Registry;
 }
 
 export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance }> {
@@ -130,6 +132,7 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     rateLimits: { redis: limiter, prefix: rt.prefix, ...opts.rateLimit },
     refusalAuditWindowMs: opts.refusalAuditWindowMs,
     nextDue: opts.nextDue,
+    registry: opts.registry,
     jobs: jobViewer(rt.queue),
     dashboard: { leaks, offboarding },
     boardQueues: [rt.queue, rt.notifyQueue],

@@ -78,18 +78,18 @@ export interface JobView {
 
 /**
  * Reads a rotation job for status. A delayed job's run time is its score in BullMQ's delayed set
- * (`timestamp * 0x1000 + counter`, BullMQ 5's getDelayedScore.lua): BullMQ has no public reader
+ * (`timestamp * 0x1000 + counter`, BullMQ's getDelayedScore.lua): BullMQ has no public reader
  * for the time a job moved with moveToDelayed will run (job.delay counts from the move, which it
  * does not keep). Undocumented; listed in docs/operating.md.
  */
-export function jobViewer(queue: Pick<Queue, "getJob" | "getJobState" | "client" | "keys">): (jobId: string) => Promise<JobView | undefined> {
+export function jobViewer(queue: Pick<Queue, "getJob" | "getJobState" | "getBackend" | "keys">): (jobId: string) => Promise<JobView | undefined> {
   return async (jobId) => {
     const job = await queue.getJob(jobId);
     if (!job) return undefined;
     const state = await queue.getJobState(jobId);
     let delayedUntil: number | undefined;
     if (state === "delayed") {
-      const score = await (await queue.client).zscore(queue.keys.delayed!, jobId);
+      const score = await (await queue.getBackend().client).zscore(queue.keys.delayed!, jobId);
       if (score !== null) delayedUntil = Math.floor(Number(score) / 0x1000);
     }
     return { state, delayedUntil, attemptsMade: job.attemptsMade, attempts: job.opts.attempts ?? 1, failedReason: job.failedReason || undefined };
