@@ -71,7 +71,8 @@ export class Audit {
   }
 }
 
-function parseRow([id, flat]: [string, string[]]): AuditRecord {
+/** An entry as XRANGE returns it. */
+export function parseRow([id, flat]: [string, string[]]): AuditRecord {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
   return {

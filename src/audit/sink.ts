@@ -24,7 +24,8 @@ import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { retryAfterMs } from "../notify/outbox.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
-import type { Audit, AuditRecord } from "./audit.ts";
+import { execOrThrow } from "../rotation/state.ts";
+import { type Audit, type AuditRecord, parseRow } from "./audit.ts";
 import { type ChainLine, chainLine, GENESIS } from "./chain.ts";
 
 /** Where the chain goes. `write` resolves once the lines are durable there (or throws). */
@@ -194,12 +195,18 @@ export function auditSinkMetrics(registry: Registry, lag?: () => Promise<number>
 // KEYS: lease. ARGV: holder, ttl ms. Renews the lease while `holder` holds it.
 const RENEW_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0`;
 // KEYS: lease, checkpoint. ARGV: holder, lastId, seq, hash. Advances the checkpoint while `holder` holds the lease.
-const ADVANCE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('HSET', KEYS[2], 'lastId', ARGV[2], 'seq', ARGV[3], 'hash', ARGV[4]) return 1 end return 0`;
+// ARGV[5]: entries ever added to the stream up to lastId ('' where Redis does not count them).
+const ADVANCE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], 'lastId', ARGV[2], 'seq', ARGV[3], 'hash', ARGV[4])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'ordinal', ARGV[5]) else redis.call('HDEL', KEYS[2], 'ordinal') end
+  return 1
+end
+return 0`;
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
     rekeySinkRenew(lease: string, holder: string, ttlMs: number): Result<number, Context>;
-    rekeySinkAdvance(lease: string, checkpoint: string, holder: string, lastId: string, seq: number, hash: string): Result<number, Context>;
+    rekeySinkAdvance(lease: string, checkpoint: string, holder: string, lastId: string, seq: number, hash: string, ordinal: string): Result<number, Context>;
   }
 }
 
@@ -207,6 +214,8 @@ export interface Checkpoint {
   lastId?: string;
   seq: number;
   hash: string;
+  /** Entries ever added to the trail's stream up to lastId (Redis ≥ 7), for gap detection. */
+  ordinal?: number;
 }
 
 export interface ShipperOptions {
@@ -229,7 +238,7 @@ function streamMs(id: string): number {
   return Number(id.split("-")[0]);
 }
 
-/** Compare stream ids `a` and `b` (ms-seq). */
+/** Whether stream id `a` comes after `b` (ms-seq). */
 function idAfter(a: string, b: string): boolean {
   const [am, as] = a.split("-").map(Number) as [number, number];
   const [bm, bs] = b.split("-").map(Number) as [number, number];
@@ -258,7 +267,7 @@ export class AuditShipper {
 
   async checkpoint(): Promise<Checkpoint> {
     const h = await this.o.redis.hgetall(this.checkpointKey);
-    return { lastId: h.lastId, seq: Number(h.seq ?? 0), hash: h.hash ?? GENESIS };
+    return { lastId: h.lastId, seq: Number(h.seq ?? 0), hash: h.hash ?? GENESIS, ordinal: h.ordinal ? Number(h.ordinal) : undefined };
   }
 
   /** Seconds since the oldest entry not yet shipped was written (0 when caught up). */
@@ -340,7 +349,9 @@ export class AuditShipper {
     if (!last) return;
     const cp = await this.checkpoint();
     if (last.seq > cp.seq) {
-      await this.o.redis.rekeySinkAdvance(this.leaseKey, this.checkpointKey, this.me, last.id, last.seq, last.hash);
+      // The file is ahead of the checkpoint: its entry count is unknown here, so gap detection
+      // restarts from the next batch.
+      await this.o.redis.rekeySinkAdvance(this.leaseKey, this.checkpointKey, this.me, last.id, last.seq, last.hash, "");
     } else if (last.seq < cp.seq) {
       this.o.log.warn({ sink: this.o.sink.describe, sinkSeq: last.seq, checkpointSeq: cp.seq }, "the audit sink ends before the shipped checkpoint (was it replaced?); continuing after the checkpoint");
     }
@@ -367,44 +378,64 @@ export class AuditShipper {
     }
   }
 
-  /** One batch: read after the checkpoint, detect a gap, write, advance. Returns entries written. */
+  /** One batch: read after the checkpoint, detect a gap, write, advance. Returns lines written. */
   private async shipBatch(): Promise<number> {
     const cp = await this.checkpoint();
-    const records: AuditRecord[] = await this.o.audit.after(cp.lastId, this.o.batch ?? 500);
+    const key = this.o.audit.trailKey;
+    const batch = this.o.batch ?? 500;
+    if (!(await this.o.redis.exists(key))) return 0;
+    // The stream's counters and the entries after the checkpoint, read together (one MULTI).
+    const [info, rows] = (await execOrThrow(
+      this.o.redis
+        .multi()
+        .xinfo("STREAM", key)
+        .xrange(key, cp.lastId ? `(${cp.lastId}` : "-", "+", "COUNT", batch),
+    )) as [unknown[], [string, string[]][]];
+    const field = (name: string) => {
+      const i = info.indexOf(name);
+      return i >= 0 ? info[i + 1] : undefined;
+    };
+    // Redis ≥ 7 counts every entry ever added (entries-added). With the count up to the
+    // checkpoint (ordinal), entries after it = added − ordinal; when the stream's first entry
+    // comes after the checkpoint, it holds `length` of them and Redis trimmed the rest unshipped.
+    const added = Number(field("entries-added") ?? Number.NaN);
+    const length = Number(field("length") ?? 0);
+    const streamFirst = (field("first-entry") as [string, unknown] | null | undefined)?.[0];
+    let ordinal = Number.isFinite(added) ? (cp.lastId ? cp.ordinal : added - length) : undefined;
     let seq = cp.seq;
     let prev = cp.hash;
     const lines: ChainLine[] = [];
-    if (cp.lastId) {
-      // Entries after the checkpoint that Redis trimmed before they were shipped.
-      const info = (await this.o.redis.call("XINFO", "STREAM", this.o.audit.trailKey)) as unknown[];
-      const i = info.indexOf("max-deleted-entry-id");
-      const maxDeleted = i >= 0 ? String(info[i + 1]) : "0-0";
-      if (idAfter(maxDeleted, cp.lastId)) {
+    if (cp.lastId && ordinal !== undefined && streamFirst && idAfter(streamFirst, cp.lastId)) {
+      const missing = added - ordinal - length;
+      if (missing > 0) {
         const gap: AuditRecord = {
-          id: maxDeleted,
+          id: cp.lastId,
           at: (this.o.now ?? Date.now)(),
           step: "audit.gap",
           outcome: "lost",
           actor: "audit-sink",
-          message: `entries written after ${cp.lastId} up to ${maxDeleted} were trimmed from Redis before they were shipped (raise REKEY_AUDIT_MAXLEN or keep the sink reachable)`,
+          message: `${missing} entries written after ${cp.lastId} and before ${streamFirst} were trimmed from Redis before they were shipped (raise REKEY_AUDIT_MAXLEN or keep the sink reachable)`,
         };
         const line = chainLine(gap, ++seq, prev);
         prev = line.hash;
         lines.push(line);
+        ordinal += missing;
         this.o.metrics?.gaps.inc();
-        // Redis trims the oldest entries first: every entry still there comes after the gap.
       }
     }
-    for (const r of records) {
-      const line = chainLine(r, ++seq, prev);
+    for (const row of rows) {
+      const line = chainLine(parseRow(row), ++seq, prev);
       prev = line.hash;
       lines.push(line);
     }
+    if (ordinal !== undefined) ordinal += rows.length;
+    // A checkpoint without a count (taken over from a file sink): known again once read to the end.
+    else if (Number.isFinite(added) && rows.length < batch) ordinal = added;
     if (!lines.length) return 0;
     if (!this.leader) throw new Error("not the audit sink leader any more");
     await this.o.sink.write(lines);
     const last = lines.at(-1)!;
-    const ok = await this.o.redis.rekeySinkAdvance(this.leaseKey, this.checkpointKey, this.me, last.id, last.seq, last.hash);
+    const ok = await this.o.redis.rekeySinkAdvance(this.leaseKey, this.checkpointKey, this.me, last.id, last.seq, last.hash, ordinal === undefined ? "" : String(ordinal));
     if (ok !== 1) {
       this.leader = false;
       throw new Error("lost the audit sink lease before the checkpoint advanced; the new holder re-ships this batch");

@@ -1,5 +1,6 @@
 /** `rekey worker | api | scheduler | run`: the long-running roles. */
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { AuditShipper, auditSinkMetrics, sinkFor } from "../../audit/sink.ts";
 import { leakResponseFor } from "../../leak/leak.ts";
 import { openLeakIncidents, rotationMetrics, stateMetrics } from "../../observe/metrics.ts";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
@@ -36,6 +37,19 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
   let nextDue: ((id: string) => number | undefined) | undefined;
   let reloadScheduler: (() => Promise<unknown>) | undefined;
   try {
+    if (config.auditSink) {
+      // Every role may ship; a lease in Redis lets one process at a time do it.
+      const shipper: AuditShipper = new AuditShipper({
+        redis: rt.redis,
+        prefix: rt.prefix,
+        audit: rt.audit,
+        sink: sinkFor(config.auditSink),
+        log,
+        metrics: auditSinkMetrics(registry, () => shipper.lag()),
+      });
+      shipper.start();
+      running.push({ stop: () => shipper.stop() });
+    }
     if (roles.includes("scheduler")) {
       const sched = await startScheduler({
         redis: rt.redis,
