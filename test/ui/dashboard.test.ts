@@ -13,13 +13,14 @@ import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.ts";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import { offboardingFor } from "../../src/offboarding/offboarding.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import type { PolicyStatus } from "../../src/rotation/status.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { redisUrl } from "../helpers/redis.ts";
 import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
-export const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"];
 const ARTIFACTS = join(process.cwd(), "test-artifacts", "dashboard");
 const CONSUMER = "dashboard-consumer-token-0123456789";
 
@@ -90,12 +91,14 @@ describe("the dashboard in Chromium", () => {
       }),
       ld(fake, "analytics-ld", { schedule: undefined }),
       ld(fake, "reports-ld"),
+      ld(fake, "dana-batch-ld", { owner: "dana@example.com", offboarding: { successor: "sam@example.com" } }),
     ];
     dir = mkdtempSync(join(tmpdir(), "rekey-ui-"));
     for (const p of policies) writeFileSync(join(dir, `${p.id}.json`), JSON.stringify(p));
     stack = await startStack({ policies, env: { LD_ADMIN_TOKEN: admin.value }, concurrency: 4 });
+    const dana = fake.addMember("dana@example.com", "writer");
     for (const p of policies) {
-      const t = fake.addToken({ role: "writer", name: p.id });
+      const t = fake.addToken({ role: "writer", name: p.id, memberId: p.owner === "dana@example.com" ? dana : undefined });
       tokens.set(p.id, t);
       await stack.store.create!({ secretId: `prod/${p.id}`, region: REGION }, t.value);
     }
@@ -108,6 +111,12 @@ describe("the dashboard in Chromium", () => {
     await until("billing completed", async () => (await state("billing-ld"))?.status === "completed");
     await until("demo awaiting confirmation", async () => (await state("demo-checkout-ld"))?.status === "awaiting-confirmation");
     await until("search needs attention", async () => (await state("search-ld"))?.status === "needs-attention", 30_000);
+    // Dana leaves: her policy's credential is handed to her successor.
+    await offboardingFor(stack.rt).run({ member: "dana@example.com" }, "cli:hr");
+    await until("offboarding rotation completed", async () => {
+      const h = await stack.rt.audit.history({ policyId: "dana-batch-ld" });
+      return h.some((e) => e.step === "revoking" && e.outcome === "ok");
+    });
     // Hostile text, as a provider error message or a forged consumer id could carry it.
     await stack.rt.audit.record({ policyId: "demo-checkout-ld", step: "confirmation", outcome: "refused", actor: 'consumer:<b id="x">x</b>', message: `<img src=x onerror="document.title='owned'"><script>document.title='owned'</script>` });
     browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
@@ -126,9 +135,11 @@ describe("the dashboard in Chromium", () => {
     const res = await p.goto(`${stack.apiUrl}/ui`);
     expect(res?.status()).toBe(200);
     expect(res?.headers()["content-security-policy"]).toContain("default-src 'none'");
+    // rekey's own stylesheet loaded under that policy.
+    expect(await p.locator("header").evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor)).toBe("rgb(17, 24, 39)");
     await p.screenshot({ path: join(ARTIFACTS, "overview.png"), fullPage: true });
 
-    expect(status).toHaveLength(5);
+    expect(status).toHaveLength(6);
     for (const s of status) {
       const row = p.locator(`#policies tr[data-policy="${s.policyId}"]`);
       expect(await row.locator('[data-field="owner"]').innerText()).toBe(s.owner);
@@ -163,6 +174,11 @@ describe("the dashboard in Chromium", () => {
     expect(await attention.innerText()).toBe(search.remedy);
     expect(search.remedy).toContain("search-indexer");
     expect(await p.locator('[data-stat="attention"] b').innerText()).toBe(String(status.filter((s) => s.remedy).length));
+    // The offboarding with its progress, and its page.
+    expect(await p.locator('#offboardings tr[data-member="dana@example.com"] [data-field="progress"]').innerText()).toContain("1/1 credentials handed over");
+    await p.click('#offboardings a[href="/ui/offboardings/dana%40example.com"]');
+    expect(await p.locator('tr[data-policy="dana-batch-ld"] [data-field="state"]').innerText()).toBe("completed");
+    expect(await p.locator(".blockers").innerText()).toContain("still names dana@example.com as owner");
     expect(outside).toEqual([]);
   });
 

@@ -1,6 +1,6 @@
 /**
  * The dashboard's pages, as pure functions from data to HTML (escaped by `html`). No script runs
- * in them; one stylesheet served by rekey (dashboard.css) styles them. Every row and cell carries
+ * in them; one stylesheet served by rekey (styles.ts) styles them. Every row and cell carries
  * `data-*` names, so tests (and scrapers) read values without parsing words.
  */
 import type { AuditRecord } from "../../audit/audit.ts";

@@ -1,12 +1,11 @@
 /**
  * The dashboard (viewer scope) and its two actions (operator scope): rotate now, and report a
- * leak. Server-rendered HTML and one stylesheet, both served by rekey from this package: nothing
+ * leak. Server-rendered HTML and one stylesheet (styles.ts), both served by rekey from its own code: nothing
  * is fetched from anywhere else, and the Content-Security-Policy forbids it (no script at all).
  * Each action is a GET that shows what will happen and a form, then a POST with the form token
  * (csrf.ts); the action is audited with the operator as actor by the code it calls. Access is the
  * API's guard (viewer scope to look, operator scope to act), as for every other route.
  */
-import { readFileSync } from "node:fs";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Audit } from "../../audit/audit.ts";
 import type { Incident, LeakReport } from "../../leak/leak.ts";
@@ -21,6 +20,7 @@ import { actorOf, hasScope } from "../../auth/identity.ts";
 import { presentedCredential } from "./authorize.ts";
 import { formToken, formTokenValid } from "./csrf.ts";
 import type { Html } from "./html.ts";
+import { DASHBOARD_CSS } from "./styles.ts";
 import { BASE, confirmPage, errorPage, leakPage, offboardingPage, overviewPage, policyPage } from "./pages.ts";
 
 export interface DashboardDeps {
@@ -45,7 +45,6 @@ export interface DashboardDeps {
   now?: () => number;
 }
 
-const CSS = readFileSync(new URL("./dashboard.css", import.meta.url), "utf8");
 
 const SECURITY_HEADERS: Record<string, string> = {
   "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -95,7 +94,7 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
       }
     };
 
-    scope.get(`${BASE}/static/dashboard.css`, async (_req, reply) => reply.type("text/css; charset=utf-8").header("cache-control", "public, max-age=300").send(CSS));
+    scope.get(`${BASE}/static/dashboard.css`, async (_req, reply) => reply.type("text/css; charset=utf-8").header("cache-control", "public, max-age=300").send(DASHBOARD_CSS));
 
     scope.get(BASE, viewer, async (_req, reply) => {
       const [status, incidents, members] = await Promise.all([deps.status(), deps.leaks?.recent(20) ?? [], deps.offboarding?.recent(20) ?? []]);

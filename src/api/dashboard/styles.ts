@@ -1,3 +1,5 @@
+/** The dashboard's stylesheet, compiled into the package (served at /ui/static/dashboard.css). System fonts only. */
+export const DASHBOARD_CSS = `
 /* rekey dashboard: system fonts only, nothing loaded from elsewhere. */
 :root { --fg: #1d2330; --muted: #6b7385; --line: #e3e6ec; --bg: #f6f7f9; --card: #fff; --ok: #1f7a3d; --warn: #a15c00; --bad: #b42318; --info: #1d4ed8; }
 * { box-sizing: border-box; }
@@ -52,3 +54,4 @@ ol.timeline .step { font-weight: 600; }
 ol.timeline .rot { color: var(--muted); margin-left: 8px; }
 .blockers li { margin-bottom: 4px; }
 td:first-child { white-space: nowrap; }
+`;
