@@ -86,8 +86,9 @@ describe("rekey run", () => {
       expect(ui.status).toBe(200);
       expect(await ui.text()).toContain('data-policy="ld-nightly"');
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      expect(metrics).toMatch(/rekey_credential_age_seconds\{policy="ld-nightly",provider="launchdarkly"\} \d/);
-      expect(metrics).toMatch(/rekey_rotation_step_duration_seconds_count\{provider="launchdarkly",step="revoking"\} [1-9]/);
+      // Label order differs by metric type: match each label, whatever its place.
+      expect(metrics).toMatch(/rekey_credential_age_seconds\{(?=[^}]*policy="ld-nightly")(?=[^}]*role="scheduler\+worker\+api")[^}]*\} \d/);
+      expect(metrics).toMatch(/rekey_rotation_step_duration_seconds_count\{(?=[^}]*provider="launchdarkly")(?=[^}]*step="revoking")[^}]*\} [1-9]/);
       await until("audit shipped", () => existsSync(join(dir, "audit.jsonl")) && readFileSync(join(dir, "audit.jsonl"), "utf8").includes('"step":"revoking"'), 15_000, 200);
     } finally {
       child.kill("SIGTERM");
