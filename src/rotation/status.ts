@@ -15,7 +15,7 @@ export type WaitKind = "queued" | "running" | "consumers" | "human" | "rate-limi
 
 export interface Waiting {
   kind: WaitKind;
-  /** The whole answer in words, e.g. `consumers checkout (push)` or `retry of promoting at …`. */
+  /** The answer in words, read after "waiting for": `consumers checkout (push); next check …`, `a retry of promoting at …`. */
   text: string;
   /** When the rotation acts next (epoch ms): a rate-limit gate opens, a retry, a re-check, a deadline. */
   until?: number;
@@ -123,7 +123,7 @@ export async function waitOf(opts: {
   if (rec.promotedAt !== undefined && rec.step === "awaiting-confirmation" && pending.length && !rec.leak) {
     return { kind: "consumers", until: at, text: `consumers ${consumers}${at ? `; next check ${iso(at)}` : ""}` };
   }
-  if (job?.state === "active") return { kind: "running", text: `a worker is running ${rec.step}` };
+  if (job?.state === "active") return { kind: "running", text: `its worker (running ${rec.step})` };
   if (job && ["waiting", "prioritized", "waiting-children"].includes(job.state)) return { kind: "queued", text: "a free worker (queued)" };
   if (job?.state === "delayed") {
     // A rate limit parks the job until the provider's (or AWS's) gate opens; the gate says until when.
@@ -141,7 +141,7 @@ export async function waitOf(opts: {
         text: `a retry of ${rec.step}${at ? ` at ${iso(at)}` : ""}${job.attemptsMade ? ` (attempt ${job.attemptsMade + 1} of ${job.attempts})` : ""}`,
       };
     }
-    return { kind: "resume", until: at, text: `resumes ${rec.step}${at ? ` at ${iso(at)}` : ""}` };
+    return { kind: "resume", until: at, text: `its next run of ${rec.step}${at ? ` at ${iso(at)}` : ""}` };
   }
   if (!job) return { kind: "queued", text: "its queue job (not found: removed, or not written yet)" };
   return { kind: "running", text: `its job (${job.state})` };

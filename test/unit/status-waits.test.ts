@@ -53,7 +53,7 @@ describe("what a rotation waits for", () => {
     expect(w).toEqual({ kind: "consumers", until: NOW + 30_000, text: "consumers billing (push); next check 2026-12-02T12:00:30Z" });
     // Before promotion nobody is asked to confirm yet.
     const before = await waitOf({ policy, rec: rec({ step: "issuing" }), pending, job: job({ state: "active" }), gate: noGate, now: NOW });
-    expect(before).toEqual({ kind: "running", text: "a worker is running issuing" });
+    expect(before).toEqual({ kind: "running", text: "its worker (running issuing)" });
   });
 
   it("a human step names the owner and the command; queued and running jobs say so", async () => {
