@@ -69,7 +69,7 @@ describe("what a rotation waits for", () => {
     expect(w.kind).toBe("retry");
     const remedy = remedyOf(policy, {
       lastStatus: "needs-attention",
-      inFlight: { rotationId: "r1", reason: "scheduled", status: "needs-attention", step: "revoking", startedAt: 0, promotedAt: NOW - 60_000, waitingFor: [], confirmed: [], waitsFor: w },
+      inFlight: { rotationId: "r1", reason: "scheduled", status: "needs-attention", step: "revoking", startedAt: 0, promotedAt: NOW - 60_000, waitingFor: [], confirmed: [], consumerFailures: [], waitsFor: w },
     });
     expect(remedy).toContain("rekey retries revoking at 2026-12-02T12:01:00Z");
   });

@@ -114,7 +114,7 @@ ${inFlight.map((s) => {
 <td data-field="step">${f.step}</td>
 <td data-field="waitsFor" data-kind="${f.waitsFor.kind}">${f.waitsFor.text}${
     f.waitingFor.length ? html`<div class="pending" data-field="pending">${f.waitingFor.map((w) => html`<span class="chip pending" data-consumer="${w.consumerId}">${w.consumerId} (${w.confirm})</span>`)}</div>` : ""
-  }</td>
+  }${f.consumerFailures.map((x) => html`<div class="msg failure" data-failure="${x.consumerId}">${x.consumerId} failed (${x.stage}) at ${time(x.at)}: ${x.message}</div>`)}</td>
 <td data-field="until">${time(f.waitsFor.until)}</td>
 <td data-field="confirmed">${confirmedText(s)}</td>
 <td>${time(f.startedAt)}</td>

@@ -54,4 +54,5 @@ ol.timeline .step { font-weight: 600; }
 ol.timeline .rot { color: var(--muted); margin-left: 8px; }
 .blockers li { margin-bottom: 4px; }
 td:first-child { white-space: nowrap; }
+.failure { color: var(--bad); font-size: 12px; margin-top: 4px; }
 `;
