@@ -85,7 +85,7 @@ describe("rekey run", () => {
       const ui = await fetch(`http://127.0.0.1:${port}/ui`, { headers: { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString("base64")}` } });
       expect(ui.status).toBe(200);
       expect(await ui.text()).toContain('data-policy="ld-nightly"');
-      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
       // Label order differs by metric type: match each label, whatever its place.
       expect(metrics).toMatch(/rekey_credential_age_seconds\{(?=[^}]*policy="ld-nightly")(?=[^}]*role="scheduler\+worker\+api")[^}]*\} \d/);
       expect(metrics).toMatch(/rekey_rotation_step_duration_seconds_count\{(?=[^}]*provider="launchdarkly")(?=[^}]*step="revoking")[^}]*\} [1-9]/);

@@ -65,8 +65,8 @@ describe("the dashboard in Chromium", () => {
     return out;
   }
 
-  async function page(): Promise<Page> {
-    const ctx = await browser.newContext({ httpCredentials: { username: "operator", password: ADMIN_TOKEN }, viewport: { width: 1440, height: 1000 } });
+  async function page(password = ADMIN_TOKEN): Promise<Page> {
+    const ctx = await browser.newContext({ httpCredentials: { username: "operator", password }, viewport: { width: 1440, height: 1000 } });
     const p = await ctx.newPage();
     p.on("request", (r) => {
       if (!r.url().startsWith(stack.apiUrl)) outside.push(r.url());
@@ -208,7 +208,7 @@ describe("the dashboard in Chromium", () => {
     expect(queued).toMatch(/^[0-9a-f-]{36}$/);
     await until("rotation completed", async () => (await stack.rt.state.getRecord(queued))?.status === "completed");
     const history = await stack.rt.audit.history({ policyId: "analytics-ld" });
-    expect(history.find((h) => h.step === "manual.requested")).toMatchObject({ rotationId: queued, actor: "ui:admin" });
+    expect(history.find((h) => h.step === "manual.requested")).toMatchObject({ rotationId: queued, actor: "api:admin" });
     const old = tokens.get("analytics-ld")!;
     expect(fake.isLive(old.value)).toBe(false);
   });
@@ -240,27 +240,38 @@ describe("the dashboard in Chromium", () => {
     }
     expect(await p.locator(`#leaks tr[data-incident="${incidentId}"] [data-field="progress"]`).innerText()).toContain("1/1 done");
     const audit = await stack.rt.audit.history({ limit: 500 });
-    expect(audit.find((a) => a.step === "leak.incident")?.actor).toBe("ui:admin");
+    expect(audit.find((a) => a.step === "leak.incident")?.actor).toBe("api:admin");
     expect(outside).toEqual([]);
   });
 
-  it("refuses outsiders and cross-site forms, and they change nothing", async () => {
+  it("a viewer token sees the pages but cannot act; outsiders and cross-site forms change nothing", async () => {
+    const { token: viewerToken } = await stack.rt.tokens.create({ name: "dash-viewer", scopes: ["viewer"] }, "test");
+    const p = await page(viewerToken);
+    expect((await p.goto(`${stack.apiUrl}/ui/policies/reports-ld`))?.status()).toBe(200);
+    expect(await p.locator('[data-action="rotate"]').count()).toBe(0);
+    expect((await p.goto(`${stack.apiUrl}/ui/policies/reports-ld/rotate`))?.status()).toBe(403);
+
     const before = await stack.rt.redis.xlen(`${stack.prefix}:audit`);
+    const inFlightBefore = await stack.rt.state.inFlight("reports-ld");
     const anonymous = await fetch(`${stack.apiUrl}/ui`);
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toContain("Basic");
-    const basic = `Basic ${Buffer.from(`x:${ADMIN_TOKEN}`).toString("base64")}`;
+    const basic = (t: string) => `Basic ${Buffer.from(`x:${t}`).toString("base64")}`;
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    // A viewer's form token would be valid for the viewer, but the scope is missing.
+    const viewerPost = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: basic(viewerToken), ...form }, body: "" });
+    expect(viewerPost.status).toBe(403);
     const forged = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, {
       method: "POST",
-      headers: { authorization: basic, "content-type": "application/x-www-form-urlencoded", origin: "https://evil.example" },
+      headers: { authorization: basic(ADMIN_TOKEN), ...form, origin: "https://evil.example" },
       body: "formToken=" + "0".repeat(64),
     });
     expect(forged.status).toBe(403);
-    const noToken = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: basic, "content-type": "application/x-www-form-urlencoded" }, body: "" });
+    const noToken = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: basic(ADMIN_TOKEN), ...form }, body: "" });
     expect(noToken.status).toBe(403);
-    const wrong = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: `Basic ${Buffer.from("x:nope").toString("base64")}`, "content-type": "application/x-www-form-urlencoded" }, body: "" });
+    const wrong = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: basic("nope"), ...form }, body: "" });
     expect(wrong.status).toBe(401);
     expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(before);
-    expect(await stack.rt.state.inFlight("reports-ld")).toBeUndefined();
+    expect(await stack.rt.state.inFlight("reports-ld")).toBe(inFlightBefore);
   });
 });
