@@ -18,7 +18,8 @@
 import { randomUUID } from "node:crypto";
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import type { Redis, Result } from "ioredis";
+import type { Result } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -219,7 +220,7 @@ export interface Checkpoint {
 }
 
 export interface ShipperOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   audit: Pick<Audit, "after" | "trailKey">;
   sink: SinkTarget;

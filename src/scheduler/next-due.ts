@@ -4,11 +4,11 @@
  * scheduler has not acted on yet shows as due — in the past when it is overdue — exactly as the
  * scheduler itself would report it.
  */
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../redis-connection.ts";
 import type { Policy } from "../policy/schema.ts";
 import { nextSlots, scheduleKey, slotSource } from "./slots.ts";
 
-export async function persistedNextDue(redis: Redis, prefix: string, policies: Policy[], now: number): Promise<(policyId: string) => number | undefined> {
+export async function persistedNextDue(redis: RedisClient, prefix: string, policies: Policy[], now: number): Promise<(policyId: string) => number | undefined> {
   const scheduled = policies.filter((p) => p.schedule);
   const pipe = redis.pipeline();
   for (const p of scheduled) pipe.hmget(`${prefix}:sched:last:${p.id}`, "last", "sched");
