@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { parseSinkSpec, type SinkSpec } from "./audit/sink.ts";
 import { ConfigError } from "./errors.ts";
 import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
 import { type HostPort, prefixProblem, readTlsCa, type RedisTarget } from "./redis-connection.ts";
@@ -77,6 +78,11 @@ export interface Config {
    * (REKEY_RECONCILE_INTERVAL; `off` turns it off: undefined). Default: 10 minutes.
    */
   reconcileEveryMs?: number;
+  /**
+   * Where the audit trail is shipped, hash-chained (REKEY_AUDIT_SINK): `stdout`, `file:<path>`,
+   * or an http(s) URL. Unset: the trail lives only in Redis (bounded by REKEY_AUDIT_MAXLEN).
+   */
+  auditSink?: SinkSpec;
 }
 
 /**
@@ -84,7 +90,7 @@ export interface Config {
  * named by `<NAME>_FILE` (a mounted Kubernetes Secret, a Docker secret), so the value need not
  * sit in the process environment.
  */
-export const SECRET_VARIABLES: ReadonlySet<string> = new Set(["REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(["REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY", "REKEY_AUDIT_SINK", "REKEY_AUDIT_SINK_TOKEN"]);
 
 /**
  * The value of `name`, or else the content of the file `<name>_FILE` names, without its trailing
@@ -209,6 +215,12 @@ const Env = z.object({
   REKEY_OIDC_JWKS_URL: z.url({ protocol: /^https?$/, error: "expected the URL of the issuer's JWKS (https://…)" }).optional(),
   REKEY_OIDC_CLAIM: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "expected a claim name such as groups").default("groups"),
   REKEY_OIDC_SCOPE_MAP: z.string().min(1).optional(),
+  REKEY_AUDIT_SINK: z
+    .string()
+    .refine((v) => parseSinkSpec(v) !== undefined, "expected stdout, file:<path>, or an http(s):// URL")
+    .optional(),
+  REKEY_AUDIT_SINK_TOKEN: z.string().min(1).optional(),
+  REKEY_AUDIT_FILE_MAX_BYTES: int(1_048_576, 1_099_511_627_776, "a size in bytes from 1048576 (1 MiB) to 1099511627776 (1 TiB)").default(104_857_600),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
 });
 
@@ -287,6 +299,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
     oidc,
     reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
+    auditSink: e.REKEY_AUDIT_SINK ? parseSinkSpec(e.REKEY_AUDIT_SINK, { maxBytes: e.REKEY_AUDIT_FILE_MAX_BYTES, token: e.REKEY_AUDIT_SINK_TOKEN }) : undefined,
   };
 }
 

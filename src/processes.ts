@@ -16,6 +16,7 @@ import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/ro
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
+import { jobViewer } from "./rotation/status.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
 
@@ -108,6 +109,8 @@ export interface ApiServerOptions {
   rateLimit?: { perAddress?: number; perIdentity?: number; windowMs?: number };
   /** How often refused confirmations are summed into the audit, in ms (default 60 s). */
   refusalAuditWindowMs?: number;
+  /** The process's metrics registry (state gauges registered by the caller); else the API makes its own. */
+  registry?: Registry;
 }
 
 export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance }> {
@@ -129,6 +132,9 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     rateLimits: { redis: limiter, prefix: rt.prefix, ...opts.rateLimit },
     refusalAuditWindowMs: opts.refusalAuditWindowMs,
     nextDue: opts.nextDue,
+    registry: opts.registry,
+    jobs: jobViewer(rt.queue),
+    dashboard: { leaks, offboarding },
     boardQueues: [rt.queue, rt.notifyQueue],
     queueCounts: () => rt.queue.getJobCounts("waiting", "active", "delayed", "prioritized", "failed", "completed"),
     ping: async () => {

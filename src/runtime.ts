@@ -9,6 +9,7 @@ import { readEnvOrFile } from "./config.ts";
 import { ApiTokens } from "./auth/tokens.ts";
 import { ConfigError, PolicyError, RedisUnavailableError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import type { RotationObserver } from "./observe/metrics.ts";
 import { enqueueNotification } from "./notify/outbox.ts";
 import { PolicySet } from "./policy/policy-set.ts";
 import type { CredentialRef, Policy } from "./policy/schema.ts";
@@ -46,6 +47,8 @@ export interface RuntimeOptions {
   /** Overrides of the provider limits paced proactively (src/rotation/pacing.ts). */
   providerRates?: ProviderRates;
   crashAt?: (point: CrashPoint) => void;
+  /** Step durations and failures of the rotations this process runs (metrics). */
+  observer?: RotationObserver;
   /**
    * Give up when Redis cannot be reached within this many ms (short commands: the operator is
    * waiting). Unset: wait and reconnect for as long as it takes (long-running roles).
@@ -217,6 +220,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     lostRequestSettleMs: Math.min(engineDefaults.resetSettleMs, 4 * (opts.requestTimeoutMs ?? 15_000)),
     providerRates: opts.providerRates,
     crashAt: opts.crashAt,
+    observer: opts.observer,
   });
   const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey, notify });
   return {

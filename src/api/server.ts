@@ -20,6 +20,7 @@ import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { RedisClient } from "../redis-connection.ts";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { openLeakIncidents, stateMetrics } from "../observe/metrics.ts";
 import { z } from "zod";
 import { Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
 import { actorOf, hasScope, type Identity } from "../auth/identity.ts";
@@ -33,7 +34,9 @@ import type { Logger } from "../log.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
-import { collectStatus } from "../rotation/status.ts";
+import { collectStatus, type JobView, type PolicyStatus } from "../rotation/status.ts";
+import { persistedNextDue } from "../scheduler/next-due.ts";
+import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -73,7 +76,17 @@ export interface ApiDeps {
   rateLimits?: ApiRateLimits;
   /** How often an authenticated consumer's refused confirmations are summed into the audit (ms). */
   refusalAuditWindowMs?: number;
+  /** The scheduler's next due times, where it runs in this process; else read from its markers in Redis. */
   nextDue?: (policyId: string) => number | undefined;
+  /** The rotation queue's job reader (status: what a rotation waits for). */
+  jobs?: (jobId: string) => Promise<JobView | undefined>;
+  /**
+   * The process's metrics registry, served at /metrics, with the state gauges already registered
+   * (src/observe/metrics.ts). Without it the API makes its own and registers them.
+   */
+  registry?: Registry;
+  /** Leak incidents and offboardings for the dashboard (GET /ui). */
+  dashboard?: Pick<DashboardDeps, "leaks" | "offboarding">;
   queueCounts?: () => Promise<Record<string, number>>;
   /** Readiness (GET /readyz): rejects naming each dependency that does not answer. */
   ping?: () => Promise<void>;
@@ -137,24 +150,24 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // fastify's own logger is off: rekey logs through its redacting pino instance below.
   // maxParamLength: an over-long id gets the 400 naming the limit below, not a bare 414.
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 } });
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
+  const status = async (): Promise<PolicyStatus[]> => {
+    const policies = deps.policies.all();
+    return collectStatus({ state: deps.state, policies, nextDue: await nextDueReader(), jobs: deps.jobs });
+  };
+  const nextDueReader = async () => deps.nextDue ?? (await persistedNextDue(deps.state.redis, deps.state.prefix, deps.policies.all(), Date.now()));
+  // A registry of the process (shared with other roles) already has the state gauges; one made
+  // here gets them too.
+  let registry = deps.registry;
+  if (!registry) {
+    registry = new Registry();
+    collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
+    stateMetrics(registry, { state: deps.state, policies: deps.policies, nextDue: nextDueReader, openLeakIncidents: deps.dashboard?.leaks ? () => openLeakIncidents(deps.dashboard!.leaks!) : undefined });
+  }
+  const metrics = registry;
   const confirmations = new Counter({ name: "rekey_confirmations_total", help: "Push confirmations received, by outcome", labelNames: ["outcome"], registers: [registry] });
   const consumerFailures = new Counter({ name: "rekey_consumer_failures_total", help: "Consumer failure reports received, by stage", labelNames: ["stage"], registers: [registry] });
   const requests = new Counter({ name: "rekey_api_requests_total", help: "API requests by route and status class", labelNames: ["route", "status"], registers: [registry] });
   const refusalCounter = new Counter({ name: "rekey_api_refusals_total", help: `API requests refused, by route and reason (${REFUSAL_REASONS.join(", ")})`, labelNames: ["route", "reason"], registers: [registry] });
-  new Gauge({
-    name: "rekey_rotations_in_flight",
-    help: "Rotations in flight, by status",
-    labelNames: ["status"],
-    registers: [registry],
-    async collect() {
-      this.reset();
-      const counts = new Map<string, number>();
-      for (const r of await deps.state.activeRotations()) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
-      for (const [status, n] of counts) this.set({ status }, n);
-    },
-  });
   new Gauge({
     name: "rekey_queue_jobs",
     help: "Rotation jobs in the queue, by state",
@@ -251,7 +264,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       return reply.code(503).send({ ok: false, error: errorMessage(err) });
     }
   });
-  app.get("/metrics", { onRequest: viewer }, async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  app.get("/metrics", { onRequest: viewer }, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
   // A consumer proves itself with its own token: a named token of scope consumer for exactly this
   // policy and consumer, or the token whose sha256 the policy holds. Without a bearer at all the
@@ -323,7 +336,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(200).send(res);
   });
 
-  app.get("/v1/status", { onRequest: viewer }, async () => collectStatus({ state: deps.state, policies: deps.policies.all(), nextDue: deps.nextDue }));
+  app.get("/v1/status", { onRequest: viewer }, async () => status());
 
   app.get<{ Params: { id: string }; Querystring: { limit?: string } }>("/v1/policies/:id/history", { onRequest: viewer }, async (req) => {
     const policyId = parse(PolicyId, req.params.id);
@@ -340,6 +353,17 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.post("/v1/offboardings", { bodyLimit: BODY_LIMITS.offboard, onRequest: operator }, async (req, reply) => {
     if (!deps.extensions?.offboard) throw new RequestError(404, "offboarding is not enabled in this process");
     return reply.code(202).send(await deps.extensions.offboard(req.body, actorOf(req.identity!)));
+  });
+
+  registerDashboard(app, {
+    guard,
+    audit: deps.audit,
+    policies: deps.policies,
+    rotations: deps.rotations,
+    status,
+    leaks: deps.dashboard?.leaks,
+    offboarding: deps.dashboard?.offboarding,
+    log: deps.log,
   });
 
   if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);

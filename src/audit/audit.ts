@@ -1,7 +1,8 @@
 /**
  * The audit trail: every step transition and every operator action, in Redis streams with bounded
  * retention (one stream for everything, one per policy for `rekey history <policy>`). Entries hold
- * ids, steps, outcomes and actors — never a value.
+ * ids, steps, outcomes and actors — never a value. Redis is a bounded cache: the audit sink
+ * (sink.ts) ships the whole trail, hash-chained, to a file, stdout or an HTTP endpoint.
  */
 import type { ChainableCommander } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
@@ -55,19 +56,33 @@ export class Audit {
   /** Newest first. */
   async history(opts: { policyId?: string; limit?: number } = {}): Promise<AuditRecord[]> {
     const rows = await this.redis.xrevrange(this.streamKey(opts.policyId), "+", "-", "COUNT", opts.limit ?? 100);
-    return rows.map(([id, flat]) => {
-      const f: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
-      return {
-        id,
-        at: Number(f.at),
-        step: f.step ?? "",
-        outcome: f.outcome ?? "",
-        actor: f.actor ?? "",
-        rotationId: f.rotationId,
-        policyId: f.policyId,
-        message: f.message,
-      };
-    });
+    return rows.map(parseRow);
   }
+
+  /** Oldest first: up to `count` entries of the whole trail after stream id `after` (the start without). */
+  async after(after: string | undefined, count: number): Promise<AuditRecord[]> {
+    const rows = await this.redis.xrange(this.streamKey(), after ? `(${after}` : "-", "+", "COUNT", count);
+    return rows.map(parseRow);
+  }
+
+  /** The key of the whole trail's stream (the audit sink reads it). */
+  get trailKey(): string {
+    return this.streamKey();
+  }
+}
+
+/** An entry as XRANGE returns it. */
+export function parseRow([id, flat]: [string, string[]]): AuditRecord {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+  return {
+    id,
+    at: Number(f.at),
+    step: f.step ?? "",
+    outcome: f.outcome ?? "",
+    actor: f.actor ?? "",
+    rotationId: f.rotationId,
+    policyId: f.policyId,
+    message: f.message,
+  };
 }

@@ -5,6 +5,7 @@
 import { userInfo } from "node:os";
 import { loadConfig, type Config } from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
+import type { RotationObserver } from "../observe/metrics.ts";
 import { createRuntime, type Runtime } from "../runtime.ts";
 import type { CliIo } from "./io.ts";
 
@@ -14,7 +15,7 @@ export interface CommandContext {
   rt: Runtime;
 }
 
-export async function openRuntime(io: CliIo, opts: { name: string; policies?: string[]; quiet?: boolean }): Promise<CommandContext> {
+export async function openRuntime(io: CliIo, opts: { name: string; policies?: string[]; quiet?: boolean; observer?: RotationObserver }): Promise<CommandContext> {
   const config = loadConfig(io.env);
   // Short commands keep stdout for their own output; the logger writes JSON lines to stderr.
   const log = createLogger({ level: opts.quiet ? "warn" : config.logLevel, name: opts.name, destination: opts.quiet ? process.stderr : undefined });
@@ -29,6 +30,7 @@ export async function openRuntime(io: CliIo, opts: { name: string; policies?: st
     env: io.env,
     // A short command has an operator waiting: say Redis is unreachable rather than hang.
     connectTimeoutMs: opts.quiet ? config.redisConnectTimeoutMs : undefined,
+    observer: opts.observer,
   });
   return { config, log, rt };
 }

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { errorMessage } from "../errors.ts";
 import * as agent from "./commands/agent.ts";
+import * as audit from "./commands/audit.ts";
 import * as demo from "./commands/demo.ts";
 import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
@@ -37,6 +38,7 @@ const COMMANDS: readonly CommandModule[] = [
   roles,
   agent,
   tokens,
+  audit,
   demo,
 ];
 

@@ -140,9 +140,23 @@ export class LeakResponse {
     }
     const incident: Incident = { incidentId, actor: existing?.actor ?? actor, createdAt: existing?.createdAt ?? this.deps.now(), target: existing ? `${existing.target}; ${words}` : words, targets };
     const key = this.deps.state.key("leak", incidentId);
-    await this.deps.state.redis.set(key, JSON.stringify(incident), "EX", engineDefaults.recordTtlSec);
+    const index = this.deps.state.key("leaks");
+    await this.deps.state.redis
+      .multi()
+      .set(key, JSON.stringify(incident), "EX", engineDefaults.recordTtlSec)
+      // The dashboard lists incidents from this index; entries leave it when their record expires.
+      .zadd(index, incident.createdAt, incidentId)
+      .zremrangebyscore(index, 0, this.deps.now() - engineDefaults.recordTtlSec * 1_000)
+      .exec();
     await this.deps.audit.record({ step: "leak.incident", outcome: "ok", actor, message: `incident ${incidentId}: ${words}: ${found.length} polic${found.length === 1 ? "y" : "ies"} (${found.map((f) => f.policyId).join(", ")})` });
     return incident;
+  }
+
+  /** The most recent incidents, newest first (the dashboard). */
+  async recent(limit = 20): Promise<Incident[]> {
+    const ids = await this.deps.state.redis.zrevrange(this.deps.state.key("leaks"), 0, limit - 1);
+    const found = await Promise.all(ids.map((id) => this.incident(id)));
+    return found.filter((i): i is Incident => i !== undefined);
   }
 
   async incident(incidentId: string): Promise<Incident | undefined> {

@@ -136,7 +136,7 @@ function describeTarget(target: NotifyTarget, index: number): string {
 }
 
 /** Seconds or an HTTP date, as milliseconds from now. */
-function retryAfterMs(value: string | null, now: number): number | undefined {
+export function retryAfterMs(value: string | null, now: number): number | undefined {
   if (!value) return undefined;
   if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
   const t = Date.parse(value);

@@ -156,7 +156,7 @@ export class Offboarding {
       entries.set(policyId, entry);
       if (res.added) queued++;
     }
-    await redis.hset(key, "_member", member);
+    await redis.multi().hset(key, "_member", member).zadd(this.deps.state.key("offboards"), this.deps.now(), member).exec();
     await this.deps.audit.record({
       step: "offboarding.run",
       outcome: "ok",
@@ -300,6 +300,23 @@ export class Offboarding {
         await this.sleep(wait);
       }
     }
+  }
+
+  /** Members offboarded most recently, newest first, with when their offboarding last ran. */
+  async recent(limit = 20): Promise<{ member: string; lastRunAt: number }[]> {
+    const flat = await this.deps.state.redis.zrevrange(this.deps.state.key("offboards"), 0, limit - 1, "WITHSCORES");
+    const out: { member: string; lastRunAt: number }[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) out.push({ member: flat[i]!, lastRunAt: Number(flat[i + 1]) });
+    return out;
+  }
+
+  /**
+   * Progress of the rotations an offboarding queued, from rekey's own records only: no provider
+   * is asked for the member's credentials (status() does that, and finds unmanaged ones).
+   */
+  async progress(memberIn: string): Promise<OffboardReport> {
+    const member = memberIn.toLowerCase();
+    return this.report(member, undefined, { managed: new Map(), unmanaged: [], listingErrors: [] }, await this.entries(member));
   }
 
   /** The report without changing anything (a status check; `run` calls it at its end). */

@@ -17,6 +17,7 @@ import type { Audit, AuditEntry } from "../audit/audit.ts";
 import { fingerprint as keyedFingerprint } from "../consumers/fingerprint.ts";
 import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError, TransientError, UnansweredError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { RotationObserver } from "../observe/metrics.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
 import { paceRequests } from "../providers/http.ts";
@@ -70,6 +71,8 @@ export interface EngineDeps {
   providerRates?: ProviderRates;
   crashAt?: (point: CrashPoint) => void;
   sleep?: (ms: number) => Promise<void>;
+  /** Step durations and failures for the metrics (src/observe/metrics.ts). */
+  observer?: RotationObserver;
 }
 
 interface StepOutcome {
@@ -123,7 +126,9 @@ export class RotationEngine {
       while (data.step !== "done") {
         abort.throwIfAborted();
         const step = data.step;
+        const began = performance.now();
         const out = await run.step(step);
+        this.deps.observer?.stepDone(policy.id, policy.provider.kind, step, (performance.now() - began) / 1_000);
         data = out.data;
         run.data = data;
         // Start, verifying and the decision to revoke only read the outside truth (until
@@ -160,6 +165,7 @@ export class RotationEngine {
         await job.updateData(data);
         return await parkJob(this.deps, job, data, until, token);
       }
+      this.deps.observer?.stepFailed(policy.id, policy.provider.kind, data.step);
       const attempts = job.opts.attempts ?? 1;
       const lastAttempt = job.attemptsMade + 1 >= attempts;
       if (data.failing) {
@@ -315,6 +321,8 @@ class Run {
     if (step === "start" && outcome === "ok") {
       m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
     }
+    // The credential's age (status, metrics) counts from the promotion that made it current.
+    if (patch.promotedAt !== undefined) m.hset(this.deps.state.key("policy", this.policy.id), { lastPromotedAt: String(patch.promotedAt) });
     await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
     await execOrThrow(m);

@@ -192,7 +192,7 @@ describe("rekey agent in front of a Python service", { timeout: 120_000 }, () =>
       env: { PATH: process.env.PATH ?? "", ...awsEnv(), REDIS_URL: redisUrl(), REKEY_PREFIX: stack.prefix, REKEY_POLICY_DIR: policyDir, LD_ADMIN_TOKEN: "x", [HOOK_KEY_ENV]: HOOK_KEY },
       timeout: 60_000,
     });
-    expect(stdout).toContain(`${req.rotationId}  manual  awaiting-confirmation  waiting for python-app (push)`);
+    expect(stdout).toContain(`${req.rotationId}  manual  awaiting-confirmation  waiting for consumers python-app (push)`);
     expect(stdout).toMatch(/! python-app failed \(reload\) at \d{4}-\d\d-\d\dT[\d:]+Z: reload command exited with code 3: app\.service: reload refused/);
     expect(agent.output()).not.toContain(managed.value);
   });

@@ -116,7 +116,11 @@ describe("health of the worker and scheduler processes", () => {
     expect(emulator.count("GetSecretValue")).toBe(0);
     const metrics = await fetch(`${worker.url}/metrics`);
     expect(metrics.headers.get("content-type")).toContain("text/plain");
-    expect(await metrics.text()).toMatch(/^rekey_process_cpu_user_seconds_total\{role="worker"\} \d/m);
+    const text = await metrics.text();
+    expect(text).toMatch(/^rekey_process_cpu_user_seconds_total\{role="worker"\} \d/m);
+    // What the worker does: step durations and failures (src/observe/metrics.ts).
+    expect(text).toContain("# TYPE rekey_rotation_step_duration_seconds histogram");
+    expect(text).toContain("# TYPE rekey_rotation_failures_total counter");
     noWarnings(await stop(worker));
   });
 
@@ -127,6 +131,10 @@ describe("health of the worker and scheduler processes", () => {
     const ready = await fetch(`${scheduler.url}/readyz`);
     expect(ready.status).toBe(200);
     expect(((await ready.json()) as { checks: Record<string, { ok: boolean }> }).checks).toMatchObject({ redis: { ok: true }, secretStore: { ok: true } });
+    // What is true now, read from Redis: the per-credential gauges, on the scheduler too.
+    const metrics = await (await fetch(`${scheduler.url}/metrics`)).text();
+    expect(metrics).toContain("# TYPE rekey_credential_age_seconds gauge");
+    expect(metrics).toMatch(/^rekey_leak_incidents_open\{role="scheduler"\} 0$/m);
     noWarnings(await stop(scheduler));
   });
 

@@ -75,7 +75,7 @@ describe("operating rekey", () => {
     const status = await rekey("status");
     expect(status.code, status.err).toBe(0);
     expect(status.out).toMatch(/ld-ops\s+launchdarkly\s+-\s+awaiting-confirmation\s+\d{4}-\d\d-\d\dT06:00:00Z/);
-    expect(status.out).toContain(`${rotationId}  manual  awaiting-confirmation  waiting for ops-api (push)`);
+    expect(status.out).toContain(`${rotationId}  manual  awaiting-confirmation  waiting for consumers ops-api (push)`);
     const statusJson = JSON.parse((await rekey("status", "--json")).out) as { policyId: string; inFlight?: { waitingFor: { consumerId: string }[] } }[];
     expect(statusJson[0]?.inFlight?.waitingFor).toEqual([{ consumerId: "ops-api", confirm: "push" }]);
 

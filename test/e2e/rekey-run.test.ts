@@ -4,16 +4,18 @@
  * answers, and SIGTERM stops the process cleanly.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { verifyChain } from "../../src/audit/chain.ts";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { freePort } from "../helpers/redis-server.ts";
 import { redisUrl } from "../helpers/redis.ts";
-import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 describe("rekey run", () => {
   let ld: LaunchDarklyFake;
@@ -60,6 +62,8 @@ describe("rekey run", () => {
         AWS_ACCESS_KEY_ID: "test",
         AWS_SECRET_ACCESS_KEY: "test",
         LD_ADMIN_TOKEN: admin.value,
+        REKEY_ADMIN_TOKEN_HASH: tokenHash(ADMIN_TOKEN),
+        REKEY_AUDIT_SINK: `file:${join(dir, "audit.jsonl")}`,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -77,10 +81,22 @@ describe("rekey run", () => {
       expect(ld.isLive(cur!.value)).toBe(true);
       const history = await stack.rt.audit.history({ policyId: "ld-nightly", limit: 200 });
       expect(history.some((h) => h.step === "scheduled.requested" && h.actor === "scheduler")).toBe(true);
+      // The operator's view of the same process: the dashboard, per-credential metrics, the audit sink.
+      const ui = await fetch(`http://127.0.0.1:${port}/ui`, { headers: { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString("base64")}` } });
+      expect(ui.status).toBe(200);
+      expect(await ui.text()).toContain('data-policy="ld-nightly"');
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+      // Label order differs by metric type: match each label, whatever its place.
+      expect(metrics).toMatch(/rekey_credential_age_seconds\{(?=[^}]*policy="ld-nightly")(?=[^}]*role="scheduler\+worker\+api")[^}]*\} \d/);
+      expect(metrics).toMatch(/rekey_rotation_step_duration_seconds_count\{(?=[^}]*provider="launchdarkly")(?=[^}]*step="revoking")[^}]*\} [1-9]/);
+      await until("audit shipped", () => existsSync(join(dir, "audit.jsonl")) && readFileSync(join(dir, "audit.jsonl"), "utf8").includes('"step":"revoking"'), 15_000, 200);
     } finally {
       child.kill("SIGTERM");
     }
     expect(await exited, output).toBe(0);
+    const shipped = verifyChain([{ name: "audit.jsonl", text: readFileSync(join(dir, "audit.jsonl"), "utf8") }]);
+    expect(shipped.ok, JSON.stringify(shipped.problems)).toBe(true);
+    expect(shipped.firstSeq).toBe(1);
     // I5: nothing the process printed holds a token.
     for (const t of ld.tokens()) expect(output).not.toContain(t.value);
   });

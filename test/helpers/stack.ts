@@ -10,6 +10,7 @@ import { createLogger } from "../../src/log.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { type ApiServerOptions, startApiServer, startRotationWorker } from "../../src/processes.ts";
 import type { ProviderRegistry } from "../../src/providers/types.ts";
+import type { RotationObserver } from "../../src/observe/metrics.ts";
 import type { CrashPoint } from "../../src/rotation/engine.ts";
 import type { ProviderRates } from "../../src/rotation/pacing.ts";
 import { type RedisTarget, scanKeys } from "../../src/redis-connection.ts";
@@ -67,6 +68,8 @@ export interface StackOptions {
   redis?: RedisTarget;
   /** Key prefix (default: a fresh one); a Cluster needs a hash-tagged one. */
   prefix?: string;
+  /** Step durations and failures (metrics) of the in-process worker. */
+  observer?: RotationObserver;
 }
 
 export interface Stack {
@@ -102,6 +105,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     awsWritesPerSecond: opts.awsWritesPerSecond ?? Infinity,
     requestTimeoutMs: opts.requestTimeoutMs,
     providerRates: opts.providerRates,
+    observer: opts.observer,
   });
   rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
   const { tokenHash } = await import("../../src/consumers/fingerprint.ts");

@@ -132,6 +132,21 @@ describe("loadConfig", () => {
     expect(configError({ REKEY_PREFIX: "{rekey" }).message).toContain("REKEY_PREFIX: expected at most one hash tag");
   });
 
+  it("reads the audit sink: stdout, a file with its rotation size, an HTTP URL; refuses anything else without repeating it", () => {
+    expect(loadConfig({ REKEY_AUDIT_SINK: "stdout" }).auditSink).toEqual({ kind: "stdout" });
+    expect(loadConfig({ REKEY_AUDIT_SINK: "file:/var/log/rekey/audit.jsonl", REKEY_AUDIT_FILE_MAX_BYTES: "2097152" }).auditSink).toEqual({ kind: "file", path: "/var/log/rekey/audit.jsonl", maxBytes: 2_097_152 });
+    expect(loadConfig({}).auditSink).toBeUndefined();
+    let message = "";
+    try {
+      loadConfig({ REKEY_AUDIT_SINK: "ftp://user:hunter2@logs", REKEY_AUDIT_FILE_MAX_BYTES: "10" });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain("REKEY_AUDIT_SINK: expected stdout, file:<path>, or an http(s):// URL");
+    expect(message).toContain("REKEY_AUDIT_FILE_MAX_BYTES: expected a size in bytes");
+    expect(message).not.toContain("hunter2");
+  });
+
   describe("secret settings from files (<NAME>_FILE)", () => {
     let dir: string;
     const file = (name: string, content: string): string => {
@@ -151,7 +166,10 @@ describe("loadConfig", () => {
         REDIS_URL_FILE: file("redis-url", "rediss://rekey:pw-from-file@redis.internal:6380\n"),
         REKEY_ADMIN_TOKEN_HASH_FILE: file("admin-token-hash", `${hash}\r\n`),
         REKEY_FINGERPRINT_KEY_FILE: file("fingerprint-key", key),
+        REKEY_AUDIT_SINK_FILE: file("audit-sink", "https://siem.example/ingest?key=abc\n"),
+        REKEY_AUDIT_SINK_TOKEN_FILE: file("audit-sink-token", "sink-token-from-file\n"),
       });
+      expect(config).toMatchObject({ auditSink: { kind: "http", url: "https://siem.example/ingest?key=abc", token: "sink-token-from-file" } });
       expect(config).toMatchObject({ redis: { kind: "single", url: "rediss://rekey:pw-from-file@redis.internal:6380" }, adminTokenHash: hash, fingerprintKey: key });
       const sentinel = loadConfig({
         REDIS_SENTINELS: "10.0.0.5:26379",
@@ -161,7 +179,7 @@ describe("loadConfig", () => {
       });
       expect(sentinel.redis).toMatchObject({ kind: "sentinel", password: "data-pw-from-file", sentinelPassword: "sentinel-pw-from-file" });
       // Every setting that may hold a secret has its _FILE form (this test covers them all).
-      expect([...SECRET_VARIABLES].sort()).toEqual(["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_FINGERPRINT_KEY"]);
+      expect([...SECRET_VARIABLES].sort()).toEqual(["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "REDIS_URL", "REKEY_ADMIN_TOKEN_HASH", "REKEY_AUDIT_SINK", "REKEY_AUDIT_SINK_TOKEN", "REKEY_FINGERPRINT_KEY"]);
     });
 
     it("refuses a variable set both ways, a missing or empty file, and never shows what a file holds", () => {

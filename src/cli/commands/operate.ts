@@ -2,10 +2,11 @@
 import { type Command, Option } from "commander";
 import { errorMessage } from "../../errors.ts";
 import { loadPolicies } from "../../policy/loader.ts";
-import type { Policy } from "../../policy/schema.ts";
 import { capabilitiesOf } from "../../providers/capabilities.ts";
 import { RequestError } from "../../rotation/requests.ts";
-import { collectStatus } from "../../rotation/status.ts";
+import { collectStatus, jobViewer } from "../../rotation/status.ts";
+import { persistedNextDue } from "../../scheduler/next-due.ts";
+import { printable } from "../../util/printable.ts";
 import { nextSlots } from "../../scheduler/slots.ts";
 import { formatDuration } from "../../util/duration.ts";
 import { apiTarget, callApi } from "../api-client.ts";
@@ -13,16 +14,6 @@ import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 
 const json = new Option("--json", "print JSON");
-
-function nextDueOf(p: Policy, now: number): number | undefined {
-  return p.schedule ? nextSlots(p.schedule, now, 1, p.id)[0] : undefined;
-}
-
-/** A consumer's words, made safe for a terminal: control characters shown as \\xNN. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex -- these are exactly the characters to escape
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-}
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -78,26 +69,34 @@ export function register(program: Command, io: CliIo): void {
     .action(async (opts: { json?: boolean }) => {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        const now = Date.now();
-        const status = await collectStatus({ state: rt.state, policies: rt.policies.all(), nextDue: (id) => { const p = rt.policies.get(id); return p ? nextDueOf(p, now) : undefined; } });
+        const status = await collectStatus({
+          state: rt.state,
+          policies: rt.policies.all(),
+          nextDue: await persistedNextDue(rt.redis, rt.prefix, rt.policies.all(), Date.now()),
+          jobs: jobViewer(rt.queue),
+        });
         if (opts.json) {
           io.stdout(`${JSON.stringify(status, null, 2)}\n`);
           return;
         }
         const rows = [["POLICY", "PROVIDER", "LAST", "STATUS", "NEXT DUE"]];
-        for (const s of status) rows.push([s.policyId, s.provider, when(s.lastCompletedAt), s.inFlight?.status ?? s.lastStatus ?? "never", when(s.nextDue)]);
+        for (const s of status) rows.push([s.policyId, s.provider, when(s.lastCompletedAt), s.inFlight?.status ?? s.lastStatus ?? "never", when(s.nextDue)].map(printable));
         io.stdout(table(rows));
         const waiting = status.filter((s) => s.inFlight);
         if (waiting.length) {
           io.stdout("\nin flight:\n");
           for (const s of waiting) {
             const f = s.inFlight!;
-            const on = f.waitingFor.length ? `waiting for ${f.waitingFor.map((w) => `${w.consumerId} (${w.confirm})`).join(", ")}` : "";
-            io.stdout(`  ${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  ${on}${f.message && !on ? f.message : ""}\n`);
+            io.stdout(`  ${printable(`${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  waiting for ${f.waitsFor.text}`)}\n`);
             for (const x of f.consumerFailures) {
               io.stdout(`    ! ${printable(x.consumerId)} failed (${printable(x.stage)}) at ${when(x.at)}: ${printable(x.message)}\n`);
             }
           }
+        }
+        const attention = status.filter((s) => s.remedy);
+        if (attention.length) {
+          io.stdout("\nneeds attention:\n");
+          for (const s of attention) io.stdout(`  ${printable(`${s.policyId}: ${s.remedy}`)}\n`);
         }
       } finally {
         await rt.close();
@@ -121,7 +120,7 @@ export function register(program: Command, io: CliIo): void {
         }
         if (!rows.length) io.stdout("no audit records\n");
         for (const r of rows) {
-          io.stdout(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}\n`);
+          io.stdout(`${printable(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}`)}\n`);
         }
       } finally {
         await rt.close();

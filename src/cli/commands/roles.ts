@@ -1,7 +1,11 @@
 /** `rekey worker | api | scheduler | run`: the long-running roles. */
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { AuditShipper, auditSinkMetrics, sinkFor } from "../../audit/sink.ts";
+import { leakResponseFor } from "../../leak/leak.ts";
+import { openLeakIncidents, rotationMetrics, stateMetrics } from "../../observe/metrics.ts";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
-import { startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
+import { persistedNextDue } from "../../scheduler/next-due.ts";
+import { roleRegistry, startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
 import { workerDefaults } from "../../rotation/defaults.ts";
 import { startScheduler } from "../../scheduler/runner.ts";
 import { openRuntime, untilStopped, type CommandContext } from "../context.ts";
@@ -24,12 +28,28 @@ const healthPortOption = () =>
   new Option("--health-port <port>", "serve /healthz, /readyz and /metrics on this port (default REKEY_HEALTH_PORT; unset: off)").argParser(port);
 
 async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<void> {
-  const ctx: CommandContext = await openRuntime(io, { name: roles.join("+") });
+  // One metrics registry per process, whatever roles it runs: the API and the health port serve it at /metrics.
+  const registry = roleRegistry(roles.join("+"));
+  const observer = roles.includes("worker") ? rotationMetrics(registry) : undefined;
+  const ctx: CommandContext = await openRuntime(io, { name: roles.join("+"), observer });
   const { config, log, rt } = ctx;
   const running: Stoppable[] = [];
   let nextDue: ((id: string) => number | undefined) | undefined;
   let reloadScheduler: (() => Promise<unknown>) | undefined;
   try {
+    if (config.auditSink) {
+      // Every role may ship; a lease in Redis lets one process at a time do it.
+      const shipper: AuditShipper = new AuditShipper({
+        redis: rt.redis,
+        prefix: rt.prefix,
+        audit: rt.audit,
+        sink: sinkFor(config.auditSink),
+        log,
+        metrics: auditSinkMetrics(registry, () => shipper.lag()),
+      });
+      shipper.start();
+      running.push({ stop: () => shipper.stop() });
+    }
     if (roles.includes("scheduler")) {
       const sched = await startScheduler({
         redis: rt.redis,
@@ -60,18 +80,39 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
         running.push(reconciler);
       }
     }
+    if (roles.includes("api") || roles.includes("scheduler")) {
+      // What is true now (credential age, pending consumers, ...): read from Redis when scraped.
+      const leaks = leakResponseFor(rt);
+      stateMetrics(registry, {
+        state: rt.state,
+        policies: rt.policies,
+        nextDue: async () => nextDue ?? (await persistedNextDue(rt.redis, rt.prefix, rt.policies.all(), Date.now())),
+        openLeakIncidents: () => openLeakIncidents(leaks),
+      });
+    }
     if (roles.includes("worker")) {
       const concurrency = opts.concurrency ? Number(opts.concurrency) : config.workerConcurrency;
       running.push(startRotationWorker(rt, { concurrency, log }));
       log.info({ concurrency }, "rotation worker started");
     }
     if (roles.includes("api")) {
-      running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit } }));
+      running.push(
+        await startApiServer(rt, {
+          host: config.apiHost,
+          port: config.apiPort,
+          adminTokenHash: config.adminTokenHash,
+          log,
+          nextDue,
+          registry,
+          oidc: config.oidc,
+          rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit },
+        }),
+      );
     }
     const healthPort = opts.healthPort ?? config.healthPort;
     if (healthPort !== undefined) {
       // Started last, so it stops first: readiness goes away before the roles drain.
-      running.push(await startHealthServer(rt, { role: roles.join("+"), host: config.healthHost, port: healthPort, log }));
+      running.push(await startHealthServer(rt, { role: roles.join("+"), host: config.healthHost, port: healthPort, log, registry }));
     }
     const unwatch = rt.policies.watch((issues) => {
       for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
