@@ -28,7 +28,7 @@ import { REFUSAL_REASONS, Refusals } from "../auth/refusals.ts";
 import type { ApiTokens } from "../auth/tokens.ts";
 import type { Audit } from "../audit/audit.ts";
 import { FAILURE_STAGES } from "../consumers/rekey-client.ts";
-import { errorMessage, RekeyError } from "../errors.ts";
+import { errorMessage, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { RekeyState } from "../rotation/state.ts";
@@ -230,6 +230,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       refusals.note(status === 413 ? "too-large" : status === 404 ? "not-found" : status === 405 ? "method" : "bad-request", routeOf(req), { ip: req.ip });
       return reply.code(status).send({ error: errorMessage(err) });
     }
+    // Retrying can help (the secret store is down): say so, with the reason, as a 503.
+    if (err instanceof TransientError) return reply.code(503).header("retry-after", "30").send({ error: err.message });
     deps.log.error({ route: req.routeOptions.url, err: errorMessage(err) }, "api request failed");
     return reply.code(500).send({ error: err instanceof RekeyError ? err.message : "internal error (see the rekey api log)" });
   });
