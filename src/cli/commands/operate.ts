@@ -1,6 +1,6 @@
 /** `rekey rotate | status | history | plan | submit`: operator commands. */
 import { type Command, Option } from "commander";
-import { errorMessage } from "../../errors.ts";
+import { errorMessage, formatPolicyIssue } from "../../errors.ts";
 import { loadPolicies } from "../../policy/loader.ts";
 import type { Policy } from "../../policy/schema.ts";
 import { capabilitiesOf } from "../../providers/capabilities.ts";
@@ -11,22 +11,12 @@ import { formatDuration } from "../../util/duration.ts";
 import { apiTarget, callApi } from "../api-client.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc, table } from "../terminal.ts";
 
 const json = new Option("--json", "print JSON");
 
 function nextDueOf(p: Policy, now: number): number | undefined {
   return p.schedule ? nextSlots(p.schedule, now, 1, p.id)[0] : undefined;
-}
-
-/** A consumer's words, made safe for a terminal: control characters shown as \\xNN. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex -- these are exactly the characters to escape
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
 }
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
@@ -59,10 +49,10 @@ export function register(program: Command, io: CliIo): void {
       try {
         const res = await rt.rotations.enqueue({ policyId, reason: "manual", actor });
         if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
-        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+        else io.stdout(res.added ? `queued rotation ${esc(res.rotationId)} of ${esc(policyId)} (job ${esc(res.jobId)})\n` : `rotation ${esc(res.rotationId)} of ${esc(policyId)} is already queued\n`);
       } catch (err) {
         if (err instanceof RequestError) {
-          io.stderr(`rekey rotate: ${err.message}\n`);
+          io.stderr(`rekey rotate: ${esc(err.message)}\n`);
           throw new CliExit(EXIT.failure);
         }
         throw err;
@@ -92,10 +82,10 @@ export function register(program: Command, io: CliIo): void {
           io.stdout("\nin flight:\n");
           for (const s of waiting) {
             const f = s.inFlight!;
-            const on = f.waitingFor.length ? `waiting for ${f.waitingFor.map((w) => `${w.consumerId} (${w.confirm})`).join(", ")}` : "";
-            io.stdout(`  ${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  ${on}${f.message && !on ? f.message : ""}\n`);
+            const on = f.waitingFor.length ? `waiting for ${f.waitingFor.map((w) => `${esc(w.consumerId)} (${esc(w.confirm)})`).join(", ")}` : "";
+            io.stdout(`  ${esc(s.policyId)}  ${esc(f.rotationId)}  ${esc(f.reason)}  ${esc(f.status)}  ${on}${f.message && !on ? esc(f.message) : ""}\n`);
             for (const x of f.consumerFailures) {
-              io.stdout(`    ! ${printable(x.consumerId)} failed (${printable(x.stage)}) at ${when(x.at)}: ${printable(x.message)}\n`);
+              io.stdout(`    ! ${esc(x.consumerId)} failed (${esc(x.stage)}) at ${when(x.at)}: ${esc(x.message)}\n`);
             }
           }
         }
@@ -113,7 +103,7 @@ export function register(program: Command, io: CliIo): void {
     .action(async (policyId: string | undefined, opts: { limit: string; json?: boolean }) => {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        if (policyId && !rt.policies.get(policyId)) io.stderr(`note: ${policyId} is not in the loaded policies; showing its stored history\n`);
+        if (policyId && !rt.policies.get(policyId)) io.stderr(`note: ${esc(policyId)} is not in the loaded policies; showing its stored history\n`);
         const rows = await rt.audit.history({ policyId, limit: Number(opts.limit) || 50 });
         if (opts.json) {
           io.stdout(`${JSON.stringify(rows, null, 2)}\n`);
@@ -121,7 +111,7 @@ export function register(program: Command, io: CliIo): void {
         }
         if (!rows.length) io.stdout("no audit records\n");
         for (const r of rows) {
-          io.stdout(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}\n`);
+          io.stdout(`${when(r.at)}  ${esc(r.policyId ?? "-")}  ${esc(r.rotationId ?? "-")}  ${esc(r.step)} ${esc(r.outcome)}  by ${esc(r.actor)}${r.message ? `: ${esc(r.message)}` : ""}\n`);
         }
       } finally {
         await rt.close();
@@ -137,7 +127,7 @@ export function register(program: Command, io: CliIo): void {
       const dir = paths.length ? paths : [io.env.REKEY_POLICY_DIR ?? "policies"];
       const { policies, issues } = await loadPolicies(dir);
       if (issues.length) {
-        for (const i of issues) io.stderr(`${i.file}${i.line ? `:${i.line}` : ""}: ${i.path ? `${i.path}: ` : ""}${i.message}\n`);
+        for (const i of issues) io.stderr(`${esc(formatPolicyIssue(i))}\n`);
         throw new CliExit(EXIT.failure);
       }
       const now = Date.now();
@@ -162,10 +152,10 @@ export function register(program: Command, io: CliIo): void {
         return;
       }
       for (const p of plan) {
-        io.stdout(`${p.policyId}  (${p.provider}, owner ${p.owner}, secret ${p.secret})\n`);
+        io.stdout(`${esc(p.policyId)}  (${esc(p.provider)}, owner ${esc(p.owner)}, secret ${esc(p.secret)})\n`);
         io.stdout(`  next due:  ${p.next.length ? p.next.map((t) => when(t)).join(", ") : "no schedule (manual, leak and offboarding only)"}\n`);
-        io.stdout(`  strategy:  ${p.strategy}${p.issue === "human" ? " (human step)" : ""} — ${p.consumerImpact}\n`);
-        io.stdout(`  consumers: ${p.consumers.length ? p.consumers.map((c) => `${c.id} (${c.confirm}${c.required ? "" : ", optional"})`).join(", ") : "none"}; timeout ${p.timeout}, then ${p.onTimeout}\n\n`);
+        io.stdout(`  strategy:  ${esc(p.strategy)}${p.issue === "human" ? " (human step)" : ""} — ${esc(p.consumerImpact)}\n`);
+        io.stdout(`  consumers: ${p.consumers.length ? p.consumers.map((c) => `${esc(c.id)} (${esc(c.confirm)}${c.required ? "" : ", optional"})`).join(", ") : "none"}; timeout ${esc(p.timeout)}, then ${esc(p.onTimeout)}\n\n`);
       }
     });
 
@@ -199,9 +189,9 @@ export function register(program: Command, io: CliIo): void {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
         const res = await rt.rotations.submit({ rotationId, value: text, actor });
-        io.stdout(`accepted: the value passed the check and is stored as version ${res.versionId} of ${res.policyId}; the rotation goes on\n`);
+        io.stdout(`accepted: the value passed the check and is stored as version ${esc(res.versionId)} of ${esc(res.policyId)}; the rotation goes on\n`);
       } catch (err) {
-        io.stderr(`rekey submit: ${errorMessage(err)}\n`);
+        io.stderr(`rekey submit: ${esc(errorMessage(err))}\n`);
         throw new CliExit(EXIT.failure);
       } finally {
         await rt.close();
