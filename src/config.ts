@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
 import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
+import type { TlsFiles } from "./api/tls.ts";
 import { type HostPort, prefixProblem, readTlsCa, type RedisTarget } from "./redis-connection.ts";
 import { parseDuration } from "./util/duration.ts";
 
@@ -77,6 +78,12 @@ export interface Config {
    * (REKEY_RECONCILE_INTERVAL; `off` turns it off: undefined). Default: 10 minutes.
    */
   reconcileEveryMs?: number;
+  /**
+   * HTTPS for the API: PEM certificate and key files (REKEY_TLS_CERT, REKEY_TLS_KEY), and
+   * optionally a PEM CA bundle whose client certificates are required (REKEY_TLS_CLIENT_CA, mTLS).
+   * Unset: plain HTTP (put the API behind a TLS-terminating proxy, or on 127.0.0.1 only).
+   */
+  tls?: TlsFiles;
 }
 
 /**
@@ -209,6 +216,9 @@ const Env = z.object({
   REKEY_OIDC_JWKS_URL: z.url({ protocol: /^https?$/, error: "expected the URL of the issuer's JWKS (https://…)" }).optional(),
   REKEY_OIDC_CLAIM: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "expected a claim name such as groups").default("groups"),
   REKEY_OIDC_SCOPE_MAP: z.string().min(1).optional(),
+  REKEY_TLS_CERT: z.string().min(1).optional(),
+  REKEY_TLS_KEY: z.string().min(1).optional(),
+  REKEY_TLS_CLIENT_CA: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
 });
 
@@ -253,6 +263,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration:\n  ${[...fileProblems, ...lines].join("\n  ")}`);
   }
   const e = parsed.data;
+  if (Boolean(e.REKEY_TLS_CERT) !== Boolean(e.REKEY_TLS_KEY)) {
+    throw new ConfigError(`invalid configuration:\n  ${e.REKEY_TLS_CERT ? "REKEY_TLS_KEY" : "REKEY_TLS_CERT"}: set REKEY_TLS_CERT and REKEY_TLS_KEY together (the certificate and its private key, PEM files)`);
+  }
+  if (e.REKEY_TLS_CLIENT_CA && !e.REKEY_TLS_CERT) {
+    throw new ConfigError("invalid configuration:\n  REKEY_TLS_CLIENT_CA: client certificates need HTTPS: set REKEY_TLS_CERT and REKEY_TLS_KEY too");
+  }
   let oidc: OidcOptions | undefined;
   if (e.REKEY_OIDC_ISSUER) {
     const missing = [!e.REKEY_OIDC_AUDIENCE && "REKEY_OIDC_AUDIENCE", !e.REKEY_OIDC_SCOPE_MAP && "REKEY_OIDC_SCOPE_MAP"].filter(Boolean);
@@ -287,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
     oidc,
     reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
+    tls: e.REKEY_TLS_CERT && e.REKEY_TLS_KEY ? { cert: e.REKEY_TLS_CERT, key: e.REKEY_TLS_KEY, clientCa: e.REKEY_TLS_CLIENT_CA } : undefined,
   };
 }
 

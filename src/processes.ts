@@ -3,9 +3,11 @@
  * (`workers/`, `rekey worker|api|scheduler|run`). Each returns a handle whose `stop()` drains it.
  */
 import { Worker } from "bullmq";
+import type { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { buildApi } from "./api/server.ts";
+import { httpsOptions, secureContextOf, type TlsFiles } from "./api/tls.ts";
 import { type OidcOptions, OidcVerifier } from "./auth/jwt.ts";
 import { errorMessage } from "./errors.ts";
 import { leakResponseFor } from "./leak/leak.ts";
@@ -108,9 +110,12 @@ export interface ApiServerOptions {
   rateLimit?: { perAddress?: number; perIdentity?: number; windowMs?: number };
   /** How often refused confirmations are summed into the audit, in ms (default 60 s). */
   refusalAuditWindowMs?: number;
+  /** HTTPS (REKEY_TLS_CERT / REKEY_TLS_KEY), and mTLS with REKEY_TLS_CLIENT_CA. */
+  tls?: TlsFiles;
 }
 
-export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance }> {
+export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance; reloadTls(): void }> {
+  const tls = opts.tls;
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
   const checks = readinessChecks(rt);
@@ -139,16 +144,23 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
       }
     },
     redisReady: () => rt.redis.status === "ready",
+    https: tls ? httpsOptions(tls) : undefined,
     extensions: {
       leak: (body, actor) => leaks.handle(body, actor),
       offboard: (body, actor) => offboarding.handle(body, actor),
     },
   });
   const address = await app.listen({ host: opts.host, port: opts.port });
-  opts.log.info({ address }, "rekey api listening");
+  opts.log.info({ address, tls: tls ? (tls.clientCa ? "mtls" : "https") : "off" }, "rekey api listening");
   return {
     url: address,
     app,
+    /** Read the certificate, key and client CAs again; new connections use them (SIGHUP). */
+    reloadTls() {
+      if (!tls) return;
+      (app.server as unknown as TlsServer).setSecureContext(secureContextOf(tls));
+      opts.log.info("TLS certificate reloaded");
+    },
     async stop() {
       await app.close();
       limiter.disconnect();

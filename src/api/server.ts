@@ -15,6 +15,7 @@
 import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
+import type { TlsOptions } from "node:tls";
 import rateLimit from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
@@ -80,6 +81,8 @@ export interface ApiDeps {
   /** False while rekey's Redis connection is down: requests that need it get a 503 at once. */
   redisReady?: () => boolean;
   extensions?: ApiExtensions;
+  /** Serve HTTPS with these options (see ./tls.ts); without them, plain HTTP. */
+  https?: TlsOptions;
 }
 
 /** Answer without Redis, without credentials and without a rate limit: liveness and readiness. */
@@ -136,7 +139,8 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // fastify's own logger is off: rekey logs through its redacting pino instance below.
   // maxParamLength: an over-long id gets the 400 naming the limit below, not a bare 414.
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 } });
+  // With `https` the server is an https.Server; the routes and hooks are the same either way.
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 }, ...(deps.https ? { https: deps.https } : {}) }) as unknown as FastifyInstance;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "rekey_api_" });
   const confirmations = new Counter({ name: "rekey_confirmations_total", help: "Push confirmations received, by outcome", labelNames: ["outcome"], registers: [registry] });

@@ -1,5 +1,6 @@
 /** `rekey worker | api | scheduler | run`: the long-running roles. */
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { errorMessage } from "../../errors.ts";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
 import { startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
 import { workerDefaults } from "../../rotation/defaults.ts";
@@ -29,6 +30,7 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
   const running: Stoppable[] = [];
   let nextDue: ((id: string) => number | undefined) | undefined;
   let reloadScheduler: (() => Promise<unknown>) | undefined;
+  let reloadTls: (() => void) | undefined;
   try {
     if (roles.includes("scheduler")) {
       const sched = await startScheduler({
@@ -66,7 +68,9 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       log.info({ concurrency }, "rotation worker started");
     }
     if (roles.includes("api")) {
-      running.push(await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit } }));
+      const api = await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit }, tls: config.tls });
+      reloadTls = () => api.reloadTls();
+      running.push(api);
     }
     const healthPort = opts.healthPort ?? config.healthPort;
     if (healthPort !== undefined) {
@@ -82,6 +86,12 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       const issues = await rt.policies.reload();
       for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
       await reloadScheduler?.();
+      try {
+        reloadTls?.();
+      } catch (err) {
+        // A half-written certificate file must not stop the API: the one in use stays.
+        log.error({ err: errorMessage(err) }, "TLS certificate not reloaded; the previous one stays in use");
+      }
     });
   } finally {
     for (const r of running.reverse()) await r.stop();
@@ -98,7 +108,7 @@ export function register(program: Command, io: CliIo): void {
     .action((opts: RoleOptions) => runRoles(io, ["worker"], opts));
   program
     .command("api")
-    .description("serve the HTTP API (confirmations, triggers, status, metrics) on REKEY_API_HOST:REKEY_API_PORT")
+    .description("serve the HTTP API (confirmations, triggers, status, metrics) on REKEY_API_HOST:REKEY_API_PORT; HTTPS with REKEY_TLS_CERT/REKEY_TLS_KEY, mTLS with REKEY_TLS_CLIENT_CA")
     .addOption(healthPortOption())
     .action((opts: RoleOptions) => runRoles(io, ["api"], opts));
   program
