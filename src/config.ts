@@ -84,6 +84,11 @@ export interface Config {
    * Unset: plain HTTP (put the API behind a TLS-terminating proxy, or on 127.0.0.1 only).
    */
   tls?: TlsFiles;
+  /**
+   * Where people's browsers reach the API (REKEY_PUBLIC_URL), e.g. `https://rekey.example.com`.
+   * With it, a human step's notification carries a one-time link to submit the new value.
+   */
+  publicUrl?: string;
 }
 
 /**
@@ -216,6 +221,10 @@ const Env = z.object({
   REKEY_OIDC_JWKS_URL: z.url({ protocol: /^https?$/, error: "expected the URL of the issuer's JWKS (https://…)" }).optional(),
   REKEY_OIDC_CLAIM: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "expected a claim name such as groups").default("groups"),
   REKEY_OIDC_SCOPE_MAP: z.string().min(1).optional(),
+  REKEY_PUBLIC_URL: z
+    .url({ protocol: /^https?$/, error: "expected the http(s) URL at which browsers reach the API, e.g. https://rekey.example.com" })
+    .refine((v) => !/[?#]/.test(v), "expected a URL without query or fragment")
+    .optional(),
   REKEY_TLS_CERT: z.string().min(1).optional(),
   REKEY_TLS_KEY: z.string().min(1).optional(),
   REKEY_TLS_CLIENT_CA: z.string().min(1).optional(),
@@ -303,6 +312,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiIdentityRateLimit: e.REKEY_API_IDENTITY_RATE_LIMIT,
     oidc,
     reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
+    publicUrl: e.REKEY_PUBLIC_URL,
     tls: e.REKEY_TLS_CERT && e.REKEY_TLS_KEY ? { cert: e.REKEY_TLS_CERT, key: e.REKEY_TLS_KEY, clientCa: e.REKEY_TLS_CLIENT_CA } : undefined,
   };
 }

@@ -16,8 +16,10 @@ import { createNotifyProcessor } from "./notify/outbox.ts";
 import { redisCheck, secretStoreCheck } from "./observe/readiness.ts";
 import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/role-server.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
+import type { Provider } from "./providers/types.ts";
 import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
+import { SubmitLinks } from "./rotation/submit-links.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
 
@@ -32,6 +34,11 @@ export interface WorkerOptions {
   lockDurationMs?: number;
   /** Override workerDefaults.stalledInterval (ms). */
   stalledIntervalMs?: number;
+  /**
+   * REKEY_PUBLIC_URL: where owners' browsers reach the API. With it, human-step notifications
+   * carry a one-time submit link; without it, they say `rekey submit` only.
+   */
+  publicUrl?: string;
 }
 
 export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable & { worker: Worker } {
@@ -53,7 +60,10 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
     opts.log.warn({ jobId: job?.id, err: errorMessage(err) }, "rotation job failed");
   });
   worker.on("error", (err) => opts.log.error({ err: errorMessage(err) }, "rotation worker error"));
-  const notifier = new Worker(NOTIFY_QUEUE, createNotifyProcessor({ resolve: rt.resolve, now: Date.now, log: opts.log, policies: rt.policies }), {
+  const links = new SubmitLinks(rt.state);
+  const publicUrl = opts.publicUrl;
+  const submitLink = publicUrl ? (rotationId: string) => links.mint(rotationId, publicUrl) : undefined;
+  const notifier = new Worker(NOTIFY_QUEUE, createNotifyProcessor({ resolve: rt.resolve, now: Date.now, log: opts.log, policies: rt.policies, submitLink }), {
     connection: rt.connection,
     prefix: bullPrefix(rt.prefix),
     concurrency: 4,
@@ -112,6 +122,8 @@ export interface ApiServerOptions {
   refusalAuditWindowMs?: number;
   /** HTTPS (REKEY_TLS_CERT / REKEY_TLS_KEY), and mTLS with REKEY_TLS_CLIENT_CA. */
   tls?: TlsFiles;
+  /** REKEY_PUBLIC_URL: the origin a submit-link page is posted from, besides the request's own. */
+  publicUrl?: string;
 }
 
 export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance; reloadTls(): void }> {
@@ -145,6 +157,11 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     },
     redisReady: () => rt.redis.status === "ready",
     https: tls ? httpsOptions(tls) : undefined,
+    submitPage: {
+      links: new SubmitLinks(rt.state),
+      publicUrl: opts.publicUrl,
+      instructions: (policy, rotationId) => (rt.providers[policy.provider.kind] as Provider).instructions?.(policy.provider as never, { policyId: policy.id, rotationId }),
+    },
     extensions: {
       leak: (body, actor) => leaks.handle(body, actor),
       offboard: (body, actor) => offboarding.handle(body, actor),

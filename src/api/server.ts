@@ -35,6 +35,7 @@ import type { Policy } from "../policy/schema.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import { collectStatus } from "../rotation/status.ts";
+import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -81,6 +82,8 @@ export interface ApiDeps {
   /** False while rekey's Redis connection is down: requests that need it get a 503 at once. */
   redisReady?: () => boolean;
   extensions?: ApiExtensions;
+  /** The one-time submit link page at /submit/:token (human steps without admin rights). */
+  submitPage?: Omit<SubmitPageDeps, "rotations" | "policies" | "log">;
   /** Serve HTTPS with these options (see ./tls.ts); without them, plain HTTP. */
   https?: TlsOptions;
 }
@@ -347,6 +350,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     if (!deps.extensions?.offboard) throw new RequestError(404, "offboarding is not enabled in this process");
     return reply.code(202).send(await deps.extensions.offboard(req.body, actorOf(req.identity!)));
   });
+
+  if (deps.submitPage) registerSubmitPage(app, { ...deps.submitPage, rotations: deps.rotations, policies: deps.policies, log: deps.log });
 
   if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);
 

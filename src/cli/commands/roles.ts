@@ -64,11 +64,11 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
     }
     if (roles.includes("worker")) {
       const concurrency = opts.concurrency ? Number(opts.concurrency) : config.workerConcurrency;
-      running.push(startRotationWorker(rt, { concurrency, log }));
+      running.push(startRotationWorker(rt, { concurrency, log, publicUrl: config.publicUrl }));
       log.info({ concurrency }, "rotation worker started");
     }
     if (roles.includes("api")) {
-      const api = await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit }, tls: config.tls });
+      const api = await startApiServer(rt, { host: config.apiHost, port: config.apiPort, adminTokenHash: config.adminTokenHash, log, nextDue, oidc: config.oidc, rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit }, tls: config.tls, publicUrl: config.publicUrl });
       reloadTls = () => api.reloadTls();
       running.push(api);
     }
