@@ -184,7 +184,10 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
     let delivered = event;
     if ((event.event === "human.action-required" || event.event === "human.reminder") && deps.submitLink) {
       const submitUrl = await deps.submitLink(event.rotationId);
-      if (submitUrl) delivered = { ...event, submitUrl };
+      if (submitUrl) {
+        const how = `Or submit the new value in a browser with this one-time link (it works for one submission, until the human step times out): ${submitUrl}`;
+        delivered = { ...event, submitUrl, instructions: event.instructions ? `${event.instructions}\n\n${how}` : how };
+      }
     }
 
     let url: string;

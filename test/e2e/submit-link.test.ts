@@ -39,6 +39,8 @@ async function rekeyKeys(stack: Stack): Promise<string[]> {
 async function submitUrlOf(receiver: Receiver, rotationId: string): Promise<string> {
   const asked = await receiver.waitFor("human.action-required", rotationId);
   if (asked.event !== "human.action-required" || !asked.submitUrl) throw new Error("the human step's notification carries no submit link");
+  // The owner's instructions say it in words too.
+  expect(asked.instructions).toContain(`one-time link (it works for one submission, until the human step times out): ${asked.submitUrl}`);
   return asked.submitUrl;
 }
 
