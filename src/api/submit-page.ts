@@ -135,6 +135,10 @@ export function registerSubmitPage(app: FastifyInstance, deps: SubmitPageDeps): 
 
     scope.post<{ Params: { token: string }; Body: unknown }>("/submit/:token", { bodyLimit: BODY_LIMIT }, async (req, reply) => {
       if (crossSite(req)) return send(reply, 403, "Refused", "<p>This form only accepts submissions from its own page.</p>");
+      // The form's own encoding only (a JSON body would be a script, not this page).
+      if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers["content-type"] ?? "")) {
+        return send(reply, 415, "Refused", "<p>Submit the value with this page's form.</p>");
+      }
       const target = await deps.links.lookup(req.params.token);
       if (!target) return send(reply, 404, "Link not valid", INVALID);
       const body = req.body as Record<string, unknown> | undefined;

@@ -107,6 +107,8 @@ describe("one-time submit link for a human step", () => {
     // A post from another site is refused before the value is looked at.
     const forged = await fetch(link, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", origin: "http://attacker.example", "sec-fetch-site": "cross-site" }, body: "value=abc" });
     expect(forged.status).toBe(403);
+    const json = await fetch(link, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ value: "abc" }) });
+    expect(json.status).toBe(415);
     expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
 
     const { page, requests } = await openPage();
