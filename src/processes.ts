@@ -160,7 +160,8 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     submitPage: {
       links: new SubmitLinks(rt.state),
       publicUrl: opts.publicUrl,
-      instructions: (policy, rotationId) => (rt.providers[policy.provider.kind] as Provider).instructions?.(policy.provider as never, { policyId: policy.id, rotationId }),
+      instructions: (policy, target) =>
+        (rt.providers[policy.provider.kind] as Provider).instructions?.(policy.provider as never, { policyId: policy.id, rotationId: target.rotationId, successor: target.successor }),
     },
     extensions: {
       leak: (body, actor) => leaks.handle(body, actor),

@@ -26,7 +26,7 @@ export interface SubmitPageDeps {
   /** REKEY_PUBLIC_URL: the origin a browser posts from, besides the request's own host. */
   publicUrl?: string;
   /** What the owner has to do, as the human step's notification says it. */
-  instructions?(policy: Policy, rotationId: string): { text?: string; link?: string } | undefined;
+  instructions?(policy: Policy, target: SubmitLinkTarget): { text?: string; link?: string } | undefined;
 }
 
 const CSS =
@@ -102,7 +102,7 @@ export function registerSubmitPage(app: FastifyInstance, deps: SubmitPageDeps): 
 
   const form = (target: SubmitLinkTarget, error?: string): string => {
     const policy = deps.policies.get(target.policyId);
-    const steps = policy ? deps.instructions?.(policy, target.rotationId) : undefined;
+    const steps = policy ? deps.instructions?.(policy, target) : undefined;
     return (
       (error ? `<p class="error" role="alert">${html(error)}</p>` : "") +
       "<dl>" +
@@ -150,7 +150,7 @@ export function registerSubmitPage(app: FastifyInstance, deps: SubmitPageDeps): 
       const policy = deps.policies.get(target.policyId);
       let accepted: { policyId: string; versionId: string };
       try {
-        accepted = await deps.rotations.submit({ rotationId: target.rotationId, value, actor: `submit-link:${policy?.owner ?? "owner"}` });
+        accepted = await deps.rotations.submit({ rotationId: target.rotationId, value, actor: `submit-link:${target.successor ?? policy?.owner ?? "owner"}` });
       } catch (err) {
         await deps.links.release(target.rotationId);
         if (err instanceof RequestError && (err.status === 400 || err.status === 422)) {

@@ -15,6 +15,8 @@ export interface SubmitLinkTarget {
   policyId: string;
   /** Epoch ms: the human step's deadline; the link dies with it. */
   expiresAt: number;
+  /** In an offboarding: the member who takes the credential over (and makes the new one). */
+  successor?: string;
 }
 
 /** base64url of 32 random bytes. */
@@ -48,7 +50,7 @@ export class SubmitLinks {
     if (!rec || rec.status !== "awaiting-human" || rec.endedAt !== undefined || !expiresAt || expiresAt <= this.now()) return undefined;
     const token = randomBytes(32).toString("base64url");
     const hash = hashOf(token);
-    const target: SubmitLinkTarget = { rotationId, policyId: rec.policyId, expiresAt };
+    const target: SubmitLinkTarget = { rotationId, policyId: rec.policyId, expiresAt, ...(rec.successor ? { successor: rec.successor } : {}) };
     await this.state.redis
       .multi()
       .set(this.state.key("submit-link", hash), JSON.stringify(target), "PXAT", expiresAt)
