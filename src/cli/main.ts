@@ -15,7 +15,7 @@ import * as schema from "./commands/schema.ts";
 import * as tokens from "./commands/tokens.ts";
 import * as validate from "./commands/validate.ts";
 import { CliExit, EXIT, processIo, type CliIo } from "./io.ts";
-import { esc, escLines } from "./terminal.ts";
+import { esc, escLines } from "../util/terminal.ts";
 
 export { CliExit, EXIT, type CliIo } from "./io.ts";
 

@@ -12,7 +12,7 @@ import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatLeakReport, formatOffboardReport } from "../../src/cli/commands/leak.ts";
 import { main } from "../../src/cli/main.ts";
-import { esc } from "../../src/cli/terminal.ts";
+import { esc } from "../../src/util/terminal.ts";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { LeakReport } from "../../src/leak/leak.ts";
 import type { OffboardReport } from "../../src/offboarding/offboarding.ts";

@@ -19,7 +19,7 @@ import { startApiServer, startRotationWorker } from "../../processes.ts";
 import { scanKeys } from "../../redis-connection.ts";
 import { createRuntime } from "../../runtime.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
-import { esc } from "../terminal.ts";
+import { esc } from "../../util/terminal.ts";
 
 export function register(program: Command, io: CliIo): void {
   program

@@ -14,7 +14,7 @@ import type { Runtime } from "../../runtime.ts";
 import { parseDuration } from "../../util/duration.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
-import { esc, table } from "../terminal.ts";
+import { esc, table } from "../../util/terminal.ts";
 
 export interface LeakOptions {
   policy?: string[];

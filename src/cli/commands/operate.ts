@@ -11,7 +11,7 @@ import { formatDuration } from "../../util/duration.ts";
 import { apiTarget, callApi } from "../api-client.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
-import { esc, table } from "../terminal.ts";
+import { esc, table } from "../../util/terminal.ts";
 
 const json = new Option("--json", "print JSON");
 

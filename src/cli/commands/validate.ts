@@ -3,7 +3,7 @@ import { type Command } from "commander";
 import { formatPolicyIssue, type PolicyIssue } from "../../errors.ts";
 import { loadPolicies, type LoadedPolicy } from "../../policy/loader.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
-import { esc } from "../terminal.ts";
+import { esc } from "../../util/terminal.ts";
 
 interface ValidateOptions {
   json?: boolean;

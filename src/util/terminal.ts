@@ -7,7 +7,8 @@
  *
  * So every field is escaped with {@link esc} before it is put into a line: control characters
  * become visible escapes (`\n`, `\x1b`, `\u202e`) and the line structure is rekey's alone. `--json`
- * output does not come here: JSON is exact, and a program reading it gets the real values.
+ * output does not come here: JSON is exact, and a program reading it gets the real values. Log
+ * lines (JSON) go through {@link escJsonLine}, which keeps them the same JSON.
  */
 
 /**
@@ -41,6 +42,17 @@ export function esc(value: unknown): string {
  */
 export function escLines(text: string): string {
   return text.replace(UNSAFE_BUT_NEWLINE, escapeChar);
+}
+
+/**
+ * A JSON log line safe for a terminal and still the same JSON: JSON.stringify escapes C0 controls
+ * but leaves DEL, C1 controls and bidi characters raw; inside a JSON string each becomes its
+ * `\uXXXX` escape, which a JSON reader decodes to the same character.
+ */
+const RAW_IN_JSON = /[\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]/g;
+
+export function escJsonLine(line: string): string {
+  return line.replace(RAW_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /** Columns padded to their widest cell; every cell escaped (so widths count what is shown). */
