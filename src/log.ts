@@ -73,6 +73,6 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   };
   // Logs are read in terminals too (`rekey run`, `docker compose logs`): a C1 control or bidi
   // override in a logged message (a provider's error text) is written as its JSON escape.
-  const destination = opts.destination ?? pino.destination({ dest: 1, sync: true });
+  const destination = opts.destination ?? pino.destination({ dest: 1 });
   return pino(options, { write: (line: string) => destination.write(escJsonLine(line)) });
 }
