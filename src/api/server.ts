@@ -351,7 +351,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(202).send(await deps.extensions.offboard(req.body, actorOf(req.identity!)));
   });
 
-  if (deps.submitPage) registerSubmitPage(app, { ...deps.submitPage, rotations: deps.rotations, policies: deps.policies, log: deps.log });
+  if (deps.submitPage) {
+    registerSubmitPage(app, { ...deps.submitPage, rotations: deps.rotations, policies: deps.policies, log: deps.log, refused: (reason, req) => refusals.note(reason, routeOf(req), { ip: req.ip }) });
+  }
 
   if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);
 

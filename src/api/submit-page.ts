@@ -25,6 +25,8 @@ export interface SubmitPageDeps {
   log: Logger;
   /** REKEY_PUBLIC_URL: the origin a browser posts from, besides the request's own host. */
   publicUrl?: string;
+  /** Counts and logs a refused request (the API's refusal metric); writes nothing to Redis. */
+  refused?(reason: "unauthenticated" | "forbidden" | "bad-request" | "conflict", req: FastifyRequest): void;
   /** What the owner has to do, as the human step's notification says it. */
   instructions?(policy: Policy, target: SubmitLinkTarget): { text?: string; link?: string } | undefined;
 }
@@ -129,22 +131,33 @@ export function registerSubmitPage(app: FastifyInstance, deps: SubmitPageDeps): 
 
     scope.get<{ Params: { token: string } }>("/submit/:token", async (req, reply) => {
       const target = await deps.links.lookup(req.params.token);
-      if (!target) return send(reply, 404, "Link not valid", INVALID);
+      if (!target) {
+        deps.refused?.("unauthenticated", req);
+        return send(reply, 404, "Link not valid", INVALID);
+      }
       return send(reply, 200, "Submit the new credential", form(target));
     });
 
     scope.post<{ Params: { token: string }; Body: unknown }>("/submit/:token", { bodyLimit: BODY_LIMIT }, async (req, reply) => {
-      if (crossSite(req)) return send(reply, 403, "Refused", "<p>This form only accepts submissions from its own page.</p>");
+      if (crossSite(req)) {
+        deps.refused?.("forbidden", req);
+        return send(reply, 403, "Refused", "<p>This form only accepts submissions from its own page.</p>");
+      }
       // The form's own encoding only (a JSON body would be a script, not this page).
       if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers["content-type"] ?? "")) {
+        deps.refused?.("bad-request", req);
         return send(reply, 415, "Refused", "<p>Submit the value with this page's form.</p>");
       }
       const target = await deps.links.lookup(req.params.token);
-      if (!target) return send(reply, 404, "Link not valid", INVALID);
+      if (!target) {
+        deps.refused?.("unauthenticated", req);
+        return send(reply, 404, "Link not valid", INVALID);
+      }
       const body = req.body as Record<string, unknown> | undefined;
       const value = typeof body?.value === "string" ? body.value.trim() : "";
       if (!value) return send(reply, 400, "Submit the new credential", form(target, "Paste the new value into the field, then submit."));
       if (!(await deps.links.claim(target.rotationId))) {
+        deps.refused?.("conflict", req);
         return send(reply, 409, "Submission in progress", "<p>Another submission for this rotation is being checked right now. Reload this page in a minute.</p>");
       }
       const policy = deps.policies.get(target.policyId);

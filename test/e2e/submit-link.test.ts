@@ -31,9 +31,12 @@ function crewPolicy(id: string, crew: CrewAiFake, receiver: Receiver, human: Pol
   };
 }
 
-/** Keys under the stack's prefix other than BullMQ's own (its workers write on their own schedule). */
+/**
+ * Keys under the stack's prefix other than BullMQ's own (its workers write on their own schedule)
+ * and the edge's per-address rate-limit counters (one per client address, whatever it asks).
+ */
 async function rekeyKeys(stack: Stack): Promise<string[]> {
-  return (await stack.rt.redis.keys(`${stack.prefix}:*`)).filter((k) => !k.startsWith(`${stack.prefix}:bull`)).sort();
+  return (await stack.rt.redis.keys(`${stack.prefix}:*`)).filter((k) => !k.startsWith(`${stack.prefix}:bull`) && !k.startsWith(`${stack.prefix}:ratelimit:`)).sort();
 }
 
 async function submitUrlOf(receiver: Receiver, rotationId: string): Promise<string> {

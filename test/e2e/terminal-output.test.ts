@@ -6,6 +6,8 @@
  * revoked`). `--json` keeps the exact values.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -158,6 +160,23 @@ describe("terminal output escapes control characters", () => {
 
     const timeout = await rekey(["leak", "--policy", "ld-term", "--timeout", HOSTILE]);
     expectSafe(timeout.err);
+  });
+
+  it("CLI through the API: what the API answers is escaped too", async () => {
+    // Whatever answers at REKEY_API_URL (a proxy, a wrong host) chooses the text the CLI prints.
+    const server = createServer((_req, res) => {
+      res.writeHead(403, { "content-type": "application/json" }).end(JSON.stringify({ error: HOSTILE }));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    try {
+      const apiEnv = { REKEY_API_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, REKEY_TOKEN: "t" };
+      const rotate = await rekey(["rotate", "ld-term"], apiEnv);
+      expect(rotate.code).toBe(1);
+      expectSafe(rotate.err);
+      expect(rotate.err).toContain(`the API refused (403): ${esc(HOSTILE)}`);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 
   it("leak and offboard reports: provider-given names and messages are escaped", () => {

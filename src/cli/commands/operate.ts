@@ -36,12 +36,12 @@ export function register(program: Command, io: CliIo): void {
       if (api) {
         const { status, json } = await callApi(api, "POST", "/v1/rotations", { policyId });
         if (status !== 202) {
-          io.stderr(`rekey rotate: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          io.stderr(`rekey rotate: the API refused (${status}): ${esc(json.error ?? "no reason given")}\n`);
           throw new CliExit(EXIT.failure);
         }
         const res = json as unknown as { rotationId: string; jobId: string; added: boolean };
         if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
-        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+        else io.stdout(res.added ? `queued rotation ${esc(res.rotationId)} of ${esc(policyId)} (job ${esc(res.jobId)})\n` : `rotation ${esc(res.rotationId)} of ${esc(policyId)} is already queued\n`);
         return;
       }
       const actor = noteDirect(io, "rotate");
@@ -179,10 +179,10 @@ export function register(program: Command, io: CliIo): void {
       if (api) {
         const { status, json } = await callApi(api, "POST", `/v1/rotations/${encodeURIComponent(rotationId)}/submit`, { value: text });
         if (status !== 200) {
-          io.stderr(`rekey submit: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          io.stderr(`rekey submit: the API refused (${status}): ${esc(json.error ?? "no reason given")}\n`);
           throw new CliExit(EXIT.failure);
         }
-        io.stdout(`accepted: the value passed the check and is stored as version ${String(json.versionId)} of ${String(json.policyId)}; the rotation goes on\n`);
+        io.stdout(`accepted: the value passed the check and is stored as version ${esc(json.versionId)} of ${esc(json.policyId)}; the rotation goes on\n`);
         return;
       }
       const actor = noteDirect(io, "submit");
