@@ -8,6 +8,7 @@ import { z } from "zod";
 import { parseSinkSpec, type SinkSpec } from "./audit/sink.ts";
 import { ConfigError } from "./errors.ts";
 import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
+import type { TlsFiles } from "./api/tls.ts";
 import { type HostPort, prefixProblem, readTlsCa, type RedisTarget } from "./redis-connection.ts";
 import { parseDuration } from "./util/duration.ts";
 
@@ -83,6 +84,17 @@ export interface Config {
    * or an http(s) URL. Unset: the trail lives only in Redis (bounded by REKEY_AUDIT_MAXLEN).
    */
   auditSink?: SinkSpec;
+  /**
+   * HTTPS for the API: PEM certificate and key files (REKEY_TLS_CERT, REKEY_TLS_KEY), and
+   * optionally a PEM CA bundle whose client certificates are required (REKEY_TLS_CLIENT_CA, mTLS).
+   * Unset: plain HTTP (put the API behind a TLS-terminating proxy, or on 127.0.0.1 only).
+   */
+  tls?: TlsFiles;
+  /**
+   * Where people's browsers reach the API (REKEY_PUBLIC_URL), e.g. `https://rekey.example.com`.
+   * With it, a human step's notification carries a one-time link to submit the new value.
+   */
+  publicUrl?: string;
 }
 
 /**
@@ -221,6 +233,13 @@ const Env = z.object({
     .optional(),
   REKEY_AUDIT_SINK_TOKEN: z.string().min(1).optional(),
   REKEY_AUDIT_FILE_MAX_BYTES: int(1_048_576, 1_099_511_627_776, "a size in bytes from 1048576 (1 MiB) to 1099511627776 (1 TiB)").default(104_857_600),
+  REKEY_PUBLIC_URL: z
+    .url({ protocol: /^https?$/, error: "expected the http(s) URL at which browsers reach the API, e.g. https://rekey.example.com" })
+    .refine((v) => !/[?#]/.test(v), "expected a URL without query or fragment")
+    .optional(),
+  REKEY_TLS_CERT: z.string().min(1).optional(),
+  REKEY_TLS_KEY: z.string().min(1).optional(),
+  REKEY_TLS_CLIENT_CA: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `expected one of ${LOG_LEVELS.join(", ")}` }).default("info"),
 });
 
@@ -265,6 +284,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration:\n  ${[...fileProblems, ...lines].join("\n  ")}`);
   }
   const e = parsed.data;
+  if (Boolean(e.REKEY_TLS_CERT) !== Boolean(e.REKEY_TLS_KEY)) {
+    throw new ConfigError(`invalid configuration:\n  ${e.REKEY_TLS_CERT ? "REKEY_TLS_KEY" : "REKEY_TLS_CERT"}: set REKEY_TLS_CERT and REKEY_TLS_KEY together (the certificate and its private key, PEM files)`);
+  }
+  if (e.REKEY_TLS_CLIENT_CA && !e.REKEY_TLS_CERT) {
+    throw new ConfigError("invalid configuration:\n  REKEY_TLS_CLIENT_CA: client certificates need HTTPS: set REKEY_TLS_CERT and REKEY_TLS_KEY too");
+  }
   let oidc: OidcOptions | undefined;
   if (e.REKEY_OIDC_ISSUER) {
     const missing = [!e.REKEY_OIDC_AUDIENCE && "REKEY_OIDC_AUDIENCE", !e.REKEY_OIDC_SCOPE_MAP && "REKEY_OIDC_SCOPE_MAP"].filter(Boolean);
@@ -300,6 +325,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     oidc,
     reconcileEveryMs: e.REKEY_RECONCILE_INTERVAL,
     auditSink: e.REKEY_AUDIT_SINK ? parseSinkSpec(e.REKEY_AUDIT_SINK, { maxBytes: e.REKEY_AUDIT_FILE_MAX_BYTES, token: e.REKEY_AUDIT_SINK_TOKEN }) : undefined,
+    publicUrl: e.REKEY_PUBLIC_URL,
+    tls: e.REKEY_TLS_CERT && e.REKEY_TLS_KEY ? { cert: e.REKEY_TLS_CERT, key: e.REKEY_TLS_KEY, clientCa: e.REKEY_TLS_CLIENT_CA } : undefined,
   };
 }
 

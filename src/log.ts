@@ -5,6 +5,7 @@
  * levels deep, including inside arrays.
  */
 import { pino, type DestinationStream, type Logger as PinoLogger } from "pino";
+import { escJsonLine } from "./util/terminal.ts";
 
 export type Logger = PinoLogger;
 
@@ -70,5 +71,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     serializers: { err: serializeError, error: serializeError },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return opts.destination ? pino(options, opts.destination) : pino(options);
+  // Logs are read in terminals too (`rekey run`, `docker compose logs`): a C1 control or bidi
+  // override in a logged message (a provider's error text) is written as its JSON escape.
+  const destination = opts.destination ?? pino.destination({ dest: 1 });
+  return pino(options, { write: (line: string) => destination.write(escJsonLine(line)) });
 }

@@ -3,9 +3,11 @@
  * (`workers/`, `rekey worker|api|scheduler|run`). Each returns a handle whose `stop()` drains it.
  */
 import { Worker } from "bullmq";
+import type { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { buildApi } from "./api/server.ts";
+import { httpsOptions, secureContextOf, type TlsFiles } from "./api/tls.ts";
 import { type OidcOptions, OidcVerifier } from "./auth/jwt.ts";
 import { errorMessage } from "./errors.ts";
 import { leakResponseFor } from "./leak/leak.ts";
@@ -14,9 +16,11 @@ import { createNotifyProcessor } from "./notify/outbox.ts";
 import { redisCheck, secretStoreCheck } from "./observe/readiness.ts";
 import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/role-server.ts";
 import { offboardingFor } from "./offboarding/offboarding.ts";
+import type { Provider } from "./providers/types.ts";
 import { createRedisClient } from "./redis-connection.ts";
 import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { jobViewer } from "./rotation/status.ts";
+import { SubmitLinks } from "./rotation/submit-links.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
 import { withTimeout } from "./util/timeout.ts";
 
@@ -31,6 +35,11 @@ export interface WorkerOptions {
   lockDurationMs?: number;
   /** Override workerDefaults.stalledInterval (ms). */
   stalledIntervalMs?: number;
+  /**
+   * REKEY_PUBLIC_URL: where owners' browsers reach the API. With it, human-step notifications
+   * carry a one-time submit link; without it, they say `rekey submit` only.
+   */
+  publicUrl?: string;
 }
 
 export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable & { worker: Worker } {
@@ -52,7 +61,10 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
     opts.log.warn({ jobId: job?.id, err: errorMessage(err) }, "rotation job failed");
   });
   worker.on("error", (err) => opts.log.error({ err: errorMessage(err) }, "rotation worker error"));
-  const notifier = new Worker(NOTIFY_QUEUE, createNotifyProcessor({ resolve: rt.resolve, now: Date.now, log: opts.log, policies: rt.policies }), {
+  const links = new SubmitLinks(rt.state);
+  const publicUrl = opts.publicUrl;
+  const submitLink = publicUrl ? (rotationId: string) => links.mint(rotationId, publicUrl) : undefined;
+  const notifier = new Worker(NOTIFY_QUEUE, createNotifyProcessor({ resolve: rt.resolve, now: Date.now, log: opts.log, policies: rt.policies, submitLink }), {
     connection: rt.connection,
     prefix: bullPrefix(rt.prefix),
     concurrency: 4,
@@ -111,9 +123,14 @@ export interface ApiServerOptions {
   refusalAuditWindowMs?: number;
   /** The process's metrics registry (state gauges registered by the caller); else the API makes its own. */
   registry?: Registry;
+  /** HTTPS (REKEY_TLS_CERT / REKEY_TLS_KEY), and mTLS with REKEY_TLS_CLIENT_CA. */
+  tls?: TlsFiles;
+  /** REKEY_PUBLIC_URL: the origin a submit-link page is posted from, besides the request's own. */
+  publicUrl?: string;
 }
 
-export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance }> {
+export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promise<Stoppable & { url: string; app: FastifyInstance; reloadTls(): void }> {
+  const tls = opts.tls;
   const leaks = leakResponseFor(rt);
   const offboarding = offboardingFor(rt);
   const checks = readinessChecks(rt);
@@ -145,16 +162,29 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
       }
     },
     redisReady: () => rt.redis.status === "ready",
+    https: tls ? httpsOptions(tls) : undefined,
+    submitPage: {
+      links: new SubmitLinks(rt.state),
+      publicUrl: opts.publicUrl,
+      instructions: (policy, target) =>
+        (rt.providers[policy.provider.kind] as Provider).instructions?.(policy.provider as never, { policyId: policy.id, rotationId: target.rotationId, successor: target.successor }),
+    },
     extensions: {
       leak: (body, actor) => leaks.handle(body, actor),
       offboard: (body, actor) => offboarding.handle(body, actor),
     },
   });
   const address = await app.listen({ host: opts.host, port: opts.port });
-  opts.log.info({ address }, "rekey api listening");
+  opts.log.info({ address, tls: tls ? (tls.clientCa ? "mtls" : "https") : "off" }, "rekey api listening");
   return {
     url: address,
     app,
+    /** Read the certificate, key and client CAs again; new connections use them (SIGHUP). */
+    reloadTls() {
+      if (!tls) return;
+      (app.server as unknown as TlsServer).setSecureContext(secureContextOf(tls));
+      opts.log.info("TLS certificate reloaded");
+    },
     async stop() {
       await app.close();
       limiter.disconnect();

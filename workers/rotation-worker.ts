@@ -42,6 +42,7 @@ const worker = startRotationWorker(rt, {
   log,
   lockDurationMs: config.workerLockMs,
   stalledIntervalMs: config.workerStalledIntervalMs,
+  publicUrl: config.publicUrl,
 });
 log.info({ concurrency: config.workerConcurrency, pid: process.pid }, "rotation worker started");
 const health = config.healthPort === undefined ? undefined : await startHealthServer(rt, { role: "worker", host: config.healthHost, port: config.healthPort, log });

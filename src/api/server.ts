@@ -15,6 +15,7 @@
 import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
+import type { TlsOptions } from "node:tls";
 import rateLimit from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
@@ -29,7 +30,7 @@ import { REFUSAL_REASONS, Refusals } from "../auth/refusals.ts";
 import type { ApiTokens } from "../auth/tokens.ts";
 import type { Audit } from "../audit/audit.ts";
 import { FAILURE_STAGES } from "../consumers/rekey-client.ts";
-import { errorMessage, RekeyError } from "../errors.ts";
+import { errorMessage, RekeyError, TransientError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { RekeyState } from "../rotation/state.ts";
@@ -37,6 +38,7 @@ import { RequestError, type Rotations } from "../rotation/requests.ts";
 import { collectStatus, type JobView, type PolicyStatus } from "../rotation/status.ts";
 import { persistedNextDue } from "../scheduler/next-due.ts";
 import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
+import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -93,6 +95,10 @@ export interface ApiDeps {
   /** False while rekey's Redis connection is down: requests that need it get a 503 at once. */
   redisReady?: () => boolean;
   extensions?: ApiExtensions;
+  /** The one-time submit link page at /submit/:token (human steps without admin rights). */
+  submitPage?: Omit<SubmitPageDeps, "rotations" | "policies" | "log">;
+  /** Serve HTTPS with these options (see ./tls.ts); without them, plain HTTP. */
+  https?: TlsOptions;
 }
 
 /** Answer without Redis, without credentials and without a rate limit: liveness and readiness. */
@@ -149,7 +155,8 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // fastify's own logger is off: rekey logs through its redacting pino instance below.
   // maxParamLength: an over-long id gets the 400 naming the limit below, not a bare 414.
-  const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 } });
+  // With `https` the server is an https.Server; the routes and hooks are the same either way.
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMITS.default, routerOptions: { maxParamLength: 1_024 }, ...(deps.https ? { https: deps.https } : {}) }) as unknown as FastifyInstance;
   const status = async (): Promise<PolicyStatus[]> => {
     const policies = deps.policies.all();
     return collectStatus({ state: deps.state, policies, nextDue: await nextDueReader(), jobs: deps.jobs });
@@ -243,6 +250,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       refusals.note(status === 413 ? "too-large" : status === 404 ? "not-found" : status === 405 ? "method" : "bad-request", routeOf(req), { ip: req.ip });
       return reply.code(status).send({ error: errorMessage(err) });
     }
+    // Retrying can help (the secret store is down): say so, with the reason, as a 503.
+    if (err instanceof TransientError) return reply.code(503).header("retry-after", "30").send({ error: err.message });
     deps.log.error({ route: req.routeOptions.url, err: errorMessage(err) }, "api request failed");
     return reply.code(500).send({ error: err instanceof RekeyError ? err.message : "internal error (see the rekey api log)" });
   });
@@ -365,6 +374,10 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     offboarding: deps.dashboard?.offboarding,
     log: deps.log,
   });
+
+  if (deps.submitPage) {
+    registerSubmitPage(app, { ...deps.submitPage, rotations: deps.rotations, policies: deps.policies, log: deps.log, refused: (reason, req) => refusals.note(reason, routeOf(req), { ip: req.ip }) });
+  }
 
   if (deps.boardQueues?.length) mountBoard(app, deps.boardQueues, guard);
 

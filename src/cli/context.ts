@@ -8,6 +8,7 @@ import { createLogger, type Logger } from "../log.ts";
 import type { RotationObserver } from "../observe/metrics.ts";
 import { createRuntime, type Runtime } from "../runtime.ts";
 import type { CliIo } from "./io.ts";
+import { esc } from "../util/terminal.ts";
 
 export interface CommandContext {
   config: Config;
@@ -78,6 +79,6 @@ export function directActor(): string {
 /** Says plainly on stderr that a command changes state with direct Redis access, and as whom. */
 export function noteDirect(io: CliIo, command: string): string {
   const actor = directActor();
-  io.stderr(`rekey ${command}: acting with direct Redis access (REDIS_URL), audited as ${actor}; with REKEY_API_URL and REKEY_TOKEN set, commands that support it go through the API with a token instead\n`);
+  io.stderr(`rekey ${command}: acting with direct Redis access (REDIS_URL), audited as ${esc(actor)}; with REKEY_API_URL and REKEY_TOKEN set, commands that support it go through the API with a token instead\n`);
   return actor;
 }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { errorMessage } from "../errors.ts";
+import { ConfigError, errorMessage, formatPolicyIssue, PolicyError } from "../errors.ts";
 import * as agent from "./commands/agent.ts";
 import * as audit from "./commands/audit.ts";
 import * as demo from "./commands/demo.ts";
@@ -16,6 +16,7 @@ import * as schema from "./commands/schema.ts";
 import * as tokens from "./commands/tokens.ts";
 import * as validate from "./commands/validate.ts";
 import { CliExit, EXIT, processIo, type CliIo } from "./io.ts";
+import { esc, escLines } from "../util/terminal.ts";
 
 export { CliExit, EXIT, type CliIo } from "./io.ts";
 
@@ -64,9 +65,21 @@ export function buildProgram(io: CliIo): Command {
     .showSuggestionAfterError(true)
     // Set before commands are added: subcommands copy these settings when they are created.
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
+    // Commander's messages quote the command line back (an unknown option, a bad argument).
+    .configureOutput({ writeOut: (s) => io.stdout(escLines(s)), writeErr: (s) => io.stderr(escLines(s)) });
   for (const command of COMMANDS) command.register(program, io);
   return program;
+}
+
+/**
+ * An error for the terminal. Its lines are rekey's own where rekey wrote them (a configuration
+ * error quotes each bad value as JSON; a policy error is one line per problem); any other message
+ * is one escaped field.
+ */
+function terminalMessage(err: unknown): string {
+  if (err instanceof PolicyError) return err.issues.map((i) => esc(formatPolicyIssue(i))).join("\n");
+  if (err instanceof ConfigError) return escLines(err.message);
+  return esc(errorMessage(err));
 }
 
 /** Runs `rekey` with the arguments after the program name; resolves to the exit code. */
@@ -86,7 +99,7 @@ export async function main(argv: string[], io: CliIo = processIo()): Promise<num
       // Everything else (unknown command or option, missing argument, no command at all) is a usage error.
       return EXIT.usage;
     }
-    io.stderr(`rekey: ${errorMessage(err)}\n`);
+    io.stderr(`rekey: ${terminalMessage(err)}\n`);
     return EXIT.failure;
   }
 }

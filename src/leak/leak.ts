@@ -14,6 +14,7 @@ import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import type { Audit } from "../audit/audit.ts";
 import { fingerprint } from "../consumers/fingerprint.ts";
+import { errorMessage, TransientError } from "../errors.ts";
 import { PROVIDER_KINDS, type Policy } from "../policy/schema.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
 import { refOf } from "../rotation/engine.ts";
@@ -97,6 +98,27 @@ export interface LeakDeps {
   store: Pick<SecretStore, "getCurrent" | "getVersion">;
   fingerprintKey?: string;
   now(): number;
+}
+
+/**
+ * A search for a leaked value that could not read every policy's values (the store is down or
+ * refuses): the value may be one of those policies', so the answer is "could not check", never
+ * "not ours". Transient: asking again once the store answers finishes the search.
+ */
+export class LeakSearchIncompleteError extends TransientError {
+  override name = "LeakSearchIncompleteError";
+  constructor(
+    /** The policies whose values could not be read, with why. */
+    readonly unchecked: { policyId: string; why: string }[],
+    readonly total: number,
+  ) {
+    const sorted = [...unchecked].sort((a, b) => (a.policyId < b.policyId ? -1 : 1));
+    const ids = sorted.slice(0, 5).map((u) => u.policyId).join(", ") + (sorted.length > 5 ? `, … (${sorted.length - 5} more)` : "");
+    super(
+      `could not check ${unchecked.length} of ${total} polic${total === 1 ? "y" : "ies"}: ${sorted[0]?.why ?? "unknown"}${sorted.length > 1 ? ` (and ${sorted.length - 1} more)` : ""}` +
+        ` — the leaked value may belong to one of them (${ids}); nothing was rotated: retry when the secret store answers, or name the policy with --policy`,
+    );
+  }
 }
 
 /** Reads of the store in parallel while looking for a leaked value among current values. */
@@ -209,24 +231,32 @@ export class LeakResponse {
     const want = digest(v);
     const all = policies.all();
     let found: { policyId: string; matchedBy: string; versionId: string } | undefined;
+    // A policy whose values could not be read may hold the leaked value: "not ours" is only said
+    // when every policy was checked (a store outage in an incident must not send people away).
+    const unchecked: { policyId: string; why: string }[] = [];
     for (let i = 0; i < all.length && !found; i += SCAN_PARALLELISM) {
       const batch = all.slice(i, i + SCAN_PARALLELISM);
       const results = await Promise.all(
         batch.map(async (p) => {
           const ref = refOf(p);
-          const cur = await store.getCurrent(ref).catch(() => undefined);
-          if (cur && sameDigest(digest(cur.value), want)) return { policyId: p.id, matchedBy: `value (current version ${cur.versionId})`, versionId: cur.versionId };
-          const holder = await state.inFlight(p.id);
-          const rec = holder ? await state.getRecord(holder) : undefined;
-          if (rec?.oldVersionId) {
-            const old = await store.getVersion(ref, rec.oldVersionId).catch(() => undefined);
-            if (old && sameDigest(digest(old.value), want)) return { policyId: p.id, matchedBy: `value (version ${old.versionId}, being replaced by rotation ${rec.rotationId})`, versionId: old.versionId };
+          try {
+            const cur = await store.getCurrent(ref);
+            if (cur && sameDigest(digest(cur.value), want)) return { policyId: p.id, matchedBy: `value (current version ${cur.versionId})`, versionId: cur.versionId };
+            const holder = await state.inFlight(p.id);
+            const rec = holder ? await state.getRecord(holder) : undefined;
+            if (rec?.oldVersionId) {
+              const old = await store.getVersion(ref, rec.oldVersionId);
+              if (old && sameDigest(digest(old.value), want)) return { policyId: p.id, matchedBy: `value (version ${old.versionId}, being replaced by rotation ${rec.rotationId})`, versionId: old.versionId };
+            }
+          } catch (err) {
+            unchecked.push({ policyId: p.id, why: errorMessage(err) });
           }
           return undefined;
         }),
       );
       found = results.find((r) => r !== undefined);
     }
+    if (!found && unchecked.length) throw new LeakSearchIncompleteError(unchecked, all.length);
     if (!found) {
       throw new RequestError(404, `the leaked value matches no credential rekey manages (checked the fingerprint index${fingerprintKey ? "" : " — not configured: REKEY_FINGERPRINT_KEY is unset"} and the current value of ${all.length} policies); rotate it by hand at its provider`);
     }

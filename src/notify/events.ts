@@ -38,6 +38,14 @@ const common = {
   at: z.iso.datetime(),
 };
 
+/**
+ * The owner's one-time link to submit the new value in a browser (REKEY_PUBLIC_URL set). Made when
+ * the notification is delivered and never stored: a notification job's data does not hold it.
+ * Whoever holds it can submit a value for this one rotation until it is used or the human step
+ * times out, so a receiver treats it like a password.
+ */
+const SubmitUrl = z.url({ protocol: /^https?$/ }).optional();
+
 /** Consumer ids (never their tokens). */
 const Consumers = z.array(z.string()).default([]);
 
@@ -64,12 +72,14 @@ export const NotificationEvent = z.discriminatedUnion("event", [
     instructions: z.string().optional(),
     /** Where to do it (the provider's web UI). */
     link: z.string().optional(),
+    submitUrl: SubmitUrl,
   }),
   z.strictObject({
     ...common,
     event: z.literal("human.reminder"),
     instructions: z.string().optional(),
     link: z.string().optional(),
+    submitUrl: SubmitUrl,
   }),
   z.strictObject({
     ...common,

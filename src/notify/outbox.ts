@@ -116,6 +116,12 @@ export interface NotifyProcessorDeps {
    * with all its targets) is dropped instead of retried against a receiver nobody wants any more.
    */
   policies?: { get(policyId: string): Policy | undefined };
+  /**
+   * Makes a one-time submit link for a rotation waiting for its human step (undefined when it no
+   * longer waits). Called at each delivery of a human event, so the link exists in plain only in
+   * the request to the receiver. Without it, human events carry no link.
+   */
+  submitLink?(rotationId: string): Promise<string | undefined>;
   /** Per-request timeout in ms. Default 10,000. */
   timeoutMs?: number;
   /** Longest wait honoured from a 429's Retry-After, in ms. Default 3,600,000 (1 h). */
@@ -174,12 +180,22 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
       throw new Error(`${label} of policy ${event.policyId}: cannot resolve its credential reference: ${errorMessage(err)}`, { cause: err });
     }
 
+    // The submit link is made now, for this delivery only (it is never in the job's data).
+    let delivered = event;
+    if ((event.event === "human.action-required" || event.event === "human.reminder") && deps.submitLink) {
+      const submitUrl = await deps.submitLink(event.rotationId);
+      if (submitUrl) {
+        const how = `Or submit the new value in a browser with this one-time link (it works for one submission, until the human step times out): ${submitUrl}`;
+        delivered = { ...event, submitUrl, instructions: event.instructions ? `${event.instructions}\n\n${how}` : how };
+      }
+    }
+
     let url: string;
     let init: RequestInit;
     if (target.kind === "webhook") {
       let req: ReturnType<typeof webhookRequest>;
       try {
-        req = webhookRequest(event, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
+        req = webhookRequest(delivered, credential, deps.now(), job.id ?? `${event.rotationId}.${targetIndex}`);
       } catch (err) {
         // A key that cannot sign never will: fail now, naming the target (never the key).
         if (err instanceof SigningKeyError) throw new UnrecoverableError(`${label} of policy ${event.policyId}: ${err.message}`);
@@ -189,7 +205,7 @@ export function createNotifyProcessor(deps: NotifyProcessorDeps): (job: Job, tok
       init = { method: "POST", headers: req.headers, body: req.body };
     } else {
       url = credential;
-      init = { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(slackMessage(event)) };
+      init = { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(slackMessage(delivered)) };
     }
 
     let res: Response;

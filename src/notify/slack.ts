@@ -98,8 +98,13 @@ export function slackMessage(event: NotificationEvent): SlackMessage {
     case "human.action-required":
     case "human.reminder":
       if (event.instructions) blocks.push({ type: "section", text: { type: "mrkdwn", text: `*What to do*\n${esc(event.instructions)}` } });
-      if (event.link && /^https?:\/\//.test(event.link)) {
-        blocks.push({ type: "actions", elements: [{ type: "button", text: { type: "plain_text", text: "Open" }, url: event.link, style: "primary" }] });
+      {
+        const buttons: { type: "button"; text: { type: "plain_text"; text: string }; url: string; style?: "primary" | "danger" }[] = [];
+        if (event.link && /^https?:\/\//.test(event.link)) buttons.push({ type: "button", text: { type: "plain_text", text: "Open" }, url: event.link });
+        // One-time: good for one submission, until the human step times out.
+        if (event.submitUrl) buttons.push({ type: "button", text: { type: "plain_text", text: "Submit the new value" }, url: event.submitUrl, style: "primary" });
+        if (buttons.length === 1 && !event.submitUrl) buttons[0]!.style = "primary";
+        if (buttons.length) blocks.push({ type: "actions", elements: buttons });
       }
       break;
     default:

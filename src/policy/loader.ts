@@ -15,6 +15,7 @@ import { capabilitiesOf } from "../providers/capabilities.ts";
 import { formatDuration, parseDuration } from "../util/duration.ts";
 import { fastYaml, UNSUPPORTED } from "./fast-yaml.ts";
 import { Policy, PROVIDER_KINDS, type ProviderConfig, type ProviderKind } from "./schema.ts";
+import { looksLikeSecret, redactSecrets } from "./secret-like.ts";
 
 export interface LoadedPolicy {
   policy: Policy;
@@ -209,13 +210,16 @@ export function parsePolicyText(text: string, file: string): LoadResult {
 
   // Error path: parse once more, this time keeping track of lines.
   const located = new Locator(text);
+  // A value in a credential field is never quoted back, however a message came to hold it, and
+  // neither is anything else that looks like a secret (a token pasted into the wrong field).
+  const credentials = docs.map((d) => ("value" in d ? credentialValues(d.value) : []));
   const issues = problems.map(({ doc, issue }) => ({
     file,
     line: located.line(doc, issue.path),
     path: formatPath(issue.path),
-    message: issue.message,
+    message: redactSecrets(issue.message, credentials[doc]),
   }));
-  return { policies, issues: sortIssues([...syntax, ...issues]) };
+  return { policies, issues: sortIssues([...syntax.map((i) => ({ ...i, message: redactSecrets(i.message) })), ...issues]) };
 }
 
 type ParsedDoc = { value: unknown } | { syntax: Array<Omit<PolicyIssue, "file">> };
@@ -433,6 +437,27 @@ export function checkPolicy(policy: Policy | Record<string, unknown>): FieldProb
     });
   }
 
+  // A token pasted where its reference's name belongs parses (an env name is any identifier):
+  // say so without repeating it.
+  const refs: Array<[Path, unknown]> = [
+    ...["management", "successorManagement"].map((k): [Path, unknown] => [["provider", k], provider[k]]),
+    ...(Array.isArray(doc.notify) ? (doc.notify as unknown[]) : []).flatMap((t, i): Array<[Path, unknown]> =>
+      isRecord(t) ? [[["notify", i, "signingKey"], t.signingKey], [["notify", i, "webhook"], t.webhook]] : [],
+    ),
+  ];
+  for (const [path, ref] of refs) {
+    if (!isRecord(ref)) continue;
+    for (const key of ["env", "secretId"] as const) {
+      const name = ref[key];
+      if (typeof name === "string" && looksLikeSecret(name)) {
+        issues.push({
+          path: [...path, key],
+          message: `this looks like a credential's value (not shown), not ${key === "env" ? "the name of an environment variable" : "a secret's name"}: put the value in ${key === "env" ? "an environment variable" : "the secret store"} and name it here`,
+        });
+      }
+    }
+  }
+
   const successor = isRecord(doc.offboarding) ? doc.offboarding.successor : undefined;
   if (typeof successor === "string" && typeof doc.owner === "string" && successor.toLowerCase() === doc.owner.toLowerCase()) {
     issues.push({ path: ["offboarding", "successor"], message: "the successor is the owner; name the member who takes the credential over" });
@@ -459,12 +484,16 @@ function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: Path = []
         const options = ("options" in issue ? (issue.options ?? []) : []).map(String);
         const value = valueAt(root, path);
         if (value === undefined) return [{ path, message: `missing ${issue.discriminator}: expected one of ${options.join(", ")}` }];
+        if (hidden(value, [...path, issue.discriminator])) return [{ path, message: `unknown ${issue.discriminator}, ${describeValue(value, [...path, issue.discriminator])}: expected one of ${options.join(", ")}` }];
         return [{ path, message: `unknown ${issue.discriminator} ${JSON.stringify(value)}${suggest(String(value), options)}: expected one of ${options.join(", ")}` }];
       }
       const value = valueAt(root, path);
       const exclusive = EXCLUSIVE_KEYS.find(([a, b]) => isRecord(value) && a in value && b in value);
       if (exclusive) return [{ path, message: `give either ${exclusive[0]} or ${exclusive[1]}, not both` }];
-      if (value !== undefined && !isRecord(value)) return [{ path, message: `expected a mapping, got ${describeValue(value)}` }];
+      if (value !== undefined && !isRecord(value) && isCredentialPath(path)) {
+        return [{ path, message: `expected a credential reference, { secretId: <name in the secret store> } or { env: <VARIABLE_NAME> }, got ${describeValue(value, path)}; a credential's value never goes in a policy file: store it and reference it here` }];
+      }
+      if (value !== undefined && !isRecord(value)) return [{ path, message: `expected a mapping, got ${describeValue(value, path)}` }];
       // Report the alternative that came closest; listing every alternative's complaints confuses.
       const best = [...issue.errors].sort((a, b) => weight(a) - weight(b))[0] ?? [];
       if (best.length === 0) return [{ path, message: issue.message }];
@@ -475,13 +504,14 @@ function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: Path = []
       if (issue.message.startsWith("Invalid input")) {
         const got = valueAt(root, path);
         const quote = issue.expected === "string" && (typeof got === "number" || typeof got === "boolean") ? ` (put it in quotes: "${String(got)}")` : "";
-        return [{ path, message: `expected ${issue.expected === "string" ? "text" : issue.expected}, got ${describeValue(got)}${quote}` }];
+        return [{ path, message: `expected ${issue.expected === "string" ? "text" : issue.expected}, got ${describeValue(got, path)}${quote}` }];
       }
       return [{ path, message: issue.message }];
     }
     case "invalid_value": {
       const got = valueAt(root, path);
       const values = issue.values.map((v) => String(v));
+      if (hidden(got, path)) return [{ path, message: `expected one of ${values.join(", ")}, got ${describeValue(got, path)}` }];
       return [{ path, message: `expected one of ${values.join(", ")}, got ${JSON.stringify(got)}${suggest(String(got), values)}` }];
     }
     case "too_small":
@@ -648,13 +678,47 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function describeValue(v: unknown): string {
+/** How a found value is named in a message: text in a credential field, or that looks like a secret, is not quoted. */
+function describeValue(v: unknown, path: Path = []): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object") return "a mapping";
+  if (typeof v === "string" && hidden(v, path)) return `text of ${v.length} characters (not shown: ${isCredentialPath(path) ? "this field refers to a credential" : "it looks like a secret"})`;
   if (typeof v === "string") return `the text ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
   return `${typeof v} ${String(v)}`;
 }
+
+/** Fields whose content refers to a credential ({ secretId } or { env }); a value there is never quoted. */
+const CREDENTIAL_FIELDS = new Set(["management", "successorManagement", "signingKey", "webhook"]);
+
+function isCredentialPath(path: Path): boolean {
+  return path.some((seg) => typeof seg === "string" && CREDENTIAL_FIELDS.has(seg));
+}
+
+function hidden(value: unknown, path: Path): boolean {
+  return typeof value === "string" && (isCredentialPath(path) || looksLikeSecret(value));
+}
+
+/**
+ * The texts of a raw document that must not be quoted back: what stands in a credential field
+ * other than a reference's own parts (a pasted value, an unknown key's value).
+ */
+function credentialValues(doc: unknown, inside = false, out: string[] = []): string[] {
+  if (typeof doc === "string") {
+    if (inside) out.push(doc);
+  } else if (Array.isArray(doc)) {
+    for (const item of doc) credentialValues(item, inside, out);
+  } else if (isRecord(doc)) {
+    for (const [key, value] of Object.entries(doc)) {
+      // A reference's name (secret id, variable name, region) is not a secret unless it looks like one.
+      if (inside && REFERENCE_KEYS.has(key) && typeof value === "string" && !looksLikeSecret(value)) continue;
+      credentialValues(value, inside || CREDENTIAL_FIELDS.has(key), out);
+    }
+  }
+  return out;
+}
+
+const REFERENCE_KEYS = new Set(["secretId", "region", "jsonKey", "env"]);
 
 /** `consumers[1].url` */
 export function formatPath(path: Path): string {

@@ -674,7 +674,8 @@ class Run {
     const how = () => this.provider.instructions?.(this.policy.provider as never, { policyId: this.policy.id, rotationId: d.rotationId, successor: d.successor });
     if (!d.humanRequestedAt) {
       const steps = how();
-      await this.deps.state.updateRecord(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: this.policy.id });
+      // The deadline is on the record for the submit links, which die with it.
+      await this.deps.state.updateRecord(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: this.policy.id, humanDeadline: now + timeoutMs });
       if (!this.caps.oldSurvivesIssue) {
         // Consumers hear about a cut-over before the human acts: the old value dies at the reset.
         const consumers = this.policy.consumers.map((c) => c.id);

@@ -46,6 +46,8 @@ export interface RotationRecord {
   leakRetry?: string;
   /** Set when the rotation ended. */
   endedAt?: number;
+  /** While a human step waits: when it times out (epoch ms); submit links die with it. */
+  humanDeadline?: number;
 }
 
 export interface Confirmation {
@@ -392,7 +394,7 @@ function toHash(rec: Partial<RotationRecord>): Record<string, string> {
   return out;
 }
 
-const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt"]);
+const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline"]);
 const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
 function fromHash(h: Record<string, string>): RotationRecord {

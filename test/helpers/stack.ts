@@ -70,6 +70,8 @@ export interface StackOptions {
   prefix?: string;
   /** Step durations and failures (metrics) of the in-process worker. */
   observer?: RotationObserver;
+  /** Human-step notifications carry one-time submit links to this stack's API (REKEY_PUBLIC_URL). */
+  submitLinks?: boolean;
 }
 
 export interface Stack {
@@ -110,7 +112,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   rt.policies.replace(opts.policies.map((p) => ({ policy: Policy.parse(p), file: `${p.id}.yaml` })));
   const { tokenHash } = await import("../../src/consumers/fingerprint.ts");
   const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, adminTokenHash: tokenHash(ADMIN_TOKEN), log, ...opts.api });
-  const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log });
+  const publicUrl = opts.submitLinks ? api.url : undefined;
+  const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log, publicUrl });
   let workerStopped = !worker;
   return {
     worker: worker?.worker,

@@ -1,6 +1,7 @@
 /** `rekey agent`: the consumer sidecar (docs/consumer-agent.md). */
 import { Option, type Command } from "commander";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc } from "../../util/terminal.ts";
 
 export function register(program: Command, io: CliIo): void {
   program
@@ -21,12 +22,12 @@ export function register(program: Command, io: CliIo): void {
             const refs = Array.isArray(config.webhook.signingKey) ? config.webhook.signingKey : [config.webhook.signingKey];
             refs.forEach((r, i) => readRef(r, io.env, refs.length > 1 ? `webhook.signingKey[${i}]` : "webhook.signingKey"));
           }
-          io.stdout(`${opts.config}: ok (${Object.keys(config.secrets).length} secret(s), ${config.outputs.length} output(s))\n`);
+          io.stdout(`${esc(opts.config)}: ok (${Object.keys(config.secrets).length} secret(s), ${config.outputs.length} output(s))\n`);
           return;
         }
       } catch (err) {
         if (err instanceof AgentConfigError) {
-          for (const p of err.problems) io.stderr(`${p}\n`);
+          for (const p of err.problems) io.stderr(`${esc(p)}\n`);
           throw new CliExit(EXIT.failure);
         }
         throw err;
@@ -40,7 +41,7 @@ export function register(program: Command, io: CliIo): void {
         await agent.start();
       } catch (err) {
         if (err instanceof AgentConfigError) {
-          for (const p of err.problems) io.stderr(`${p}\n`);
+          for (const p of err.problems) io.stderr(`${esc(p)}\n`);
           await agent.stop();
           throw new CliExit(EXIT.failure);
         }

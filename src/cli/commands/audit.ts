@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { verifyChain } from "../../audit/chain.ts";
 import { errorMessage } from "../../errors.ts";
-import { printable } from "../../util/printable.ts";
+import { esc } from "../../util/terminal.ts";
 import { openRuntime } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 
@@ -22,7 +22,7 @@ export function register(program: Command, io: CliIo): void {
         try {
           inputs.push({ name, text: readFileSync(name, "utf8") });
         } catch (err) {
-          io.stderr(`rekey audit verify: cannot read ${printable(name)}: ${printable(errorMessage(err))}\n`);
+          io.stderr(`rekey audit verify: cannot read ${esc(name)}: ${esc(errorMessage(err))}\n`);
           throw new CliExit(EXIT.failure);
         }
       }
@@ -36,7 +36,7 @@ export function register(program: Command, io: CliIo): void {
         io.stdout(`ok: ${res.entries} entries, seq ${res.firstSeq}..${res.lastSeq}${res.repeats ? ` (${res.repeats} repeated deliveries)` : ""}\n`);
         io.stdout(`starts after ${res.startsAfter === "0".repeat(64) ? "nothing (the chain's first entry)" : res.startsAfter}\nhead ${res.head}\n`);
       } else {
-        for (const p of res.problems) io.stdout(`${printable(p.file)}:${p.line}: ${printable(p.problem)}\n`);
+        for (const p of res.problems) io.stdout(`${esc(p.file)}:${p.line}: ${esc(p.problem)}\n`);
         io.stdout(`NOT OK: ${res.problems.length} problem(s) in ${res.entries} entries\n`);
       }
       if (!res.ok) throw new CliExit(EXIT.failure);

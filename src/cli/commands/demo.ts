@@ -19,6 +19,7 @@ import { startApiServer, startRotationWorker } from "../../processes.ts";
 import { scanKeys } from "../../redis-connection.ts";
 import { createRuntime } from "../../runtime.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc } from "../../util/terminal.ts";
 
 export function register(program: Command, io: CliIo): void {
   program
@@ -145,7 +146,7 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
       for (const r of rows) {
         if (seen.has(r.id)) continue;
         seen.add(r.id);
-        say(`audit            ${r.step.padEnd(22)} ${r.outcome.padEnd(8)} ${r.message ?? ""}`);
+        say(`audit            ${esc(r.step).padEnd(22)} ${esc(r.outcome).padEnd(8)} ${esc(r.message)}`);
       }
       const rec = await rt.state.getRecord(req.rotationId);
       if (rec && ["completed", "failed", "needs-attention"].includes(rec.status)) {

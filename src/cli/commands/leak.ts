@@ -14,6 +14,7 @@ import type { Runtime } from "../../runtime.ts";
 import { parseDuration } from "../../util/duration.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc, table } from "../../util/terminal.ts";
 
 export interface LeakOptions {
   policy?: string[];
@@ -47,15 +48,10 @@ function timeoutMs(text: string | undefined, fallback: number, what: string, io:
   if (text === undefined) return fallback;
   const ms = parseDuration(text);
   if (ms === undefined) {
-    io.stderr(`rekey ${what}: --timeout expects a duration such as 30m or 90s, got "${text}"\n`);
+    io.stderr(`rekey ${what}: --timeout expects a duration such as 30m or 90s, got "${esc(text)}"\n`);
     throw new CliExit(EXIT.usage);
   }
   return ms;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
 }
 
 function progressLine(r: LeakReport): string {
@@ -63,11 +59,11 @@ function progressLine(r: LeakReport): string {
   if (r.failed) parts.push(`${r.failed} failed`);
   if (r.awaitingHuman) parts.push(`${r.awaitingHuman} waiting for a human`);
   if (r.inProgress) parts.push(`${r.inProgress} in progress`);
-  return `leak ${r.incidentId}: ${parts.join(", ")}\n`;
+  return `leak ${esc(r.incidentId)}: ${parts.join(", ")}\n`;
 }
 
 export function formatLeakReport(r: LeakReport): string {
-  let out = `leak incident ${r.incidentId}: ${r.target}, requested by ${r.actor} at ${when(r.createdAt)}\n`;
+  let out = `leak incident ${esc(r.incidentId)}: ${esc(r.target)}, requested by ${esc(r.actor)} at ${when(r.createdAt)}\n`;
   out += `  ${r.completed}/${r.total} rotated with the old credential revoked, ${r.failed} failed, ${r.awaitingHuman} waiting for a human, ${r.inProgress} in progress\n\n`;
   const rows = [["POLICY", "PROVIDER", "STATE", "OLD REVOKED", "NEW VERSION", "NOT CONFIRMED YET"]];
   for (const t of r.targets) {
@@ -78,17 +74,17 @@ export function formatLeakReport(r: LeakReport): string {
   const failed = r.targets.filter((t) => t.state === "failed" || t.state === "needs-attention");
   if (failed.length) {
     out += "\nfailed (the leaked credential may still be live — act on these first):\n";
-    for (const t of failed) out += `  ${t.policyId}: ${t.message ?? t.state}\n`;
+    for (const t of failed) out += `  ${esc(t.policyId)}: ${esc(t.message ?? t.state)}\n`;
   }
   const human = r.targets.filter((t) => t.state === "awaiting-human");
   if (human.length) {
     out += "\nwaiting for a human (instructions went to the owner):\n";
-    for (const t of human) out += `  ${t.policyId}: reset it as instructed, then: rekey submit ${t.rotationId} < new-value\n`;
+    for (const t of human) out += `  ${esc(t.policyId)}: reset it as instructed, then: rekey submit ${esc(t.rotationId)} < new-value\n`;
   }
   const unconfirmed = r.targets.filter((t) => t.oldRevoked && t.notConfirmed.length);
   if (unconfirmed.length) {
     out += "\nconsumers that have not confirmed the new value (they may be failing on the revoked one):\n";
-    for (const t of unconfirmed) out += `  ${t.policyId}: ${t.notConfirmed.join(", ")}\n`;
+    for (const t of unconfirmed) out += `  ${esc(t.policyId)}: ${t.notConfirmed.map(esc).join(", ")}\n`;
   }
   return out;
 }
@@ -110,7 +106,7 @@ export async function runLeak(rt: Pick<Runtime, "state" | "audit" | "rotations" 
   try {
     started = await leaks.handle(req, noteDirect(io, "leak"));
   } catch (err) {
-    io.stderr(`rekey leak: ${errorMessage(err)}\n`);
+    io.stderr(`rekey leak: ${esc(errorMessage(err))}\n`);
     return err instanceof RequestError && err.status === 400 ? EXIT.usage : EXIT.failure;
   } finally {
     req.value = undefined;
@@ -120,9 +116,9 @@ export async function runLeak(rt: Pick<Runtime, "state" | "audit" | "rotations" 
   if (opts.wait === false) {
     if (opts.json) io.stdout(`${JSON.stringify(report, null, 2)}\n`);
     else {
-      io.stdout(`queued leak incident ${incident.incidentId}: ${report.total} rotation(s) (${incident.target})\n`);
-      for (const t of incident.targets) io.stdout(`  ${t.policyId}  rotation ${t.rotationId}  (${t.matchedBy})\n`);
-      io.stdout(`follow it with: rekey leak --incident ${incident.incidentId}\n`);
+      io.stdout(`queued leak incident ${esc(incident.incidentId)}: ${report.total} rotation(s) (${esc(incident.target)})\n`);
+      for (const t of incident.targets) io.stdout(`  ${esc(t.policyId)}  rotation ${esc(t.rotationId)}  (${esc(t.matchedBy)})\n`);
+      io.stdout(`follow it with: rekey leak --incident ${esc(incident.incidentId)}\n`);
     }
     return EXIT.ok;
   }
@@ -136,13 +132,13 @@ export async function runLeak(rt: Pick<Runtime, "state" | "audit" | "rotations" 
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 1_000));
     report = await leaks.report(incident);
   }
-  if (!report.settled) io.stderr(`rekey leak: still running after the timeout; follow it with: rekey leak --incident ${incident.incidentId}\n`);
+  if (!report.settled) io.stderr(`rekey leak: still running after the timeout; follow it with: rekey leak --incident ${esc(incident.incidentId)}\n`);
   io.stdout(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatLeakReport(report));
   return report.completed === report.total ? EXIT.ok : EXIT.failure;
 }
 
 export function formatOffboardReport(r: OffboardReport): string {
-  let out = `offboarding ${r.member}${r.successor ? ` (successor ${r.successor})` : ""}\n\n`;
+  let out = `offboarding ${esc(r.member)}${r.successor ? ` (successor ${esc(r.successor)})` : ""}\n\n`;
   if (r.policies.length) {
     const rows = [["POLICY", "PROVIDER", "WHY", "SUCCESSOR", "STATE", "ROTATION"]];
     for (const p of r.policies) rows.push([p.policyId, p.provider, p.reason === "owner" ? "owner" : "their credential", p.successor ?? "-", p.state, p.rotationId ?? "-"]);
@@ -152,10 +148,10 @@ export function formatOffboardReport(r: OffboardReport): string {
   }
   if (r.unmanaged.length) {
     out += "\nunmanaged credentials in their name (no policy rotates them; handle by hand):\n";
-    for (const c of r.unmanaged) out += `  ${c.account}  ${c.credentialId}  "${c.name}"${c.kind ? ` (${c.kind})` : ""}  last used ${when(c.lastUsed)}\n`;
+    for (const c of r.unmanaged) out += `  ${esc(c.account)}  ${esc(c.credentialId)}  "${esc(c.name)}"${c.kind ? ` (${esc(c.kind)})` : ""}  last used ${when(c.lastUsed)}\n`;
   }
-  out += `\nsafe to remove ${r.member}: ${r.safeToRemove ? "yes" : "no"}\n`;
-  for (const b of r.blockers) out += `  - ${b}\n`;
+  out += `\nsafe to remove ${esc(r.member)}: ${r.safeToRemove ? "yes" : "no"}\n`;
+  for (const b of r.blockers) out += `  - ${esc(b)}\n`;
   return out;
 }
 
@@ -166,7 +162,7 @@ export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotatio
   try {
     report = await offboarding.handle({ member, successor: opts.successor }, noteDirect(io, "offboard"));
   } catch (err) {
-    io.stderr(`rekey offboard: ${errorMessage(err)}\n`);
+    io.stderr(`rekey offboard: ${esc(errorMessage(err))}\n`);
     return err instanceof RequestError && err.status === 400 ? EXIT.usage : EXIT.failure;
   }
   if (opts.wait !== false) {
@@ -178,7 +174,7 @@ export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotatio
     for (;;) {
       const recs = await Promise.all(ids.map((id) => rt.state.getRecord(id)));
       const busy = recs.filter((r) => !r || r.status === "running").length;
-      const line = `offboarding ${member}: ${ids.length - busy}/${ids.length} rotation(s) past their automatic steps\n`;
+      const line = `offboarding ${esc(member)}: ${ids.length - busy}/${ids.length} rotation(s) past their automatic steps\n`;
       if (line !== last) io.stderr(line);
       last = line;
       if (busy === 0 || Date.now() >= deadline) break;

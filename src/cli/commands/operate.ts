@@ -1,24 +1,19 @@
 /** `rekey rotate | status | history | plan | submit`: operator commands. */
 import { type Command, Option } from "commander";
-import { errorMessage } from "../../errors.ts";
+import { errorMessage, formatPolicyIssue } from "../../errors.ts";
 import { loadPolicies } from "../../policy/loader.ts";
 import { capabilitiesOf } from "../../providers/capabilities.ts";
 import { RequestError } from "../../rotation/requests.ts";
 import { collectStatus, jobViewer } from "../../rotation/status.ts";
 import { persistedNextDue } from "../../scheduler/next-due.ts";
-import { printable } from "../../util/printable.ts";
 import { nextSlots } from "../../scheduler/slots.ts";
 import { formatDuration } from "../../util/duration.ts";
 import { apiTarget, callApi } from "../api-client.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc, table } from "../../util/terminal.ts";
 
 const json = new Option("--json", "print JSON");
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
-}
 
 async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
@@ -37,12 +32,12 @@ export function register(program: Command, io: CliIo): void {
       if (api) {
         const { status, json } = await callApi(api, "POST", "/v1/rotations", { policyId });
         if (status !== 202) {
-          io.stderr(`rekey rotate: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          io.stderr(`rekey rotate: the API refused (${status}): ${esc(json.error ?? "no reason given")}\n`);
           throw new CliExit(EXIT.failure);
         }
         const res = json as unknown as { rotationId: string; jobId: string; added: boolean };
         if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
-        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+        else io.stdout(res.added ? `queued rotation ${esc(res.rotationId)} of ${esc(policyId)} (job ${esc(res.jobId)})\n` : `rotation ${esc(res.rotationId)} of ${esc(policyId)} is already queued\n`);
         return;
       }
       const actor = noteDirect(io, "rotate");
@@ -50,10 +45,10 @@ export function register(program: Command, io: CliIo): void {
       try {
         const res = await rt.rotations.enqueue({ policyId, reason: "manual", actor });
         if (opts.json) io.stdout(`${JSON.stringify(res)}\n`);
-        else io.stdout(res.added ? `queued rotation ${res.rotationId} of ${policyId} (job ${res.jobId})\n` : `rotation ${res.rotationId} of ${policyId} is already queued\n`);
+        else io.stdout(res.added ? `queued rotation ${esc(res.rotationId)} of ${esc(policyId)} (job ${esc(res.jobId)})\n` : `rotation ${esc(res.rotationId)} of ${esc(policyId)} is already queued\n`);
       } catch (err) {
         if (err instanceof RequestError) {
-          io.stderr(`rekey rotate: ${err.message}\n`);
+          io.stderr(`rekey rotate: ${esc(err.message)}\n`);
           throw new CliExit(EXIT.failure);
         }
         throw err;
@@ -80,23 +75,23 @@ export function register(program: Command, io: CliIo): void {
           return;
         }
         const rows = [["POLICY", "PROVIDER", "LAST", "STATUS", "NEXT DUE"]];
-        for (const s of status) rows.push([s.policyId, s.provider, when(s.lastCompletedAt), s.inFlight?.status ?? s.lastStatus ?? "never", when(s.nextDue)].map(printable));
+        for (const s of status) rows.push([s.policyId, s.provider, when(s.lastCompletedAt), s.inFlight?.status ?? s.lastStatus ?? "never", when(s.nextDue)]);
         io.stdout(table(rows));
         const waiting = status.filter((s) => s.inFlight);
         if (waiting.length) {
           io.stdout("\nin flight:\n");
           for (const s of waiting) {
             const f = s.inFlight!;
-            io.stdout(`  ${printable(`${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  waiting for ${f.waitsFor.text}`)}\n`);
+            io.stdout(`  ${esc(`${s.policyId}  ${f.rotationId}  ${f.reason}  ${f.status}  waiting for ${f.waitsFor.text}`)}\n`);
             for (const x of f.consumerFailures) {
-              io.stdout(`    ! ${printable(x.consumerId)} failed (${printable(x.stage)}) at ${when(x.at)}: ${printable(x.message)}\n`);
+              io.stdout(`    ! ${esc(x.consumerId)} failed (${esc(x.stage)}) at ${when(x.at)}: ${esc(x.message)}\n`);
             }
           }
         }
         const attention = status.filter((s) => s.remedy);
         if (attention.length) {
           io.stdout("\nneeds attention:\n");
-          for (const s of attention) io.stdout(`  ${printable(`${s.policyId}: ${s.remedy}`)}\n`);
+          for (const s of attention) io.stdout(`  ${esc(`${s.policyId}: ${s.remedy}`)}\n`);
         }
       } finally {
         await rt.close();
@@ -112,7 +107,7 @@ export function register(program: Command, io: CliIo): void {
     .action(async (policyId: string | undefined, opts: { limit: string; json?: boolean }) => {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        if (policyId && !rt.policies.get(policyId)) io.stderr(`note: ${policyId} is not in the loaded policies; showing its stored history\n`);
+        if (policyId && !rt.policies.get(policyId)) io.stderr(`note: ${esc(policyId)} is not in the loaded policies; showing its stored history\n`);
         const rows = await rt.audit.history({ policyId, limit: Number(opts.limit) || 50 });
         if (opts.json) {
           io.stdout(`${JSON.stringify(rows, null, 2)}\n`);
@@ -120,7 +115,7 @@ export function register(program: Command, io: CliIo): void {
         }
         if (!rows.length) io.stdout("no audit records\n");
         for (const r of rows) {
-          io.stdout(`${printable(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}`)}\n`);
+          io.stdout(`${esc(`${when(r.at)}  ${r.policyId ?? "-"}  ${r.rotationId ?? "-"}  ${r.step} ${r.outcome}  by ${r.actor}${r.message ? `: ${r.message}` : ""}`)}\n`);
         }
       } finally {
         await rt.close();
@@ -136,7 +131,7 @@ export function register(program: Command, io: CliIo): void {
       const dir = paths.length ? paths : [io.env.REKEY_POLICY_DIR ?? "policies"];
       const { policies, issues } = await loadPolicies(dir);
       if (issues.length) {
-        for (const i of issues) io.stderr(`${i.file}${i.line ? `:${i.line}` : ""}: ${i.path ? `${i.path}: ` : ""}${i.message}\n`);
+        for (const i of issues) io.stderr(`${esc(formatPolicyIssue(i))}\n`);
         throw new CliExit(EXIT.failure);
       }
       const now = Date.now();
@@ -161,10 +156,10 @@ export function register(program: Command, io: CliIo): void {
         return;
       }
       for (const p of plan) {
-        io.stdout(`${p.policyId}  (${p.provider}, owner ${p.owner}, secret ${p.secret})\n`);
+        io.stdout(`${esc(p.policyId)}  (${esc(p.provider)}, owner ${esc(p.owner)}, secret ${esc(p.secret)})\n`);
         io.stdout(`  next due:  ${p.next.length ? p.next.map((t) => when(t)).join(", ") : "no schedule (manual, leak and offboarding only)"}\n`);
-        io.stdout(`  strategy:  ${p.strategy}${p.issue === "human" ? " (human step)" : ""} — ${p.consumerImpact}\n`);
-        io.stdout(`  consumers: ${p.consumers.length ? p.consumers.map((c) => `${c.id} (${c.confirm}${c.required ? "" : ", optional"})`).join(", ") : "none"}; timeout ${p.timeout}, then ${p.onTimeout}\n\n`);
+        io.stdout(`  strategy:  ${esc(p.strategy)}${p.issue === "human" ? " (human step)" : ""} — ${esc(p.consumerImpact)}\n`);
+        io.stdout(`  consumers: ${p.consumers.length ? p.consumers.map((c) => `${esc(c.id)} (${esc(c.confirm)}${c.required ? "" : ", optional"})`).join(", ") : "none"}; timeout ${esc(p.timeout)}, then ${esc(p.onTimeout)}\n\n`);
       }
     });
 
@@ -188,19 +183,19 @@ export function register(program: Command, io: CliIo): void {
       if (api) {
         const { status, json } = await callApi(api, "POST", `/v1/rotations/${encodeURIComponent(rotationId)}/submit`, { value: text });
         if (status !== 200) {
-          io.stderr(`rekey submit: the API refused (${status}): ${String(json.error ?? "no reason given")}\n`);
+          io.stderr(`rekey submit: the API refused (${status}): ${esc(json.error ?? "no reason given")}\n`);
           throw new CliExit(EXIT.failure);
         }
-        io.stdout(`accepted: the value passed the check and is stored as version ${String(json.versionId)} of ${String(json.policyId)}; the rotation goes on\n`);
+        io.stdout(`accepted: the value passed the check and is stored as version ${esc(json.versionId)} of ${esc(json.policyId)}; the rotation goes on\n`);
         return;
       }
       const actor = noteDirect(io, "submit");
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
         const res = await rt.rotations.submit({ rotationId, value: text, actor });
-        io.stdout(`accepted: the value passed the check and is stored as version ${res.versionId} of ${res.policyId}; the rotation goes on\n`);
+        io.stdout(`accepted: the value passed the check and is stored as version ${esc(res.versionId)} of ${esc(res.policyId)}; the rotation goes on\n`);
       } catch (err) {
-        io.stderr(`rekey submit: ${errorMessage(err)}\n`);
+        io.stderr(`rekey submit: ${esc(errorMessage(err))}\n`);
         throw new CliExit(EXIT.failure);
       } finally {
         await rt.close();

@@ -5,12 +5,7 @@ import { workerDefaults } from "../../rotation/defaults.ts";
 import { parseDuration } from "../../util/duration.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
 import { openRuntime } from "../context.ts";
-
-/** Control characters (escape sequences included) shown as \xNN, so a message cannot drive the terminal. */
-function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex -- these are exactly the characters to escape
-  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-}
+import { esc } from "../../util/terminal.ts";
 
 export function register(program: Command, io: CliIo): void {
   program
@@ -31,7 +26,7 @@ export function register(program: Command, io: CliIo): void {
         const policies = rt.policies.all().filter((p) => !opts.policy || opts.policy.includes(p.id));
         const unknown = (opts.policy ?? []).filter((id) => !rt.policies.get(id));
         if (unknown.length) {
-          io.stderr(`rekey reconcile: unknown policy ${unknown.map((u) => JSON.stringify(printable(u))).join(", ")}\n`);
+          io.stderr(`rekey reconcile: unknown policy ${unknown.map((u) => JSON.stringify(esc(u))).join(", ")}\n`);
           throw new CliExit(EXIT.failure);
         }
         const deps = { state: rt.state, audit: rt.audit, store: rt.store, providers: rt.providers, queue: rt.queue, resolve: rt.resolve, now: Date.now };
@@ -42,7 +37,7 @@ export function register(program: Command, io: CliIo): void {
         const second = await reconcileAll(deps, policies, { dryRun: opts.dryRun === true, settleMs, previous: first.observations });
         const findings = [...first.findings.filter((f) => f.repaired), ...second.findings];
         if (opts.json) io.stdout(`${JSON.stringify({ findings })}\n`);
-        else for (const f of findings) io.stdout(`${printable(f.policyId)}\t${f.kind}\t${f.repaired ? "repaired: " : ""}${printable(f.message)}\n`);
+        else for (const f of findings) io.stdout(`${esc(f.policyId)}\t${f.kind}\t${f.repaired ? "repaired: " : ""}${esc(f.message)}\n`);
         if (findings.some((f) => f.kind === "error")) throw new CliExit(EXIT.failure);
       } finally {
         await rt.close();

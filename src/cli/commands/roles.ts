@@ -3,6 +3,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { AuditShipper, auditSinkMetrics, sinkFor } from "../../audit/sink.ts";
 import { leakResponseFor } from "../../leak/leak.ts";
 import { openLeakIncidents, rotationMetrics, stateMetrics } from "../../observe/metrics.ts";
+import { errorMessage } from "../../errors.ts";
 import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
 import { persistedNextDue } from "../../scheduler/next-due.ts";
 import { roleRegistry, startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
@@ -36,6 +37,7 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
   const running: Stoppable[] = [];
   let nextDue: ((id: string) => number | undefined) | undefined;
   let reloadScheduler: (() => Promise<unknown>) | undefined;
+  let reloadTls: (() => void) | undefined;
   try {
     if (config.auditSink) {
       // Every role may ship; a lease in Redis lets one process at a time do it.
@@ -92,22 +94,24 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
     }
     if (roles.includes("worker")) {
       const concurrency = opts.concurrency ? Number(opts.concurrency) : config.workerConcurrency;
-      running.push(startRotationWorker(rt, { concurrency, log }));
+      running.push(startRotationWorker(rt, { concurrency, log, publicUrl: config.publicUrl }));
       log.info({ concurrency }, "rotation worker started");
     }
     if (roles.includes("api")) {
-      running.push(
-        await startApiServer(rt, {
-          host: config.apiHost,
-          port: config.apiPort,
-          adminTokenHash: config.adminTokenHash,
-          log,
-          nextDue,
-          registry,
-          oidc: config.oidc,
-          rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit },
-        }),
-      );
+      const api = await startApiServer(rt, {
+        host: config.apiHost,
+        port: config.apiPort,
+        adminTokenHash: config.adminTokenHash,
+        log,
+        nextDue,
+        registry,
+        oidc: config.oidc,
+        rateLimit: { perAddress: config.apiRateLimit, perIdentity: config.apiIdentityRateLimit },
+        tls: config.tls,
+        publicUrl: config.publicUrl,
+      });
+      reloadTls = () => api.reloadTls();
+      running.push(api);
     }
     const healthPort = opts.healthPort ?? config.healthPort;
     if (healthPort !== undefined) {
@@ -123,6 +127,12 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       const issues = await rt.policies.reload();
       for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
       await reloadScheduler?.();
+      try {
+        reloadTls?.();
+      } catch (err) {
+        // A half-written certificate file must not stop the API: the one in use stays.
+        log.error({ err: errorMessage(err) }, "TLS certificate not reloaded; the previous one stays in use");
+      }
     });
   } finally {
     for (const r of running.reverse()) await r.stop();
@@ -139,7 +149,7 @@ export function register(program: Command, io: CliIo): void {
     .action((opts: RoleOptions) => runRoles(io, ["worker"], opts));
   program
     .command("api")
-    .description("serve the HTTP API (confirmations, triggers, status, metrics) on REKEY_API_HOST:REKEY_API_PORT")
+    .description("serve the HTTP API (confirmations, triggers, status, metrics) on REKEY_API_HOST:REKEY_API_PORT; HTTPS with REKEY_TLS_CERT/REKEY_TLS_KEY, mTLS with REKEY_TLS_CLIENT_CA")
     .addOption(healthPortOption())
     .action((opts: RoleOptions) => runRoles(io, ["api"], opts));
   program

@@ -8,6 +8,7 @@ import { SCOPES, type Scope } from "../../auth/identity.ts";
 import { TokenError } from "../../auth/tokens.ts";
 import { noteDirect, openRuntime, when } from "../context.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc } from "../../util/terminal.ts";
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -34,11 +35,11 @@ export function register(program: Command, io: CliIo): void {
         if (opts.json) io.stdout(`${JSON.stringify({ token: value, ...record })}\n`);
         else {
           io.stdout(`${value}\n`);
-          io.stderr(`token ${record.name} created (${record.scopes.join(", ")}); it is shown this once: store it now (rekey keeps only its hash)\n`);
+          io.stderr(`token ${esc(record.name)} created (${record.scopes.map(esc).join(", ")}); it is shown this once: store it now (rekey keeps only its hash)\n`);
         }
       } catch (err) {
         if (err instanceof TokenError) {
-          io.stderr(`rekey token create: ${err.message}\n`);
+          io.stderr(`rekey token create: ${esc(err.message)}\n`);
           throw new CliExit(EXIT.usage);
         }
         throw err;
@@ -61,8 +62,8 @@ export function register(program: Command, io: CliIo): void {
         }
         if (!all.length) io.stdout("no tokens (create one with: rekey token create <name> --scope <scope>)\n");
         for (const t of all) {
-          const limit = t.owner ? ` for ${t.owner}` : t.consumerId ? ` as ${t.policyId}/${t.consumerId}` : "";
-          io.stdout(`${t.name}  ${t.scopes.join(",")}${limit}  created ${when(t.createdAt)} by ${t.createdBy}\n`);
+          const limit = t.owner ? ` for ${esc(t.owner)}` : t.consumerId ? ` as ${esc(t.policyId)}/${esc(t.consumerId)}` : "";
+          io.stdout(`${esc(t.name)}  ${t.scopes.map(esc).join(",")}${limit}  created ${when(t.createdAt)} by ${esc(t.createdBy)}\n`);
         }
       } finally {
         await rt.close();
@@ -78,11 +79,11 @@ export function register(program: Command, io: CliIo): void {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
         if (!(await rt.tokens.revoke(name))) {
-          io.stderr(`rekey token revoke: no token named ${JSON.stringify(name.slice(0, 80))}\n`);
+          io.stderr(`rekey token revoke: no token named ${esc(JSON.stringify(name.slice(0, 80)))}\n`);
           throw new CliExit(EXIT.failure);
         }
         await rt.audit.record({ step: "token.revoked", outcome: "ok", actor, message: `token ${name}` });
-        io.stdout(`revoked token ${name}\n`);
+        io.stdout(`revoked token ${esc(name)}\n`);
       } finally {
         await rt.close();
       }

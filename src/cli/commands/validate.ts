@@ -3,6 +3,7 @@ import { type Command } from "commander";
 import { formatPolicyIssue, type PolicyIssue } from "../../errors.ts";
 import { loadPolicies, type LoadedPolicy } from "../../policy/loader.ts";
 import { CliExit, EXIT, type CliIo } from "../io.ts";
+import { esc } from "../../util/terminal.ts";
 
 interface ValidateOptions {
   json?: boolean;
@@ -56,8 +57,8 @@ function reportLines(policies: LoadedPolicy[], issues: PolicyIssue[]): string[] 
   const files = [...new Set([...policies.map((p) => p.file), ...issues.map((i) => i.file)])].sort();
   const lines: string[] = [];
   for (const file of files) {
-    for (const p of policies) if (p.file === file) lines.push(`ok  ${p.file}  ${p.policy.id} (${p.policy.provider.kind})`);
-    for (const i of issues) if (i.file === file) lines.push(formatPolicyIssue(i));
+    for (const p of policies) if (p.file === file) lines.push(`ok  ${esc(p.file)}  ${esc(p.policy.id)} (${esc(p.policy.provider.kind)})`);
+    for (const i of issues) if (i.file === file) lines.push(esc(formatPolicyIssue(i)));
   }
   return lines;
 }
