@@ -184,6 +184,29 @@ export class AwsSecretsManagerStore implements SecretStore {
     return { versionId: token };
   }
 
+  async putCurrent(ref: SecretRef, token: string, value: string, signal?: AbortSignal): Promise<{ versionId: string; current: boolean }> {
+    // No read first: the token makes a repeated write a no-op, and a different value under it is
+    // refused by AWS (ResourceExistsException), which is read back below. One request on the path
+    // where every consumer waits.
+    const document = ref.jsonKey === undefined ? value : await this.documentWith(ref, ref.jsonKey, value, signal);
+    try {
+      const out = await this.call(
+        ref,
+        "PutSecretValue",
+        signal,
+        (c, s) => c.send(new PutSecretValueCommand({ SecretId: ref.secretId, ClientRequestToken: token, SecretString: document, VersionStages: [AWSCURRENT] }), s),
+        [value, document],
+      );
+      return { versionId: token, current: (out.VersionStages ?? [AWSCURRENT]).includes(AWSCURRENT) };
+    } catch (err) {
+      if (isAwsError(err, "ResourceExistsException")) {
+        const existing = await this.getVersion(ref, token, signal);
+        if (existing) return { ...this.sameOrConflict(ref, token, existing, value), current: existing.stages.includes(AWSCURRENT) };
+      }
+      throw err;
+    }
+  }
+
   async promote(ref: SecretRef, versionId: string, signal?: AbortSignal): Promise<{ previousVersionId?: string }> {
     // One re-read covers a label that moved between our read and our write.
     for (let attempt = 1; ; attempt++) {

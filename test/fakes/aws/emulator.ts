@@ -120,6 +120,11 @@ export interface AwsEmulator {
   inspect(secretId: string, region?: string): InspectedSecret | undefined;
   /** Every secret value held in any region, SecretBinary decoded as UTF-8 too (for leak scans). */
   allValues(): string[];
+  /**
+   * Each time AWSCURRENT moved on one secret (by name or ARN): when (wall-clock epoch ms), to which
+   * version, holding which value. Cut-over outage figures pair these with a provider's resets.
+   */
+  currentMoves(secretId: string, region?: string): { at: number; versionId: string; value: string | undefined }[];
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -310,6 +315,7 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
   const accountId = opts.accountId ?? "123456789012";
   const regions = new Map<string, RegionState>();
   const calls: AwsCall[] = [];
+  const moves = new Map<string, { at: number; versionId: string; value: string | undefined }[]>();
 
   function state(region: string): RegionState {
     let s = regions.get(region);
@@ -379,6 +385,11 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
     if (from === target) return;
     if (from) detach(from, label);
     attach(target, label);
+    if (label === CURRENT) {
+      const log = moves.get(s.arn) ?? [];
+      log.push({ at: Date.now(), versionId: target.id, value: target.string });
+      moves.set(s.arn, log);
+    }
     if (label === CURRENT && from) {
       const prev = holder(s, PREVIOUS);
       if (prev) detach(prev, PREVIOUS);
@@ -857,6 +868,10 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
     inspect(secretId, region = DEFAULT_REGION) {
       const s = find(state(region), secretId);
       return s ? snapshot(s) : undefined;
+    },
+    currentMoves(secretId, region = DEFAULT_REGION) {
+      const s = find(state(region), secretId);
+      return s ? [...(moves.get(s.arn) ?? [])] : [];
     },
     allValues() {
       const out: string[] = [];
