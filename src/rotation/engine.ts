@@ -221,6 +221,8 @@ function isNetworkish(err: unknown): boolean {
 /** One execution of one rotation job: the policy, the provider, the store, and the steps. */
 class Run {
   readonly provider: Provider;
+  /** The policy's provider config, as the provider runs it for this rotation's reason. */
+  readonly config: ProviderConfig;
   readonly caps: Capabilities;
   readonly ref: SecretRef;
   readonly pScope: string;
@@ -246,7 +248,8 @@ class Run {
     readonly sleep: (ms: number) => Promise<void>,
   ) {
     this.provider = deps.providers[policy.provider.kind] as Provider;
-    this.caps = this.provider.capabilities(policy.provider as never);
+    this.config = this.provider.rotationConfig?.(policy.provider as never, data.reason) ?? policy.provider;
+    this.caps = this.provider.capabilities(this.config as never);
     this.ref = refOf(policy);
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
@@ -284,7 +287,7 @@ class Run {
 
   ctx(): ProviderContext {
     return {
-      config: this.policy.provider,
+      config: this.config,
       policyId: this.policy.id,
       rotationId: this.data.rotationId,
       signal: this.signal,
