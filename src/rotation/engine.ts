@@ -832,10 +832,11 @@ class Run {
     const d = this.data;
     const now = this.now;
     const { rec, confirmed } = await this.deps.state.confirmationState(d.rotationId);
-    // Ended already: a run that stopped between the end and the job's completion.
+    // Ended already: a run that stopped between the end and the job's completion, or a leak whose
+    // probe consumers are still watched (watchProbes).
     if (rec?.endedAt !== undefined) {
       await this.handOffLeakIfDue(rec);
-      return { data: { ...d, step: "done" } };
+      return (await this.watchProbes(rec, confirmed)) ?? { data: { ...d, step: "done" } };
     }
     this.leakSeen = rec?.leak === true;
     if (rec?.leak) {
@@ -847,16 +848,13 @@ class Run {
     }
     const promotedAt = d.promotedAt ?? now;
     let nextCheck = now + engineDefaults.confirmationRecheckMs;
+    const probed: string[] = [];
     for (const c of this.policy.consumers) {
       if (confirmed.has(c.id)) continue;
       if (c.confirm === "probe") {
         nextCheck = Math.min(nextCheck, now + c.interval);
-        if (await this.probe(c.url, d.rotationId, rec?.newFingerprint)) {
-          if (await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: now, via: "probe", versionId: d.rotationId })) {
-            await this.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
-          }
-          confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
-        }
+        probed.push(c.id);
+        if (await this.pollProbe(c, rec?.newFingerprint)) confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
       } else if (c.confirm === "usage" && this.provider.lastUsed && d.oldCredentialId) {
         const last = await this.providerCall(() => this.provider.lastUsed!(this.ctx(), { credentialId: d.oldCredentialId, meta: d.oldMeta }));
         const quietSince = Math.max(promotedAt, last ?? 0);
@@ -869,6 +867,7 @@ class Run {
         }
       }
     }
+    await this.deps.state.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
     const waiting = this.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     // I2: the old credential is revoked only once every required consumer confirmed…
     if (waiting.length === 0) {
@@ -895,6 +894,42 @@ class Run {
     const message = waitingMessage(waiting);
     if (rec?.status !== status || rec.message !== message) await this.deps.state.updateRecord(d.rotationId, { status, message, policyId: this.policy.id });
     return { data: d, waitUntil: Math.min(nextCheck, deadline) };
+  }
+
+  /** Poll one probe consumer; a consumer that reports the new version is confirmed (and audited once). */
+  async pollProbe(c: { id: string; url: string }, fp: string | undefined): Promise<boolean> {
+    const d = this.data;
+    if (!(await this.probe(c.url, d.rotationId, fp))) return false;
+    if (await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: this.now, via: "probe", versionId: d.rotationId })) {
+      await this.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
+    }
+    return true;
+  }
+
+  /**
+   * A leak ends without waiting for its consumers (the old credential is revoked at once), but
+   * its probe consumers are still polled until they confirm or the confirmation timeout passes,
+   * so `rekey leak --incident` says who runs on the new value. The job stays parked meanwhile;
+   * the rotation's record, lock and outcome are final already.
+   */
+  async watchProbes(rec: RotationRecord, confirmed: Map<string, unknown>): Promise<StepOutcome | undefined> {
+    const d = this.data;
+    if (!(rec.leak || d.reason === "leak") || rec.status !== "completed" || !rec.promotedAt) return undefined;
+    const now = this.now;
+    const deadline = rec.promotedAt + this.policy.confirmation.timeout;
+    const pending = this.policy.consumers.filter((c) => c.confirm === "probe" && !confirmed.has(c.id));
+    if (now >= deadline || pending.length === 0) return undefined;
+    let next = deadline;
+    const polled: string[] = [];
+    for (const c of pending) {
+      if (c.confirm !== "probe") continue;
+      polled.push(c.id);
+      if (!(await this.pollProbe(c, rec.newFingerprint))) next = Math.min(next, now + c.interval);
+      else confirmed.set(c.id, true);
+    }
+    await this.deps.state.markProbed(d.rotationId, polled, now, engineDefaults.recordTtlSec);
+    if (pending.every((c) => confirmed.has(c.id))) return undefined;
+    return { data: d, waitUntil: next };
   }
 
   async probe(url: string, versionId: string, fp: string | undefined): Promise<boolean> {
@@ -960,7 +995,9 @@ class Run {
       if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
     }
     await this.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${this.policy.id}: rotation completed; ${what}`);
-    return { data: { ...d, step: "done" } };
+    // A leak's probe consumers are still watched after the end (watchProbes).
+    const watch = leak && this.policy.consumers.some((c) => c.confirm === "probe");
+    return { data: { ...d, step: watch ? "awaiting-confirmation" : "done" } };
   }
 
   // ---- failure path --------------------------------------------------------------------------
