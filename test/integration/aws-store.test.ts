@@ -87,6 +87,25 @@ describe.each(["aws", "other"] as const)("AwsSecretsManagerStore, %s error wordi
     if (messages === "other") expect(emu.calls.some((c) => c.errorType === "InvalidRequestException")).toBe(true);
   });
 
+  it("putCurrent: one write straight to AWSCURRENT; a repeat of a token already written as AWSPENDING says it is not current", async () => {
+    const { store, emu } = await setup();
+    const ref: SecretRef = { secretId: "cut" };
+    const { versionId: v1 } = await store.create(ref, "credential-one");
+    const t = token();
+    expect(await store.putCurrent(ref, t, "credential-two")).toEqual({ versionId: t, current: true });
+    expect(await store.stages(ref)).toEqual({ [t]: ["AWSCURRENT"], [v1]: ["AWSPREVIOUS"] });
+    expect(emu.count("PutSecretValue")).toBe(1);
+    expect(emu.count("GetSecretValue")).toBe(0);
+    // AWS does nothing on a repeated token and value, labels included: the caller must promote.
+    const t2 = token();
+    await store.putPending(ref, t2, "credential-three");
+    expect(await store.putCurrent(ref, t2, "credential-three")).toEqual({ versionId: t2, current: false });
+    expect((await store.getCurrent(ref))?.value).toBe("credential-two");
+    const conflict = await caught(store.putCurrent(ref, t2, "credential-four"));
+    expect(conflict).toBeInstanceOf(PermanentError);
+    expect(conflict.message).toMatch(/already holds a different credential/);
+  });
+
   it("names AWSCURRENT on every read of the current value (an implementation with a stale default)", async () => {
     const { store } = await setup({ staleDefault: true });
     const ref: SecretRef = { secretId: "stale", jsonKey: "token" };
