@@ -29,6 +29,7 @@ import type { RedisTarget } from "../../src/redis-connection.ts";
 import { startRedisServer } from "../../test/helpers/redis-server.ts";
 import { startSentinelTopology } from "../../test/helpers/redis-topology.ts";
 import { check, type Tracked, type Violations } from "./checker.ts";
+import { type CutoverFigures, cutoverOutages, formatCutover } from "./cutover.ts";
 import { WorkerPool } from "./workers.ts";
 import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld } from "./world.ts";
 
@@ -89,6 +90,8 @@ export interface MatrixReport {
   notes: string[];
   durationMs: number;
   byProvider: Record<string, number>;
+  /** Reset → AWSCURRENT of the cut-over (QStash token) rotations. */
+  cutover: CutoverFigures;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -398,6 +401,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     await killer;
     await workers.stop();
 
+    const cutover = cutoverOutages(
+      world.aws,
+      world.qstash.map((fake, i) => ({ resets: fake.rotationLog(), secretId: `chaos/chaos-qstash-${i}`, region: REGION })),
+    );
     const violations = await check({ world, rt: runtime, prefix, tracked, texts: [workers.text(), capture.chunks.join("")], i2Early, i6Broken, notes });
     const outcomes: Record<string, number> = {};
     for (const t of tracked) {
@@ -430,6 +437,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       notes,
       durationMs: Date.now() - t0,
       byProvider,
+      cutover,
     };
   } finally {
     await pool?.stop(1_000).catch(() => undefined);
@@ -460,6 +468,7 @@ export function formatReport(r: MatrixReport): string[] {
     `violations: ${Object.entries(r.violations).map(([k, list]) => `${k} ${list.length}`).join(", ")} (total ${totalViolations(r.violations)})`,
     `stragglers (no end, no alert): ${r.stragglers.length}`,
     `live credentials beyond one per policy at the end: ${r.extraLive}`,
+    formatCutover(r.cutover),
     `duration: ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
   for (const [k, list] of Object.entries(r.violations)) for (const v of list.slice(0, 10)) lines.push(`  ${k}: ${v}`);

@@ -73,6 +73,11 @@ export interface LeakTargetReport {
   message?: string;
   confirmed: string[];
   notConfirmed: string[];
+  /**
+   * Consumers that confirm by probe: rekey polls them until they confirm or the confirmation
+   * timeout passes (after a leak's rotation ended too), and says when it last did.
+   */
+  probes: { consumerId: string; confirmed: boolean; lastPolledAt?: number }[];
 }
 
 export interface LeakReport {
@@ -299,7 +304,7 @@ export class LeakResponse {
       rotationId = next;
       rec = await state.getRecord(next);
     }
-    const confirmations = await state.confirmations(rotationId);
+    const [confirmations, probedAt] = await Promise.all([state.confirmations(rotationId), state.probedAt(rotationId)]);
     const required = (policy?.consumers ?? []).filter((c) => c.required).map((c) => c.id);
     // Ended, but a leak rotation is still owed (between the end and its queueing): not done yet.
     const leakState = rec && leakHandOffDue(rec) ? "queued" : stateOf(rec);
@@ -315,6 +320,9 @@ export class LeakResponse {
       message: rec?.message,
       confirmed: [...confirmations.keys()],
       notConfirmed: required.filter((c) => !confirmations.has(c)),
+      probes: (policy?.consumers ?? [])
+        .filter((c) => c.confirm === "probe")
+        .map((c) => ({ consumerId: c.id, confirmed: confirmations.has(c.id), lastPolledAt: probedAt.get(c.id) })),
     };
   }
 }

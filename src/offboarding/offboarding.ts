@@ -111,6 +111,8 @@ interface Discovery {
   managed: Map<string, "owner" | "credential">;
   unmanaged: UnmanagedCredential[];
   listingErrors: OffboardReport["listingErrors"];
+  /** Policies whose live credential (current, or being replaced) the provider still lists as the member's. */
+  stillHeld: Set<string>;
 }
 
 const RETRY: ReadonlySet<string> = new Set(["failed", "skipped"]);
@@ -184,6 +186,7 @@ export class Offboarding {
     for (const p of all) if (p.owner.toLowerCase() === member) managed.set(p.id, "owner");
     const unmanaged: UnmanagedCredential[] = [];
     const listingErrors: Discovery["listingErrors"] = [];
+    const stillHeld = new Set<string>();
 
     // One listing per provider scope (kind, host, management credential); credentials of one
     // account seen through two scopes are counted once.
@@ -229,13 +232,14 @@ export class Offboarding {
         seen.add(id);
         const policyId = owners.get(c.credentialId);
         if (policyId) {
+          stillHeld.add(policyId);
           if (!managed.has(policyId)) managed.set(policyId, "credential");
         } else {
           unmanaged.push({ provider: p.provider.kind, account, credentialId: c.credentialId, name: c.name, kind: c.kind, lastUsed: c.lastUsed });
         }
       }
     }
-    return { managed, unmanaged, listingErrors };
+    return { managed, unmanaged, listingErrors, stillHeld };
   }
 
   /**
@@ -359,6 +363,12 @@ export class Offboarding {
         }
         const blocker = blockerOf(row);
         if (blocker) blockers.push(blocker);
+        else if (row.state === "completed" && found.stillHeld.has(policyId)) {
+          // Read the world, not the record: a rotation that completed but left the policy on a
+          // credential the provider still lists as the member's (a reset in place keeps the
+          // token's owner) dies with the member.
+          blockers.push(`${policyId}: rotation ${row.rotationId} completed, but the credential it runs on still belongs to ${member}; removing ${member} would break its consumers — rotate it again`);
+        }
       }
       if (policy && policy.owner.toLowerCase() === member) {
         blockers.push(`${policyId}: ${file ?? "its policy file"} still names ${member} as owner; change owner to ${entry?.successor ?? policy.offboarding?.successor ?? "the successor"}`);

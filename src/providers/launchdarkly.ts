@@ -15,7 +15,11 @@
  *
  * Offboarding: the new token must outlive the departing member. With `successorManagement`, it
  * is created with the successor's credential (a personal token of the successor); without it, it
- * is created as a service token, which belongs to the account.
+ * is created as a service token, which belongs to the account. Whatever the policy's strategy:
+ * a reset keeps the token's id and owner, so under `reset-with-expiry` the reset token would stay
+ * the departed member's personal token and die with the member. An offboarding therefore always
+ * runs create-then-delete (rotationConfig): a new token for the successor, the old one deleted
+ * once consumers confirmed.
  *
  * Every call sends `Authorization: <token>` (no Bearer prefix) and pins `LD-API-Version`.
  */
@@ -263,6 +267,8 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
     kind: "launchdarkly",
 
     capabilities: (config) => capabilitiesOf(config),
+
+    rotationConfig: (config, reason) => (reason === "offboarding" && config.strategy === "reset-with-expiry" ? { ...config, strategy: "create-delete" } : config),
 
     async identify(ctx, value) {
       const who = await identity(ctx, "current", value);

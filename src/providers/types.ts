@@ -80,6 +80,13 @@ export interface Provider<K extends ProviderKind = ProviderKind> {
   capabilities(config: ProviderConfigOf<K>): Capabilities;
 
   /**
+   * The provider config a rotation for `reason` runs with, where it must differ from the policy's
+   * (LaunchDarkly: an offboarding never resets a token in place, which would leave it the departed
+   * member's personal token). Default: the policy's own.
+   */
+  rotationConfig?(config: ProviderConfigOf<K>, reason: RotationReason): ProviderConfigOf<K>;
+
+  /**
    * Which credential does this value belong to? Used on the old (current) value before issuing,
    * so the engine records the id it will revoke. May return `{}` where the provider has no ids.
    */

@@ -64,6 +64,12 @@ export const engineDefaults = {
    * request that timed out here but is carried out there). No second reset is sent before that.
    */
   resetSettleMs: 60_000,
+  /**
+   * A cut-over (the reset killed the old value) retries its read-back, store write, promotion and
+   * verification in the worker, backing off 50 ms doubling to 400 ms, for this long before the
+   * queue's retries (5 s, 10 s, …) take over: consumers fail until the new value is current.
+   */
+  cutoverRetryBudgetMs: 15_000,
   /** In-process retries of the store write that must not lose a freshly issued value. */
   storeWriteRetries: 5,
   /** Added to a rate limit's reset time so a fleet does not retry in the same millisecond. */

@@ -24,6 +24,7 @@ import { paceRequests } from "../providers/http.ts";
 import type { Capabilities, CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
+import { hedge, retryFast } from "./cutover.ts";
 import { engineDefaults } from "./defaults.ts";
 import { RotationJobData, type Step } from "./job.ts";
 import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
@@ -226,6 +227,8 @@ function isNetworkish(err: unknown): boolean {
 /** One execution of one rotation job: the policy, the provider, the store, and the steps. */
 class Run {
   readonly provider: Provider;
+  /** The policy's provider config, as the provider runs it for this rotation's reason. */
+  readonly config: ProviderConfig;
   readonly caps: Capabilities;
   readonly ref: SecretRef;
   readonly pScope: string;
@@ -235,6 +238,10 @@ class Run {
   private storeGateOpenUntil = 0;
   /** The record's leak flag as last read in this run. */
   leakSeen: boolean | undefined;
+  /** The value this run issued and stored (a cut-over verifies it after promotion without re-reading it). */
+  private issuedValue: string | undefined;
+  /** This run's cut-over write made the new version AWSCURRENT already. */
+  private wroteCurrent = false;
   /** Audit entries waiting for this run's next write (deferAudit). */
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
@@ -247,7 +254,8 @@ class Run {
     readonly sleep: (ms: number) => Promise<void>,
   ) {
     this.provider = deps.providers[policy.provider.kind] as Provider;
-    this.caps = this.provider.capabilities(policy.provider as never);
+    this.config = this.provider.rotationConfig?.(policy.provider as never, data.reason) ?? policy.provider;
+    this.caps = this.provider.capabilities(this.config as never);
     this.ref = refOf(policy);
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
@@ -273,9 +281,19 @@ class Run {
     return (d.issueLostAt ?? 0) + (this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs);
   }
 
+  /** A reset that kills the old value: from the reset on, store, promote at once, then verify. */
+  get cutover(): boolean {
+    return this.caps.issue === "reset" && !this.caps.oldSurvivesIssue;
+  }
+
+  /** A call on the cut-over path, retried in the worker with sub-second back-offs (cutover.ts). */
+  fast<T>(fn: () => Promise<T>, budgetMs: number = engineDefaults.cutoverRetryBudgetMs): Promise<T> {
+    return retryFast(fn, { now: this.deps.now, sleep: this.sleep, signal: this.signal, budgetMs });
+  }
+
   ctx(): ProviderContext {
     return {
-      config: this.policy.provider,
+      config: this.config,
       policyId: this.policy.id,
       rotationId: this.data.rotationId,
       signal: this.signal,
@@ -533,7 +551,7 @@ class Run {
       const recovered = await this.providerCall(() => this.provider.recoverIssued!(this.ctx()));
       const old = d.oldVersionId ? await this.readVersion(d.oldVersionId) : undefined;
       if (recovered && recovered.value !== old?.value) issued = recovered;
-      else if (this.now - (d.issueStartedAt ?? 0) < engineDefaults.resetSettleMs) {
+      else if (this.now - (d.issueStartedAt ?? 0) < (this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs)) {
         // The live value is still the old one. Either the reset never reached the provider (a
         // worker died before sending it) or it did and is still being carried out (a timed-out
         // request the provider executes later). Resetting again now could be overtaken by that
@@ -583,22 +601,49 @@ class Run {
           // out) so the last sweep waits until such a late create can no longer land. A provider
           // that answered (even with a 5xx) was done with the request: the sweeps see its effect.
           if (this.caps.issue === "overlap" && err instanceof UnansweredError) this.data = { ...this.data, issueLostAt: this.now };
-          throw err;
+          // A cut-over whose reset got no clear answer may have killed the old value: read the
+          // new one back now, not after the queue's back-off (consumers fail meanwhile). Unanswered,
+          // it may still land later: read again until the budget runs out.
+          // A 429 is a refusal: nothing was reset, so the next attempt may reset without waiting.
+          if (err instanceof RateLimitedError) this.data = { ...this.data, issueStarted: undefined, issueStartedAt: undefined };
+          if (!this.cutover || !this.provider.recoverIssued || err instanceof PermanentError || err instanceof RateLimitedError) throw err;
+          issued = await this.readBackReset(old?.value, err, err instanceof UnansweredError ? engineDefaults.cutoverRetryBudgetMs : 0);
         }
       }
     }
     this.deps.crashAt?.("after-issue");
     await this.storeIssued(issued);
+    this.issuedValue = issued.value;
     this.deps.crashAt?.("after-store");
-    const next: Data = { ...this.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || this.data.oldRevokedByReplace, step: "verifying" };
+    // A cut-over goes from the store write straight to promotion: the old value is dead, so
+    // holding the new one back protects nothing; it is verified once current.
+    const next: Data = { ...this.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || this.data.oldRevokedByReplace, step: this.cutover ? "promoting" : "verifying" };
     const m = this.deps.state.redis.multi();
     await this.indexNew(issued.value, issued.credentialId, m);
     await this.deps.audit.record(
-      { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (AWSPENDING)` },
+      { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (${this.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
       m,
     );
     await m.exec();
     return { data: next };
+  }
+
+  /**
+   * The value a cut-over's reset produced, read back after the reset call failed; the reset's own
+   * error where the provider still shows the old value when the budget runs out.
+   */
+  async readBackReset(oldValue: string | undefined, resetErr: unknown, budgetMs: number): Promise<IssuedCredential> {
+    try {
+      // Hedged reads: a read that hangs does not delay the next one (a late reset shows up then).
+      return await hedge(async () => {
+        const recovered = await this.providerCall(() => this.provider.recoverIssued!(this.ctx()));
+        if (recovered && recovered.value !== oldValue) return recovered;
+        throw new TransientError("the provider still shows the old value");
+      }, { now: this.deps.now, signal: this.signal, budgetMs });
+    } catch (err) {
+      if (err instanceof PermanentError) throw err;
+      throw resetErr;
+    }
   }
 
   /**
@@ -609,7 +654,21 @@ class Run {
    */
   async storeIssued(issued: IssuedCredential): Promise<void> {
     let lastErr: unknown;
-    for (let i = 0; i < engineDefaults.storeWriteRetries; i++) {
+    if (this.cutover) {
+      try {
+        const { store } = this.deps;
+        const budget = { now: this.deps.now, signal: this.signal, budgetMs: engineDefaults.cutoverRetryBudgetMs };
+        // Straight to AWSCURRENT where the store can (one write); promoting skips what is done.
+        // Hedged: the write is idempotent under the rotation's token, and a write that hangs (or
+        // waits out the SDK's throttling back-off) would hold every consumer's outage.
+        if (store.putCurrent) this.wroteCurrent = (await hedge((signal) => this.storeWrite(() => store.putCurrent!(this.ref, this.data.rotationId, issued.value, signal)), budget)).current;
+        else await hedge((signal) => this.storeWrite(() => store.putPending(this.ref, this.data.rotationId, issued.value, signal)), budget);
+        return;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    for (let i = 0; i < (this.cutover ? 0 : engineDefaults.storeWriteRetries); i++) {
       try {
         await this.storeWrite(() => this.deps.store.putPending(this.ref, this.data.rotationId, issued.value, this.signal));
         return;
@@ -658,7 +717,7 @@ class Run {
       credentialId = handle.credentialId;
     }
     await this.indexNew(stored.value, credentialId);
-    return { data: { ...d, newCredentialId: credentialId, step: "verifying" } };
+    return { data: { ...d, newCredentialId: credentialId, step: this.cutover ? "promoting" : "verifying" } };
   }
 
   // ---- awaiting-human ------------------------------------------------------------------------
@@ -733,19 +792,30 @@ class Run {
 
   async promoting(): Promise<StepOutcome> {
     const d = this.data;
-    try {
-      await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal), 2);
-    } catch (err) {
-      // An error after AWS moved the label (the answer was dropped) is not a failed promotion:
-      // the labels say what happened. Undoing a promotion that happened would revoke the value
-      // consumers are loading (found by the fault matrix).
-      if (err instanceof RateLimitedError || this.signal.aborted) throw err;
-      const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
-      if (!stages?.[d.rotationId]?.includes("AWSCURRENT")) throw err;
-      await this.auditStep("promoting", "recovered", `the promotion's answer was lost (${errorMessage(err)}), but version ${d.rotationId} is AWSCURRENT`);
-    }
+    const promote = async () => {
+      try {
+        await this.storeWrite(() => this.deps.store.promote(this.ref, d.rotationId, this.signal), 2);
+      } catch (err) {
+        // An error after AWS moved the label (the answer was dropped) is not a failed promotion:
+        // the labels say what happened. Undoing a promotion that happened would revoke the value
+        // consumers are loading (found by the fault matrix).
+        if (err instanceof RateLimitedError || this.signal.aborted) throw err;
+        const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
+        if (!stages?.[d.rotationId]?.includes("AWSCURRENT")) throw err;
+        await this.auditStep("promoting", "recovered", `the promotion's answer was lost (${errorMessage(err)}), but version ${d.rotationId} is AWSCURRENT`);
+      }
+    };
+    if (!this.wroteCurrent) await (this.cutover ? this.fast(promote) : promote());
     const promotedAt = d.promotedAt ?? this.now;
     this.deps.crashAt?.("after-promote");
+    if (this.cutover) {
+      // Verified once current (see issuing); a failure from here on is after promotion.
+      this.data = { ...d, promotedAt };
+      const value = this.issuedValue ?? (await this.readVersion(d.rotationId))?.value;
+      if (value === undefined) throw new PermanentError(`version ${d.rotationId} is AWSCURRENT but holds no value`);
+      await this.fast(() => this.providerCall(() => this.provider.verify(this.ctx(), value, { credentialId: d.newCredentialId, meta: d.newMeta })));
+      this.deferAudit("verifying", "ok", `new credential passed the ${this.policy.provider.kind} identity check (after promotion: the old value died at the reset)`);
+    }
     const leak = d.reason === "leak" || (await this.deps.state.leakAndEnded(d.rotationId)).leak;
     this.leakSeen = leak;
     const required = this.policy.consumers.filter((c) => c.required).map((c) => c.id);
@@ -771,10 +841,11 @@ class Run {
     const d = this.data;
     const now = this.now;
     const { rec, confirmed } = await this.deps.state.confirmationState(d.rotationId);
-    // Ended already: a run that stopped between the end and the job's completion.
+    // Ended already: a run that stopped between the end and the job's completion, or a leak whose
+    // probe consumers are still watched (watchProbes).
     if (rec?.endedAt !== undefined) {
       await this.handOffLeakIfDue(rec);
-      return { data: { ...d, step: "done" } };
+      return (await this.watchProbes(rec, confirmed)) ?? { data: { ...d, step: "done" } };
     }
     this.leakSeen = rec?.leak === true;
     if (rec?.leak) {
@@ -786,16 +857,13 @@ class Run {
     }
     const promotedAt = d.promotedAt ?? now;
     let nextCheck = now + engineDefaults.confirmationRecheckMs;
+    const probed: string[] = [];
     for (const c of this.policy.consumers) {
       if (confirmed.has(c.id)) continue;
       if (c.confirm === "probe") {
         nextCheck = Math.min(nextCheck, now + c.interval);
-        if (await this.probe(c.url, d.rotationId, rec?.newFingerprint)) {
-          if (await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: now, via: "probe", versionId: d.rotationId })) {
-            await this.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
-          }
-          confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
-        }
+        probed.push(c.id);
+        if (await this.pollProbe(c, rec?.newFingerprint)) confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
       } else if (c.confirm === "usage" && this.provider.lastUsed && d.oldCredentialId) {
         const last = await this.providerCall(() => this.provider.lastUsed!(this.ctx(), { credentialId: d.oldCredentialId, meta: d.oldMeta }));
         const quietSince = Math.max(promotedAt, last ?? 0);
@@ -808,6 +876,7 @@ class Run {
         }
       }
     }
+    await this.deps.state.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
     const waiting = this.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     // I2: the old credential is revoked only once every required consumer confirmed…
     if (waiting.length === 0) {
@@ -834,6 +903,42 @@ class Run {
     const message = waitingMessage(waiting);
     if (rec?.status !== status || rec.message !== message) await this.deps.state.updateRecord(d.rotationId, { status, message, policyId: this.policy.id });
     return { data: d, waitUntil: Math.min(nextCheck, deadline) };
+  }
+
+  /** Poll one probe consumer; a consumer that reports the new version is confirmed (and audited once). */
+  async pollProbe(c: { id: string; url: string }, fp: string | undefined): Promise<boolean> {
+    const d = this.data;
+    if (!(await this.probe(c.url, d.rotationId, fp))) return false;
+    if (await this.deps.state.confirm(d.rotationId, { consumerId: c.id, at: this.now, via: "probe", versionId: d.rotationId })) {
+      await this.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
+    }
+    return true;
+  }
+
+  /**
+   * A leak ends without waiting for its consumers (the old credential is revoked at once), but
+   * its probe consumers are still polled until they confirm or the confirmation timeout passes,
+   * so `rekey leak --incident` says who runs on the new value. The job stays parked meanwhile;
+   * the rotation's record, lock and outcome are final already.
+   */
+  async watchProbes(rec: RotationRecord, confirmed: Map<string, unknown>): Promise<StepOutcome | undefined> {
+    const d = this.data;
+    if (!(rec.leak || d.reason === "leak") || rec.status !== "completed" || !rec.promotedAt) return undefined;
+    const now = this.now;
+    const deadline = rec.promotedAt + this.policy.confirmation.timeout;
+    const pending = this.policy.consumers.filter((c) => c.confirm === "probe" && !confirmed.has(c.id));
+    if (now >= deadline || pending.length === 0) return undefined;
+    let next = deadline;
+    const polled: string[] = [];
+    for (const c of pending) {
+      if (c.confirm !== "probe") continue;
+      polled.push(c.id);
+      if (!(await this.pollProbe(c, rec.newFingerprint))) next = Math.min(next, now + c.interval);
+      else confirmed.set(c.id, true);
+    }
+    await this.deps.state.markProbed(d.rotationId, polled, now, engineDefaults.recordTtlSec);
+    if (pending.every((c) => confirmed.has(c.id))) return undefined;
+    return { data: d, waitUntil: next };
   }
 
   async probe(url: string, versionId: string, fp: string | undefined): Promise<boolean> {
@@ -899,7 +1004,9 @@ class Run {
       if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
     }
     await this.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${this.policy.id}: rotation completed; ${what}`);
-    return { data: { ...d, step: "done" } };
+    // A leak's probe consumers are still watched after the end (watchProbes).
+    const watch = leak && this.policy.consumers.some((c) => c.confirm === "probe");
+    return { data: { ...d, step: watch ? "awaiting-confirmation" : "done" } };
   }
 
   // ---- failure path --------------------------------------------------------------------------
@@ -1001,7 +1108,7 @@ class Run {
       // A provider that keeps failing transiently is retried soon (nothing is undone, and the old
       // credential should not outlive the rotation by long); a permanent error waits for a person.
       const retryMs = opts.transient ? engineDefaults.transientAttentionRetryMs : engineDefaults.attentionRetryMs;
-      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; the old credential is kept alive and the step is retried every ${formatDuration(retryMs)}`;
+      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; ${this.cutover ? "the new value is current (the old one died at the reset)" : "the old credential is kept alive"} and the step is retried every ${formatDuration(retryMs)}`;
       return this.attentionAndRetry(d, text, retryMs, token);
     }
     // A create of this rotation that went unanswered may still land: clean up once it no longer

@@ -334,6 +334,19 @@ export class RekeyState {
     return parseConfirmations(await this.redis.hgetall(this.key("rot", rotationId, "confirmed")));
   }
 
+  /** When rekey last polled these probe consumers of a rotation (reports show it); kept as long as records. */
+  async markProbed(rotationId: string, consumerIds: string[], at: number, ttlSec: number): Promise<void> {
+    if (!consumerIds.length) return;
+    const k = this.key("rot", rotationId, "probed");
+    await execOrThrow(this.redis.multi().hset(k, Object.fromEntries(consumerIds.map((c) => [c, String(at)]))).expire(k, ttlSec));
+  }
+
+  /** Probe consumer id → when it was last polled (epoch ms). */
+  async probedAt(rotationId: string): Promise<Map<string, number>> {
+    const h = await this.redis.hgetall(this.key("rot", rotationId, "probed"));
+    return new Map(Object.entries(h).map(([c, at]) => [c, Number(at)]));
+  }
+
   // ---- consumer failures --------------------------------------------------------------------
 
   /** Keep a consumer's latest failure report for a rotation (one per consumer; a later one replaces it). */

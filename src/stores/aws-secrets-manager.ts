@@ -51,7 +51,7 @@ const PAGE_SIZE = 100;
 const MAX_PAGES = 10_000;
 
 // Service responses are checked at the boundary like any other input.
-const DescribeShape = z.object({ VersionIdsToStages: z.record(z.string(), z.array(z.string())).optional() });
+const DescribeShape = z.object({ VersionIdsToStages: z.record(z.string(), z.array(z.string())).optional(), DeletedDate: z.date().optional() });
 const ListShape = z.object({
   Versions: z
     .array(z.object({ VersionId: z.string(), VersionStages: z.array(z.string()).optional(), CreatedDate: z.date().optional() }))
@@ -95,7 +95,8 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async getCurrent(ref: SecretRef, signal?: AbortSignal): Promise<StoredVersion | undefined> {
-    const out = await this.readValue(ref, {}, signal);
+    // Named, never left to a default: an implementation whose default is stale stalled rotations.
+    const out = await this.readValue(ref, { VersionStage: AWSCURRENT }, signal);
     return out ? this.toStored(ref, out) : undefined;
   }
 
@@ -114,8 +115,11 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async stages(ref: SecretRef, signal?: AbortSignal): Promise<Record<string, string[]>> {
-    const out = await this.call(ref, "DescribeSecret", signal, (c, s) => c.send(new DescribeSecretCommand({ SecretId: ref.secretId }), s));
-    return DescribeShape.parse(out).VersionIdsToStages ?? {};
+    return (await this.describe(ref, signal)).VersionIdsToStages ?? {};
+  }
+
+  private async describe(ref: SecretRef, signal?: AbortSignal): Promise<z.infer<typeof DescribeShape>> {
+    return DescribeShape.parse(await this.call(ref, "DescribeSecret", signal, (c, s) => c.send(new DescribeSecretCommand({ SecretId: ref.secretId }), s)));
   }
 
   async probe(ref: SecretRef, signal?: AbortSignal): Promise<void> {
@@ -160,10 +164,9 @@ export class AwsSecretsManagerStore implements SecretStore {
   }
 
   async putPending(ref: SecretRef, token: string, value: string, signal?: AbortSignal): Promise<{ versionId: string }> {
-    // I4: a version under this token means an earlier run already wrote it.
-    const existing = await this.getVersion(ref, token, signal);
-    if (existing) return this.sameOrConflict(ref, token, existing, value);
-
+    // I4: no read first. A version under this token means an earlier run already wrote it: the
+    // same value again is a no-op at AWS, a different one is refused (ResourceExistsException)
+    // and read back below. A ResourceNotFoundException on a write can only mean the secret.
     const document = ref.jsonKey === undefined ? value : await this.documentWith(ref, ref.jsonKey, value, signal);
     try {
       await this.call(
@@ -182,6 +185,29 @@ export class AwsSecretsManagerStore implements SecretStore {
       throw err;
     }
     return { versionId: token };
+  }
+
+  async putCurrent(ref: SecretRef, token: string, value: string, signal?: AbortSignal): Promise<{ versionId: string; current: boolean }> {
+    // No read first: the token makes a repeated write a no-op, and a different value under it is
+    // refused by AWS (ResourceExistsException), which is read back below. One request on the path
+    // where every consumer waits.
+    const document = ref.jsonKey === undefined ? value : await this.documentWith(ref, ref.jsonKey, value, signal);
+    try {
+      const out = await this.call(
+        ref,
+        "PutSecretValue",
+        signal,
+        (c, s) => c.send(new PutSecretValueCommand({ SecretId: ref.secretId, ClientRequestToken: token, SecretString: document, VersionStages: [AWSCURRENT] }), s),
+        [value, document],
+      );
+      return { versionId: token, current: (out.VersionStages ?? [AWSCURRENT]).includes(AWSCURRENT) };
+    } catch (err) {
+      if (isAwsError(err, "ResourceExistsException")) {
+        const existing = await this.getVersion(ref, token, signal);
+        if (existing) return { ...this.sameOrConflict(ref, token, existing, value), current: existing.stages.includes(AWSCURRENT) };
+      }
+      throw err;
+    }
   }
 
   async promote(ref: SecretRef, versionId: string, signal?: AbortSignal): Promise<{ previousVersionId?: string }> {
@@ -275,8 +301,26 @@ export class AwsSecretsManagerStore implements SecretStore {
       return await send(this.client(region), signal ? { abortSignal: signal } : {});
     } catch (err) {
       if (signal?.aborted) throw err;
-      throw this.mapError(err, ref, region, operation, values);
+      throw await this.explain(err, ref, region, operation, values, signal);
     }
+  }
+
+  /**
+   * What an error means, from its exception name; where the name alone is ambiguous, from
+   * DescribeSecret (the world), never from the message, whose wording AWS does not promise (it
+   * has answered "…marked for deletion." and "You can’t … because it was deleted.").
+   */
+  private async explain(err: unknown, ref: SecretRef, region: string, operation: string, values: string[], signal?: AbortSignal): Promise<Error> {
+    if (nameOf(err) === "InvalidRequestException" && operation !== "DescribeSecret") {
+      // Invalid for the secret's state: scheduled for deletion is the state rekey can explain.
+      const described = await this.describe(ref, signal).catch(() => undefined);
+      if (described?.DeletedDate) return this.deletedError(ref, region);
+    }
+    return this.mapError(err, ref, region, operation, values);
+  }
+
+  private deletedError(ref: SecretRef, region: string): PermanentError {
+    return new PermanentError(`secret ${ref.secretId} in ${region} is scheduled for deletion: restore it (aws secretsmanager restore-secret --secret-id ${ref.secretId}) before rotating it`);
   }
 
   private mapError(err: unknown, ref: SecretRef, region: string, operation: string, values: string[]): Error {
@@ -310,9 +354,6 @@ export class AwsSecretsManagerStore implements SecretStore {
       case "ExpiredTokenException":
         return new PermanentError(`${operation} on ${where} was refused: ${detail}; rekey needs secretsmanager:${operation} on this secret and valid AWS credentials`);
     }
-    if (name === "InvalidRequestException" && /marked for deletion|scheduled for deletion/i.test(e.message ?? "")) {
-      return new PermanentError(`${where} is scheduled for deletion: restore it (aws secretsmanager restore-secret --secret-id ${ref.secretId}) before rotating it`);
-    }
     if (name === "InternalServiceError" || e.$fault === "server" || (status !== undefined && status >= 500)) {
       return new TransientError(`${operation} on ${where} failed on the AWS side: ${detail}`);
     }
@@ -334,11 +375,14 @@ export class AwsSecretsManagerStore implements SecretStore {
       return ValueShape.parse(out);
     } catch (err) {
       if (signal?.aborted) throw err;
-      const e = (typeof err === "object" && err !== null ? err : {}) as AwsErrorLike;
-      // "…can't find the specified secret value for …" names a missing version; "…the specified
-      // secret." names a missing secret.
-      if (e.name === "ResourceNotFoundException" && /secret value/i.test(e.message ?? "")) return undefined;
-      throw this.mapError(err, ref, region, "GetSecretValue", []);
+      if (nameOf(err) === "ResourceNotFoundException") {
+        // One exception for a missing secret and for a missing version or label; only its
+        // message told them apart. DescribeSecret does: it fails only where the secret is missing.
+        const described = await this.describe(ref, signal);
+        if (described.DeletedDate) throw this.deletedError(ref, region);
+        return undefined;
+      }
+      throw await this.explain(err, ref, region, "GetSecretValue", [], signal);
     }
   }
 
@@ -364,7 +408,7 @@ export class AwsSecretsManagerStore implements SecretStore {
 
   /** The current JSON document with only `key` set to `value`; a secret without a value starts empty. */
   private async documentWith(ref: SecretRef, key: string, value: string, signal?: AbortSignal): Promise<string> {
-    const current = await this.readValue(ref, {}, signal);
+    const current = await this.readValue(ref, { VersionStage: AWSCURRENT }, signal);
     if (!current) return JSON.stringify({ [key]: value });
     const document = this.stringOf(ref, current);
     return replaceJsonKey(document, key, value, `secret ${ref.secretId} version ${current.VersionId}`);
@@ -384,6 +428,11 @@ export class AwsSecretsManagerStore implements SecretStore {
       throw err;
     }
   }
+}
+
+/** The exception name the SDK read from the answer (`__type`, namespace cut off). */
+function nameOf(err: unknown): string | undefined {
+  return typeof err === "object" && err !== null ? (err as AwsErrorLike).name : undefined;
 }
 
 function holderOf(stages: Record<string, string[]>, label: string): string | undefined {

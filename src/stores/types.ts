@@ -51,6 +51,14 @@ export interface SecretStore {
    */
   promote(ref: SecretRef, versionId: string, signal?: AbortSignal): Promise<{ previousVersionId?: string }>;
 
+  /**
+   * Write `value` as a new version that is AWSCURRENT at once (one PutSecretValue with
+   * VersionStages [AWSCURRENT]; AWSPREVIOUS follows the old version): the cut-over write, where the
+   * old value is already dead. Idempotent like putPending; `current` is false where the token's
+   * version already existed without AWSCURRENT (a repeated write moves no label): promote it then.
+   */
+  putCurrent?(ref: SecretRef, token: string, value: string, signal?: AbortSignal): Promise<{ versionId: string; current: boolean }>;
+
   /** Remove AWSPENDING from `versionId` (a rotation that failed before promotion). Idempotent. */
   discardPending(ref: SecretRef, versionId: string, signal?: AbortSignal): Promise<void>;
 

@@ -3,12 +3,14 @@
  * provider fakes over HTTP with their rate limits on: a mass leak across providers, a leak that
  * takes over a rotation waiting on consumers, and a leak found by its value on standard input.
  */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { directActor } from "../../src/cli/context.ts";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import { main, type CliIo } from "../../src/cli/main.ts";
-import { runLeak } from "../../src/cli/commands/leak.ts";
+import { formatLeakReport, runLeak } from "../../src/cli/commands/leak.ts";
 import { leakResponseFor, type LeakReport } from "../../src/leak/leak.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
@@ -221,6 +223,61 @@ describe("leak response", () => {
 
     const history = await stack.rt.audit.history({ policyId: "ld-billing", limit: 100 });
     expect(history.some((h) => h.step === "leak.takeover" && h.actor === "api:admin")).toBe(true);
+  });
+
+  it("probe consumers of a leak's rotations are polled after the rotation ended, until they confirm or the timeout passes; the report says when", async () => {
+    const ld = await startLaunchDarklyFake();
+    closers.push(() => ld.close());
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    // Each probe consumer reports the version it runs on; "none" until the test says otherwise.
+    const loaded = new Map<string, string>();
+    const hits = new Map<string, number>();
+    const probe = createServer((req, res) => {
+      const id = (req.url ?? "").slice(1);
+      hits.set(id, (hits.get(id) ?? 0) + 1);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ versionId: loaded.get(id) ?? "none" }));
+    });
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()));
+    closers.push(() => new Promise<void>((r) => probe.close(() => r())));
+    const probeUrl = `http://127.0.0.1:${(probe.address() as AddressInfo).port}`;
+    const edge = (id: string) => ({ id: "edge", confirm: "probe" as const, url: `${probeUrl}/${id}`, interval: "1s" });
+    const policies = [
+      ldPolicy(ld, "ld-edge", { consumers: [edge("ld-edge")], confirmation: { timeout: "1h", onTimeout: "keep-old" } }),
+      ldPolicy(ld, "ld-late", { consumers: [edge("ld-late")], confirmation: { timeout: "3s", onTimeout: "keep-old" } }),
+    ];
+    const stack = await startStack({ policies, env: { LD_ADMIN_TOKEN: admin.value } });
+    closers.push(() => stack.close());
+    for (const p of policies) await stack.store.create!({ secretId: p.target.secretId, region: REGION }, ld.addToken({ name: p.id, role: "reader" }).value);
+
+    const leaks = leakResponseFor(stack.rt);
+    const { incident } = await leaks.handle({ provider: "launchdarkly" }, "cli:oncall");
+    const report = async () => leaks.report((await leaks.incident(incident.incidentId))!);
+    await until("both leak rotations completed", async () => (await report()).completed === 2, 20_000);
+    const first = await report();
+    const target = (r: LeakReport, id: string) => r.targets.find((t) => t.policyId === id)!;
+    expect(target(first, "ld-edge")).toMatchObject({ state: "completed", oldRevoked: true, notConfirmed: ["edge"], probes: [{ consumerId: "edge", confirmed: false }] });
+    const polledBefore = target(first, "ld-edge").probes[0]!.lastPolledAt!;
+    expect(polledBefore).toBeGreaterThan(incident.createdAt);
+
+    // The consumer loads the new value after the rotation ended: the report catches up by itself.
+    loaded.set("ld-edge", target(first, "ld-edge").rotationId);
+    const caught = await until("the probe consumer confirmed", async () => {
+      const r = await report();
+      return target(r, "ld-edge").notConfirmed.length === 0 ? r : undefined;
+    }, 10_000, 100);
+    expect(target(caught, "ld-edge").probes).toEqual([{ consumerId: "edge", confirmed: true, lastPolledAt: expect.any(Number) }]);
+    expect(target(caught, "ld-edge").probes[0]!.lastPolledAt!).toBeGreaterThan(polledBefore);
+    expect(formatLeakReport(caught)).toMatch(/ld-edge: edge confirmed, last polled \d{4}-/);
+    expect(formatLeakReport(caught)).toMatch(/ld-late: edge not confirmed, last polled \d{4}-/);
+
+    // The other one never confirms: polled until its 3 s confirmation timeout passes, then no more.
+    await new Promise((r) => setTimeout(r, 4_000));
+    const stopped = hits.get("ld-late") ?? 0;
+    expect(stopped).toBeGreaterThanOrEqual(2);
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(hits.get("ld-late")).toBe(stopped);
+    expect(target(await report(), "ld-late").notConfirmed).toEqual(["edge"]);
   });
 
   it("a policy leak during the wait for consumers revokes both live values: the old at once, then the new one by a rotation of its own", async () => {

@@ -159,6 +159,72 @@ describe("offboarding", () => {
     expect(audit.filter((a) => a.step === "offboarding.requested" && a.policyId)).toHaveLength(3);
   });
 
+  it("reset-with-expiry: the departed member's tokens are replaced, not reset in place; safe to remove only once done, and removing the member breaks no consumer", async () => {
+    const web = { id: "web", confirm: "push" as const, tokenHash: tokenHash(CONSUMER_TOKEN) };
+    const reset = { kind: "launchdarkly" as const, baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" }, strategy: "reset-with-expiry" as const, resetExpiry: "1h" };
+    const resetPolicies = (owner: string) => [
+      Policy.parse(policy("dana-api", owner, { provider: reset, acceptCutover: true, offboarding: { successor: "sam@example.com" }, consumers: [web] })),
+      // Olga's policy on Dana's personal token.
+      Policy.parse(policy("reports", "olga@example.com", { provider: reset, acceptCutover: true, consumers: [web] })),
+    ];
+    stack.rt.policies.replace(resetPolicies("dana@example.com").map((p) => ({ policy: p, file: `${p.id}.yaml` })));
+    // Dana's other tokens are no policy's: deleted, so only the policies' tokens are in question.
+    for (const t of [tokens.batch!, tokens.laptop!]) await fetch(`${ld.url}/api/v2/tokens/${t.id}`, { method: "DELETE", headers: { authorization: admin.value } });
+
+    const first = io();
+    expect(await runOffboard(stack.rt, first, "dana@example.com", { json: true, pollMs: 100, timeout: "20s" })).toBe(1);
+    const report = JSON.parse(first.out) as OffboardReport;
+    expect(report.safeToRemove).toBe(false);
+    expect(report.policies.map((p) => [p.policyId, p.state])).toEqual([["dana-api", "awaiting-confirmation"], ["reports", "awaiting-confirmation"]]);
+    // No reset in place: each policy got a new token that is not Dana's, and Dana's stay until confirmed.
+    expect(ld.count(/\/reset/)).toBe(0);
+    for (const id of ["dana-api", "reports"]) {
+      const cur = await stack.store.getCurrent({ secretId: `prod/${id}`, region: REGION });
+      const t = ld.tokens().find((x) => x.value === cur!.value)!;
+      expect(t.memberId).not.toBe(dana);
+    }
+    expect(ld.isLive(tokens.api!.value)).toBe(true);
+    expect(ld.isLive(tokens.shared!.value)).toBe(true);
+
+    for (const p of report.policies) {
+      const conf = await fetch(`${stack.apiUrl}/v1/confirmations`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+        body: JSON.stringify({ policyId: p.policyId, consumerId: "web", versionId: p.rotationId }),
+      });
+      expect(conf.status).toBe(200);
+    }
+    for (const p of report.policies) await until(`${p.policyId} completed`, async () => (await stack.rt.state.getRecord(p.rotationId!))?.status === "completed");
+    expect(ld.isLive(tokens.api!.value)).toBe(false);
+    expect(ld.isLive(tokens.shared!.value)).toBe(false);
+    stack.rt.policies.replace(resetPolicies("sam@example.com").map((p) => ({ policy: p, file: `${p.id}.yaml` })));
+    const last = io();
+    expect(await runOffboard(stack.rt, last, "dana@example.com", { pollMs: 100, timeout: "10s" })).toBe(0);
+    expect(last.out).toContain("safe to remove dana@example.com: yes");
+
+    // The report reads the world, not the records: a policy put back on a token of Dana's (by hand,
+    // after its rotation completed) makes it unsafe again.
+    const ref = { secretId: "prod/reports", region: REGION };
+    const good = (await stack.store.getCurrent(ref))!.value;
+    const stray = ld.addToken({ memberId: dana, name: "dana again", role: "reader" });
+    await stack.store.putCurrent!(ref, crypto.randomUUID(), stray.value);
+    const unsafe = io();
+    expect(await runOffboard(stack.rt, unsafe, "dana@example.com", { json: true, wait: false })).toBe(1);
+    expect((JSON.parse(unsafe.out) as OffboardReport).blockers).toEqual([expect.stringMatching(/^reports: rotation .* completed, but the credential it runs on still belongs to dana@example.com/)]);
+    await stack.store.putCurrent!(ref, crypto.randomUUID(), good);
+    await fetch(`${ld.url}/api/v2/tokens/${stray.id}`, { method: "DELETE", headers: { authorization: admin.value } });
+
+    // Dana is removed from the account: every consumer of every offboarded policy still works.
+    ld.removeMember(dana);
+    for (const id of ["dana-api", "reports"]) {
+      const cur = await stack.store.getCurrent({ secretId: `prod/${id}`, region: REGION });
+      expect(ld.isLive(cur!.value)).toBe(true);
+      const res = await fetch(`${ld.url}/api/v2/caller-identity`, { headers: { authorization: cur!.value } });
+      await res.text();
+      expect(res.status).toBe(200);
+    }
+  });
+
   it("names a missing successor as a blocker and starts nothing for that policy", async () => {
     stack.rt.policies.replace([{ policy: Policy.parse(policy("dana-api", "dana@example.com")), file: "dana-api.yaml" }]);
     const out = io();

@@ -55,6 +55,8 @@ interface Region {
   keys: { current: string; next: string };
   keyRolls: number;
   tokenRotations: number;
+  /** Each rotation: when the old token died and the token that replaced it (cut-over outage figures). */
+  rotationLog: { at: number; token: string }[];
   /** Every token this region ever had: isLive answers false for the retired ones. */
   retired: Set<string>;
 }
@@ -95,6 +97,7 @@ export class QStashFake extends HttpFake {
       keys: { current: mintSecret("sig_"), next: mintSecret("sig_") },
       keyRolls: 0,
       tokenRotations: 0,
+      rotationLog: [],
       retired: new Set(),
     }));
   }
@@ -126,6 +129,11 @@ export class QStashFake extends HttpFake {
   /** How many times the region's token was rotated. */
   tokenRotations(region?: string): number {
     return this.region(region).tokenRotations;
+  }
+
+  /** Each token rotation: when the old token died (epoch ms) and the new token. */
+  rotationLog(region?: string): { at: number; token: string }[] {
+    return [...this.region(region).rotationLog];
   }
 
   /** Does this token (full or read-only) authenticate on the data plane now? */
@@ -165,6 +173,7 @@ export class QStashFake extends HttpFake {
     r.retired.add(r.user.read_only_token);
     r.user = { ...r.user, token: mintToken(), read_only_token: mintToken() };
     r.tokenRotations += 1;
+    r.rotationLog.push({ at: Date.now(), token: r.user.token });
     return r.user;
   }
 

@@ -10,7 +10,10 @@
  * active PATs of at most 90 days, and 429s without rate-limit headers until the window passes.
  *
  * Choices where Snyk's exact answer is not documented:
- * - A third `create` answers 409, deleting the last secret 409, deleting an unknown one 404.
+ * - A third `create`, deleting the last secret and deleting an unknown one answer 400 by default
+ *   (a status the endpoint documents); `secretRefusals: "404/409"` answers 409, 409 and 404
+ *   instead, so tests show that rekey decides from neither (it exchanges the secret at
+ *   /oauth2/token to learn whether it still exists).
  * - `GET /rest/self` for an OAuth access token answers `type: "service_account"` with the
  *   account's id; for a user credential `type: "user"` with name, username and email.
  * - Access tokens stay valid until they expire, even after the secret they came from is deleted.
@@ -43,6 +46,12 @@ export interface SnykFakeOptions {
   accessTokenTtlSeconds?: number;
   /** Clock in epoch ms (PAT expiry, access-token expiry, rate windows). Default Date.now. */
   now?: () => number;
+  /**
+   * Statuses of the refusals Snyk does not document (third create, delete of the last or of an
+   * unknown secret): `400` (default, a status the endpoint lists) or `"404/409"` (409 for the
+   * first two, 404 for the unknown secret).
+   */
+  secretRefusals?: 400 | "404/409";
 }
 
 export interface SnykUser {
@@ -311,7 +320,7 @@ export class SnykFake extends HttpFake {
     switch (mode) {
       case "create": {
         if (account.secrets.length >= 2) {
-          return jsonApiError(409, "The service account already has the maximum of 2 client secrets; delete one before creating another");
+          return jsonApiError(this.refusal(409), "The service account already has the maximum of 2 client secrets; delete one before creating another");
         }
         const secret = mintSecret("snyk_cs_");
         account.secrets.push(secret);
@@ -321,8 +330,8 @@ export class SnykFake extends HttpFake {
         const secret = body.data.attributes?.secret;
         if (typeof secret !== "string" || !secret) return jsonApiError(400, "data.attributes.secret is required for mode delete");
         const at = account.secrets.indexOf(secret);
-        if (at < 0) return jsonApiError(404, "Client secret not found");
-        if (account.secrets.length === 1) return jsonApiError(409, "The last client secret of a service account cannot be deleted");
+        if (at < 0) return jsonApiError(this.refusal(404), "The secret matches no active secret of this service account");
+        if (account.secrets.length === 1) return jsonApiError(this.refusal(409), "The last client secret of a service account cannot be deleted");
         account.secrets.splice(at, 1);
         return ok({ data: accountResource(account) });
       }
@@ -334,6 +343,11 @@ export class SnykFake extends HttpFake {
       default:
         return jsonApiError(400, 'data.attributes.mode must be one of "create", "delete", "replace"');
     }
+  }
+
+  /** The status of an undocumented refusal: 400 unless the fake was asked for 404/409. */
+  private refusal(legacy: 404 | 409): number {
+    return this.options.secretRefusals === "404/409" ? legacy : 400;
   }
 
   private oauthToken(req: FakeRequest): FakeReply {

@@ -23,17 +23,19 @@ export const REGION = "us-east-1";
 export const ADMIN_TOKEN = "rekey-test-admin-token-0123456789";
 export const FINGERPRINT_KEY = "rekey-test-fingerprint-key-0123456789abcdef";
 
-export function emulatorClient(emulator: AwsEmulator, region = REGION): SecretsManagerClient {
+export function emulatorClient(emulator: AwsEmulator, region = REGION, requestTimeoutMs?: number): SecretsManagerClient {
   return new SecretsManagerClient({
     region,
     endpoint: emulator.url,
     credentials: { accessKeyId: "test", secretAccessKey: "test" },
     maxAttempts: 3,
+    // As the runtime's own store does with REKEY_REQUEST_TIMEOUT.
+    ...(requestTimeoutMs ? { requestHandler: { requestTimeout: requestTimeoutMs, throwOnRequestTimeout: true } } : {}),
   });
 }
 
-export function emulatorStore(emulator: AwsEmulator): AwsSecretsManagerStore {
-  return new AwsSecretsManagerStore({ region: REGION, clientFor: (r) => emulatorClient(emulator, r) });
+export function emulatorStore(emulator: AwsEmulator, requestTimeoutMs?: number): AwsSecretsManagerStore {
+  return new AwsSecretsManagerStore({ region: REGION, clientFor: (r) => emulatorClient(emulator, r, requestTimeoutMs) });
 }
 
 /** A pino destination that keeps every line, so tests can scan logs for secrets. */
@@ -89,7 +91,7 @@ export interface Stack {
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const emulator = await startAwsEmulator({ writesPerSecond: Infinity, ...opts.emulator });
-  const store = emulatorStore(emulator);
+  const store = emulatorStore(emulator, opts.requestTimeoutMs);
   const prefix = opts.prefix ?? testPrefix("stack");
   const logs = new LogCapture();
   const log = createLogger({ level: "debug", destination: logs });

@@ -3,7 +3,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient, UpdateSecretVersionStageCommand } from "@aws-sdk/client-secrets-manager";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PermanentError, RateLimitedError, TransientError } from "../../src/errors.ts";
 import { AwsSecretsManagerStore, replaceJsonKey } from "../../src/stores/aws-secrets-manager.ts";
 import { type SecretRef } from "../../src/stores/types.ts";
@@ -17,6 +17,8 @@ let clients: SecretsManagerClient[] = [];
 /** Every error a store call raised, checked for leaked values after each test. */
 let errors: Error[] = [];
 let clock = T0;
+/** The emulator's error wording for the suite being run (AWS's, or every message worded otherwise). */
+let wording: "aws" | "other" = "aws";
 
 afterEach(async () => {
   const values = emulators.flatMap((e) => e.allValues()).filter((v) => v.length >= 6);
@@ -32,7 +34,7 @@ afterEach(async () => {
 });
 
 async function setup(emuOpts: AwsEmulatorOptions = {}, maxAttempts = 1): Promise<{ emu: AwsEmulator; store: AwsSecretsManagerStore; raw: SecretsManagerClient }> {
-  const emu = await startAwsEmulator({ now: () => clock, writesPerSecond: Infinity, ...emuOpts });
+  const emu = await startAwsEmulator({ now: () => clock, writesPerSecond: Infinity, messages: wording, ...emuOpts });
   emulators.push(emu);
   const clientFor = (region: string): SecretsManagerClient => {
     const c = new SecretsManagerClient({ endpoint: emu.url, region, credentials: { accessKeyId: "test", secretAccessKey: "test" }, maxAttempts });
@@ -56,7 +58,68 @@ async function caught(p: Promise<unknown>): Promise<Error> {
 
 const token = (): string => randomUUID();
 
-describe("AwsSecretsManagerStore", () => {
+// The store decides from exception names and DescribeSecret, never from message text: every test
+// passes with AWS's wording and with every message worded otherwise.
+describe.each(["aws", "other"] as const)("AwsSecretsManagerStore, %s error wording", (messages) => {
+  beforeEach(() => {
+    wording = messages;
+  });
+
+  it("tells a missing secret from a missing version, and a deleted secret, by exception name and DescribeSecret", async () => {
+    const { raw, store, emu } = await setup();
+    const ref: SecretRef = { secretId: "truth" };
+    await store.create(ref, "credential-one");
+    // A missing version: undefined, and the rotation goes on (it used to stop with "create it first").
+    expect(await store.getVersion(ref, token())).toBeUndefined();
+    const t = token();
+    await store.putPending(ref, t, "credential-two");
+    expect((await store.getVersion(ref, t))?.value).toBe("credential-two");
+    // A missing secret: told to create it.
+    const missing = await caught(store.getVersion({ secretId: "absent" }, token()));
+    expect(missing.message).toMatch(/^secret absent in us-east-1 not found: create it first/);
+    // Scheduled for deletion: told to restore it, whatever the message said.
+    await raw.send(new DeleteSecretCommand({ SecretId: "truth" }));
+    for (const call of [() => store.getCurrent(ref), () => store.putPending(ref, token(), "credential-three"), () => store.promote(ref, t)]) {
+      const err = await caught(call());
+      expect(err).toBeInstanceOf(PermanentError);
+      expect(err.message).toMatch(/scheduled for deletion: restore it/);
+    }
+    if (messages === "other") expect(emu.calls.some((c) => c.errorType === "InvalidRequestException")).toBe(true);
+  });
+
+  it("putCurrent: one write straight to AWSCURRENT; a repeat of a token already written as AWSPENDING says it is not current", async () => {
+    const { store, emu } = await setup();
+    const ref: SecretRef = { secretId: "cut" };
+    const { versionId: v1 } = await store.create(ref, "credential-one");
+    const t = token();
+    expect(await store.putCurrent(ref, t, "credential-two")).toEqual({ versionId: t, current: true });
+    expect(await store.stages(ref)).toEqual({ [t]: ["AWSCURRENT"], [v1]: ["AWSPREVIOUS"] });
+    expect(emu.count("PutSecretValue")).toBe(1);
+    expect(emu.count("GetSecretValue")).toBe(0);
+    // AWS does nothing on a repeated token and value, labels included: the caller must promote.
+    const t2 = token();
+    await store.putPending(ref, t2, "credential-three");
+    expect(await store.putCurrent(ref, t2, "credential-three")).toEqual({ versionId: t2, current: false });
+    expect((await store.getCurrent(ref))?.value).toBe("credential-two");
+    const conflict = await caught(store.putCurrent(ref, t2, "credential-four"));
+    expect(conflict).toBeInstanceOf(PermanentError);
+    expect(conflict.message).toMatch(/already holds a different credential/);
+  });
+
+  it("names AWSCURRENT on every read of the current value (an implementation with a stale default)", async () => {
+    const { store } = await setup({ staleDefault: true });
+    const ref: SecretRef = { secretId: "stale", jsonKey: "token" };
+    await store.create(ref, "credential-one");
+    const t = token();
+    await store.putPending(ref, t, "credential-two");
+    await store.promote(ref, t);
+    expect(await store.getCurrent(ref)).toMatchObject({ versionId: t, value: "credential-two" });
+    // The JSON document a write starts from is the current one too, not the stale default.
+    const t2 = token();
+    await store.putCurrent(ref, t2, "credential-three");
+    expect(await store.getCurrent(ref)).toMatchObject({ versionId: t2, value: "credential-three" });
+  });
+
   it("writes AWSPENDING once per token; a retry is a no-op", async () => {
     const { emu, store } = await setup();
     const ref: SecretRef = { secretId: "app/api-token" };
@@ -64,7 +127,9 @@ describe("AwsSecretsManagerStore", () => {
     const t = token();
     expect(await store.putPending(ref, t, "new-credential-2")).toEqual({ versionId: t });
     expect(await store.putPending(ref, t, "new-credential-2")).toEqual({ versionId: t });
-    expect(emu.count("PutSecretValue")).toBe(1);
+    // The retry is sent as is (no read first): the token makes it a no-op, no second version.
+    expect(emu.count("PutSecretValue")).toBe(2);
+    expect(emu.inspect("app/api-token")?.versions).toHaveLength(2);
     expect(await store.stages(ref)).toEqual({ [v1]: ["AWSCURRENT"], [t]: ["AWSPENDING"] });
     expect(await store.getVersion(ref, t)).toEqual({ versionId: t, value: "new-credential-2", stages: ["AWSPENDING"] });
     expect((await store.getCurrent(ref))?.value).toBe("old-credential-1");
@@ -141,7 +206,8 @@ describe("AwsSecretsManagerStore", () => {
     expect(await store.getVersion(ref, t)).toEqual({ versionId: t, value: 'new"pw\\2', stages: ["AWSPENDING"] });
     // The retry compares the key's value, not the document.
     await store.putPending(ref, t, 'new"pw\\2');
-    expect(emu.count("PutSecretValue")).toBe(1);
+    expect(emu.count("PutSecretValue")).toBe(2);
+    expect(emu.inspect("db")?.versions).toHaveLength(2);
 
     // A key the document lacks is added in the document's own layout.
     const added = { secretId: "db", jsonKey: "apiKey" };
@@ -236,8 +302,8 @@ describe("AwsSecretsManagerStore", () => {
   it("names an unknown secret and its region and says to create it", async () => {
     const { store } = await setup();
     const ref: SecretRef = { secretId: "nope", region: "eu-central-1" };
-    for (const p of [store.getCurrent(ref), store.putPending(ref, token(), "some-credential"), store.promote(ref, token()), store.stages(ref)]) {
-      const err = await caught(p);
+    for (const call of [() => store.getCurrent(ref), () => store.putPending(ref, token(), "some-credential"), () => store.promote(ref, token()), () => store.stages(ref)]) {
+      const err = await caught(call());
       expect(err).toBeInstanceOf(PermanentError);
       expect(err.message).toMatch(/^secret nope in eu-central-1 not found: create it first/);
     }

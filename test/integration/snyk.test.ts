@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { PermanentError, RateLimitedError, TransientError, VerificationError } from "../../src/errors.ts";
+import { AttentionError, PermanentError, RateLimitedError, TransientError, VerificationError } from "../../src/errors.ts";
 import {
   SnykPatProvider,
   SnykServiceAccountProvider,
@@ -202,8 +202,9 @@ describe("snyk-service-account", () => {
 
     expect(await provider.cleanupOrphans!(c, undefined)).toEqual([]);
     const err = await failure(provider.issue!(c, { value: oldSecret }));
-    expect(err).toBeInstanceOf(PermanentError);
-    expect(err.message).toContain("409");
+    expect(err).toBeInstanceOf(AttentionError);
+    expect(err.message).toContain("400");
+    expect(err.message).toContain("while the current one still works");
     expect(err.message).toContain(`rekey leak --policy ${c.policyId}`);
     expect(err.message).not.toContain(oldSecret);
     expect(err.message).not.toContain(lost.value);
@@ -224,7 +225,8 @@ describe("snyk-service-account", () => {
     expect(await failure(provider.issue!(c, { value: oldSecret }))).toBeInstanceOf(TransientError);
     const err = await failure(provider.issue!(c, { value: oldSecret }));
     expect(err).toBeInstanceOf(PermanentError);
-    expect(err.message).toMatch(/already holds two client secrets/);
+    expect(err).toBeInstanceOf(AttentionError);
+    expect(err.message).toMatch(/already holds two/);
     expect(fake.isLive(oldSecret)).toBe(true);
   });
 
@@ -300,6 +302,60 @@ describe("snyk-service-account", () => {
     const limited = await failure(provider.identify(ctx(config(), { now: () => t }), "x"));
     expect(limited).toBeInstanceOf(RateLimitedError);
     expect((limited as RateLimitedError).retryAt).toBe(t + 7_000);
+  });
+});
+
+// Snyk documents neither the status of a refused third create nor that of a delete of an unknown
+// secret: whatever the fake answers (400, the documented status, by default; 404/409 as the old
+// fake guessed), the adapter decides from the token endpoint.
+describe.each([{ refusals: 400 as const }, { refusals: "404/409" as const }])("snyk-service-account, refusals answered $refusals", ({ refusals }) => {
+  const provider = createSnykServiceAccountProvider();
+  let admin: SnykUser;
+  let sa: SnykServiceAccount;
+  let oldSecret: string;
+  let c: ProviderContext<"snyk-service-account">;
+
+  beforeEach(async () => {
+    await start({ secretRefusals: refusals });
+    const org = fake.addOrg();
+    admin = fake.addUser({ orgs: [org] });
+    sa = fake.addServiceAccount({ orgId: org });
+    oldSecret = sa.secrets[0] ?? "";
+    const config = SnykServiceAccountProvider.parse({ kind: "snyk-service-account", baseUrl: fake.url, management: { env: "SNYK_ADMIN" }, orgId: org, serviceAccountId: sa.id, clientId: sa.clientId });
+    c = ctxFor(config, { env: { SNYK_ADMIN: admin.apiToken }, policyId: "snyk-sa" });
+  });
+
+  it("a delete whose answer was lost: the retry's refusal is checked at /oauth2/token, the secret is gone, so it is revoked", async () => {
+    const issued = await provider.issue!(c, { value: oldSecret });
+    fake.faults.inject({ route: /^POST .*\/secrets$/, kind: "drop-after" });
+    expect(await failure(provider.revoke!(c, { value: oldSecret }))).toBeInstanceOf(TransientError);
+    expect(fake.isLive(oldSecret)).toBe(false);
+    await provider.revoke!(c, { value: oldSecret });
+    expect(fake.count(/^POST .*\/secrets$/, refusals === 400 ? 400 : 404)).toBe(1);
+    const exchanged = fake.requests.filter((r) => r.path === "/oauth2/token");
+    expect(exchanged.at(-1)?.status).toBe(401);
+    expect(fake.secretsOf(sa.id)).toEqual([issued.value]);
+  });
+
+  it("a refused delete of a secret that still authenticates is not taken for revoked", async () => {
+    // The last secret cannot be deleted: the refusal comes, the token endpoint says it is live.
+    const err = await failure(provider.revoke!(c, { value: oldSecret }));
+    expect(err).toBeInstanceOf(PermanentError);
+    expect(err.message).toContain("still authenticates");
+    expect(err.message).not.toContain(oldSecret);
+    expect(fake.isLive(oldSecret)).toBe(true);
+  });
+
+  it("a create whose answer was lost: the next create's refusal needs attention and names rekey leak, the old secret untouched", async () => {
+    fake.faults.inject({ route: /^POST .*\/secrets$/, kind: "drop-after" });
+    expect(await failure(provider.issue!(c, { value: oldSecret }))).toBeInstanceOf(TransientError);
+    const err = await failure(provider.issue!(c, { value: oldSecret }));
+    expect(err).toBeInstanceOf(AttentionError);
+    expect(fake.count(/^POST .*\/secrets$/, refusals === 400 ? 400 : 409)).toBe(1);
+    expect(err.message).toContain("rekey leak --policy snyk-sa");
+    expect(err.message).toContain("while the current one still works");
+    expect(fake.secretsOf(sa.id)).toHaveLength(2);
+    expect(fake.isLive(oldSecret)).toBe(true);
   });
 });
 

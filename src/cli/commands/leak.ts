@@ -81,6 +81,13 @@ export function formatLeakReport(r: LeakReport): string {
     out += "\nwaiting for a human (instructions went to the owner):\n";
     for (const t of human) out += `  ${esc(t.policyId)}: reset it as instructed, then: rekey submit ${esc(t.rotationId)} < new-value\n`;
   }
+  const probed = r.targets.filter((t) => t.probes?.length);
+  if (probed.length) {
+    out += "\nprobe consumers (polled until they confirm or the confirmation timeout passes):\n";
+    for (const t of probed) {
+      for (const p of t.probes) out += `  ${t.policyId}: ${p.consumerId} ${p.confirmed ? "confirmed" : "not confirmed"}, last polled ${p.lastPolledAt ? when(p.lastPolledAt) : "never"}\n`;
+    }
+  }
   const unconfirmed = r.targets.filter((t) => t.oldRevoked && t.notConfirmed.length);
   if (unconfirmed.length) {
     out += "\nconsumers that have not confirmed the new value (they may be failing on the revoked one):\n";

@@ -121,6 +121,25 @@ export class SnykClient {
   }
 
   /**
+   * Does this client secret still exist? Answered by the token endpoint: a token means live, 401
+   * with the OAuth error code `invalid_client` (RFC 6749 §5.2) means gone. Anything else (another
+   * code, a 5xx, no answer) is thrown: it tells nothing about the secret.
+   */
+  async secretIsLive(clientId: string, clientSecret: string): Promise<boolean> {
+    try {
+      await this.exchange(clientId, clientSecret);
+      return true;
+    } catch (err) {
+      const cause = err instanceof VerificationError ? (err as Error & { cause?: unknown }).cause : undefined;
+      if (cause instanceof HttpStatusError && cause.status === 401) {
+        const oauth = OAuthError.safeParse(cause.response.body);
+        if (oauth.success && oauth.data.error === "invalid_client") return false;
+      }
+      throw err;
+    }
+  }
+
+  /**
    * Exchanges a service account's client id and secret for an access token. A refused secret is a
    * VerificationError (the caller is checking a secret); other failures keep their class.
    */
@@ -148,6 +167,16 @@ export class SnykClient {
       throw err;
     }
   }
+}
+
+/**
+ * Refusals Snyk does not document by status (a third create, a delete of an unknown or the last
+ * secret: the endpoint lists 400, 401, 403, 404, 500): any 4xx but a refused management credential
+ * (401/403) and a rate limit. Never decide what happened from the status or its text: ask the
+ * token endpoint (secretIsLive) first.
+ */
+export function isSecretsRefusal(err: unknown): err is HttpStatusError {
+  return err instanceof HttpStatusError && err.status >= 400 && err.status < 500 && err.status !== 401 && err.status !== 403;
 }
 
 /** A client for one call of an adapter: the rotation's abort signal and clock. */

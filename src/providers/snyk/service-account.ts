@@ -8,12 +8,18 @@
  * - replaceAll (leak): mode `replace` drops every secret and makes one.
  *
  * The crash case. Snyk shows a secret only in the answer that created it and has no way to list
- * or name secrets but by value. If a worker dies after `create` and before the store write, the
- * new value is lost, the account holds two live secrets, a third `create` is refused, and rekey
- * cannot delete the lost one. Nothing here may fix that by killing the working old secret (that
- * is an outage the operator did not ask for), so `issue` turns the refusal into a PermanentError
- * that names the situation and its remedy: a leak rotation for the policy, which uses `replace`.
- * The rotation then fails before promotion and the old secret stays current and working (I6).
+ * or name secrets but by value. If a worker dies after `create` and before the store write (or
+ * the create's answer is lost), the new value is lost, the account holds two live secrets, a third
+ * `create` is refused, and rekey cannot delete the lost one. Nothing here may fix that by killing
+ * the working old secret (that is an outage the operator did not ask for), so `issue` turns the
+ * refusal into an AttentionError that names the situation and its remedy: a leak rotation for the
+ * policy, which uses `replace`. The rotation ends needs-attention before promotion and the old
+ * secret stays current and working (I6).
+ *
+ * Snyk documents neither the status of a refused third create nor that of a delete of an unknown
+ * secret (the endpoint lists 400, 401, 403, 404, 500). So no status decides anything: after any
+ * refusal (isSecretsRefusal) the adapter asks the token endpoint whether the secret in question
+ * still exists (401 `invalid_client` = gone) and decides from that.
  */
 import { z } from "zod";
 import { AttentionError, PermanentError, VerificationError } from "../../errors.ts";
@@ -21,7 +27,7 @@ import { capabilitiesOf } from "../capabilities.ts";
 import { describeCall, HttpStatusError } from "../http.ts";
 import { type CredentialHandle, type IssuedCredential, type Provider, type ProviderContext } from "../types.ts";
 import { type ProviderConfigOf } from "../../policy/schema.ts";
-import { snykClient, withAdvice, type SnykAuth, type SnykClient, type SnykDeps } from "./client.ts";
+import { isSecretsRefusal, snykClient, withAdvice, type SnykAuth, type SnykClient, type SnykDeps } from "./client.ts";
 
 type Kind = "snyk-service-account";
 type Config = ProviderConfigOf<Kind>;
@@ -124,22 +130,29 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
       return [];
     },
 
-    async issue(ctx): Promise<IssuedCredential> {
+    async issue(ctx, old): Promise<IssuedCredential> {
       const { client, auth } = await management(ctx);
       await checkAccount(ctx, client, auth);
       let res;
       try {
         res = await secrets(ctx, client, auth, "create");
       } catch (err) {
-        if (err instanceof HttpStatusError && err.status === 409) {
+        if (!isSecretsRefusal(err)) throw withAdvice(err, advice(ctx.config));
+        // Refused, with a status that tells nothing: read what can be read (the current secret).
+        const current = old?.value ? await client.secretIsLive(ctx.config.clientId, old.value) : undefined;
+        if (current === false) {
           throw new AttentionError(
-            `${err.message}. Service account ${ctx.config.serviceAccountId} already holds two client secrets, so rekey cannot add one: ` +
-              `most likely an earlier attempt created a secret whose value never reached the secret store (a crash or a lost answer), ` +
-              `and rekey cannot delete a secret it does not know. ${remedy(ctx)}`,
+            `${err.message}. Snyk refused a new client secret for service account ${ctx.config.serviceAccountId}, and the current secret in the store no longer authenticates (checked at /oauth2/token): ` +
+              `consumers of this policy are failing. Run a leak rotation for this policy (\`rekey leak --policy ${ctx.policyId}\`): Snyk's replace mode drops every client secret and stores one new one.`,
             { cause: err },
           );
         }
-        throw withAdvice(err, advice(ctx.config));
+        throw new AttentionError(
+          `${err.message}. Snyk refused a new client secret for service account ${ctx.config.serviceAccountId}${current ? " while the current one still works (checked at /oauth2/token)" : ""}: ` +
+            `most likely it already holds two, one created by an earlier attempt whose value never reached the secret store (a crash or a lost answer), ` +
+            `and rekey cannot delete a secret it does not know. ${remedy(ctx)}`,
+          { cause: err },
+        );
       }
       return { value: newSecret(ctx, client, "create", res.body), meta: { serviceAccountId: ctx.config.serviceAccountId } };
     },
@@ -168,20 +181,19 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
       try {
         await secrets(ctx, client, auth, "delete", old.value);
       } catch (err) {
-        // Unknown secret: an earlier run of this step (or a leak's replace) already removed it. The
-        // same 404 could mean the account is gone, which must not pass for success: read it.
-        if (err instanceof HttpStatusError && err.status === 404) {
+        if (!isSecretsRefusal(err)) throw withAdvice(err, advice(ctx.config));
+        // Refused, with a status that tells nothing. Gone (401 invalid_client at the token
+        // endpoint): an earlier run of this step whose answer was lost, or a leak's replace,
+        // already removed it. The account itself vanishing must not pass for success: read it.
+        if (!(await client.secretIsLive(ctx.config.clientId, old.value))) {
           await checkAccount(ctx, client, auth);
           return;
         }
-        if (err instanceof HttpStatusError && err.status === 409) {
-          throw new PermanentError(
-            `${err.message}: the old secret is the only one left on service account ${ctx.config.serviceAccountId}, so Snyk will not delete it; ` +
-              `check that the new secret is live before retrying`,
-            { cause: err },
-          );
-        }
-        throw withAdvice(err, advice(ctx.config));
+        throw new PermanentError(
+          `${err.message}: Snyk refused to delete the old client secret of service account ${ctx.config.serviceAccountId}, and it still authenticates (checked at /oauth2/token); ` +
+            `it may be the only secret left: check that the new secret is live before retrying`,
+          { cause: err },
+        );
       }
     },
 

@@ -66,6 +66,21 @@ export interface AwsEmulatorOptions {
   versionQuota?: number;
   /** 12-digit account id used in ARNs (default `123456789012`). */
   accountId?: string;
+  /**
+   * Error message wording. `"aws"` (default): the texts AWS has been seen to send. `"other"`:
+   * every message worded otherwise, as AWS may word them any day (only `__type` is the API's
+   * contract): a missing secret and a missing version both say "The requested resource was not
+   * found.", a deleted secret says "You can’t perform this operation on the secret because it was
+   * deleted." (curly apostrophe, as AWS has also answered), anything else gets a prefix. Error
+   * types and statuses do not change.
+   */
+  messages?: "aws" | "other";
+  /**
+   * GetSecretValue naming neither VersionId nor VersionStage answers the AWSPREVIOUS version (a
+   * stale default, as an implementation behind a cache may): AWS documents AWSCURRENT, and rekey
+   * names it on every read of the current value.
+   */
+  staleDefault?: boolean;
 }
 
 export interface InspectedVersion {
@@ -120,6 +135,11 @@ export interface AwsEmulator {
   inspect(secretId: string, region?: string): InspectedSecret | undefined;
   /** Every secret value held in any region, SecretBinary decoded as UTF-8 too (for leak scans). */
   allValues(): string[];
+  /**
+   * Each time AWSCURRENT moved on one secret (by name or ARN): when (wall-clock epoch ms), to which
+   * version, holding which value. Cut-over outage figures pair these with a provider's resets.
+   */
+  currentMoves(secretId: string, region?: string): { at: number; versionId: string; value: string | undefined }[];
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -310,6 +330,7 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
   const accountId = opts.accountId ?? "123456789012";
   const regions = new Map<string, RegionState>();
   const calls: AwsCall[] = [];
+  const moves = new Map<string, { at: number; versionId: string; value: string | undefined }[]>();
 
   function state(region: string): RegionState {
     let s = regions.get(region);
@@ -379,6 +400,11 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
     if (from === target) return;
     if (from) detach(from, label);
     attach(target, label);
+    if (label === CURRENT) {
+      const log = moves.get(s.arn) ?? [];
+      log.push({ at: Date.now(), versionId: target.id, value: target.string });
+      moves.set(s.arn, log);
+    }
     if (label === CURRENT && from) {
       const prev = holder(s, PREVIOUS);
       if (prev) detach(prev, PREVIOUS);
@@ -567,7 +593,7 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
         }
       } else {
         const label = input.VersionStage ?? CURRENT;
-        v = holder(s, label);
+        v = opts.staleDefault && input.VersionStage === undefined ? (holder(s, PREVIOUS) ?? holder(s, label)) : holder(s, label);
         if (!v) throw new AwsError("ResourceNotFoundException", `Secrets Manager can't find the specified secret value for staging label: ${label}`);
       }
       if (!hasValue(v)) {
@@ -804,12 +830,21 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
     };
   }
 
+  /** The same error, worded otherwise (opts.messages "other"). */
+  function reworded(err: AwsError): AwsError {
+    if (opts.messages !== "other") return err;
+    let text = `Request refused: ${err.message.replace(/'/g, "\u2019")}`;
+    if (err.type === "ResourceNotFoundException") text = "The requested resource was not found.";
+    else if (err.type === "InvalidRequestException" && /marked for deletion/.test(err.message)) text = "You can\u2019t perform this operation on the secret because it was deleted.";
+    return new AwsError(err.type, text, err.status);
+  }
+
   function handle(req: FakeRequest): FakeReply {
     let reply: FakeReply;
     try {
       reply = dispatch(req);
     } catch (err) {
-      reply = errorReply(err instanceof AwsError ? err : new AwsError("InternalServiceError", "An error occurred on the server side.", 500));
+      reply = errorReply(reworded(err instanceof AwsError ? err : new AwsError("InternalServiceError", "An error occurred on the server side.", 500)));
     }
     const type = (reply.body as { __type?: string }).__type;
     record(req, reply.status, type);
@@ -857,6 +892,10 @@ export async function startAwsEmulator(opts: AwsEmulatorOptions = {}): Promise<A
     inspect(secretId, region = DEFAULT_REGION) {
       const s = find(state(region), secretId);
       return s ? snapshot(s) : undefined;
+    },
+    currentMoves(secretId, region = DEFAULT_REGION) {
+      const s = find(state(region), secretId);
+      return s ? [...(moves.get(s.arn) ?? [])] : [];
     },
     allValues() {
       const out: string[] = [];
