@@ -316,11 +316,12 @@ export class Offboarding {
 
   /**
    * Progress of the rotations an offboarding queued, from rekey's own records only: no provider
-   * is asked for the member's credentials (status() does that, and finds unmanaged ones).
+   * is asked for the member's credentials (status() does that, and finds unmanaged ones, and
+   * credentials the member still holds after a completed rotation).
    */
   async progress(memberIn: string): Promise<OffboardReport> {
     const member = memberIn.toLowerCase();
-    return this.report(member, undefined, { managed: new Map(), unmanaged: [], listingErrors: [] }, await this.entries(member));
+    return this.report(member, undefined, { managed: new Map(), unmanaged: [], listingErrors: [], stillHeld: new Set() }, await this.entries(member));
   }
 
   /** The report without changing anything (a status check; `run` calls it at its end). */

@@ -192,8 +192,8 @@ describe("terminal output escapes control characters", () => {
       inProgress: 0,
       settled: true,
       targets: [
-        { policyId: "ld-term", provider: "launchdarkly", rotationId: "r-1", tookOver: false, state: "failed", oldRevoked: false, message: `launchdarkly answered 400 (${HOSTILE})`, confirmed: [], notConfirmed: [HOSTILE] },
-        { policyId: "crew", provider: "crewai-crew", rotationId: "r-2", tookOver: false, state: "awaiting-human", oldRevoked: true, confirmed: [], notConfirmed: [HOSTILE] },
+        { policyId: "ld-term", provider: "launchdarkly", rotationId: "r-1", tookOver: false, state: "failed", oldRevoked: false, message: `launchdarkly answered 400 (${HOSTILE})`, confirmed: [], notConfirmed: [HOSTILE], probes: [{ consumerId: HOSTILE, confirmed: false, lastPolledAt: 0 }] },
+        { policyId: "crew", provider: "crewai-crew", rotationId: "r-2", tookOver: false, state: "awaiting-human", oldRevoked: true, confirmed: [], notConfirmed: [HOSTILE], probes: [] },
       ],
     };
     const leakText = formatLeakReport(leak);
