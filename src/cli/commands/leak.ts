@@ -85,7 +85,7 @@ export function formatLeakReport(r: LeakReport): string {
   if (probed.length) {
     out += "\nprobe consumers (polled until they confirm or the confirmation timeout passes):\n";
     for (const t of probed) {
-      for (const p of t.probes) out += `  ${t.policyId}: ${p.consumerId} ${p.confirmed ? "confirmed" : "not confirmed"}, last polled ${p.lastPolledAt ? when(p.lastPolledAt) : "never"}\n`;
+      for (const p of t.probes) out += `  ${esc(t.policyId)}: ${esc(p.consumerId)} ${p.confirmed ? "confirmed" : "not confirmed"}, last polled ${p.lastPolledAt ? when(p.lastPolledAt) : "never"}\n`;
     }
   }
   const unconfirmed = r.targets.filter((t) => t.oldRevoked && t.notConfirmed.length);
