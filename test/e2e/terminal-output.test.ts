@@ -104,12 +104,12 @@ describe("terminal output escapes control characters", () => {
   it("status: a rotation's message (provider error text) is escaped; --json keeps it exact", async () => {
     const now = Date.now();
     await stack.rt.state.begin({ rotationId: "rot-term", policyId: "ld-term", reason: "manual", actor: "cli:ops", status: "needs-attention", step: "issuing", jobId: "j-term", startedAt: now, updatedAt: now, message: HOSTILE });
-    // Its consumer confirmed, so the line shows the rotation's message.
+    // Its consumer confirmed; the needs-attention list shows the rotation's message, escaped.
     await stack.rt.state.confirm("rot-term", { consumerId: "api", at: now, via: "push", versionId: "rot-term" });
     const text = await rekey(["status"]);
     expect(text.code, text.err).toBe(0);
     expectSafe(text.out);
-    expect(text.out).toContain(`rot-term  manual  needs-attention  ${esc(HOSTILE)}`);
+    expect(text.out).toContain(`  ld-term: ${esc(HOSTILE)}\n    `);
     const json = JSON.parse((await rekey(["status", "--json"])).out) as { inFlight?: { message?: string } }[];
     expect(json[0]?.inFlight?.message).toBe(HOSTILE);
   });

@@ -91,7 +91,11 @@ export function register(program: Command, io: CliIo): void {
         const attention = status.filter((s) => s.remedy);
         if (attention.length) {
           io.stdout("\nneeds attention:\n");
-          for (const s of attention) io.stdout(`  ${esc(`${s.policyId}: ${s.remedy}`)}\n`);
+          for (const s of attention) {
+            // The rotation's own message says what went wrong; the remedy says what to do about it.
+            const message = s.inFlight?.message;
+            io.stdout(`  ${esc(s.policyId)}: ${message ? `${esc(message)}\n    ` : ""}${esc(s.remedy)}\n`);
+          }
         }
       } finally {
         await rt.close();
