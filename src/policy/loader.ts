@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { readFile, readdir, stat } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Document, type Node as YamlNode } from "yaml";
-import { type z } from "zod";
+import { z } from "zod";
 import { PolicyError, type PolicyIssue } from "../errors.ts";
 import { capabilitiesOf } from "../providers/capabilities.ts";
 import { formatDuration, parseDuration } from "../util/duration.ts";
@@ -474,6 +474,17 @@ function toMs(v: unknown): number | undefined {
 // ---------------------------------------------------------------------------------------------
 // zod issues -> messages that say what to do
 
+/**
+ * zod's own wording of an issue (its locale text), or undefined. A schema field with a message
+ * of its own says more than a generic type complaint, so that message is kept; only zod's
+ * default is replaced with rekey's clearer one. Compared with what zod itself would say for
+ * this issue and value, not with a guessed prefix of its text.
+ */
+function zodOwnMessage(issue: z.core.$ZodIssue, input: unknown): string | undefined {
+  const own = z.config().localeError?.({ ...issue, input } as unknown as z.core.$ZodRawIssue);
+  return typeof own === "string" ? own : own?.message;
+}
+
 function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: Path = []): FieldProblem[] {
   const path = [...prefix, ...issue.path];
   switch (issue.code) {
@@ -501,8 +512,8 @@ function describeIssue(issue: z.core.$ZodIssue, root: unknown, prefix: Path = []
     }
     case "invalid_type": {
       if (valueAt(root, path) === undefined) return [{ path, message: "required field is missing" }];
-      if (issue.message.startsWith("Invalid input")) {
-        const got = valueAt(root, path);
+      const got = valueAt(root, path);
+      if (issue.message === zodOwnMessage(issue, got)) {
         const quote = issue.expected === "string" && (typeof got === "number" || typeof got === "boolean") ? ` (put it in quotes: "${String(got)}")` : "";
         return [{ path, message: `expected ${issue.expected === "string" ? "text" : issue.expected}, got ${describeValue(got, path)}${quote}` }];
       }
