@@ -3,7 +3,7 @@
  * stops the process with a message that names it and says what was expected; the value of a
  * variable that may hold a secret is never repeated.
  */
-import { readFileSync } from "node:fs";
+import { readConfigFile } from "./util/config-file.ts";
 import { z } from "zod";
 import { parseSinkSpec, type SinkSpec } from "./audit/sink.ts";
 import { ConfigError } from "./errors.ts";
@@ -115,14 +115,7 @@ export function readEnvOrFile(env: NodeJS.ProcessEnv, name: string): string | un
   const file = env[`${name}_FILE`];
   if (file === undefined || file === "") return direct === "" ? undefined : direct;
   if (direct !== undefined && direct !== "") throw new ConfigError(`${name}_FILE: set either ${name} or ${name}_FILE, not both`);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (code ?? "unreadable");
-    throw new ConfigError(`${name}_FILE: cannot read ${file}: ${why}`);
-  }
+  const text = readConfigFile(`${name}_FILE`, file).toString("utf8");
   const value = text.replace(/[\r\n]+$/, "");
   if (value === "") throw new ConfigError(`${name}_FILE: ${file} is empty`);
   return value;

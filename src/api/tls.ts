@@ -5,7 +5,7 @@
  * The files are read at start and again on SIGHUP, so a renewed certificate is served without a
  * restart (rekey rotates credentials; its own certificate should be as easy to replace).
  */
-import { readFileSync } from "node:fs";
+import { readConfigFile } from "../util/config-file.ts";
 import { createSecureContext, type SecureContextOptions, type TlsOptions } from "node:tls";
 import { ConfigError } from "../errors.ts";
 
@@ -18,24 +18,15 @@ export interface TlsFiles {
   clientCa?: string;
 }
 
-function read(variable: string, path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message;
-    throw new ConfigError(`${variable}: cannot read ${path}: ${why}`);
-  }
-}
 
 /** The certificate, key and client CAs as a secure context (read from the files now). */
 export function secureContextOf(files: TlsFiles): SecureContextOptions {
-  const cert = read("REKEY_TLS_CERT", files.cert);
-  const key = read("REKEY_TLS_KEY", files.key);
+  const cert = readConfigFile("REKEY_TLS_CERT", files.cert);
+  const key = readConfigFile("REKEY_TLS_KEY", files.key);
   if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(cert.toString("latin1"))) throw new ConfigError(`REKEY_TLS_CERT: ${files.cert} holds no PEM certificate`);
   // The key's content is never quoted, not even in part.
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key.toString("latin1"))) throw new ConfigError(`REKEY_TLS_KEY: ${files.key} holds no PEM private key`);
-  const ca = files.clientCa ? read("REKEY_TLS_CLIENT_CA", files.clientCa) : undefined;
+  const ca = files.clientCa ? readConfigFile("REKEY_TLS_CLIENT_CA", files.clientCa) : undefined;
   if (ca && !/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(ca.toString("latin1"))) throw new ConfigError(`REKEY_TLS_CLIENT_CA: ${files.clientCa} holds no PEM certificate`);
   const context = { cert, key, ...(ca ? { ca } : {}) };
   try {
