@@ -18,7 +18,7 @@ import { createLogger } from "../../src/log.ts";
 import { Policy } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker, type Stoppable } from "../../src/processes.ts";
 import type { Provider, ProviderContext } from "../../src/providers/types.ts";
-import { refOf } from "../../src/rotation/engine.ts";
+import { refOf } from "../../src/rotation/scope.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
 import type { ConsumerReport } from "../consumer-process.ts";

@@ -17,7 +17,7 @@ import { fingerprint } from "../consumers/fingerprint.ts";
 import { errorMessage, TransientError } from "../errors.ts";
 import { PROVIDER_KINDS, type Policy } from "../policy/schema.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
-import { refOf } from "../rotation/engine.ts";
+import { refOf } from "../rotation/scope.ts";
 import { leakJobId } from "../rotation/job.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import { leakHandOffDue, type RekeyState, type RotationRecord } from "../rotation/state.ts";

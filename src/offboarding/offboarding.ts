@@ -24,7 +24,7 @@ import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts"
 import { capabilitiesOf } from "../providers/capabilities.ts";
 import { paceRequests } from "../providers/http.ts";
 import type { OwnedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
-import { providerScope, refOf } from "../rotation/engine.ts";
+import { providerScope, refOf } from "../rotation/scope.ts";
 import { offboardJobId } from "../rotation/job.ts";
 import { ProviderPacer, RateLimiter } from "../rotation/pacing.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";

@@ -13,7 +13,8 @@ import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { Provider, ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
 import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
-import { refOf, type PolicySource } from "./engine.ts";
+import type { PolicySource } from "./engine.ts";
+import { refOf } from "./scope.ts";
 import { leakJobId, manualJobId, type Reason, type RotationJobData, scheduledJobId } from "./job.ts";
 import type { RekeyState } from "./state.ts";
 

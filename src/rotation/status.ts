@@ -7,7 +7,7 @@
 import type { Queue } from "bullmq";
 import type { Policy } from "../policy/schema.ts";
 import { capabilitiesOf } from "../providers/capabilities.ts";
-import { providerScope, refOf, storeScope } from "./engine.ts";
+import { providerScope, refOf, storeScope } from "./scope.ts";
 import type { RekeyState, RotationRecord } from "./state.ts";
 
 /** What a rotation in flight waits for. */

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { Policy } from "../../src/policy/schema.ts";
-import { providerScope, refOf, storeScope } from "../../src/rotation/engine.ts";
+import { providerScope, refOf, storeScope } from "../../src/rotation/scope.ts";
 import type { RotationRecord } from "../../src/rotation/state.ts";
 import { remedyOf, type JobView, waitOf } from "../../src/rotation/status.ts";
 

@@ -1,0 +1,110 @@
+/**
+ * The BullMQ processor of rotation jobs: parse the job data, run the steps of the table
+ * (steps/index.ts) from the job's cursor, and turn an error into a park (rate limit), a retry
+ * (transient, attempts left) or the failure path (Run.fail).
+ */
+import { DelayedError, type Job, UnrecoverableError } from "bullmq";
+import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError } from "../errors.ts";
+import { engineDefaults } from "./defaults.ts";
+import type { EngineDeps } from "./engine.ts";
+import { RotationJobData } from "./job.ts";
+import { type Data, parkJob, Run } from "./run.ts";
+import { steps } from "./steps/index.ts";
+
+/** The BullMQ processor of one rotation job (RotationEngine.process). */
+export async function processRotation(deps: EngineDeps, sleep: (ms: number) => Promise<void>, job: Job, token?: string, signal?: AbortSignal): Promise<{ status: string }> {
+  const parsed = RotationJobData.safeParse(job.data);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new UnrecoverableError(`rotation job ${job.id}: invalid job data at ${first?.path.join(".") || "(root)"}: ${first?.message}`);
+  }
+  let data: Data = { ...parsed.data, failing: (job.data as Data).failing, failingAttention: (job.data as Data).failingAttention };
+  const abort = signal ?? new AbortController().signal;
+  const policy = deps.policies.get(data.policyId);
+  if (!policy) return policyMissing(deps, job, data, token);
+
+  const run = new Run(deps, policy, data, job, abort, sleep);
+  try {
+    if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention });
+    // The cursor the job holds: a step that hands it back unchanged needs no write.
+    let saved = data;
+    while (data.step !== "done") {
+      abort.throwIfAborted();
+      const step = data.step;
+      const began = performance.now();
+      const out = await steps[step](run);
+      deps.observer?.stepDone(policy.id, policy.provider.kind, step, (performance.now() - began) / 1_000);
+      data = out.data;
+      run.data = data;
+      // Start, verifying and the decision to revoke only read the outside truth (until
+      // promotion, start finds the same current version and credential again; confirmations,
+      // the leak flag and the clock only move one way): re-running one after a crash changes
+      // nothing, so its outcome need not be written before the next step, which writes it
+      // (one Redis round trip per rotation less, each).
+      // "done" is not written either: the rotation's record ended in the same step (Run.end), and
+      // a run that finds its record ended does nothing more (awaitingConfirmation, revoking).
+      const rereadable = step === "start" || step === "verifying" || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
+      if ((!rereadable || out.waitUntil !== undefined) && data !== saved) {
+        await job.updateData(data);
+        saved = data;
+      }
+      if (out.waitUntil !== undefined) {
+        await run.flushAudit();
+        return await parkJob(deps, job, data, out.waitUntil, token);
+      }
+    }
+    return { status: "completed" };
+  } catch (err) {
+    data = run.data;
+    // What the run did before the error is audited whatever happens next (unless Redis is what failed).
+    await run.flushAudit().catch(() => undefined);
+    // DelayedError: parked. UnrecoverableError: the failure path already ran and ended the job.
+    if (err instanceof DelayedError || err instanceof UnrecoverableError) throw err;
+    if (abort.aborted) {
+      // Lock lost or shutting down: another worker owns the job now. Save nothing more.
+      throw err;
+    }
+    if (err instanceof RateLimitedError) {
+      const until = err.retryAt + Math.floor(Math.random() * engineDefaults.rateLimitJitterMs);
+      await deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, outcome: "rate-limited", actor: "worker", message: err.message });
+      await job.updateData(data);
+      return await parkJob(deps, job, data, until, token);
+    }
+    deps.observer?.stepFailed(policy.id, policy.provider.kind, data.step);
+    const attempts = job.opts.attempts ?? 1;
+    const lastAttempt = job.attemptsMade + 1 >= attempts;
+    if (data.failing) {
+      // The clean-up itself failed (the provider or the store is down): retry it with backoff.
+      // When the attempts run out, say so loudly: a new credential may still be live.
+      if (!lastAttempt) {
+        await job.updateData(data);
+        throw err;
+      }
+      const message = `${data.policyId}: clean-up after "${data.failing}" failed too: ${errorMessage(err)}; new credential ${data.newCredentialId ?? "(unknown id)"} may still be live — revoke it by hand`;
+      await run.end("needs-attention", message, { step: data.step, outcome: "needs-attention" }, "rotation.needs-attention");
+      throw new UnrecoverableError(message);
+    }
+    const permanent = err instanceof PermanentError || !(err instanceof RekeyError || isNetworkish(err));
+    if ((permanent || lastAttempt) && run.resetInFlight()) return await run.holdForRecovery(errorMessage(err), token);
+    if (permanent || lastAttempt) return await run.fail(errorMessage(err), token, { attention: err instanceof AttentionError, transient: !permanent });
+    deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");
+    await job.updateData(data);
+    throw err;
+  }
+}
+
+async function policyMissing(deps: EngineDeps, job: Job, data: Data, token: string | undefined): Promise<{ status: string }> {
+  const message = `policy ${data.policyId} is no longer loaded; restore the policy file to let rotation ${data.rotationId} continue`;
+  if (data.step === "start") {
+    await deps.state.endRecord(data, "skipped", message, deps.now(), engineDefaults.recordTtlSec);
+    await deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: "start", outcome: "skipped", actor: "worker", message });
+    return { status: "skipped" };
+  }
+  await deps.state.updateRecord(data.rotationId, { status: "needs-attention", message, policyId: data.policyId });
+  return parkJob(deps, job, data, deps.now() + engineDefaults.attentionRetryMs, token);
+}
+
+function isNetworkish(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return typeof code === "string" && /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|UND_ERR)/.test(code);
+}

@@ -1,0 +1,389 @@
+/**
+ * One execution of one rotation job: what every step shares — the policy's provider and store,
+ * audit batching, transitions, store writes behind the AWS pacing, paced provider calls — and the
+ * failure path. The steps themselves are in steps/; the processor (processor.ts) runs them.
+ */
+import { DelayedError, type Job, UnrecoverableError } from "bullmq";
+import type { ChainableCommander } from "ioredis";
+import type { AuditEntry } from "../audit/audit.ts";
+import { errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
+import type { Policy, ProviderConfig } from "../policy/schema.ts";
+import { paceRequests } from "../providers/http.ts";
+import type { Capabilities, Provider, ProviderContext } from "../providers/types.ts";
+import type { SecretRef, StoredVersion } from "../stores/types.ts";
+import { formatDuration } from "../util/duration.ts";
+import { retryFast } from "./cutover.ts";
+import { engineDefaults } from "./defaults.ts";
+import type { EngineDeps, EngineEvent } from "./engine.ts";
+import type { RotationJobData } from "./job.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, RateLimiter, rateOf } from "./pacing.ts";
+import { providerScope, refOf, storeScope } from "./scope.ts";
+import { execOrThrow, leakHandOffDue, type RotationRecord } from "./state.ts";
+
+export interface StepOutcome {
+  data: Data;
+  /** Park the job (no worker slot held) until this epoch ms. */
+  waitUntil?: number;
+}
+
+/** A step of the protocol (steps/index.ts): reads the outside truth, acts, hands back the next cursor. */
+export type StepFn = (run: Run) => Promise<StepOutcome>;
+
+/** Failure-path marker kept in job data so an interrupted cleanup resumes as cleanup. */
+export type Data = RotationJobData & { failing?: string; failingAttention?: boolean };
+
+/**
+ * Park the job until `until` without holding a worker slot (and without using an attempt).
+ * Confirmations wake it early: they set a wake flag and promote the delayed job.
+ */
+export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, token: string | undefined): Promise<never> {
+  await job.moveToDelayed(Math.max(until, deps.now() + 1), token);
+  // A confirmation may have arrived while this run was deciding to wait: it set the wake flag but
+  // could not promote a job that was still active. Promote now so it is not missed until the next
+  // re-check. The flag is consumed here; where a step reads what it waits for, it clears the flag
+  // before that read (confirmationState), so a flag already answered never wakes the job again.
+  if (await deps.state.takeWakeFlag(data.rotationId)) await job.promote().catch(() => undefined);
+  throw new DelayedError();
+}
+
+/** One execution of one rotation job: the policy, the provider, the store, and the steps. */
+export class Run {
+  readonly provider: Provider;
+  /** The policy's provider config, as the provider runs it for this rotation's reason. */
+  readonly config: ProviderConfig;
+  readonly caps: Capabilities;
+  readonly ref: SecretRef;
+  readonly pScope: string;
+  readonly sScope: string;
+  readonly limiter: RateLimiter;
+  /** Until when the store's throttle gate counts as open for this run (storeWrite). */
+  private storeGateOpenUntil = 0;
+  /** The record's leak flag as last read in this run. */
+  leakSeen: boolean | undefined;
+  /** The value this run issued and stored (a cut-over verifies it after promotion without re-reading it). */
+  issuedValue: string | undefined;
+  /** This run's cut-over write made the new version AWSCURRENT already. */
+  wroteCurrent = false;
+  /** Audit entries waiting for this run's next write (deferAudit). */
+  private pendingAudit: (AuditEntry & { at: number })[] = [];
+
+  constructor(
+    readonly deps: EngineDeps,
+    readonly policy: Policy,
+    public data: Data,
+    readonly job: Job,
+    readonly signal: AbortSignal,
+    readonly sleep: (ms: number) => Promise<void>,
+  ) {
+    this.provider = deps.providers[policy.provider.kind] as Provider;
+    this.config = this.provider.rotationConfig?.(policy.provider as never, data.reason) ?? policy.provider;
+    this.caps = this.provider.capabilities(this.config as never);
+    this.ref = refOf(policy);
+    this.pScope = providerScope(policy.provider);
+    this.sScope = storeScope(this.ref);
+    this.limiter = new RateLimiter(deps.state.redis, (...parts) => deps.state.key(...parts));
+    // Every HTTP request a provider makes with this run's signal (ctx().signal) is paced against
+    // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
+    // collecting 429s from requests already in flight.
+    paceRequests(
+      signal,
+      new ProviderPacer({ limiter: this.limiter, scope: this.pScope, rate: rateOf(policy.provider.kind, deps.providerRates), now: deps.now, sleep, signal }),
+    );
+  }
+
+  get now(): number {
+    return this.deps.now();
+  }
+
+  /**
+   * When a create of this rotation that got no answer (issueLostAt) can no longer land at the
+   * provider: the last sweep or clean-up waits until then. In the past where none was lost.
+   */
+  lostCreateSettledAt(d: Data): number {
+    return (d.issueLostAt ?? 0) + (this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs);
+  }
+
+  /** A reset that kills the old value: from the reset on, store, promote at once, then verify. */
+  get cutover(): boolean {
+    return this.caps.issue === "reset" && !this.caps.oldSurvivesIssue;
+  }
+
+  /** A call on the cut-over path, retried in the worker with sub-second back-offs (cutover.ts). */
+  fast<T>(fn: () => Promise<T>, budgetMs: number = engineDefaults.cutoverRetryBudgetMs): Promise<T> {
+    return retryFast(fn, { now: this.deps.now, sleep: this.sleep, signal: this.signal, budgetMs });
+  }
+
+  ctx(): ProviderContext {
+    return {
+      config: this.config,
+      policyId: this.policy.id,
+      rotationId: this.data.rotationId,
+      signal: this.signal,
+      resolve: this.deps.resolve,
+      now: this.deps.now,
+      reason: this.data.reason,
+      successor: this.data.successor,
+    };
+  }
+
+  async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+    const m = this.deps.state.redis.multi();
+    this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+    await execOrThrow(m);
+  }
+
+  /**
+   * The outcome of a step that only read the outside truth (verifying, the decision to revoke),
+   * written with this run's next write to Redis: one round trip less. Lost with a crash before
+   * that write, it is written again by the step's re-run, which the crash causes.
+   */
+  deferAudit(step: string, outcome: string, message: string): void {
+    this.pendingAudit.push({ rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor: "worker", message, at: this.now });
+  }
+
+  /** Deferred entries first, then `entry`, into transaction `m`. */
+  auditInto(m: ChainableCommander, entry?: AuditEntry): void {
+    for (const e of this.pendingAudit.splice(0)) void this.deps.audit.record(e, m);
+    if (entry) void this.deps.audit.record(entry, m);
+  }
+
+  /** Write what deferAudit holds (before parking, and on the way out after an error). */
+  async flushAudit(): Promise<void> {
+    if (!this.pendingAudit.length) return;
+    const m = this.deps.state.redis.multi();
+    this.auditInto(m);
+    await execOrThrow(m);
+  }
+
+  /** A step transition: the record patch and its audit entry in one Redis transaction. */
+  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+    const m = this.deps.state.redis.multi();
+    if (step === "start" && outcome === "ok") {
+      m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
+    }
+    // The credential's age (status, metrics) counts from the promotion that made it current.
+    if (patch.promotedAt !== undefined) m.hset(this.deps.state.key("policy", this.policy.id), { lastPromotedAt: String(patch.promotedAt) });
+    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
+    this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+    await execOrThrow(m);
+  }
+
+  async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
+    try {
+      await this.deps.notify(this.policy, { type, rotationId: this.data.rotationId, policyId: this.policy.id, reason: this.data.reason, message, ...extra });
+    } catch (err) {
+      // Notifications go through their own durable queue; failing to enqueue one must not undo a step.
+      this.deps.log.error({ rotationId: this.data.rotationId, err: errorMessage(err) }, "could not enqueue notification");
+    }
+  }
+
+  /** A provider call (paced: see the constructor); a 429 closes the gate for every worker. */
+  async providerCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof RateLimitedError) {
+        await this.deps.state.closeGate(this.pScope, err.retryAt);
+        throw new RateLimitedError(this.pScope, err.retryAt, err.message);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * A store call behind the AWS write pacing and the shared throttle gate. `writes` is how many
+   * quota-counted requests the call makes (promote: move AWSCURRENT, then drop AWSPENDING).
+   */
+  async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
+    const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
+    const limiter = this.limiter;
+    // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
+    // from its reservation until its answer, then for the window: it reached AWS in between, so
+    // network delay needs no margin (pacing.ts reserveHeld); only worker clock skew does.
+    const rate = { limit: perSec, windowMs: 1_000 + CLOCK_SKEW_MS };
+    let held: string[] = [];
+    for (;;) {
+      // The shared throttle gate, read again at most every OPEN_ADMIT_MS within a run (a
+      // rotation's two writes come milliseconds apart); this run's own throttling resets it.
+      if (this.storeGateOpenUntil <= this.now) {
+        const until = await this.deps.state.gate(this.sScope);
+        if (until > this.now) {
+          if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
+          await this.sleep(until - this.now);
+          continue;
+        }
+        this.storeGateOpenUntil = this.now + OPEN_ADMIT_MS;
+      }
+      if (!Number.isFinite(perSec)) break;
+      const r = await limiter.reserveHeld(this.sScope, writes, rate, this.now, AWS_WRITE_HOLD_MS);
+      if ("held" in r) {
+        held = r.held;
+        break;
+      }
+      // Longer than the window: the slot is held by a write still in flight, which settles sooner.
+      await this.sleep(r.waitMs > rate.windowMs + 1 ? AWS_WRITE_POLL_MS : r.waitMs);
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof RateLimitedError) {
+        this.storeGateOpenUntil = 0;
+        await this.deps.state.closeGate(this.sScope, err.retryAt);
+      }
+      throw err;
+    } finally {
+      await limiter.settle(this.sScope, held, this.now).catch(() => undefined);
+    }
+  }
+
+  async readVersion(versionId: string): Promise<StoredVersion | undefined> {
+    return this.deps.store.getVersion(this.ref, versionId, this.signal);
+  }
+
+  // ---- failure path --------------------------------------------------------------------------
+
+  /**
+   * A reset provider was asked for a new value and the value can be read back: the old credential
+   * may be dead already, so giving up would leave the only live credential outside the store (I1)
+   * and every consumer broken. Keep retrying the step (recoverIssued reads the value back), with
+   * one needs-attention alert, until the value is stored.
+   */
+  resetInFlight(): boolean {
+    const d = this.data;
+    return !d.promotedAt && !d.failing && this.caps.issue === "reset" && d.issueStarted === true && this.provider.recoverIssued !== undefined;
+  }
+
+  async holdForRecovery(message: string, token: string | undefined): Promise<never> {
+    const d = this.data;
+    const retryMs = engineDefaults.cleanupRetryMs;
+    const text = `${this.policy.id}: ${d.step} failed after the provider was asked for a new value: ${message}; the old credential may already be dead, so rekey keeps reading the new value back and retries every ${Math.round(retryMs / 1_000)} s until it is stored`;
+    return this.attentionAndRetry(d, text, retryMs, token);
+  }
+
+  /**
+   * Flag the rotation needs-attention (alert and audit once per rotation), keep it, and retry
+   * the step after `retryMs` without holding a worker slot.
+   */
+  async attentionAndRetry(d: Data, text: string, retryMs: number, token: string | undefined): Promise<never> {
+    if (!d.attentionSince) {
+      await this.transition({ status: "needs-attention", message: text }, d.step, "needs-attention", text);
+      await this.event("rotation.needs-attention", text, { versionId: d.rotationId });
+    }
+    const held: Data = { ...d, failing: undefined, attentionSince: d.attentionSince ?? this.now };
+    this.data = held;
+    await this.job.updateData(held);
+    return parkJob(this.deps, this.job, held, this.now + retryMs, token);
+  }
+
+  /** End the rotation: record, lock, audit and notification, in that order. */
+  async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text): Promise<void> {
+    const d = this.data;
+    // Record, lock and audit in one transaction: a crash cannot leave the policy locked by an
+    // ended rotation, or an ended rotation without its audit entry.
+    const m = this.deps.state.redis.multi();
+    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
+    this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
+    const [flags] = (await execOrThrow(m)) as [number];
+    // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
+    // rotation of its own. Queued after the lock's release (before, it could find this rotation
+    // still holding the policy and join it again). A crash before this: the failure path runs
+    // again (the job data says `failing`), and a replayed completed rotation finds its record
+    // ended (handOffLeakIfDue); either queues it then.
+    const record = { endedAt: this.now, leak: (flags & 1) === 1, leakFollowUp: (flags & 2) === 2, status, promotedAt: d.promotedAt, reason: d.reason };
+    if (leakHandOffDue(record)) eventText = `${eventText}; a leak joined this rotation: ${await this.requeueLeak()}`;
+    await this.event(event, eventText, { versionId: d.rotationId });
+  }
+
+  /** A run that finds its rotation ended: queue what the end owed a leak, if a crash lost it. */
+  async handOffLeakIfDue(rec?: RotationRecord): Promise<void> {
+    const r = rec ?? (await this.deps.state.getRecord(this.data.rotationId));
+    if (r && leakHandOffDue(r)) await this.requeueLeak();
+  }
+
+  /** Queue the leak rotation that replaces or follows this one; returns what it did, in words. */
+  private async requeueLeak(): Promise<string> {
+    const d = this.data;
+    let next: string;
+    try {
+      next = await this.deps.requeueLeak(d.policyId, d.rotationId);
+    } catch (err) {
+      // Retried: the job runs again, finds its rotation ended, and queues it then.
+      throw new TransientError(`${d.policyId}: queueing the leak rotation owed by rotation ${d.rotationId} failed: ${errorMessage(err)}`);
+    }
+    const text = `leak rotation ${next} queued`;
+    const m = this.deps.state.redis.multi();
+    m.hset(this.deps.state.key("rot", d.rotationId), { leakRetry: next });
+    this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: "leak.requeued", outcome: "ok", actor: "worker", message: text });
+    await execOrThrow(m);
+    return text;
+  }
+
+  async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean } = {}): Promise<{ status: string }> {
+    let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
+    this.data = d;
+    await this.job.updateData(d);
+    if (!d.promotedAt && d.step === "promoting") {
+      // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
+      // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
+      // (found by the fault matrix). Unreadable labels: decide later, never guess.
+      const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
+      if (stages === undefined) return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
+      if (stages[d.rotationId]?.includes("AWSCURRENT")) {
+        d = { ...d, promotedAt: this.now };
+        this.data = d;
+        await this.job.updateData(d);
+      }
+    }
+    if (d.promotedAt) {
+      // After promotion nothing is undone: the new value is current and the old one stays alive.
+      // A provider that keeps failing transiently is retried soon (nothing is undone, and the old
+      // credential should not outlive the rotation by long); a permanent error waits for a person.
+      const retryMs = opts.transient ? engineDefaults.transientAttentionRetryMs : engineDefaults.attentionRetryMs;
+      const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; ${this.cutover ? "the new value is current (the old one died at the reset)" : "the old credential is kept alive"} and the step is retried every ${formatDuration(retryMs)}`;
+      return this.attentionAndRetry(d, text, retryMs, token);
+    }
+    // A create of this rotation that went unanswered may still land: clean up once it no longer
+    // can, or the clean-up below could miss it (the job data says `failing`: it resumes here).
+    const settledAt = this.lostCreateSettledAt(d);
+    if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && settledAt > this.now) {
+      await this.auditStep(d.step, "waiting", `failing: ${message}; a create of this rotation went unanswered, so the clean-up runs at ${new Date(settledAt).toISOString()}, once it can no longer land`);
+      return parkJob(this.deps, this.job, d, settledAt, token);
+    }
+    // I6: before promotion the old credential stays current. Clean up what this rotation made.
+    const cleanup: string[] = [];
+    try {
+      const pending = await this.readVersion(d.rotationId);
+      if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
+        await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
+        cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
+      }
+      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && d.step !== "start") {
+        // A create whose answer was lost (dropped after the provider acted) left a credential no
+        // version holds: before promotion nothing this rotation issued may stay live (I1).
+        const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
+        if (removed.length) cleanup.push(`removed ${removed.join(", ")} (issued by this rotation, never stored)`);
+      }
+      if (pending || d.step !== "start") {
+        await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
+        if (pending) cleanup.push("pending version discarded");
+      }
+    } catch (err) {
+      if (this.signal.aborted || err instanceof PermanentError) throw err;
+      // A transient failure of the cleanup (often on the job's last attempt) is retried later
+      // without using an attempt: thrown, it ended the job with the record still running and the
+      // policy locked, with no alert (found by the fault matrix). `failing` in the job data makes
+      // the next run resume here.
+      const retryAt = err instanceof RateLimitedError ? err.retryAt : this.now + engineDefaults.cleanupRetryMs;
+      this.deps.log.warn({ rotationId: d.rotationId, policyId: d.policyId, err: errorMessage(err) }, "cleanup after a failed rotation failed; retrying");
+      return parkJob(this.deps, this.job, d, Math.max(retryAt, this.now + 1_000), token);
+    }
+    const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
+    // A human step that ended unanswered needs a person even where the old credential still works.
+    const status = oldMayBeDead || opts.attention || d.step === "awaiting-human" ? "needs-attention" : "failed";
+    const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
+      oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
+    }`;
+    await this.end(status, text, { step: d.step, outcome: "failed" }, status === "failed" ? "rotation.failed" : "rotation.needs-attention");
+    throw new UnrecoverableError(text);
+  }
+}

@@ -1,0 +1,52 @@
+/** revoking: revoke the old credential, sweep leftovers of this policy, and end the rotation. */
+import { PermanentError } from "../../errors.ts";
+import type { StepFn } from "../run.ts";
+
+export const revoking: StepFn = async (run) => {
+  const d = run.data;
+  // The flag only words the outcome here; read in this run already, it is not read again. A
+  // run that starts here reads it, and stops if the rotation already ended (its job was
+  // interrupted between the end and its completion): nothing is revoked or swept twice.
+  let leakSeen = run.leakSeen;
+  if (leakSeen === undefined) {
+    const seen = await run.deps.state.leakAndEnded(d.rotationId);
+    if (seen.ended) {
+      await run.handOffLeakIfDue();
+      return { data: { ...d, step: "done" } };
+    }
+    leakSeen = seen.leak;
+  }
+  const leak = d.reason === "leak" || leakSeen;
+  let what = "nothing to revoke (the old credential died when the new one was issued)";
+  if (run.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
+  if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
+  else if (run.caps.revoke === "api" && run.provider.revoke && d.oldVersionId) {
+    if (!d.oldRevoked) {
+      const old = await run.readVersion(d.oldVersionId);
+      if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
+      await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
+    }
+    what = `old credential${d.oldCredentialId ? ` ${d.oldCredentialId}` : ""} revoked${leak ? " (leak: without waiting for consumers)" : ""}`;
+  }
+  // A create of this rotation that went unanswered may still land at the provider after the
+  // sweep below (found by the fault matrix: a delayed create landed after completion, a live
+  // token in no version). The old credential is revoked at once all the same; the sweep and the
+  // end wait until such a create could no longer land.
+  const settledAt = run.lostCreateSettledAt(d);
+  if (run.provider.sweep && d.newCredentialId && settledAt > run.now) {
+    const text = `${what}; a create of this rotation went unanswered, so leftovers are swept at ${new Date(settledAt).toISOString()}, once it can no longer land`;
+    await run.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
+    return { data: { ...d, oldRevoked: true }, waitUntil: settledAt };
+  }
+  if (run.provider.sweep && d.newCredentialId) {
+    // A create of this rotation that was aborted in flight may have landed after the retry's
+    // clean-up: the new credential is the only one of this policy that stays.
+    const keepNew = d.newCredentialId;
+    const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepNew]));
+    if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
+  }
+  await run.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${run.policy.id}: rotation completed; ${what}`);
+  // A leak's probe consumers are still watched after the end (watchProbes).
+  const watch = leak && run.policy.consumers.some((c) => c.confirm === "probe");
+  return { data: { ...d, step: watch ? "awaiting-confirmation" : "done" } };
+};

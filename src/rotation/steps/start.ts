@@ -1,0 +1,102 @@
+/**
+ * start: take the policy's lock (I3) — or, where another rotation holds it, yield: a leak joins
+ * the holder, anything else is skipped — then read the current version and its credential.
+ */
+import { TransientError } from "../../errors.ts";
+import type { CredentialHandle } from "../../providers/types.ts";
+import { engineDefaults } from "../defaults.ts";
+import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
+import { type RotationRecord, TERMINAL } from "../state.ts";
+
+export const start: StepFn = async (run) => {
+  const d = run.data;
+  const { state } = run.deps;
+  // I3: at most one rotation in flight per policy. The record is written before the lock is
+  // taken, so a holder without a record is one whose record expired long after it ended — never
+  // one that took the lock a moment ago and has not written its record yet (taking that over
+  // put two rotations of one policy in flight; found by the fault matrix).
+  const record: RotationRecord = {
+    rotationId: d.rotationId,
+    policyId: d.policyId,
+    reason: d.reason,
+    actor: d.actor,
+    status: "running",
+    step: "start",
+    jobId: String(run.job.id),
+    startedAt: d.startedAt,
+    updatedAt: run.now,
+    leak: d.reason === "leak" ? true : undefined,
+    member: d.member,
+    successor: d.successor,
+  };
+  // A leak that finds the holder ending as it tries to join it asks for the lock again: the
+  // holder has released it by then (its end and the release are one step).
+  for (let attempt = 0; ; attempt++) {
+    let holder = await state.begin(record);
+    if (holder !== d.rotationId) {
+      const other = await state.getRecord(holder);
+      const stale = !other || TERMINAL.has(other.status);
+      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+    }
+    if (holder === d.rotationId) break;
+    if (d.reason !== "leak") return yieldTo(run, holder);
+    const joined = await state.mergeLeak(d.policyId, holder, d.leakedVersionId);
+    if (joined !== "no") return yieldTo(run, holder, joined === "follow-up");
+    if (attempt >= 5) throw new TransientError(`${d.policyId}: rotation ${holder} holds the policy but is ending; the leak rotation will try again`);
+  }
+
+  const current = await run.deps.store.getCurrent(run.ref, run.signal);
+  let oldHandle: CredentialHandle = {};
+  if (current && current.versionId !== d.rotationId) {
+    oldHandle = await run.providerCall(() => run.provider.identify(run.ctx(), current.value));
+  }
+  const next: Data = {
+    ...d,
+    step: run.caps.issue === "human" ? "awaiting-human" : "issuing",
+    oldVersionId: current && current.versionId !== d.rotationId ? current.versionId : d.oldVersionId,
+    oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
+    oldMeta: oldHandle.meta ?? d.oldMeta,
+  };
+  // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
+  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
+  await run.event("rotation.started", `${d.reason} rotation of ${run.policy.id} started`, { versionId: d.rotationId });
+  return { data: next };
+};
+
+/** Another rotation holds the policy: a leak takes it over, anything else is skipped. */
+async function yieldTo(run: Run, holder: string, followUp = false): Promise<StepOutcome> {
+  const d = run.data;
+  const { state } = run.deps;
+  let message: string;
+  if (d.reason === "leak") {
+    // start() has set the holder's leak flag (mergeLeak).
+    const other = await state.getRecord(holder);
+    // The wake flag covers a holder that is running right now (not delayed, so it cannot be
+    // promoted): it sees the flag when it parks and resumes at once instead of after a re-check.
+    await state.raiseWakeFlag(holder);
+    if (other?.jobId) await run.deps.wake(other.jobId);
+    message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted${
+      followUp ? "; its new value may be the leaked one (already current), so a leak rotation of its own follows it" : ""
+    }`;
+    await run.deps.audit.record({ rotationId: holder, policyId: d.policyId, step: "leak.takeover", outcome: "ok", actor: d.actor, message: `taken over by leak request ${d.rotationId}` });
+  } else {
+    message = `skipped: rotation ${holder} of this policy is still in flight`;
+  }
+  await state.putRecord({
+    rotationId: d.rotationId,
+    policyId: d.policyId,
+    reason: d.reason,
+    actor: d.actor,
+    status: "skipped",
+    step: "start",
+    jobId: String(run.job.id),
+    startedAt: d.startedAt,
+    updatedAt: run.now,
+    message,
+    // Leak reports follow the rotation that does the work.
+    mergedInto: d.reason === "leak" ? holder : undefined,
+  });
+  await state.endRecord(d, "skipped", message, run.now, engineDefaults.recordTtlSec);
+  await run.auditStep("start", "skipped", message, d.actor);
+  return { data: { ...d, step: "done" } };
+}
