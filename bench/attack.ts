@@ -164,10 +164,10 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
         const req = await rt.rotations.enqueue({ policyId, reason: "manual", actor: "attack-run" });
         jobIds.push(req.jobId);
         const deadline = Date.now() + 120_000;
-        let rec = await rt.state.getRecord(req.rotationId);
+        let rec = await rt.state.records.get(req.rotationId);
         while (rec?.status !== "awaiting-confirmation" && !rec?.endedAt && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 20));
-          rec = await rt.state.getRecord(req.rotationId);
+          rec = await rt.state.records.get(req.rotationId);
         }
         if (rec?.status === "awaiting-confirmation") {
           await new Promise((r) => setTimeout(r, opts.reloadMs ?? 100));
@@ -180,7 +180,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
         }
         while (!rec?.endedAt && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 20));
-          rec = await rt.state.getRecord(req.rotationId);
+          rec = await rt.state.records.get(req.rotationId);
         }
         const outcome = rec?.endedAt ? (rec.status ?? "ended") : "still waiting after 120 s";
         outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;

@@ -20,6 +20,7 @@ import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
 import type { ProviderRates } from "./rotation/pacing.ts";
 import { leakJobId } from "./rotation/job.ts";
+import { RedisKeys } from "./rotation/keys.ts";
 import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
 import { AwsSecretsManagerStore } from "./stores/aws-secrets-manager.ts";
@@ -103,7 +104,7 @@ function reachableWithin(ms: number, waits: Promise<unknown>[]): Promise<boolean
 
 /** BullMQ prefix: under rekey's own prefix so one Redis can host several installs. */
 export function bullPrefix(prefix: string): string {
-  return `${prefix}:bull`;
+  return new RedisKeys(prefix).queues();
 }
 
 export function credentialResolver(store: SecretStore, env: NodeJS.ProcessEnv): (ref: CredentialRef) => Promise<string> {

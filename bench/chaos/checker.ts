@@ -88,12 +88,12 @@ export async function check(input: CheckInput): Promise<Violations> {
   const secretOf = new Map(world.policies.map((p) => [p.id, p.secretId]));
   for (const t of tracked) {
     if (t.duplicate || t.kind !== "launchdarkly" || t.status !== "completed") continue;
-    const rec = await rt.state.getRecord(t.rotationId);
+    const rec = await rt.state.records.get(t.rotationId);
     if (!rec?.oldVersionId) continue;
     const old = world.aws.inspect(secretOf.get(t.policyId) ?? "", REGION)?.versions.find((x) => x.versionId === rec.oldVersionId)?.value;
     const token = old === undefined ? undefined : ldByValue.get(old);
     if (!token || token.state !== "deleted") continue;
-    const confirmed = await rt.state.confirmations(t.rotationId);
+    const confirmed = await rt.state.consumers.confirmations(t.rotationId);
     for (const c of consumersOf.get(t.policyId) ?? []) {
       const at = confirmed.get(c)?.at;
       if (at === undefined) v.I2.push(`${t.rotationId} (${t.policyId}): old token deleted, ${c} never confirmed`);
@@ -110,7 +110,7 @@ export async function check(input: CheckInput): Promise<Violations> {
     for (const t of list) {
       const from = starts.get(t.rotationId);
       if (from === undefined) continue;
-      const rec = await rt.state.getRecord(t.rotationId);
+      const rec = await rt.state.records.get(t.rotationId);
       spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? Number.POSITIVE_INFINITY });
     }
     spans.sort((a, b) => a.from - b.from);

@@ -297,7 +297,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
 
     const observe = async (t: Tracked) => {
       const lane = laneOf.get(t.policyId) as Lane;
-      const rec = await runtime.state.getRecord(t.rotationId);
+      const rec = await runtime.state.records.get(t.rotationId);
       if (!rec) return;
       t.status = rec.status;
       t.step = rec.step;

@@ -262,7 +262,7 @@ export class Rig {
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
     const deletedAt = new Map(drain.deletes.map((d) => [d.id, d.at]));
     const confirmToRevokeMs: number[] = [];
-    const records = await pool([...run.jobs], 32, async ([jobId, { i, rotationId }]) => ({ jobId, i, rec: await this.rt.state.getRecord(rotationId) }));
+    const records = await pool([...run.jobs], 32, async ([jobId, { i, rotationId }]) => ({ jobId, i, rec: await this.rt.state.records.get(rotationId) }));
     for (const { jobId, i, rec } of records) {
       const old = this.tokenOf[i] as string;
       const del = deletedAt.get(old);
@@ -276,7 +276,7 @@ export class Rig {
   private async sweep(run: RunState): Promise<void> {
     for (const [jobId, { rotationId }] of run.jobs) {
       if (run.done.has(jobId) || run.failed.has(jobId)) continue;
-      const rec = await this.rt.state.getRecord(rotationId);
+      const rec = await this.rt.state.records.get(rotationId);
       if (rec?.status === "completed") this.onEnded(jobId, true);
       else if (rec?.status === "failed" || rec?.status === "skipped") this.onEnded(jobId, false);
       else if (rec?.status === "awaiting-confirmation") await this.consumer.call({ type: "confirm", jobId });

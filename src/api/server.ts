@@ -39,6 +39,7 @@ import { collectStatus, type JobView, type PolicyStatus } from "../rotation/stat
 import { persistedNextDue } from "../scheduler/next-due.ts";
 import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
 import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -195,7 +196,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   if (limits) {
     // Counters in Redis, so every replica counts the same client; `global: false`: the hooks
     // below decide the order (the address's limit before authentication, the identity's after).
-    void app.register(rateLimit, { global: false, redis: limits.redis, nameSpace: `${limits.prefix}:ratelimit:`, skipOnError: true });
+    void app.register(rateLimit, { global: false, redis: limits.redis, nameSpace: new RedisKeys(limits.prefix).apiRateLimitNamespace(), skipOnError: true });
   }
   let byAddress: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
   let byIdentity: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
@@ -337,7 +338,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     const body = parse(SubmitBody, req.body);
     const identity = req.identity!;
     if (!hasScope(identity, "operator")) {
-      const rec = await deps.state.getRecord(rotationId);
+      const rec = await deps.state.records.get(rotationId);
       const owner = rec ? deps.policies.get(rec.policyId)?.owner : undefined;
       if (!owner || owner !== identity.owner) throw new RequestError(403, `${actorOf(identity)} submits for the policies of ${identity.owner ?? "no owner"} only, and rotation ${rotationId} is not one of theirs`);
     }

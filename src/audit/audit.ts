@@ -6,6 +6,7 @@
  */
 import type { ChainableCommander } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 
 export interface AuditEntry {
   rotationId?: string;
@@ -25,14 +26,18 @@ export interface AuditRecord extends AuditEntry {
 }
 
 export class Audit {
+  private readonly keys: RedisKeys;
+
   constructor(
     private readonly redis: RedisClient,
-    private readonly prefix: string,
+    prefix: string,
     private readonly opts: { maxLen: number; perPolicyMaxLen?: number; now?: () => number },
-  ) {}
+  ) {
+    this.keys = new RedisKeys(prefix);
+  }
 
   private streamKey(policyId?: string): string {
-    return policyId ? `${this.prefix}:audit:policy:${policyId}` : `${this.prefix}:audit`;
+    return this.keys.audit(policyId);
   }
 
   /**

@@ -25,9 +25,10 @@ import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { retryAfterMs } from "../notify/outbox.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
-import { execOrThrow } from "../rotation/state.ts";
+import { execOrThrow } from "../util/redis-exec.ts";
 import { type Audit, type AuditRecord, parseRow } from "./audit.ts";
 import { type ChainLine, chainLine, GENESIS } from "./chain.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 
 /** Where the chain goes. `write` resolves once the lines are durable there (or throws). */
 export interface SinkTarget {
@@ -259,11 +260,11 @@ export class AuditShipper {
   }
 
   private get leaseKey(): string {
-    return `${this.o.prefix}:audit:sink:lease`;
+    return new RedisKeys(this.o.prefix).auditSinkLease();
   }
 
   get checkpointKey(): string {
-    return `${this.o.prefix}:audit:sink`;
+    return new RedisKeys(this.o.prefix).auditSink();
   }
 
   async checkpoint(): Promise<Checkpoint> {

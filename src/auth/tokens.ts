@@ -11,6 +11,7 @@ import type { RedisClient } from "../redis-connection.ts";
 import { z } from "zod";
 import { tokenHash } from "../consumers/fingerprint.ts";
 import { RekeyError } from "../errors.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
 import { type Identity, SCOPES, type Scope, TOKEN_NAME } from "./identity.ts";
 
@@ -97,8 +98,9 @@ export class ApiTokens {
     prefix: string,
     private readonly now: () => number = Date.now,
   ) {
-    this.names = `${prefix}:auth:token-names`;
-    this.tokens = `${prefix}:auth:tokens`;
+    const keys = new RedisKeys(prefix);
+    this.names = keys.apiTokenNames();
+    this.tokens = keys.apiTokens();
     defineScripts(redis, SCRIPTS);
   }
 

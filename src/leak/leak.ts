@@ -20,7 +20,8 @@ import { engineDefaults } from "../rotation/defaults.ts";
 import { refOf } from "../rotation/scope.ts";
 import { leakJobId } from "../rotation/job.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
-import { leakHandOffDue, type RekeyState, type RotationRecord } from "../rotation/state.ts";
+import type { RekeyState } from "../rotation/state.ts";
+import { leakHandOffDue, type RotationRecord } from "../rotation/state/records.ts";
 import type { Runtime } from "../runtime.ts";
 import type { SecretStore } from "../stores/types.ts";
 
@@ -166,29 +167,20 @@ export class LeakResponse {
       }
     }
     const incident: Incident = { incidentId, actor: existing?.actor ?? actor, createdAt: existing?.createdAt ?? this.deps.now(), target: existing ? `${existing.target}; ${words}` : words, targets };
-    const key = this.deps.state.key("leak", incidentId);
-    const index = this.deps.state.key("leaks");
-    await this.deps.state.redis
-      .multi()
-      .set(key, JSON.stringify(incident), "EX", engineDefaults.recordTtlSec)
-      // The dashboard lists incidents from this index; entries leave it when their record expires.
-      .zadd(index, incident.createdAt, incidentId)
-      .zremrangebyscore(index, 0, this.deps.now() - engineDefaults.recordTtlSec * 1_000)
-      .exec();
+    await this.deps.state.incidents.put(incident, this.deps.now(), engineDefaults.recordTtlSec);
     await this.deps.audit.record({ step: "leak.incident", outcome: "ok", actor, message: `incident ${incidentId}: ${words}: ${found.length} polic${found.length === 1 ? "y" : "ies"} (${found.map((f) => f.policyId).join(", ")})` });
     return incident;
   }
 
   /** The most recent incidents, newest first (the dashboard). */
   async recent(limit = 20): Promise<Incident[]> {
-    const ids = await this.deps.state.redis.zrevrange(this.deps.state.key("leaks"), 0, limit - 1);
+    const ids = await this.deps.state.incidents.recentIds(limit);
     const found = await Promise.all(ids.map((id) => this.incident(id)));
     return found.filter((i): i is Incident => i !== undefined);
   }
 
   async incident(incidentId: string): Promise<Incident | undefined> {
-    const raw = await this.deps.state.redis.get(this.deps.state.key("leak", incidentId));
-    return raw ? (JSON.parse(raw) as Incident) : undefined;
+    return this.deps.state.incidents.get<Incident>(incidentId);
   }
 
   /**
@@ -230,7 +222,7 @@ export class LeakResponse {
     const v = value.trim();
     const { state, policies, store, fingerprintKey } = this.deps;
     if (fingerprintKey) {
-      const hit = await state.lookupFingerprint(fingerprint(fingerprintKey, v));
+      const hit = await state.fingerprints.lookup(fingerprint(fingerprintKey, v));
       if (hit && policies.get(hit.policyId)) return { policyId: hit.policyId, matchedBy: `value (fingerprint index: version ${hit.versionId})`, versionId: hit.versionId };
     }
     const want = digest(v);
@@ -247,8 +239,8 @@ export class LeakResponse {
           try {
             const cur = await store.getCurrent(ref);
             if (cur && sameDigest(digest(cur.value), want)) return { policyId: p.id, matchedBy: `value (current version ${cur.versionId})`, versionId: cur.versionId };
-            const holder = await state.inFlight(p.id);
-            const rec = holder ? await state.getRecord(holder) : undefined;
+            const holder = await state.locks.inFlight(p.id);
+            const rec = holder ? await state.records.get(holder) : undefined;
             if (rec?.oldVersionId) {
               const old = await store.getVersion(ref, rec.oldVersionId);
               if (old && sameDigest(digest(old.value), want)) return { policyId: p.id, matchedBy: `value (version ${old.versionId}, being replaced by rotation ${rec.rotationId})`, versionId: old.versionId };
@@ -294,7 +286,7 @@ export class LeakResponse {
     // that ended before promotion handed the leak to a rotation queued in its place (leakRetry),
     // which may in turn have joined another. Bounded: each hop is a rotation that really ran.
     let rotationId = t.rotationId;
-    let rec: RotationRecord | undefined = await state.getRecord(rotationId);
+    let rec: RotationRecord | undefined = await state.records.get(rotationId);
     let tookOver = false;
     for (let hops = 0; rec && hops < 10; hops++) {
       const next = rec.mergedInto ?? rec.leakRetry;
@@ -302,9 +294,9 @@ export class LeakResponse {
       // Took over: the rotation doing the work was already in flight (not one queued for the leak).
       tookOver = Boolean(rec.mergedInto);
       rotationId = next;
-      rec = await state.getRecord(next);
+      rec = await state.records.get(next);
     }
-    const [confirmations, probedAt] = await Promise.all([state.confirmations(rotationId), state.probedAt(rotationId)]);
+    const [confirmations, probedAt] = await Promise.all([state.consumers.confirmations(rotationId), state.consumers.probedAt(rotationId)]);
     const required = (policy?.consumers ?? []).filter((c) => c.required).map((c) => c.id);
     // Ended, but a leak rotation is still owed (between the end and its queueing): not done yet.
     const leakState = rec && leakHandOffDue(rec) ? "queued" : stateOf(rec);

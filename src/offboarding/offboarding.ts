@@ -28,7 +28,8 @@ import { providerScope, refOf } from "../rotation/scope.ts";
 import { offboardJobId } from "../rotation/job.ts";
 import { ProviderPacer, RateLimiter } from "../rotation/pacing.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
-import type { RekeyState, RotationRecord } from "../rotation/state.ts";
+import type { RekeyState } from "../rotation/state.ts";
+import type { RotationRecord } from "../rotation/state/records.ts";
 import type { Runtime } from "../runtime.ts";
 import type { SecretStore } from "../stores/types.ts";
 
@@ -135,8 +136,6 @@ export class Offboarding {
   async run(req: OffboardRequest, actor: string): Promise<OffboardReport> {
     const member = req.member.toLowerCase();
     const found = await this.discover(member);
-    const key = this.recordKey(member);
-    const { redis } = this.deps.state;
     const entries = await this.entries(member);
     let queued = 0;
     for (const [policyId, why] of found.managed) {
@@ -146,7 +145,7 @@ export class Offboarding {
       if (!successor || successor === member) continue;
       const prev = entries.get(policyId);
       if (prev) {
-        const rec = await this.deps.state.getRecord(prev.rotationId);
+        const rec = await this.deps.state.records.get(prev.rotationId);
         // Still going, done, or ended so long ago that its record expired: nothing to start.
         if (!rec || !RETRY.has(rec.status)) continue;
       }
@@ -154,11 +153,11 @@ export class Offboarding {
       const jobId = attempt === 1 ? offboardJobId(member, policyId) : `${offboardJobId(member, policyId)}@${attempt}`;
       const res = await this.deps.rotations.enqueue({ policyId, reason: "offboarding", actor, jobId, member, successor });
       const entry: Entry = { rotationId: res.rotationId, jobId, attempt, successor, reason: why };
-      await redis.hset(key, policyId, JSON.stringify(entry));
+      await this.deps.state.offboards.setEntry(member, policyId, entry);
       entries.set(policyId, entry);
       if (res.added) queued++;
     }
-    await redis.multi().hset(key, "_member", member).zadd(this.deps.state.key("offboards"), this.deps.now(), member).exec();
+    await this.deps.state.offboards.ran(member, this.deps.now());
     await this.deps.audit.record({
       step: "offboarding.run",
       outcome: "ok",
@@ -168,15 +167,8 @@ export class Offboarding {
     return this.report(member, req.successor, found, entries);
   }
 
-  private recordKey(member: string): string {
-    return this.deps.state.key("offboard", member);
-  }
-
-  private async entries(member: string): Promise<Map<string, Entry>> {
-    const h = await this.deps.state.redis.hgetall(this.recordKey(member));
-    const out = new Map<string, Entry>();
-    for (const [k, v] of Object.entries(h)) if (!k.startsWith("_")) out.set(k, JSON.parse(v) as Entry);
-    return out;
+  private entries(member: string): Promise<Map<string, Entry>> {
+    return this.deps.state.offboards.entries<Entry>(member);
   }
 
   /** Policies the member owns, plus credentials in their name at every account that can list them. */
@@ -254,8 +246,8 @@ export class Offboarding {
       const values: string[] = [];
       const cur = await this.deps.store.getCurrent(ref).catch(() => undefined);
       if (cur) values.push(cur.value);
-      const holder = await this.deps.state.inFlight(p.id);
-      const rec = holder ? await this.deps.state.getRecord(holder) : undefined;
+      const holder = await this.deps.state.locks.inFlight(p.id);
+      const rec = holder ? await this.deps.state.records.get(holder) : undefined;
       if (rec?.oldVersionId) {
         const old = await this.deps.store.getVersion(ref, rec.oldVersionId).catch(() => undefined);
         if (old) values.push(old.value);
@@ -286,7 +278,7 @@ export class Offboarding {
       reason: "offboarding",
     };
     const pacer = new ProviderPacer({
-      limiter: new RateLimiter(state.redis, (...parts) => state.key(...parts)),
+      limiter: new RateLimiter(state.redis, state.keys),
       scope,
       now: this.deps.now,
       sleep: this.sleep,
@@ -297,7 +289,7 @@ export class Offboarding {
         return await fn(ctx);
       } catch (err) {
         if (!(err instanceof RateLimitedError)) throw err;
-        await state.closeGate(scope, err.retryAt);
+        await state.gates.close(scope, err.retryAt);
         const wait = Math.max(0, err.retryAt - this.deps.now());
         if (waited + wait > (this.deps.maxRateWaitMs ?? 30_000)) throw err;
         waited += wait;
@@ -308,10 +300,7 @@ export class Offboarding {
 
   /** Members offboarded most recently, newest first, with when their offboarding last ran. */
   async recent(limit = 20): Promise<{ member: string; lastRunAt: number }[]> {
-    const flat = await this.deps.state.redis.zrevrange(this.deps.state.key("offboards"), 0, limit - 1, "WITHSCORES");
-    const out: { member: string; lastRunAt: number }[] = [];
-    for (let i = 0; i + 1 < flat.length; i += 2) out.push({ member: flat[i]!, lastRunAt: Number(flat[i + 1]) });
-    return out;
+    return this.deps.state.offboards.recent(limit);
   }
 
   /**
@@ -355,11 +344,11 @@ export class Offboarding {
         row.state = "no-successor";
         blockers.push(`${policyId}: no successor is named; add offboarding.successor to ${file ?? "its policy file"} or run again with --successor`);
       } else {
-        const rec = await this.deps.state.getRecord(entry.rotationId);
+        const rec = await this.deps.state.records.get(entry.rotationId);
         row.state = stateOf(rec);
         row.message = rec?.message;
         if (policy && rec && (row.state === "awaiting-confirmation" || row.state === "needs-attention")) {
-          const confirmed = await this.deps.state.confirmations(rec.rotationId);
+          const confirmed = await this.deps.state.consumers.confirmations(rec.rotationId);
           row.waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
         }
         const blocker = blockerOf(row);

@@ -24,7 +24,8 @@ import { HttpStatusError } from "../providers/http.ts";
 import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
-import { TERMINAL, type RekeyState } from "../rotation/state.ts";
+import type { RekeyState } from "../rotation/state.ts";
+import { TERMINAL } from "../rotation/state/records.ts";
 import { AWSPREVIOUS, type SecretRef, type SecretStore } from "../stores/types.ts";
 
 export interface ReconcileDeps {
@@ -78,9 +79,9 @@ export async function reconcilePolicy(
   const busy = (): { findings: Finding[]; observation: Observation } => ({ findings, observation: { idle: false, at: now } });
 
   // ---- 1. the lock and the job behind it -----------------------------------------------------
-  const holder = await deps.state.inFlight(policy.id);
+  const holder = await deps.state.locks.inFlight(policy.id);
   if (holder) {
-    const rec = await deps.state.getRecord(holder);
+    const rec = await deps.state.records.get(holder);
     const job = rec ? await deps.queue.getJob(rec.jobId) : undefined;
     if (rec && !TERMINAL.has(rec.status) && job) {
       say("in-flight", `rotation ${holder} is in flight (${rec.status}, step ${rec.step}); its worker owns the policy`);
@@ -98,7 +99,7 @@ export async function reconcilePolicy(
       ? `its job was lost (Redis forgot it) after its new value became current; the previous credential was not revoked: rotate the policy once every consumer runs on version ${holder}`
       : `its job was lost (Redis forgot it) before its new value became current; the old credential is still current`;
     if (!opts.dryRun) {
-      await deps.state.endRecord(rec, status, message, now, engineDefaults.recordTtlSec, { release: true });
+      await deps.state.records.end(rec, status, message, now, engineDefaults.recordTtlSec, { release: true });
       await deps.audit.record({ rotationId: holder, policyId: policy.id, step: "reconcile.dead-lock", outcome: status, actor: ACTOR, message });
     }
     say("dead-lock", `rotation ${holder} held the policy without a job: ${opts.dryRun ? "would end it" : "ended it"} ${status} (${message})`, !opts.dryRun);
@@ -209,16 +210,12 @@ export function startReconciler(
   let stopped = false;
   const pass = async (): Promise<Finding[]> => {
     // One replica per period; the claim expires before the next period starts.
-    const claimed = await deps.state.redis.set(deps.state.key("reconcile", "pass"), String(deps.now()), "PX", Math.max(1_000, Math.floor(opts.everyMs * 0.9)), "NX");
-    if (claimed !== "OK") return [];
+    if (!(await deps.state.reconcile.claimPass(deps.now(), Math.max(1_000, Math.floor(opts.everyMs * 0.9))))) return [];
     // The last pass's observations are in Redis, whichever replica made it.
-    const seenKey = deps.state.key("reconcile", "seen");
-    const raw = await deps.state.redis.hgetall(seenKey);
+    const raw = await deps.state.reconcile.seen();
     const previous = new Map(Object.entries(raw).map(([id, json]) => [id, JSON.parse(json) as Observation]));
     const r = await reconcileAll(deps, deps.policies.all(), { dryRun: false, settleMs: opts.settleMs, previous });
-    const m = deps.state.redis.multi().del(seenKey);
-    if (r.observations.size) m.hset(seenKey, Object.fromEntries([...r.observations].map(([id, o]) => [id, JSON.stringify(o)])));
-    await m.exec();
+    await deps.state.reconcile.replaceSeen(Object.fromEntries([...r.observations].map(([id, o]) => [id, JSON.stringify(o)])));
     for (const f of r.findings) {
       if (f.kind === "error") opts.log.error({ policyId: f.policyId, err: f.message }, "reconcile: could not look at a policy");
       else if (f.repaired) opts.log.warn({ policyId: f.policyId, kind: f.kind }, `reconcile: ${f.message}`);

@@ -21,6 +21,7 @@
  */
 import type { Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
+import type { RedisKeys } from "./keys.ts";
 import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
 import type { PacedRequest, RequestPacer } from "../providers/http.ts";
@@ -204,11 +205,11 @@ declare module "ioredis" {
   }
 }
 
-/** The Redis side of pacing. `key` builds rekey-prefixed keys (RekeyState.key). */
+/** The Redis side of pacing. */
 export class RateLimiter {
   constructor(
     private readonly redis: RedisClient,
-    private readonly key: (...parts: string[]) => string,
+    private readonly keys: RedisKeys,
   ) {
     defineScripts(redis, {
       rekeyAdmit: { numberOfKeys: 4, lua: ADMIT_LUA },
@@ -231,12 +232,11 @@ export class RateLimiter {
    * no budget, no window), and `held` names the window entry to settle when its answer comes.
    */
   async admitRequest(scope: string, name: string, rate: Rate | undefined, now: number): Promise<{ until: number; held?: string }> {
-    const sliding = this.key("pace", "sliding", name);
     const [until, held] = await this.redis.rekeyAdmit(
-      this.key("gate", scope),
-      this.key("pace", "budget", name),
-      sliding,
-      `${sliding}:seq`,
+      this.keys.gate(scope),
+      this.keys.paceBudget(name),
+      this.keys.paceSliding(name),
+      this.keys.sequence(this.keys.paceSliding(name)),
       String(now),
       String(rate?.windowMs ?? 0),
       String(rate?.limit ?? 0),
@@ -248,7 +248,7 @@ export class RateLimiter {
 
   /** Date a request's window entry (admitRequest `held`) to `at`, the moment its answer came. */
   async settleRequest(name: string, held: string, at: number): Promise<void> {
-    await this.redis.rekeySettle(this.key("pace", "sliding", name), String(at), held);
+    await this.redis.rekeySettle(this.keys.paceSliding(name), String(at), held);
   }
 
   /**
@@ -261,8 +261,8 @@ export class RateLimiter {
    */
   async reserveHeld(name: string, n: number, rate: Rate, now: number, holdMs: number): Promise<{ held: string[] } | { waitMs: number }> {
     const take = Math.min(n, rate.limit);
-    const k = this.key("pace", "held", name);
-    const r = Number(await this.redis.rekeyReserveHeld(k, `${k}:seq`, String(now), String(rate.windowMs), String(rate.limit), String(take), String(holdMs)));
+    const k = this.keys.paceHeld(name);
+    const r = Number(await this.redis.rekeyReserveHeld(k, this.keys.sequence(k), String(now), String(rate.windowMs), String(rate.limit), String(take), String(holdMs)));
     if (r > 0) return { waitMs: r };
     const seq = -r;
     return { held: Array.from({ length: take }, (_, i) => String(seq - 1 - i)) };
@@ -271,13 +271,13 @@ export class RateLimiter {
   /** Date held entries to `at`, the moment their call was answered (reserveHeld). */
   async settle(name: string, held: string[], at: number): Promise<void> {
     if (!held.length) return;
-    await this.redis.rekeySettle(this.key("pace", "held", name), String(at), ...held);
+    await this.redis.rekeySettle(this.keys.paceHeld(name), String(at), ...held);
   }
 
   /** Record what a provider's answer says is left in its window. */
   async observe(name: string, remaining: number, resetAt: number, now: number): Promise<void> {
     const ttl = Math.max(1_000, resetAt - now + 60_000);
-    await this.redis.rekeyObserve(this.key("pace", "budget", name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
+    await this.redis.rekeyObserve(this.keys.paceBudget(name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
   }
 }
 

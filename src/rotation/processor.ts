@@ -96,11 +96,11 @@ export async function processRotation(deps: EngineDeps, sleep: (ms: number) => P
 async function policyMissing(deps: EngineDeps, job: Job, data: Data, token: string | undefined): Promise<{ status: string }> {
   const message = `policy ${data.policyId} is no longer loaded; restore the policy file to let rotation ${data.rotationId} continue`;
   if (data.step === "start") {
-    await deps.state.endRecord(data, "skipped", message, deps.now(), engineDefaults.recordTtlSec);
+    await deps.state.records.end(data, "skipped", message, deps.now(), engineDefaults.recordTtlSec);
     await deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: "start", outcome: "skipped", actor: "worker", message });
     return { status: "skipped" };
   }
-  await deps.state.updateRecord(data.rotationId, { status: "needs-attention", message, policyId: data.policyId });
+  await deps.state.records.update(data.rotationId, { status: "needs-attention", message, policyId: data.policyId });
   return parkJob(deps, job, data, deps.now() + engineDefaults.attentionRetryMs, token);
 }
 

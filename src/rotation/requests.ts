@@ -121,8 +121,8 @@ export class Rotations {
     };
     const { policy, consumer } = this.consumerOf(opts);
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
-    const rotationId = (await state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
-    const rec = rotationId ? await state.getRecord(rotationId) : undefined;
+    const rotationId = (await state.locks.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
+    const rec = rotationId ? await state.records.get(rotationId) : undefined;
     if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
     if (opts.fingerprint && !opts.versionId && rec.newFingerprint === undefined) {
       return refuse(409, `rotation ${rotationId} has no fingerprint to compare (rekey runs without REKEY_FINGERPRINT_KEY, or the new value is not stored yet); confirm with versionId`);
@@ -133,12 +133,12 @@ export class Rotations {
       return refuse(409, opts.versionId ? `version ${opts.versionId} is not the version rotation ${rotationId} is waiting for` : `the fingerprint does not match the new value of rotation ${rotationId}`);
     }
     if (!rec.promotedAt && rec.status !== "awaiting-confirmation") return refuse(409, `rotation ${rotationId} has not promoted its new version yet`);
-    const { added, confirmed } = await state.confirmAndList(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
+    const { added, confirmed } = await state.consumers.confirmAndList(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
     if (added) {
       // Issued together, the audit entry and the wake flag share one write to Redis.
       await Promise.all([
         audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
-        state.raiseWakeFlag(rotationId),
+        state.wake.raise(rotationId),
       ]);
       await this.promoteParked(rec.jobId);
     }
@@ -175,12 +175,12 @@ export class Rotations {
     const now = this.deps.now();
     // The rotation the report is about: the one in flight (or the leak rotation that ended
     // without waiting), when the consumer names no version or names its version.
-    const rotationId = (await this.deps.state.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
+    const rotationId = (await this.deps.state.locks.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
     const concerns = rotationId !== undefined && (opts.versionId === undefined || opts.versionId === rotationId);
-    if (concerns) await this.deps.state.recordConsumerFailure(rotationId, { consumerId: consumer.id, stage: opts.stage, message, at: now, versionId: opts.versionId });
+    if (concerns) await this.deps.state.consumers.recordFailure(rotationId, { consumerId: consumer.id, stage: opts.stage, message, at: now, versionId: opts.versionId });
     const text = `consumer ${consumer.id} failed to load ${opts.versionId ? `version ${opts.versionId}` : "the current version"} (${opts.stage}): ${message}`;
     await this.deps.audit.record({ rotationId: concerns ? rotationId : undefined, policyId: policy.id, step: "consumer-failure", outcome: "failed", actor: opts.actor ?? `consumer:${consumer.id}`, message: text });
-    const reason = concerns ? (await this.deps.state.getRecord(rotationId))?.reason : undefined;
+    const reason = concerns ? (await this.deps.state.records.get(rotationId))?.reason : undefined;
     try {
       await this.deps.notify?.(policy, {
         type: "rotation.consumer-failed",
@@ -204,15 +204,15 @@ export class Rotations {
    * afterwards, and the leak report shows who has and who has not loaded the new value.
    */
   private async lastLeakRotation(policyId: string): Promise<string | undefined> {
-    const last = (await this.deps.state.policySummary(policyId)).lastRotationId;
-    let rec = last ? await this.deps.state.getRecord(last) : undefined;
-    if (rec?.mergedInto) rec = await this.deps.state.getRecord(rec.mergedInto);
+    const last = (await this.deps.state.records.policySummary(policyId)).lastRotationId;
+    let rec = last ? await this.deps.state.records.get(last) : undefined;
+    if (rec?.mergedInto) rec = await this.deps.state.records.get(rec.mergedInto);
     return rec?.leak && rec.status === "completed" ? rec.rotationId : undefined;
   }
 
   /** Wake a parked rotation now (a confirmation or a submission arrived). */
   async wake(rotationId: string, jobId: string): Promise<void> {
-    await this.deps.state.raiseWakeFlag(rotationId);
+    await this.deps.state.wake.raise(rotationId);
     await this.promoteParked(jobId);
   }
 
@@ -233,7 +233,7 @@ export class Rotations {
   async submit(opts: { rotationId: string; value: string; actor: string }): Promise<{ policyId: string; versionId: string }> {
     const { state, audit, store, providers, resolve } = this.deps;
     if (!store || !providers || !resolve) throw new Error("submit needs the store, the providers and a credential resolver");
-    const rec = await state.getRecord(opts.rotationId);
+    const rec = await state.records.get(opts.rotationId);
     if (!rec) throw new RequestError(404, `unknown rotation ${opts.rotationId}`);
     const policy = this.policy(rec.policyId);
     if (rec.status !== "awaiting-human") throw new RequestError(409, `rotation ${opts.rotationId} is not waiting for a value (status: ${rec.status})`);
@@ -270,7 +270,7 @@ export class Rotations {
     await store.putPending(refOf(policy), opts.rotationId, value);
     // The human step may have timed out while the value was checked: that rotation is over, so
     // take the value back out of AWSPENDING rather than reopen its record.
-    if ((await state.getRecord(opts.rotationId))?.endedAt !== undefined) {
+    if ((await state.records.get(opts.rotationId))?.endedAt !== undefined) {
       await store.discardPending(refOf(policy), opts.rotationId);
       throw new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
     }
@@ -279,9 +279,9 @@ export class Rotations {
     if (this.deps.fingerprintKey) {
       const fp = fingerprint(this.deps.fingerprintKey, value);
       patch.newFingerprint = fp;
-      await state.indexFingerprint(fp, { policyId: policy.id, versionId: opts.rotationId });
+      await state.fingerprints.index(fp, { policyId: policy.id, versionId: opts.rotationId });
     }
-    await state.updateRecord(opts.rotationId, { ...patch, status: "running", step: "verifying", policyId: policy.id });
+    await state.records.update(opts.rotationId, { ...patch, status: "running", step: "verifying", policyId: policy.id });
     await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and stored as version ${opts.rotationId} (AWSPENDING)` });
     await this.wake(rec.rotationId, rec.jobId);
     return { policyId: policy.id, versionId: opts.rotationId };

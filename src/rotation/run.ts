@@ -18,7 +18,8 @@ import type { EngineDeps, EngineEvent } from "./engine.ts";
 import type { RotationJobData } from "./job.ts";
 import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, RateLimiter, rateOf } from "./pacing.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
-import { execOrThrow, leakHandOffDue, type RotationRecord } from "./state.ts";
+import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
+import { execOrThrow } from "../util/redis-exec.ts";
 
 export interface StepOutcome {
   data: Data;
@@ -42,7 +43,7 @@ export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: num
   // could not promote a job that was still active. Promote now so it is not missed until the next
   // re-check. The flag is consumed here; where a step reads what it waits for, it clears the flag
   // before that read (confirmationState), so a flag already answered never wakes the job again.
-  if (await deps.state.takeWakeFlag(data.rotationId)) await job.promote().catch(() => undefined);
+  if (await deps.state.wake.take(data.rotationId)) await job.promote().catch(() => undefined);
   throw new DelayedError();
 }
 
@@ -81,7 +82,7 @@ export class Run {
     this.ref = refOf(policy);
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
-    this.limiter = new RateLimiter(deps.state.redis, (...parts) => deps.state.key(...parts));
+    this.limiter = new RateLimiter(deps.state.redis, deps.state.keys);
     // Every HTTP request a provider makes with this run's signal (ctx().signal) is paced against
     // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
     // collecting 429s from requests already in flight.
@@ -127,7 +128,7 @@ export class Run {
   }
 
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.transaction();
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
     await execOrThrow(m);
   }
@@ -150,20 +151,20 @@ export class Run {
   /** Write what deferAudit holds (before parking, and on the way out after an error). */
   async flushAudit(): Promise<void> {
     if (!this.pendingAudit.length) return;
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.transaction();
     this.auditInto(m);
     await execOrThrow(m);
   }
 
   /** A step transition: the record patch and its audit entry in one Redis transaction. */
   async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.transaction();
     if (step === "start" && outcome === "ok") {
-      m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
+      this.deps.state.records.claimPolicy(m, { rotationId: this.data.rotationId, policyId: this.policy.id, startedAt: this.data.startedAt });
     }
     // The credential's age (status, metrics) counts from the promotion that made it current.
-    if (patch.promotedAt !== undefined) m.hset(this.deps.state.key("policy", this.policy.id), { lastPromotedAt: String(patch.promotedAt) });
-    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
+    if (patch.promotedAt !== undefined) this.deps.state.records.markPromoted(m, this.policy.id, patch.promotedAt);
+    await this.deps.state.records.update(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
     await execOrThrow(m);
   }
@@ -183,7 +184,7 @@ export class Run {
       return await fn();
     } catch (err) {
       if (err instanceof RateLimitedError) {
-        await this.deps.state.closeGate(this.pScope, err.retryAt);
+        await this.deps.state.gates.close(this.pScope, err.retryAt);
         throw new RateLimitedError(this.pScope, err.retryAt, err.message);
       }
       throw err;
@@ -206,7 +207,7 @@ export class Run {
       // The shared throttle gate, read again at most every OPEN_ADMIT_MS within a run (a
       // rotation's two writes come milliseconds apart); this run's own throttling resets it.
       if (this.storeGateOpenUntil <= this.now) {
-        const until = await this.deps.state.gate(this.sScope);
+        const until = await this.deps.state.gates.until(this.sScope);
         if (until > this.now) {
           if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
           await this.sleep(until - this.now);
@@ -228,7 +229,7 @@ export class Run {
     } catch (err) {
       if (err instanceof RateLimitedError) {
         this.storeGateOpenUntil = 0;
-        await this.deps.state.closeGate(this.sScope, err.retryAt);
+        await this.deps.state.gates.close(this.sScope, err.retryAt);
       }
       throw err;
     } finally {
@@ -280,8 +281,8 @@ export class Run {
     const d = this.data;
     // Record, lock and audit in one transaction: a crash cannot leave the policy locked by an
     // ended rotation, or an ended rotation without its audit entry.
-    const m = this.deps.state.redis.multi();
-    await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
+    const m = this.deps.state.transaction();
+    await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
     const [flags] = (await execOrThrow(m)) as [number];
     // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
@@ -296,7 +297,7 @@ export class Run {
 
   /** A run that finds its rotation ended: queue what the end owed a leak, if a crash lost it. */
   async handOffLeakIfDue(rec?: RotationRecord): Promise<void> {
-    const r = rec ?? (await this.deps.state.getRecord(this.data.rotationId));
+    const r = rec ?? (await this.deps.state.records.get(this.data.rotationId));
     if (r && leakHandOffDue(r)) await this.requeueLeak();
   }
 
@@ -311,8 +312,8 @@ export class Run {
       throw new TransientError(`${d.policyId}: queueing the leak rotation owed by rotation ${d.rotationId} failed: ${errorMessage(err)}`);
     }
     const text = `leak rotation ${next} queued`;
-    const m = this.deps.state.redis.multi();
-    m.hset(this.deps.state.key("rot", d.rotationId), { leakRetry: next });
+    const m = this.deps.state.transaction();
+    this.deps.state.records.markLeakRetry(m, d.rotationId, next);
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: "leak.requeued", outcome: "ok", actor: "worker", message: text });
     await execOrThrow(m);
     return text;

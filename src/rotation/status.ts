@@ -8,7 +8,8 @@ import type { Queue } from "bullmq";
 import type { Policy } from "../policy/schema.ts";
 import { capabilitiesOf } from "../providers/capabilities.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
-import type { RekeyState, RotationRecord } from "./state.ts";
+import type { RekeyState } from "./state.ts";
+import type { RotationRecord } from "./state/records.ts";
 
 /** What a rotation in flight waits for. */
 export type WaitKind = "queued" | "running" | "consumers" | "human" | "rate-limit" | "retry" | "resume";
@@ -176,23 +177,23 @@ export async function collectStatus(opts: {
 }): Promise<PolicyStatus[]> {
   const now = opts.now ?? Date.now();
   const active = new Map<string, RotationRecord>();
-  for (const rec of await opts.state.activeRotations()) {
+  for (const rec of await opts.state.records.active()) {
     if (rec.status !== "skipped") active.set(rec.policyId, rec);
   }
   const gates = new Map<string, Promise<number>>();
   const gate = (scope: string) => {
     let g = gates.get(scope);
-    if (!g) gates.set(scope, (g = opts.state.gate(scope)));
+    if (!g) gates.set(scope, (g = opts.state.gates.until(scope)));
     return g;
   };
   const out: PolicyStatus[] = [];
   for (const p of opts.policies) {
-    const summary = await opts.state.policySummary(p.id);
-    const holder = await opts.state.inFlight(p.id);
-    const rec = holder ? ((await opts.state.getRecord(holder)) ?? active.get(p.id)) : undefined;
+    const summary = await opts.state.records.policySummary(p.id);
+    const holder = await opts.state.locks.inFlight(p.id);
+    const rec = holder ? ((await opts.state.records.get(holder)) ?? active.get(p.id)) : undefined;
     let inFlight: InFlight | undefined;
     if (rec && !["completed", "failed", "skipped"].includes(rec.status)) {
-      const [confirmations, failures] = await Promise.all([opts.state.confirmations(rec.rotationId), opts.state.consumerFailures(rec.rotationId)]);
+      const [confirmations, failures] = await Promise.all([opts.state.consumers.confirmations(rec.rotationId), opts.state.consumers.failures(rec.rotationId)]);
       const pending = p.consumers.filter((c) => c.required && !confirmations.has(c.id)).map((c) => ({ consumerId: c.id, confirm: c.confirm }));
       const job = opts.jobs ? await opts.jobs(rec.jobId) : undefined;
       inFlight = {

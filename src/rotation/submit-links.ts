@@ -2,7 +2,7 @@
  * One-time submit links: how the owner of a human step gives rekey the new value without admin
  * rights, Redis or AWS access. A link is a random 256-bit token in a URL that the owner's
  * notification carries; it is good for one rotation, until that rotation's human step times out,
- * and for one successful submission. Redis keeps only its sha256 (`submit-link:<hash>`), so
+ * and for one successful submission. Redis keeps only its sha256 (keys.ts, submitLink), so
  * neither a Redis dump nor a job's data holds a usable link: the token is made when the
  * notification is delivered, and exists in plain only in that delivery.
  */
@@ -45,7 +45,7 @@ export class SubmitLinks {
    * `baseUrl` is where the owner's browser reaches the API (REKEY_PUBLIC_URL).
    */
   async mint(rotationId: string, baseUrl: string): Promise<string | undefined> {
-    const rec = await this.state.getRecord(rotationId);
+    const rec = await this.state.records.get(rotationId);
     const expiresAt = rec?.humanDeadline;
     if (!rec || rec.status !== "awaiting-human" || rec.endedAt !== undefined || !expiresAt || expiresAt <= this.now()) return undefined;
     const token = randomBytes(32).toString("base64url");
@@ -53,9 +53,9 @@ export class SubmitLinks {
     const target: SubmitLinkTarget = { rotationId, policyId: rec.policyId, expiresAt, ...(rec.successor ? { successor: rec.successor } : {}) };
     await this.state.redis
       .multi()
-      .set(this.state.key("submit-link", hash), JSON.stringify(target), "PXAT", expiresAt)
-      .sadd(this.state.key("submit-links", rotationId), hash)
-      .pexpireat(this.state.key("submit-links", rotationId), expiresAt)
+      .set(this.state.keys.submitLink(hash), JSON.stringify(target), "PXAT", expiresAt)
+      .sadd(this.state.keys.submitLinks(rotationId), hash)
+      .pexpireat(this.state.keys.submitLinks(rotationId), expiresAt)
       .exec();
     return `${baseUrl.replace(/\/+$/, "")}/submit/${token}`;
   }
@@ -66,28 +66,28 @@ export class SubmitLinks {
    */
   async lookup(token: string): Promise<SubmitLinkTarget | undefined> {
     if (!isSubmitToken(token)) return undefined;
-    const raw = await this.state.redis.get(this.state.key("submit-link", hashOf(token)));
+    const raw = await this.state.redis.get(this.state.keys.submitLink(hashOf(token)));
     if (!raw) return undefined;
     const target = JSON.parse(raw) as SubmitLinkTarget;
     if (target.expiresAt <= this.now()) return undefined;
-    const rec = await this.state.getRecord(target.rotationId);
+    const rec = await this.state.records.get(target.rotationId);
     if (!rec || rec.status !== "awaiting-human" || rec.endedAt !== undefined) return undefined;
     return target;
   }
 
   /** One submission at a time per rotation: false while another one is being checked. */
   async claim(rotationId: string): Promise<boolean> {
-    return (await this.state.redis.set(this.state.key("submit-claim", rotationId), "1", "PX", CLAIM_MS, "NX")) === "OK";
+    return (await this.state.redis.set(this.state.keys.submitClaim(rotationId), "1", "PX", CLAIM_MS, "NX")) === "OK";
   }
 
   async release(rotationId: string): Promise<void> {
-    await this.state.redis.del(this.state.key("submit-claim", rotationId));
+    await this.state.redis.del(this.state.keys.submitClaim(rotationId));
   }
 
   /** After a successful submission: every link of the rotation stops working. */
   async revokeAll(rotationId: string): Promise<void> {
-    const index = this.state.key("submit-links", rotationId);
+    const index = this.state.keys.submitLinks(rotationId);
     const hashes = await this.state.redis.smembers(index);
-    await this.state.redis.del(index, this.state.key("submit-claim", rotationId), ...hashes.map((h) => this.state.key("submit-link", h)));
+    await this.state.redis.del(index, this.state.keys.submitClaim(rotationId), ...hashes.map((h) => this.state.keys.submitLink(h)));
   }
 }

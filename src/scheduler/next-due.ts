@@ -6,12 +6,14 @@
  */
 import type { RedisClient } from "../redis-connection.ts";
 import type { Policy } from "../policy/schema.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 import { nextSlots, scheduleKey, slotSource } from "./slots.ts";
 
 export async function persistedNextDue(redis: RedisClient, prefix: string, policies: Policy[], now: number): Promise<(policyId: string) => number | undefined> {
   const scheduled = policies.filter((p) => p.schedule);
+  const keys = new RedisKeys(prefix);
   const pipe = redis.pipeline();
-  for (const p of scheduled) pipe.hmget(`${prefix}:sched:last:${p.id}`, "last", "sched");
+  for (const p of scheduled) pipe.hmget(keys.scheduleMark(p.id), "last", "sched");
   const replies = scheduled.length ? ((await pipe.exec()) ?? []) : [];
   const due = new Map<string, number>();
   scheduled.forEach((p, i) => {

@@ -26,6 +26,7 @@ import { errorMessage } from "../errors.ts";
 import { DueHeap } from "./due-heap.ts";
 import { scheduleKey, slotSource, type SlotSource } from "./slots.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
+import { RedisKeys } from "../rotation/keys.ts";
 
 export interface EnqueueRequest {
   policyId: string;
@@ -195,8 +196,10 @@ export class Scheduler {
   private readonly missedMaxLen: number;
   private readonly concurrency: number;
   private readonly instanceId: string;
+  private readonly keys: RedisKeys;
 
   constructor(private readonly deps: SchedulerDeps) {
+    this.keys = new RedisKeys(deps.prefix);
     this.defaultWindowMs = deps.defaultWindowMs ?? 3_600_000;
     this.leaseMs = deps.claimLeaseMs ?? 30_000;
     this.missedMaxLen = deps.missedMaxLen ?? 10_000;
@@ -264,7 +267,7 @@ export class Scheduler {
 
   /** The most recent missed slots, newest first. */
   async missed(limit = 50): Promise<MissedSlot[]> {
-    const rows = await this.deps.redis.xrevrange(this.streamKey, "+", "-", "COUNT", limit);
+    const rows = await this.deps.redis.xrevrange(this.keys.scheduleMissed(), "+", "-", "COUNT", limit);
     return rows.map(([id, fields]) => {
       const f: Record<string, string> = {};
       for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
@@ -287,14 +290,6 @@ export class Scheduler {
       this.inFlight = undefined;
     });
     return this.inFlight;
-  }
-
-  private get streamKey(): string {
-    return `${this.deps.prefix}:sched:missed`;
-  }
-
-  private markerKey(policyId: string): string {
-    return `${this.deps.prefix}:sched:last:${policyId}`;
   }
 
   private async runTick(): Promise<TickReport> {
@@ -389,7 +384,7 @@ export class Scheduler {
     const pipe: ChainableCommander = this.deps.redis.pipeline();
     for (const a of actions) {
       const [op, then] = a.sync ? (["sync", a.op] as const) : ([a.op, ""] as const);
-      pipe.rekeySchedSlot(this.markerKey(a.e.policy.id), this.streamKey, op, a.slot, now, this.instanceId, this.leaseMs, a.e.key, a.e.policy.id, this.missedMaxLen, then);
+      pipe.rekeySchedSlot(this.keys.scheduleMark(a.e.policy.id), this.keys.scheduleMissed(), op, a.slot, now, this.instanceId, this.leaseMs, a.e.key, a.e.policy.id, this.missedMaxLen, then);
     }
     let results: [Error | null, unknown][] | null;
     try {

@@ -134,7 +134,7 @@ describe("rekey agent in front of a Python service", { timeout: 120_000 }, () =>
     const load = loadLoop(`http://127.0.0.1:${appPort}/`);
     await until("load running", () => load.total() >= 10);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-app", reason: "manual", actor: "test" });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 60_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 60_000);
     const atEnd = load.total();
     // Keep calling a while after the old token was deleted.
     await until("more load", () => load.total() >= atEnd + 10);
@@ -154,7 +154,7 @@ describe("rekey agent in front of a Python service", { timeout: 120_000 }, () =>
     expect(statSync(join(dir, "token")).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(dir, "app.env"), "utf8")).toBe(`LD_TOKEN=${current.value}\n`);
     // The confirmation came from the agent, by fingerprint; nothing failed.
-    const confirmations = await stack.rt.state.confirmations(req.rotationId);
+    const confirmations = await stack.rt.state.consumers.confirmations(req.rotationId);
     expect([...confirmations.keys()]).toEqual(["python-app"]);
     const history = await stack.rt.audit.history({ policyId: "ld-app", limit: 100 });
     expect(history.find((h) => h.step === "confirmation" && h.outcome === "ok")?.message).toContain("fingerprint");
@@ -179,8 +179,8 @@ describe("rekey agent in front of a Python service", { timeout: 120_000 }, () =>
     expect(alert.message).toContain("reload command exited with code 3");
     // The agent tries again (backoff from 1 s) and never confirms.
     await until("a second report", async () => (await stack.rt.audit.history({ policyId: "ld-app", limit: 200 })).filter((h) => h.step === "consumer-failure").length >= 2, 30_000);
-    expect((await stack.rt.state.confirmations(req.rotationId)).size).toBe(0);
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-confirmation");
+    expect((await stack.rt.state.consumers.confirmations(req.rotationId)).size).toBe(0);
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-confirmation");
     expect(ld.isLive(managed.value)).toBe(true);
     expect((await appStats()).reloads).toBe(0);
 

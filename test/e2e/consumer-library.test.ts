@@ -121,7 +121,7 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
     const load = loadLoop(app.url);
     await until("load running", () => load.total() >= 10);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-node", reason: "manual", actor: "test" });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 60_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 60_000);
     const atEnd = load.total();
     // Keep calling a while after the old token was deleted.
     await until("more load", () => load.total() >= atEnd + 10);
@@ -151,7 +151,7 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
     const alert = await alerts.waitFor("rotation.consumer-failed", (e) => e.rotationId === req.rotationId, 60_000);
     expect(alert).toMatchObject({ consumers: ["node-app"], stage: "handler", versionId: req.rotationId });
     expect(alert.message).toContain("connection pool busy");
-    expect((await stack.rt.state.confirmations(req.rotationId)).size).toBe(0);
+    expect((await stack.rt.state.consumers.confirmations(req.rotationId)).size).toBe(0);
     expect(ld.isLive(managed.value)).toBe(true);
     const [status] = await collectStatus({ state: stack.rt.state, policies: stack.rt.policies.all() });
     expect(status?.inFlight?.status).toBe("awaiting-confirmation");
@@ -196,7 +196,7 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
 
   it("failure reports need the consumer's token; a refused one records and alerts nothing", async () => {
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-node", reason: "manual", actor: "test" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
     const report = async (body: Record<string, unknown>, token = CONSUMER_TOKEN) => {
       const res = await fetch(`${stack.apiUrl}/v1/consumer-failures`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -208,15 +208,15 @@ describe("the consumer library in-process", { timeout: 90_000 }, () => {
     expect((await report({ ...good, policyId: "nope" })).status).toBe(401);
     expect((await report({ ...good, consumerId: "someone-else" })).status).toBe(401);
     await new Promise((r) => setTimeout(r, 500));
-    expect((await stack.rt.state.consumerFailures(req.rotationId)).size).toBe(0);
+    expect((await stack.rt.state.consumers.failures(req.rotationId)).size).toBe(0);
     expect(alerts.events.filter((e) => e.event === "rotation.consumer-failed")).toEqual([]);
     // The real one, with control characters a terminal must not receive.
     const ok = await report({ ...good, message: "reload failed\u001b[2J\nsee log" });
     expect(ok).toEqual({ status: 200, body: { rotationId: req.rotationId, recorded: true } });
-    const kept = (await stack.rt.state.consumerFailures(req.rotationId)).get("node-app");
+    const kept = (await stack.rt.state.consumers.failures(req.rotationId)).get("node-app");
     expect(kept).toMatchObject({ stage: "reload", message: "reload failed [2J see log", versionId: req.rotationId });
     await alerts.waitFor("rotation.consumer-failed", (e) => e.rotationId === req.rotationId);
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-confirmation");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-confirmation");
   });
 
   it("invalidate() after a 401 reads the store once for a burst of callers", async () => {

@@ -97,7 +97,7 @@ describe("a worker killed mid-rotation", () => {
 
       const second = spawnWorker(baseEnv);
       workers.push(second);
-      await until("awaiting confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 45_000, 100);
+      await until("awaiting confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation", 45_000, 100);
       // I2 holds across the crash: the old token lives until the consumer confirmed.
       expect(ld.isLive(managed.value)).toBe(true);
       const cur = await stack.store.getCurrent({ secretId: "prod/ld-crash", region: REGION });
@@ -107,7 +107,7 @@ describe("a worker killed mid-rotation", () => {
         body: JSON.stringify({ policyId: "ld-crash", consumerId: "checkout", versionId: cur!.versionId }),
       });
       expect(res.status).toBe(200);
-      await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 30_000, 100);
+      await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 30_000, 100);
 
       const final = await stack.store.getCurrent({ secretId: "prod/ld-crash", region: REGION });
       const live = ld.liveTokens().filter((t) => t.id !== admin.id);

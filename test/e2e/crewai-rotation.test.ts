@@ -79,7 +79,7 @@ describe("CrewAI crew token rotation end to end", () => {
     expect(same.code).toBe(1);
     expect(same.stderr).toContain("that is the current value");
     // Nothing changed: still waiting, no new version, the old token current.
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-human");
     expect(await stack.store.listVersions(ref)).toEqual(versionsBefore);
     expect((await stack.store.getCurrent(ref))?.value).toBe(oldToken);
 
@@ -140,14 +140,14 @@ describe("CrewAI crew token rotation end to end", () => {
     expect(history).toContain("awaiting-human:failed");
 
     // The policy is free again, nothing was stored, and a late value is refused.
-    expect(await stack.rt.state.inFlight("crew-slow")).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight("crew-slow")).toBeUndefined();
     expect(Object.values(await stack.store.stages(ref)).flat()).not.toContain("AWSPENDING");
     const late = await apiSubmit(stack, a.rotationId, crew.resetToken(), ADMIN_TOKEN);
     expect(late.status).toBe(409);
 
     // The other rotation is still waiting for its owner, unreminded and not timed out.
-    expect((await stack.rt.state.getRecord(b.rotationId))?.status).toBe("awaiting-human");
-    expect(await stack.rt.state.inFlight("crew-other")).toBe(b.rotationId);
+    expect((await stack.rt.state.records.get(b.rotationId))?.status).toBe("awaiting-human");
+    expect(await stack.rt.state.locks.inFlight("crew-other")).toBe(b.rotationId);
     expect(receiver.of("human.reminder", b.rotationId)).toEqual([]);
   });
 });

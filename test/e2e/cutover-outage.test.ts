@@ -60,7 +60,7 @@ describe("cut-over outage under 20 % faults", () => {
           // rotation unlucky four times in a row takes 75 s; the deadline leaves room for six.
           let seen = "no record yet";
           const status = await until(`rotation ${k} of ${p.id}`, async () => {
-            const rec = await s.rt.state.getRecord(r.rotationId);
+            const rec = await s.rt.state.records.get(r.rotationId);
             const job = await s.rt.queue.getJob(rec?.jobId ?? r.rotationId);
             if (rec) seen = `${rec.status} at ${rec.step}, attempts ${job?.attemptsMade ?? "?"}, ${rec.message ?? "no message"}`;
             if (rec?.status === "awaiting-confirmation") {

@@ -79,11 +79,11 @@ describe("I3 regression: the lock and the record", () => {
     await stack.store.create!({ secretId: "prod/ld-i3", region: REGION }, managed.value);
     // The first rotation pauses right after it took the lock, before anything else it does.
     const state = stack.rt.state;
-    const begin = state.begin.bind(state);
+    const begin = state.locks.begin.bind(state.locks);
     let first: string | undefined;
     let release!: () => void;
     const paused = new Promise<void>((r) => (release = r));
-    state.begin = async (rec) => {
+    state.locks.begin = async (rec) => {
       const holder = await begin(rec);
       if (first === undefined) {
         first = rec.rotationId;
@@ -95,13 +95,13 @@ describe("I3 regression: the lock and the record", () => {
     await until("the first rotation holds the lock", () => first === a.rotationId, 20_000);
     const b = await stack.rt.rotations.enqueue({ policyId: "ld-i3", reason: "manual", actor: "test" });
     const second = await until("the second rotation ends", async () => {
-      const rec = await state.getRecord(b.rotationId);
+      const rec = await state.records.get(b.rotationId);
       return rec && ["skipped", "completed", "failed", "awaiting-confirmation"].includes(rec.status) ? rec : undefined;
     }, 20_000);
     release();
     expect(second.status).toBe("skipped");
-    await until("the first rotation goes on", async () => (await state.getRecord(a.rotationId))?.status === "awaiting-confirmation", 20_000);
-    expect(await state.inFlight("ld-i3")).toBe(a.rotationId);
+    await until("the first rotation goes on", async () => (await state.records.get(a.rotationId))?.status === "awaiting-confirmation", 20_000);
+    expect(await state.locks.inFlight("ld-i3")).toBe(a.rotationId);
   });
 });
 
@@ -140,11 +140,11 @@ describe("cleanup regression: a failure on the last attempt whose cleanup fails 
     stack.emulator.faults.inject({ route: /^POST (DescribeSecret|ListSecretVersionIds)$/, kind: "500", times: 3 });
     const r = await rotations.enqueue({ policyId: "ld-cleanup", reason: "manual", actor: "test" });
     const rec = await until("the rotation ends", async () => {
-      const x = await stack!.rt.state.getRecord(r.rotationId);
+      const x = await stack!.rt.state.records.get(r.rotationId);
       return x?.endedAt !== undefined ? x : undefined;
     }, 45_000, 100);
     expect(rec.status).toBe("failed");
-    expect(await stack.rt.state.inFlight("ld-cleanup")).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight("ld-cleanup")).toBeUndefined();
     expect(ld.isLive(managed.value)).toBe(true);
     expect((await stack.store.getCurrent({ secretId: "prod/ld-cleanup", region: REGION }))?.value).toBe(managed.value);
   });

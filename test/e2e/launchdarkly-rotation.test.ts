@@ -96,7 +96,7 @@ describe("LaunchDarkly rotation end to end", () => {
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 10, 23, 2) });
     expect(req.added).toBe(true);
     const rec = await until("awaiting-confirmation", async () => {
-      const r = await stack.rt.state.getRecord(req.rotationId);
+      const r = await stack.rt.state.records.get(req.rotationId);
       return r?.status === "awaiting-confirmation" ? r : undefined;
     });
 
@@ -115,7 +115,7 @@ describe("LaunchDarkly rotation end to end", () => {
     // A mistaken one (an old version) is refused too.
     const mistaken = await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: "11111111-2222-4333-8444-555555555555" });
     expect(mistaken.status).toBe(409);
-    expect((await stack.rt.state.confirmations(req.rotationId)).size).toBe(0);
+    expect((await stack.rt.state.consumers.confirmations(req.rotationId)).size).toBe(0);
 
     // billing confirms by fingerprint (it never sends the value).
     const ok = await confirm(stack, { policyId: "ld-api", consumerId: "billing", fingerprint: fingerprint(FINGERPRINT_KEY, current!.value) });
@@ -126,7 +126,7 @@ describe("LaunchDarkly rotation end to end", () => {
 
     // web reports the new version through its probe: the last confirmation.
     probe.report = { versionId: req.rotationId };
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed");
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed");
     expect(ld.isLive(managed.value)).toBe(false);
     expect(ld.isLive(current!.value)).toBe(true);
     expect(ld.isLive(admin.value)).toBe(true);
@@ -157,20 +157,20 @@ describe("LaunchDarkly rotation end to end", () => {
   it("keeps the old token and flags needs-attention when consumers do not confirm in time", async () => {
     stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "keep-old" } })), file: "ld.yaml" }]);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("needs-attention", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "needs-attention", 20_000);
+    await until("needs-attention", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "needs-attention", 20_000);
     expect(ld.isLive(managed.value)).toBe(true);
     // A late confirmation still finishes the rotation.
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
     expect((await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: cur!.versionId })).status).toBe(200);
     probe.report = { versionId: cur!.versionId };
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 40_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 40_000);
     expect(ld.isLive(managed.value)).toBe(false);
   });
 
   it("revokes on timeout where the policy says onTimeout: revoke", async () => {
     stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 20_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 20_000);
     expect(ld.isLive(managed.value)).toBe(false);
     const history = await stack.rt.audit.history({ policyId: "ld-api" });
     expect(history.some((h) => h.outcome === "timeout")).toBe(true);
@@ -179,13 +179,13 @@ describe("LaunchDarkly rotation end to end", () => {
   it("a job replayed after its rotation ended (the worker died before completing the job) revokes and sweeps nothing more", async () => {
     stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 20_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 20_000);
     const job = (await stack.rt.queue.getJob(req.jobId))!;
     // The cursor the job last wrote: "done" is never written, the record's end is the truth.
     expect(["awaiting-confirmation", "revoking"]).toContain((job.data as { step: string }).step);
     // A second rotation is in flight when the stale job comes back: its new token must survive.
     const second = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    const secondToken = await until("second issued", async () => (await stack.rt.state.getRecord(second.rotationId))?.newCredentialId);
+    const secondToken = await until("second issued", async () => (await stack.rt.state.records.get(second.rotationId))?.newCredentialId);
     const requests = ld.requests.length;
     const audits = (await stack.rt.audit.history({ policyId: "ld-api", limit: 500 })).length;
     for (const step of ["awaiting-confirmation", "revoking"]) {
@@ -194,7 +194,7 @@ describe("LaunchDarkly rotation end to end", () => {
     }
     expect(ld.requests.slice(requests).filter((r) => r.method === "DELETE")).toEqual([]);
     expect(ld.tokens().some((t) => t.id === secondToken)).toBe(true);
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("completed");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("completed");
     // Nothing was audited for the first rotation again.
     const after = await stack.rt.audit.history({ policyId: "ld-api", limit: 500 });
     expect(after.slice(0, after.length - audits).filter((a) => a.rotationId === req.rotationId)).toEqual([]);
@@ -210,14 +210,14 @@ describe("LaunchDarkly rotation end to end", () => {
     // retry (5 s later) issues, stores and promotes its own token before the late one lands.
     ld.faults.inject({ route: "POST /api/v2/tokens", kind: "delay", delayMs: 8_000, times: 1 });
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 20_000);
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation", 20_000);
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
     expect((await confirm(stack, { policyId: "ld-api", consumerId: "billing", versionId: cur!.versionId })).status).toBe(200);
     // The old token goes at once; the rotation waits for the late create before its last sweep.
     await until("old token revoked", () => !ld.isLive(managed.value), 10_000);
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("running");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("running");
     await until("late create landed", () => ld.requests.filter((r) => r.method === "POST" && r.path === "/api/v2/tokens" && r.status === 201).length === 2, 15_000);
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 15_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 15_000);
     const live = ld.liveTokens().filter((t) => t.id !== admin.id);
     expect(live.map((t) => t.value)).toEqual([cur!.value]);
     const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 100 });
@@ -230,13 +230,13 @@ describe("LaunchDarkly rotation end to end", () => {
     // verification runs: verification must fail and the rotation must clean up after itself.
     ld.faults.inject({ route: "GET /api/v2/caller-identity", kind: "delay", delayMs: 1_500, times: 2 });
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    const newId = await until("issued", async () => (await stack.rt.state.getRecord(req.rotationId))?.newCredentialId);
+    const newId = await until("issued", async () => (await stack.rt.state.records.get(req.rotationId))?.newCredentialId);
     const del = await fetch(`${ld.url}/api/v2/tokens/${newId}`, { method: "DELETE", headers: { authorization: admin.value } });
     expect(del.status).toBe(204);
     // The clean-up's first call fails too: the clean-up must resume on retry and run once to the end.
     ld.faults.inject({ route: `DELETE /api/v2/tokens/${newId}`, kind: "500", times: 1 });
     const status = await until("ended", async () => {
-      const s = (await stack.rt.state.getRecord(req.rotationId))?.status;
+      const s = (await stack.rt.state.records.get(req.rotationId))?.status;
       return s === "failed" || s === "completed" || s === "needs-attention" ? s : undefined;
     }, 45_000);
     expect(status).toBe("failed");
@@ -248,7 +248,7 @@ describe("LaunchDarkly rotation end to end", () => {
     // The pending version was discarded and the lock released: a new rotation may start.
     const stages = await stack.store.stages({ secretId: "prod/ld-api-token", region: REGION });
     expect(Object.values(stages).flat()).not.toContain("AWSPENDING");
-    expect(await stack.rt.state.inFlight("ld-api")).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight("ld-api")).toBeUndefined();
     // The failure path ran once: one audit record of the failure, and the job ended failed.
     const failures = (await stack.rt.audit.history({ policyId: "ld-api", limit: 100 })).filter((h) => h.rotationId === req.rotationId && h.outcome === "failed");
     expect(failures).toHaveLength(1);
@@ -258,20 +258,20 @@ describe("LaunchDarkly rotation end to end", () => {
 
   it("keeps one rotation in flight per policy (I3): a second request is skipped", async () => {
     const first = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(first.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(first.rotationId))?.status === "awaiting-confirmation");
     const second = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("skipped", async () => (await stack.rt.state.getRecord(second.rotationId))?.status === "skipped");
+    await until("skipped", async () => (await stack.rt.state.records.get(second.rotationId))?.status === "skipped");
     expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(2);
-    expect(await stack.rt.state.inFlight("ld-api")).toBe(first.rotationId);
+    expect(await stack.rt.state.locks.inFlight("ld-api")).toBe(first.rotationId);
     // The skipped request does not speak for the policy: status still shows the running one.
-    const summary = await stack.rt.state.policySummary("ld-api");
+    const summary = await stack.rt.state.records.policySummary("ld-api");
     expect(summary.lastRotationId).toBe(first.rotationId);
     expect(summary.lastStatus).toBe("awaiting-confirmation");
   });
 
   it("answers the operator API with auth: status lists the waiting consumers", async () => {
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
     const unauth = await fetch(`${stack.apiUrl}/v1/status`);
     expect(unauth.status).toBe(401);
     const res = await fetch(`${stack.apiUrl}/v1/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -309,7 +309,7 @@ describe("LaunchDarkly rotation end to end", () => {
       return out;
     };
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-api-token", region: REGION });
     expect(cur?.versionId).toBe(req.rotationId);
     expect(ld.isLive(cur!.value)).toBe(true);

@@ -186,7 +186,7 @@ describe("leak response", () => {
     const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER], confirmation: { timeout: "1h", onTimeout: "keep-old" } });
 
     const sched = await scheduled();
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(sched.rotationId))?.status === "awaiting-confirmation");
     expect(ld.isLive(managed.value)).toBe(true);
     const creates = ld.count("POST /api/v2/tokens", 201);
     expect(creates).toBe(1);
@@ -199,7 +199,7 @@ describe("leak response", () => {
     });
     expect(res.status).toBe(202);
     const { incident } = (await res.json()) as { incident: { incidentId: string } };
-    await until("scheduled rotation completed", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "completed", 20_000);
+    await until("scheduled rotation completed", async () => (await stack.rt.state.records.get(sched.rotationId))?.status === "completed", 20_000);
     expect(ld.isLive(managed.value)).toBe(false);
     expect(ld.count("POST /api/v2/tokens", 201)).toBe(creates);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
@@ -283,7 +283,7 @@ describe("leak response", () => {
   it("a policy leak during the wait for consumers revokes both live values: the old at once, then the new one by a rotation of its own", async () => {
     const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER], confirmation: { timeout: "1h", onTimeout: "keep-old" } });
     const sched = await scheduled();
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(sched.rotationId))?.status === "awaiting-confirmation");
     const promoted = await current();
     expect(ld.isLive(promoted!.value)).toBe(true);
 
@@ -295,10 +295,10 @@ describe("leak response", () => {
       const r = await leaks.report((await leaks.incident(incident.incidentId))!);
       return r.targets[0]?.state === "completed" ? r : undefined;
     }, 20_000);
-    expect((await stack.rt.state.getRecord(sched.rotationId))?.status).toBe("completed");
+    expect((await stack.rt.state.records.get(sched.rotationId))?.status).toBe("completed");
     const target = report.targets[0]!;
     expect(target).toEqual(expect.objectContaining({ tookOver: false, state: "completed", oldRevoked: true }));
-    expect(target.rotationId).toBe((await stack.rt.state.getRecord(sched.rotationId))?.leakRetry);
+    expect(target.rotationId).toBe((await stack.rt.state.records.get(sched.rotationId))?.leakRetry);
     expect(ld.isLive(managed.value)).toBe(false);
     expect(ld.isLive(promoted!.value)).toBe(false);
     const cur = await current();
@@ -311,7 +311,7 @@ describe("leak response", () => {
   it("the follow-up leak rotation is queued even when queueing it fails once, and the report never says done before it is", async () => {
     const { ld, admin, managed, stack, scheduled, current } = await billing({ consumers: [BILLING_CONSUMER] });
     const sched = await scheduled();
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(sched.rotationId))?.status === "awaiting-confirmation");
     const promoted = await current();
 
     // Redis refuses the first attempt to queue the follow-up (as if the worker lost it right
@@ -325,7 +325,7 @@ describe("leak response", () => {
     };
     const leaks = leakResponseFor(stack.rt);
     const { incident } = await leaks.handle({ policies: ["ld-billing"] }, "test");
-    await until("scheduled rotation ended", async () => (await stack.rt.state.getRecord(sched.rotationId))?.endedAt !== undefined, 20_000);
+    await until("scheduled rotation ended", async () => (await stack.rt.state.records.get(sched.rotationId))?.endedAt !== undefined, 20_000);
     const between = await leaks.report((await leaks.incident(incident.incidentId))!);
     expect(between.targets[0]?.state).not.toBe("completed");
     expect(between.settled).toBe(false);
@@ -335,7 +335,7 @@ describe("leak response", () => {
       return r.targets[0]?.state === "completed" ? r : undefined;
     }, 30_000);
     expect(refused).toBeGreaterThanOrEqual(2);
-    const rec = await stack.rt.state.getRecord(sched.rotationId);
+    const rec = await stack.rt.state.records.get(sched.rotationId);
     expect(rec?.status).toBe("completed");
     expect(rec?.leakRetry).toBe(report.targets[0]?.rotationId);
     expect(ld.isLive(managed.value)).toBe(false);
@@ -362,7 +362,7 @@ describe("leak response", () => {
     await until("leak merged", async () => (await leaks.report((await leaks.incident(incident.incidentId))!)).targets[0]?.rotationId === sched.rotationId);
     ld.overrideNext("POST /api/v2/tokens", { status: 400, body: { code: "invalid_request", message: "Maximum number of access tokens reached" } });
 
-    await until("scheduled rotation failed", async () => (await stack.rt.state.getRecord(sched.rotationId))?.status === "failed", 20_000);
+    await until("scheduled rotation failed", async () => (await stack.rt.state.records.get(sched.rotationId))?.status === "failed", 20_000);
     // The leaked credential was still current: a leak rotation of its own replaces it.
     const report = await until("leak rotated", async () => {
       const r = await leaks.report((await leaks.incident(incident.incidentId))!);
@@ -371,8 +371,8 @@ describe("leak response", () => {
     const target = report.targets[0]!;
     expect(target.rotationId).not.toBe(sched.rotationId);
     expect(target).toEqual(expect.objectContaining({ policyId: "ld-billing", tookOver: false, state: "completed", oldRevoked: true, notConfirmed: ["billing"] }));
-    expect((await stack.rt.state.getRecord(sched.rotationId))?.leakRetry).toBe(target.rotationId);
-    expect((await stack.rt.state.getRecord(target.rotationId))?.reason).toBe("leak");
+    expect((await stack.rt.state.records.get(sched.rotationId))?.leakRetry).toBe(target.rotationId);
+    expect((await stack.rt.state.records.get(target.rotationId))?.reason).toBe("leak");
 
     // The leaked token is dead; exactly one managed token lives, and it is current.
     expect(ld.isLive(managed.value)).toBe(false);
@@ -395,18 +395,18 @@ describe("leak response", () => {
     // The leak finds the scheduled rotation holding the policy; before it joins, that rotation
     // fails (LaunchDarkly refuses the create) and ends.
     const state = stack.rt.state;
-    const merge = state.mergeLeak.bind(state);
+    const merge = state.locks.mergeLeak.bind(state.locks);
     let merges = 0;
-    state.mergeLeak = async (policyId, holder) => {
+    state.locks.mergeLeak = async (policyId, holder) => {
       merges++;
       ld.overrideNext("POST /api/v2/tokens", { status: 400, body: { code: "invalid_request", message: "Maximum number of access tokens reached" } });
-      await until("the holder ended", async () => (await state.getRecord(holder))?.endedAt !== undefined, 20_000);
+      await until("the holder ended", async () => (await state.records.get(holder))?.endedAt !== undefined, 20_000);
       return merge(policyId, holder);
     };
     const leak = await stack.rt.rotations.enqueue({ policyId: "ld-billing", reason: "leak", actor: "test" });
-    await until("leak rotation completed", async () => (await state.getRecord(leak.rotationId))?.status === "completed", 20_000);
+    await until("leak rotation completed", async () => (await state.records.get(leak.rotationId))?.status === "completed", 20_000);
     expect(merges).toBe(1);
-    const failed = await state.getRecord(sched.rotationId);
+    const failed = await state.records.get(sched.rotationId);
     expect(failed?.status).toBe("failed");
     expect(failed?.leak).toBeUndefined();
     expect(ld.isLive(managed.value)).toBe(false);

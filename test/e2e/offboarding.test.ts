@@ -143,7 +143,7 @@ describe("offboarding", () => {
       body: JSON.stringify({ policyId: "dana-api", consumerId: "web", versionId: api.rotationId }),
     });
     expect(conf.status).toBe(200);
-    await until("dana-api completed", async () => (await stack.rt.state.getRecord(api.rotationId!))?.status === "completed");
+    await until("dana-api completed", async () => (await stack.rt.state.records.get(api.rotationId!))?.status === "completed");
     expect(ld.isLive(tokens.api!.value)).toBe(false);
     await fetch(`${ld.url}/api/v2/tokens/${tokens.laptop!.id}`, { method: "DELETE", headers: { authorization: admin.value } });
     stack.rt.policies.replace(
@@ -194,7 +194,7 @@ describe("offboarding", () => {
       });
       expect(conf.status).toBe(200);
     }
-    for (const p of report.policies) await until(`${p.policyId} completed`, async () => (await stack.rt.state.getRecord(p.rotationId!))?.status === "completed");
+    for (const p of report.policies) await until(`${p.policyId} completed`, async () => (await stack.rt.state.records.get(p.rotationId!))?.status === "completed");
     expect(ld.isLive(tokens.api!.value)).toBe(false);
     expect(ld.isLive(tokens.shared!.value)).toBe(false);
     stack.rt.policies.replace(resetPolicies("sam@example.com").map((p) => ({ policy: p, file: `${p.id}.yaml` })));

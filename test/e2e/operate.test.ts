@@ -70,7 +70,7 @@ describe("operating rekey", () => {
     const rotate = await rekey("rotate", "ld-ops", "--json");
     expect(rotate.code, rotate.err).toBe(0);
     const { rotationId } = JSON.parse(rotate.out) as { rotationId: string };
-    await until("awaiting", async () => (await stack.rt.state.getRecord(rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting", async () => (await stack.rt.state.records.get(rotationId))?.status === "awaiting-confirmation");
 
     const status = await rekey("status");
     expect(status.code, status.err).toBe(0);
@@ -86,7 +86,7 @@ describe("operating rekey", () => {
 
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-ops", region: REGION });
     await stack.rt.rotations.confirm({ policyId: "ld-ops", consumerId: "ops-api", bearer: CONSUMER, versionId: cur!.versionId });
-    await until("completed", async () => (await stack.rt.state.getRecord(rotationId))?.status === "completed");
+    await until("completed", async () => (await stack.rt.state.records.get(rotationId))?.status === "completed");
 
     const history = await rekey("history", "ld-ops");
     expect(history.code).toBe(0);
@@ -139,12 +139,12 @@ describe("operating rekey", () => {
     expect(Date.now() - started).toBeLessThan(4_500);
     // The held create still lands at LaunchDarkly after the abort (the request had left); the
     // retried run removes that orphan and finishes with exactly one live managed token.
-    await until("awaiting", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 30_000);
+    await until("awaiting", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation", 30_000);
     const cur = await stack.store.getCurrent({ secretId: "prod/ld-ops", region: REGION });
     // The held create lands at LaunchDarkly after the retry issued its own token: a live orphan.
     const orphan = await until("held create landed", () => ld.liveTokens().find((t) => t.description.includes(req.rotationId) && t.value !== cur!.value), 15_000);
     await stack.rt.rotations.confirm({ policyId: "ld-ops", consumerId: "ops-api", bearer: CONSUMER, versionId: cur!.versionId });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 30_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 30_000);
     // Completing the rotation swept it: exactly one live managed token, the current one.
     const live = ld.liveTokens().filter((t) => t.id !== admin.id);
     expect(live.map((t) => t.value)).toEqual([cur!.value]);

@@ -114,7 +114,7 @@ describe("QStash rotation end to end", () => {
     expect(await statusOf(stack, manual.rotationId, ["skipped", "awaiting-confirmation", "completed", "failed"])).toBe("skipped");
     expect(qstash.keyRolls()).toBe(1);
     expect(qstash.keys()).toEqual(after);
-    expect(await stack.rt.state.inFlight("qstash-keys")).toBe(first.rotationId);
+    expect(await stack.rt.state.locks.inFlight("qstash-keys")).toBe(first.rotationId);
 
     // The receiver confirms the new pair: the first rotation completes, and the next one may roll.
     expect(await confirmVersion(stack, "qstash-keys", "receiver", first.rotationId, RECEIVER_TOKEN)).toBe(200);

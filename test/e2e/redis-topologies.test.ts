@@ -80,7 +80,7 @@ async function confirm(stack: Stack, policyId: string, versionId: string): Promi
  */
 async function expectWhole(w: World, rotations: Map<string, string>, confirmedAt: Map<string, number>): Promise<void> {
   for (const [policyId, rotationId] of rotations) {
-    const rec = await w.stack.rt.state.getRecord(rotationId);
+    const rec = await w.stack.rt.state.records.get(rotationId);
     expect(rec?.status, `${policyId}: ${rec?.message ?? ""}`).toBe("completed");
     const current = await w.stack.store.getCurrent({ secretId: `prod/${policyId}`, region: REGION });
     expect(current?.versionId).toBe(rotationId);
@@ -102,14 +102,14 @@ async function rotateAll(w: World, ids: string[], midway?: () => Promise<void>):
   const confirmedAt = new Map<string, number>();
   const confirmOnce = async (policyId: string, rotationId: string) => {
     if (confirmedAt.has(policyId)) return;
-    const rec = await w.stack.rt.state.getRecord(rotationId).catch(() => undefined);
+    const rec = await w.stack.rt.state.records.get(rotationId).catch(() => undefined);
     if (rec?.status !== "awaiting-confirmation") return;
     confirmedAt.set(policyId, Date.now());
     await confirm(w.stack, policyId, rotationId);
   };
   if (midway) {
     // Some rotations are waiting for their consumer, others still in their first steps.
-    await until("a rotation awaiting confirmation", async () => (await w.stack.rt.state.getRecord(rotations.get(ids[0]!)!))?.status === "awaiting-confirmation");
+    await until("a rotation awaiting confirmation", async () => (await w.stack.rt.state.records.get(rotations.get(ids[0]!)!))?.status === "awaiting-confirmation");
     await midway();
   }
   await until(
@@ -118,7 +118,7 @@ async function rotateAll(w: World, ids: string[], midway?: () => Promise<void>):
       let done = 0;
       for (const [policyId, rotationId] of rotations) {
         await confirmOnce(policyId, rotationId);
-        const rec = await w.stack.rt.state.getRecord(rotationId).catch(() => undefined);
+        const rec = await w.stack.rt.state.records.get(rotationId).catch(() => undefined);
         if (rec?.status === "completed") done++;
       }
       return done === rotations.size;

@@ -75,7 +75,7 @@ describe("rekey run", () => {
       await until("api up", async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok, 20_000, 200);
       expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
       // The first slot after start fires (no consumers: the old token goes as soon as the new one is current).
-      await until("a scheduled rotation completed", async () => (await stack.rt.state.policySummary("ld-nightly")).lastCompletedAt, 30_000, 200);
+      await until("a scheduled rotation completed", async () => (await stack.rt.state.records.policySummary("ld-nightly")).lastCompletedAt, 30_000, 200);
       expect(ld.isLive(managed.value)).toBe(false);
       const cur = await stack.store.getCurrent({ secretId: "prod/ld-nightly", region: REGION });
       expect(ld.isLive(cur!.value)).toBe(true);

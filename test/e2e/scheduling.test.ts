@@ -79,7 +79,7 @@ describe("scheduled rotations", () => {
     const jobs = await stack.rt.queue.getJobs(["waiting", "active", "delayed", "completed", "prioritized"]);
     expect(jobs).toHaveLength(1);
     const rotationId = (jobs[0]!.data as { rotationId: string }).rotationId;
-    await until("completed", async () => (await stack.rt.state.getRecord(rotationId))?.status === "completed");
+    await until("completed", async () => (await stack.rt.state.records.get(rotationId))?.status === "completed");
     // One rotation: exactly one new token, the old one deleted (no consumers to wait for).
     expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
     expect(ld.isLive(managed.value)).toBe(false);

@@ -56,7 +56,7 @@ describe.each([{ refusals: 400 as const }, { refusals: "404/409" as const }])("S
     snyk.faults.inject({ route: SECRETS, kind: "drop-after" });
     expect(await confirmVersion(s, "snyk-lost", "ci", req.rotationId, CONSUMER_TOKEN)).toBe(200);
     await statusOf(s, req.rotationId, ["completed", "needs-attention", "failed"], 45_000);
-    const rec = await s.rt.state.getRecord(req.rotationId);
+    const rec = await s.rt.state.records.get(req.rotationId);
     expect(rec?.status, rec?.message).toBe("completed");
     expect(rec?.message ?? "").not.toContain("kept alive");
     // The lost delete happened; the retry was refused with the fake's status, then checked.
@@ -71,7 +71,7 @@ describe.each([{ refusals: 400 as const }, { refusals: "404/409" as const }])("S
     snyk.faults.inject({ route: SECRETS, kind: "drop-after" });
     const req = await s.rt.rotations.enqueue({ policyId: "snyk-lost", reason: "manual", actor: "cli:test" });
     const rec = await until("the rotation ends", async () => {
-      const r = await s.rt.state.getRecord(req.rotationId);
+      const r = await s.rt.state.records.get(req.rotationId);
       return r?.endedAt !== undefined ? r : undefined;
     }, 45_000, 100);
     expect(rec.status, rec.message).toBe("needs-attention");
@@ -81,6 +81,6 @@ describe.each([{ refusals: 400 as const }, { refusals: "404/409" as const }])("S
     expect((await s.store.getCurrent(ref))?.value).toBe(oldSecret);
     expect(snyk.isLive(oldSecret)).toBe(true);
     expect(snyk.secretsOf(account.id)).toHaveLength(2);
-    expect(await s.rt.state.inFlight("snyk-lost")).toBeUndefined();
+    expect(await s.rt.state.locks.inFlight("snyk-lost")).toBeUndefined();
   });
 });

@@ -166,7 +166,7 @@ describe("Snyk rotation end to end", () => {
     const same = await runCli(s, [policy], ["submit", req.rotationId], `${oldToken}\n`);
     expect(same.code).toBe(1);
     expect(same.stderr).toContain("that is the current value");
-    expect((await s.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
+    expect((await s.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-human");
     expect(Object.values(await s.store.stages(secretOf("snyk-user"))).flat()).not.toContain("AWSPENDING");
 
     // The owner regenerates in the UI (the old token dies at once) and submits the new one on stdin.
@@ -218,7 +218,7 @@ describe("Snyk rotation end to end", () => {
     const refused = await apiSubmit(s, req.rotationId, misnamed.token, ADMIN_TOKEN);
     expect(refused.status).toBe(422);
     expect(String(refused.body.error)).toContain(`no active PAT named "${name}"`);
-    expect((await s.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
+    expect((await s.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-human");
     await fetch(`${snyk.url}/rest/self/personal_access_tokens/${misnamed.id}?version=2024-10-15`, { method: "DELETE", headers: { authorization: `token ${misnamed.token}` } });
 
     // The owner creates the PAT as told and submits it through the API with the admin token.
@@ -228,7 +228,7 @@ describe("Snyk rotation end to end", () => {
     expect(ok).toEqual({ status: 200, body: { policyId: "snyk-pat", versionId: req.rotationId } });
 
     const rec = await until("awaiting-confirmation", async () => {
-      const r = await s.rt.state.getRecord(req.rotationId);
+      const r = await s.rt.state.records.get(req.rotationId);
       return r?.status === "awaiting-confirmation" ? r : undefined;
     });
     expect(rec.newCredentialId).toBe(newPat.id);

@@ -112,7 +112,7 @@ describe("one-time submit link for a human step", () => {
     expect(forged.status).toBe(403);
     const json = await fetch(link, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ value: "abc" }) });
     expect(json.status).toBe(415);
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-human");
 
     const { page, requests } = await openPage();
     const first = await page.goto(link);
@@ -136,7 +136,7 @@ describe("one-time submit link for a human step", () => {
     expect(refused?.status()).toBe(422);
     await expect(page.locator(".error").textContent()).resolves.toContain("Not accepted");
     await page.screenshot({ path: join(SHOTS, "02-refused.png"), fullPage: true });
-    expect((await stack.rt.state.getRecord(req.rotationId))?.status).toBe("awaiting-human");
+    expect((await stack.rt.state.records.get(req.rotationId))?.status).toBe("awaiting-human");
     expect(await page.locator("#value").inputValue()).toBe("");
 
     // The owner presses Reset and submits the new token: accepted, the rotation goes on.
@@ -205,7 +205,7 @@ describe("one-time submit link for a human step", () => {
     await stack.store.create!({ secretId: "prod/crew-short", region: REGION }, crew.token);
     const req = await stack.rt.rotations.enqueue({ policyId: "crew-short", reason: "manual", actor: "cli:test" });
     const link = await submitUrlOf(receiver, req.rotationId);
-    const deadline = (await stack.rt.state.getRecord(req.rotationId))!.humanDeadline!;
+    const deadline = (await stack.rt.state.records.get(req.rotationId))!.humanDeadline!;
     expect(deadline).toBeGreaterThan(Date.now());
     expect((await fetch(link)).status).toBe(200);
 

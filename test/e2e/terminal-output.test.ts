@@ -103,9 +103,9 @@ describe("terminal output escapes control characters", () => {
 
   it("status: a rotation's message (provider error text) is escaped; --json keeps it exact", async () => {
     const now = Date.now();
-    await stack.rt.state.begin({ rotationId: "rot-term", policyId: "ld-term", reason: "manual", actor: "cli:ops", status: "needs-attention", step: "issuing", jobId: "j-term", startedAt: now, updatedAt: now, message: HOSTILE });
+    await stack.rt.state.locks.begin({ rotationId: "rot-term", policyId: "ld-term", reason: "manual", actor: "cli:ops", status: "needs-attention", step: "issuing", jobId: "j-term", startedAt: now, updatedAt: now, message: HOSTILE });
     // Its consumer confirmed; the needs-attention list shows the rotation's message, escaped.
-    await stack.rt.state.confirm("rot-term", { consumerId: "api", at: now, via: "push", versionId: "rot-term" });
+    await stack.rt.state.consumers.confirm("rot-term", { consumerId: "api", at: now, via: "push", versionId: "rot-term" });
     const text = await rekey(["status"]);
     expect(text.code, text.err).toBe(0);
     expectSafe(text.out);

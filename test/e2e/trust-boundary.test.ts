@@ -104,7 +104,7 @@ describe("trust boundary", () => {
     await stack.store.create!({ secretId: "prod/ld-tb", region: REGION }, managed.value);
     await stack.store.create!({ secretId: "prod/ld-tb2", region: REGION }, other.value);
     rotation = await stack.rt.rotations.enqueue({ policyId: "ld-tb", reason: "manual", actor: "test" });
-    await until("awaiting-confirmation", async () => (await stack.rt.state.getRecord(rotation.rotationId))?.status === "awaiting-confirmation");
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(rotation.rotationId))?.status === "awaiting-confirmation");
   }, 60_000);
 
   afterAll(async () => {
@@ -303,7 +303,7 @@ describe("trust boundary", () => {
     const after = await stack.rt.queue.getJob(rotation.jobId);
     expect(after?.data.step).toBe(job!.data.step);
     await new Promise((r) => setTimeout(r, 500));
-    expect((await stack.rt.state.getRecord(rotation.rotationId))?.status).toBe("awaiting-confirmation");
+    expect((await stack.rt.state.records.get(rotation.rotationId))?.status).toBe("awaiting-confirmation");
     expect(ld.isLive(managed.value)).toBe(true);
     const history = await stack.rt.audit.history({ policyId: "ld-tb", limit: 100 });
     expect(history.some((h) => h.step === "revoking")).toBe(false);
@@ -329,7 +329,7 @@ describe("trust boundary", () => {
     // The real consumers confirm (one with a named token, one with its policy token) and the rotation ends.
     expect((await call(`${stack.apiUrl}/v1/confirmations`, "POST", { token: tokens.bill, body: { policyId: "ld-tb", consumerId: "billing", versionId: rotation.rotationId } })).status).toBe(200);
     expect((await call(`${stack.apiUrl}/v1/confirmations`, "POST", { token: OTHER_TOKEN, body: { policyId: "ld-tb", consumerId: "other", versionId: rotation.rotationId } })).status).toBe(200);
-    await until("completed", async () => (await stack.rt.state.getRecord(rotation.rotationId))?.status === "completed", 30_000);
+    await until("completed", async () => (await stack.rt.state.records.get(rotation.rotationId))?.status === "completed", 30_000);
     expect(ld.isLive(managed.value)).toBe(false);
     const history = await stack.rt.audit.history({ policyId: "ld-tb", limit: 50 });
     expect(history.filter((h) => h.step === "confirmation" && h.outcome === "ok").map((h) => h.actor).sort()).toEqual(["consumer:other", "token:bill"]);

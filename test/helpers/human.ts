@@ -155,7 +155,7 @@ export async function confirmVersion(stack: Stack, policyId: string, consumerId:
 /** Wait until a rotation's record has one of these statuses; returns the record's status. */
 export async function statusOf(stack: Stack, rotationId: string, wanted: string[], timeoutMs = 30_000): Promise<string> {
   return until(`rotation ${rotationId} to be ${wanted.join(" or ")}`, async () => {
-    const s = (await stack.rt.state.getRecord(rotationId))?.status;
+    const s = (await stack.rt.state.records.get(rotationId))?.status;
     return s && wanted.includes(s) ? s : undefined;
   }, timeoutMs);
 }

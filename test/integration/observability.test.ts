@@ -25,7 +25,7 @@ const PROMTOOL = "/usr/bin/promtool";
 async function servedNames(): Promise<Set<string>> {
   const registry = new Registry();
   rotationMetrics(registry);
-  const noState = { activeRotations: async () => [], policySummary: async () => ({}), inFlight: async () => undefined, gate: async () => 0 } as never;
+  const noState = { records: { active: async () => [], policySummary: async () => ({}) }, locks: { inFlight: async () => undefined }, gates: { until: async () => 0 } } as never;
   stateMetrics(registry, { state: noState, policies: { all: () => [] }, openLeakIncidents: async () => 0 });
   auditSinkMetrics(registry, async () => 0);
   // The API's own (requests, confirmations, queue jobs) on a registry of its own.
@@ -115,7 +115,7 @@ describe("rekey's metrics on a live rotation", () => {
 
     ld.faults.inject({ route: "POST /api/v2/tokens", kind: "500", times: 1 });
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-metrics", reason: "manual", actor: "test" });
-    await until("awaiting", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-confirmation", 30_000);
+    await until("awaiting", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation", 30_000);
     expect(await value(worker, "rekey_rotation_failures_total", { policy: "ld-metrics", provider: "launchdarkly", step: "issuing" })).toBe(1);
     expect(await value(api, "rekey_consumers_pending", { policy: "ld-metrics" })).toBe(1);
     expect(await value(api, "rekey_overlap_seconds", { policy: "ld-metrics", provider: "launchdarkly" })).toBeGreaterThanOrEqual(0);
@@ -125,7 +125,7 @@ describe("rekey's metrics on a live rotation", () => {
     expect(age).toBeLessThan(60);
 
     await stack.rt.rotations.confirm({ policyId: "ld-metrics", consumerId: "web", bearer: CONSUMER, versionId: req.rotationId });
-    await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 30_000);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 30_000);
     expect(await value(api, "rekey_consumers_pending", { policy: "ld-metrics" })).toBe(0);
     expect(await value(api, "rekey_overlap_seconds", { policy: "ld-metrics" })).toBe(0);
     expect(await value(api, "rekey_rotation_needs_attention", { policy: "ld-metrics" })).toBe(0);

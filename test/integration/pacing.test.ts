@@ -19,7 +19,7 @@ describe("pacing", () => {
     redis = connect();
     prefix = testPrefix("pacing");
     state = new RekeyState(redis, prefix);
-    limiter = new RateLimiter(redis, (...parts) => state.key(...parts));
+    limiter = new RateLimiter(redis, state.keys);
   });
 
   afterAll(async () => {
@@ -57,7 +57,7 @@ describe("pacing", () => {
 
   it("admit: a closed gate stops everyone until it reopens", async () => {
     const now = Date.now();
-    await state.closeGate("prov-a", now + 5_000);
+    await state.gates.close("prov-a", now + 5_000);
     expect(await limiter.admit("prov-a", "prov-a:key1", undefined, now)).toBe(now + 5_000);
     expect(await limiter.admit("prov-a", "prov-a:key1", undefined, now + 5_001)).toBe(0);
     // Another scope is not affected.

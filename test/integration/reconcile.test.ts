@@ -126,23 +126,23 @@ describe("rekey reconcile", () => {
     const after = randomUUID();
     const rec = (rotationId: string, policyId: string) => ({ rotationId, policyId, reason: "manual", actor: "test", status: "running" as const, step: "issuing", jobId: `manual@${policyId}@${rotationId}`, startedAt: now, updatedAt: now });
     // Lost before its write: the old credential is still current.
-    expect(await stack.rt.state.begin(rec(before, ID))).toBe(before);
+    expect(await stack.rt.state.locks.begin(rec(before, ID))).toBe(before);
     const r1 = await pass();
     expect(kinds(r1.findings)).toEqual(["dead-lock"]);
-    expect(await stack.rt.state.inFlight(ID)).toBeUndefined();
-    expect(await stack.rt.state.getRecord(before)).toMatchObject({ status: "failed", endedAt: expect.any(Number) });
+    expect(await stack.rt.state.locks.inFlight(ID)).toBeUndefined();
+    expect(await stack.rt.state.records.get(before)).toMatchObject({ status: "failed", endedAt: expect.any(Number) });
 
     // Lost after its write: its value is current, the old credential was never revoked.
     const issued = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${after}]` });
     await stack.store.putPending(SECRET, after, issued.value);
     await stack.store.promote(SECRET, after);
-    expect(await stack.rt.state.begin({ ...rec(after, ID), status: "awaiting-confirmation", step: "awaiting-confirmation" })).toBe(after);
+    expect(await stack.rt.state.locks.begin({ ...rec(after, ID), status: "awaiting-confirmation", step: "awaiting-confirmation" })).toBe(after);
     const r2 = await pass();
     expect(kinds(r2.findings)).toEqual(["dead-lock"]);
-    const ended = await stack.rt.state.getRecord(after);
+    const ended = await stack.rt.state.records.get(after);
     expect(ended).toMatchObject({ status: "needs-attention", endedAt: expect.any(Number) });
     expect(ended!.message).toContain("the previous credential was not revoked");
-    expect(await stack.rt.state.inFlight(ID)).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight(ID)).toBeUndefined();
     expect(ld.isLive(current.value)).toBe(true);
     const audit = await stack.rt.audit.history({ policyId: ID });
     expect(audit.map((a) => `${a.step} ${a.outcome}`)).toEqual(["reconcile.dead-lock needs-attention", "reconcile.dead-lock failed"]);
@@ -151,15 +151,15 @@ describe("rekey reconcile", () => {
   it("leaves a rotation whose job is there to its worker, and a dry run changes nothing", async () => {
     const q = await stack.rt.rotations.enqueue({ policyId: ID, reason: "manual", actor: "test" });
     const now = Date.now();
-    expect(await stack.rt.state.begin({ rotationId: q.rotationId, policyId: ID, reason: "manual", actor: "test", status: "running", step: "issuing", jobId: q.jobId, startedAt: now, updatedAt: now })).toBe(q.rotationId);
+    expect(await stack.rt.state.locks.begin({ rotationId: q.rotationId, policyId: ID, reason: "manual", actor: "test", status: "running", step: "issuing", jobId: q.jobId, startedAt: now, updatedAt: now })).toBe(q.rotationId);
     expect(kinds((await pass()).findings)).toEqual(["in-flight"]);
-    expect(await stack.rt.state.inFlight(ID)).toBe(q.rotationId);
+    expect(await stack.rt.state.locks.inFlight(ID)).toBe(q.rotationId);
 
     await (await stack.rt.queue.getJob(q.jobId))!.remove();
     const lost = orphan(ld);
     const dry = await pass(undefined, { dryRun: true });
     expect(dry.findings[0]).toMatchObject({ kind: "dead-lock", repaired: false });
-    expect(await stack.rt.state.inFlight(ID)).toBe(q.rotationId);
+    expect(await stack.rt.state.locks.inFlight(ID)).toBe(q.rotationId);
     expect(ld.isLive(lost.value)).toBe(true);
     expect(await stack.rt.audit.history({ policyId: ID })).not.toContainEqual(expect.objectContaining({ actor: "reconcile" }));
   });

@@ -105,7 +105,7 @@ describe("the dashboard in Chromium", () => {
     for (const id of ["demo-checkout-ld", "billing-ld", "search-ld"]) {
       rotations.set(id, (await stack.rt.rotations.enqueue({ policyId: id, reason: "manual", actor: "cli:alice" })).rotationId);
     }
-    const state = (id: string) => stack.rt.state.getRecord(rotations.get(id)!);
+    const state = (id: string) => stack.rt.state.records.get(rotations.get(id)!);
     await until("billing awaiting confirmation", async () => (await state("billing-ld"))?.status === "awaiting-confirmation");
     await confirmPush("billing-ld", "billing-api", rotations.get("billing-ld")!);
     await until("billing completed", async () => (await state("billing-ld"))?.status === "completed");
@@ -201,12 +201,12 @@ describe("the dashboard in Chromium", () => {
     await p.click('[data-action="rotate"]');
     expect(p.url()).toBe(`${stack.apiUrl}/ui/policies/analytics-ld/rotate`);
     // Nothing happens until the operator confirms.
-    expect(await stack.rt.state.inFlight("analytics-ld")).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight("analytics-ld")).toBeUndefined();
     await p.screenshot({ path: join(ARTIFACTS, "confirm-rotate.png") });
     await p.click('[data-submit="rotate"]');
     const queued = await p.locator('[data-notice="queued"] .mono').innerText();
     expect(queued).toMatch(/^[0-9a-f-]{36}$/);
-    await until("rotation completed", async () => (await stack.rt.state.getRecord(queued))?.status === "completed");
+    await until("rotation completed", async () => (await stack.rt.state.records.get(queued))?.status === "completed");
     const history = await stack.rt.audit.history({ policyId: "analytics-ld" });
     expect(history.find((h) => h.step === "manual.requested")).toMatchObject({ rotationId: queued, actor: "api:admin" });
     const old = tokens.get("analytics-ld")!;
@@ -219,7 +219,7 @@ describe("the dashboard in Chromium", () => {
     await p.fill('input[name="confirm"]', "reports-l");
     await p.click('[data-submit="leak"]');
     expect(await p.locator("[data-error]").innerText()).toContain("does not match");
-    expect(await stack.rt.state.inFlight("reports-ld")).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight("reports-ld")).toBeUndefined();
 
     await p.fill('input[name="confirm"]', "reports-ld");
     await p.click('[data-submit="leak"]');
@@ -252,7 +252,7 @@ describe("the dashboard in Chromium", () => {
     expect((await p.goto(`${stack.apiUrl}/ui/policies/reports-ld/rotate`))?.status()).toBe(403);
 
     const before = await stack.rt.redis.xlen(`${stack.prefix}:audit`);
-    const inFlightBefore = await stack.rt.state.inFlight("reports-ld");
+    const inFlightBefore = await stack.rt.state.locks.inFlight("reports-ld");
     const anonymous = await fetch(`${stack.apiUrl}/ui`);
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get("www-authenticate")).toContain("Basic");
@@ -272,6 +272,6 @@ describe("the dashboard in Chromium", () => {
     const wrong = await fetch(`${stack.apiUrl}/ui/policies/reports-ld/rotate`, { method: "POST", headers: { authorization: basic("nope"), ...form }, body: "" });
     expect(wrong.status).toBe(401);
     expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(before);
-    expect(await stack.rt.state.inFlight("reports-ld")).toBe(inFlightBefore);
+    expect(await stack.rt.state.locks.inFlight("reports-ld")).toBe(inFlightBefore);
   });
 });

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { Policy } from "../../src/policy/schema.ts";
 import { providerScope, refOf, storeScope } from "../../src/rotation/scope.ts";
-import type { RotationRecord } from "../../src/rotation/state.ts";
+import type { RotationRecord } from "../../src/rotation/state/records.ts";
 import { remedyOf, type JobView, waitOf } from "../../src/rotation/status.ts";
 
 const NOW = Date.parse("2026-12-02T12:00:00Z");

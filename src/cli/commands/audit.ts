@@ -49,7 +49,7 @@ export function register(program: Command, io: CliIo): void {
     .action(async (opts: { json?: boolean }) => {
       const { rt } = await openRuntime(io, { name: "cli", quiet: true });
       try {
-        const h = await rt.redis.hgetall(`${rt.prefix}:audit:sink`);
+        const h = await rt.redis.hgetall(rt.state.keys.auditSink());
         const head = { seq: Number(h.seq ?? 0), hash: h.hash, lastId: h.lastId };
         if (opts.json) io.stdout(`${JSON.stringify(head)}\n`);
         else io.stdout(head.hash ? `seq ${head.seq}\nhead ${head.hash}\n` : "nothing shipped yet (no process runs with REKEY_AUDIT_SINK)\n");

@@ -148,7 +148,7 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
         seen.add(r.id);
         say(`audit            ${esc(r.step).padEnd(22)} ${esc(r.outcome).padEnd(8)} ${esc(r.message)}`);
       }
-      const rec = await rt.state.getRecord(req.rotationId);
+      const rec = await rt.state.records.get(req.rotationId);
       if (rec && ["completed", "failed", "needs-attention"].includes(rec.status)) {
         say(`\nrotation ${rec.status}`);
         const cur = await store.getCurrent(secret);

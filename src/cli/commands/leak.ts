@@ -179,7 +179,7 @@ export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotatio
     const ids = report.policies.map((p) => p.rotationId).filter((id): id is string => id !== undefined);
     let last = "";
     for (;;) {
-      const recs = await Promise.all(ids.map((id) => rt.state.getRecord(id)));
+      const recs = await Promise.all(ids.map((id) => rt.state.records.get(id)));
       const busy = recs.filter((r) => !r || r.status === "running").length;
       const line = `offboarding ${esc(member)}: ${ids.length - busy}/${ids.length} rotation(s) past their automatic steps\n`;
       if (line !== last) io.stderr(line);

@@ -4,7 +4,7 @@
  */
 import { engineDefaults } from "../defaults.ts";
 import type { Run, StepFn, StepOutcome } from "../run.ts";
-import type { RotationRecord } from "../state.ts";
+import type { RotationRecord } from "../state/records.ts";
 
 export function waitingMessage(consumers: string[]): string {
   return `waiting for ${consumers.join(", ")}`;
@@ -13,7 +13,7 @@ export function waitingMessage(consumers: string[]): string {
 export const awaitingConfirmation: StepFn = async (run) => {
   const d = run.data;
   const now = run.now;
-  const { rec, confirmed } = await run.deps.state.confirmationState(d.rotationId);
+  const { rec, confirmed } = await run.deps.state.consumers.confirmationState(d.rotationId);
   // Ended already: a run that stopped between the end and the job's completion, or a leak whose
   // probe consumers are still watched (watchProbes).
   if (rec?.endedAt !== undefined) {
@@ -41,7 +41,7 @@ export const awaitingConfirmation: StepFn = async (run) => {
       const last = await run.providerCall(() => run.provider.lastUsed!(run.ctx(), { credentialId: d.oldCredentialId, meta: d.oldMeta }));
       const quietSince = Math.max(promotedAt, last ?? 0);
       if (now - quietSince >= c.quietFor) {
-        await run.deps.state.confirm(d.rotationId, { consumerId: c.id, at: now, via: "usage" });
+        await run.deps.state.consumers.confirm(d.rotationId, { consumerId: c.id, at: now, via: "usage" });
         await run.auditStep("confirmation", "ok", `the old credential has not been used since ${new Date(quietSince).toISOString()} (usage)`, `consumer:${c.id}`);
         confirmed.set(c.id, { consumerId: c.id, at: now, via: "usage" });
       } else {
@@ -49,7 +49,7 @@ export const awaitingConfirmation: StepFn = async (run) => {
       }
     }
   }
-  await run.deps.state.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
+  await run.deps.state.consumers.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
   const waiting = run.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
   // I2: the old credential is revoked only once every required consumer confirmed…
   if (waiting.length === 0) {
@@ -74,7 +74,7 @@ export const awaitingConfirmation: StepFn = async (run) => {
   }
   const status = d.attentionSince ? "needs-attention" : "awaiting-confirmation";
   const message = waitingMessage(waiting);
-  if (rec?.status !== status || rec.message !== message) await run.deps.state.updateRecord(d.rotationId, { status, message, policyId: run.policy.id });
+  if (rec?.status !== status || rec.message !== message) await run.deps.state.records.update(d.rotationId, { status, message, policyId: run.policy.id });
   return { data: d, waitUntil: Math.min(nextCheck, deadline) };
 };
 
@@ -82,7 +82,7 @@ export const awaitingConfirmation: StepFn = async (run) => {
 async function pollProbe(run: Run, c: { id: string; url: string }, fp: string | undefined): Promise<boolean> {
   const d = run.data;
   if (!(await probe(run, c.url, d.rotationId, fp))) return false;
-  if (await run.deps.state.confirm(d.rotationId, { consumerId: c.id, at: run.now, via: "probe", versionId: d.rotationId })) {
+  if (await run.deps.state.consumers.confirm(d.rotationId, { consumerId: c.id, at: run.now, via: "probe", versionId: d.rotationId })) {
     await run.auditStep("confirmation", "ok", `consumer ${c.id} reports version ${d.rotationId} (probe)`, `consumer:${c.id}`);
   }
   return true;
@@ -109,7 +109,7 @@ async function watchProbes(run: Run, rec: RotationRecord, confirmed: Map<string,
     if (!(await pollProbe(run, c, rec.newFingerprint))) next = Math.min(next, now + c.interval);
     else confirmed.set(c.id, true);
   }
-  await run.deps.state.markProbed(d.rotationId, polled, now, engineDefaults.recordTtlSec);
+  await run.deps.state.consumers.markProbed(d.rotationId, polled, now, engineDefaults.recordTtlSec);
   if (pending.every((c) => confirmed.has(c.id))) return undefined;
   return { data: d, waitUntil: next };
 }

@@ -20,7 +20,7 @@ export const awaitingHuman: StepFn = async (run) => {
   if (!d.humanRequestedAt) {
     const steps = how();
     // The deadline is on the record for the submit links, which die with it.
-    await run.deps.state.updateRecord(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: run.policy.id, humanDeadline: now + timeoutMs });
+    await run.deps.state.records.update(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: run.policy.id, humanDeadline: now + timeoutMs });
     if (!run.caps.oldSurvivesIssue) {
       // Consumers hear about a cut-over before the human acts: the old value dies at the reset.
       const consumers = run.policy.consumers.map((c) => c.id);

@@ -93,7 +93,7 @@ export const issuing: StepFn = async (run) => {
   // A cut-over goes from the store write straight to promotion: the old value is dead, so
   // holding the new one back protects nothing; it is verified once current.
   const next: Data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace, step: run.cutover ? "promoting" : "verifying" };
-  const m = run.deps.state.redis.multi();
+  const m = run.deps.state.transaction();
   await indexNew(run, issued.value, issued.credentialId, m);
   await run.deps.audit.record(
     { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (${run.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
@@ -170,13 +170,13 @@ async function indexNew(run: Run, value: string, credentialId: string | undefine
   const key = run.deps.fingerprintKey;
   const patch: Record<string, string> = {};
   if (credentialId) patch.newCredentialId = credentialId;
-  const m = pipe ?? run.deps.state.redis.multi();
+  const m = pipe ?? run.deps.state.transaction();
   if (key) {
     const fp = keyedFingerprint(key, value);
     patch.newFingerprint = fp;
-    await run.deps.state.indexFingerprint(fp, { policyId: run.policy.id, versionId: run.data.rotationId }, m);
+    await run.deps.state.fingerprints.index(fp, { policyId: run.policy.id, versionId: run.data.rotationId }, m);
   }
-  await run.deps.state.updateRecord(run.data.rotationId, { ...patch, policyId: run.policy.id }, m);
+  await run.deps.state.records.update(run.data.rotationId, { ...patch, policyId: run.policy.id }, m);
   if (!pipe) await m.exec();
 }
 
@@ -184,7 +184,7 @@ export async function afterStored(run: Run, stored: StoredVersion): Promise<Step
   const d = run.data;
   let credentialId = d.newCredentialId;
   if (!credentialId) {
-    const rec = await run.deps.state.getRecord(d.rotationId);
+    const rec = await run.deps.state.records.get(d.rotationId);
     credentialId = rec?.newCredentialId;
   }
   if (!credentialId && run.caps.issue !== "human") {

@@ -32,7 +32,7 @@ export const promoting: StepFn = async (run) => {
     await run.fast(() => run.providerCall(() => run.provider.verify(run.ctx(), value, { credentialId: d.newCredentialId, meta: d.newMeta })));
     run.deferAudit("verifying", "ok", `new credential passed the ${run.policy.provider.kind} identity check (after promotion: the old value died at the reset)`);
   }
-  const leak = d.reason === "leak" || (await run.deps.state.leakAndEnded(d.rotationId)).leak;
+  const leak = d.reason === "leak" || (await run.deps.state.records.leakAndEnded(d.rotationId)).leak;
   run.leakSeen = leak;
   const required = run.policy.consumers.filter((c) => c.required).map((c) => c.id);
   await run.transition(

@@ -9,7 +9,7 @@ export const revoking: StepFn = async (run) => {
   // interrupted between the end and its completion): nothing is revoked or swept twice.
   let leakSeen = run.leakSeen;
   if (leakSeen === undefined) {
-    const seen = await run.deps.state.leakAndEnded(d.rotationId);
+    const seen = await run.deps.state.records.leakAndEnded(d.rotationId);
     if (seen.ended) {
       await run.handOffLeakIfDue();
       return { data: { ...d, step: "done" } };

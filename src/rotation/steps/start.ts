@@ -6,7 +6,7 @@ import { TransientError } from "../../errors.ts";
 import type { CredentialHandle } from "../../providers/types.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
-import { type RotationRecord, TERMINAL } from "../state.ts";
+import { type RotationRecord, TERMINAL } from "../state/records.ts";
 
 export const start: StepFn = async (run) => {
   const d = run.data;
@@ -32,15 +32,15 @@ export const start: StepFn = async (run) => {
   // A leak that finds the holder ending as it tries to join it asks for the lock again: the
   // holder has released it by then (its end and the release are one step).
   for (let attempt = 0; ; attempt++) {
-    let holder = await state.begin(record);
+    let holder = await state.locks.begin(record);
     if (holder !== d.rotationId) {
-      const other = await state.getRecord(holder);
+      const other = await state.records.get(holder);
       const stale = !other || TERMINAL.has(other.status);
-      if (stale && (await state.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
+      if (stale && (await state.locks.takeOver(d.policyId, holder, d.rotationId))) holder = d.rotationId;
     }
     if (holder === d.rotationId) break;
     if (d.reason !== "leak") return yieldTo(run, holder);
-    const joined = await state.mergeLeak(d.policyId, holder, d.leakedVersionId);
+    const joined = await state.locks.mergeLeak(d.policyId, holder, d.leakedVersionId);
     if (joined !== "no") return yieldTo(run, holder, joined === "follow-up");
     if (attempt >= 5) throw new TransientError(`${d.policyId}: rotation ${holder} holds the policy but is ending; the leak rotation will try again`);
   }
@@ -70,10 +70,10 @@ async function yieldTo(run: Run, holder: string, followUp = false): Promise<Step
   let message: string;
   if (d.reason === "leak") {
     // start() has set the holder's leak flag (mergeLeak).
-    const other = await state.getRecord(holder);
+    const other = await state.records.get(holder);
     // The wake flag covers a holder that is running right now (not delayed, so it cannot be
     // promoted): it sees the flag when it parks and resumes at once instead of after a re-check.
-    await state.raiseWakeFlag(holder);
+    await state.wake.raise(holder);
     if (other?.jobId) await run.deps.wake(other.jobId);
     message = `leak response merged into in-flight rotation ${holder}: its old credential is revoked as soon as its new one is promoted${
       followUp ? "; its new value may be the leaked one (already current), so a leak rotation of its own follows it" : ""
@@ -82,7 +82,7 @@ async function yieldTo(run: Run, holder: string, followUp = false): Promise<Step
   } else {
     message = `skipped: rotation ${holder} of this policy is still in flight`;
   }
-  await state.putRecord({
+  await state.records.put({
     rotationId: d.rotationId,
     policyId: d.policyId,
     reason: d.reason,
@@ -96,7 +96,7 @@ async function yieldTo(run: Run, holder: string, followUp = false): Promise<Step
     // Leak reports follow the rotation that does the work.
     mergedInto: d.reason === "leak" ? holder : undefined,
   });
-  await state.endRecord(d, "skipped", message, run.now, engineDefaults.recordTtlSec);
+  await state.records.end(d, "skipped", message, run.now, engineDefaults.recordTtlSec);
   await run.auditStep("start", "skipped", message, d.actor);
   return { data: { ...d, step: "done" } };
 }

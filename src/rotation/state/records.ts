@@ -1,0 +1,224 @@
+/**
+ * Rotation records (`rekey status`, the dashboard, reports) and the policy summaries they keep:
+ * the only writer of both. Records hold ids, steps and messages, never a value.
+ */
+import type { ChainableCommander, Result } from "ioredis";
+import type { RedisClient } from "../../redis-connection.ts";
+import { defineScripts } from "../../util/redis-scripts.ts";
+import type { RedisKeys } from "../keys.ts";
+import { execOrThrow } from "../../util/redis-exec.ts";
+
+export type RotationStatus =
+  | "running"
+  | "awaiting-human"
+  | "awaiting-confirmation"
+  | "needs-attention"
+  | "completed"
+  | "failed"
+  | "skipped";
+
+export const TERMINAL: ReadonlySet<RotationStatus> = new Set(["completed", "failed", "skipped"]);
+
+export interface RotationRecord {
+  rotationId: string;
+  policyId: string;
+  reason: string;
+  actor: string;
+  status: RotationStatus;
+  step: string;
+  jobId: string;
+  startedAt: number;
+  updatedAt: number;
+  message?: string;
+  oldVersionId?: string;
+  newCredentialId?: string;
+  /** Keyed fingerprint of the new value (consumers may confirm with it). */
+  newFingerprint?: string;
+  promotedAt?: number;
+  /** A leak took this rotation over: revoke the old credential at once. */
+  leak?: boolean;
+  member?: string;
+  successor?: string;
+  /** A leak request that found this policy's rotation in flight: the rotation it merged into. */
+  mergedInto?: string;
+  /** A leak joined this rotation while its new value may have been the leaked one: a leak rotation follows it. */
+  leakFollowUp?: boolean;
+  /** The leak rotation queued in this one's place or after it (see leakHandOffDue). */
+  leakRetry?: string;
+  /** Set when the rotation ended. */
+  endedAt?: number;
+  /** While a human step waits: when it times out (epoch ms); submit links die with it. */
+  humanDeadline?: number;
+}
+
+// A rotation's end: the record's final fields and retention, out of the active set, the policy's
+// summary (only while this rotation is the policy's latest), and the lock (only while it holds it).
+// KEYS: record, its confirmations, active set, policy summary, lock.
+// ARGV: rotationId, ttl (s), claim '1'|'0', release '1'|'0', n, n record items, policy items.
+const END_LUA = `
+local n = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] == '1' and #ARGV > 5 + n and redis.call('HGET', KEYS[4], 'lastRotationId') == ARGV[1] then
+  redis.call('HSET', KEYS[4], unpack(ARGV, 6 + n))
+end
+if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+local flags = 0
+if redis.call('HGET', KEYS[1], 'leak') == 'true' then flags = 1 end
+if redis.call('HGET', KEYS[1], 'leakFollowUp') == 'true' then flags = flags + 2 end
+return flags
+`;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    rekeyEnd(record: string, confirmed: string, active: string, policy: string, lock: string, ...args: string[]): Result<number, Context>;
+  }
+}
+
+/**
+ * An ended rotation that a leak joined and that did not finish the leak's work: it ended before
+ * its new value was promoted (the leaked credential is still current), or its own new value may be
+ * the leaked one. A leak rotation must then be queued for the policy; `leakRetry` names it once it is.
+ */
+export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "leakFollowUp" | "leakRetry" | "status" | "promotedAt" | "reason">): boolean {
+  if (rec.endedAt === undefined || !rec.leak || rec.leakRetry) return false;
+  return rec.leakFollowUp === true || (rec.status !== "completed" && rec.promotedAt === undefined && rec.reason !== "leak");
+}
+
+export class RotationRecords {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: RedisKeys,
+  ) {
+    defineScripts(redis, { rekeyEnd: { numberOfKeys: 5, lua: END_LUA } });
+  }
+
+  /**
+   * Write a rotation record. It speaks for its policy (`rekey status`: last rotation) only once
+   * it holds the policy's lock: `claimsPolicy: false` for a record written before the lock is
+   * taken, and a skipped request never does.
+   */
+  async put(rec: RotationRecord, opts: { claimsPolicy?: boolean } = {}): Promise<void> {
+    const m = this.redis.multi().hset(this.keys.rotation(rec.rotationId), toHash(rec));
+    if (rec.status !== "skipped") m.zadd(this.keys.active(), rec.startedAt, rec.rotationId);
+    if (rec.status !== "skipped" && opts.claimsPolicy !== false) m.hset(this.keys.policy(rec.policyId), policyClaim(rec));
+    await m.exec();
+  }
+
+  /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
+  async update(rotationId: string, patch: Partial<RotationRecord>, pipe?: ChainableCommander): Promise<void> {
+    const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
+    const m = pipe ?? this.redis.multi();
+    m.hset(this.keys.rotation(rotationId), fields);
+    if (patch.status && patch.policyId) m.hset(this.keys.policy(patch.policyId), { lastStatus: patch.status });
+    if (!pipe) await m.exec();
+  }
+
+  /**
+   * A rotation that took its policy's lock now speaks for the policy (`rekey status`: last
+   * rotation, running since), into transaction `m`.
+   */
+  claimPolicy(m: ChainableCommander, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
+    m.hset(this.keys.policy(rec.policyId), policyClaim({ ...rec, status: "running" }));
+  }
+
+  /** The credential's age (status, metrics) counts from the promotion that made it current; into `m`. */
+  markPromoted(m: ChainableCommander, policyId: string, promotedAt: number): void {
+    m.hset(this.keys.policy(policyId), { lastPromotedAt: String(promotedAt) });
+  }
+
+  /** The leak rotation queued in an ended rotation's place or after it (leakHandOffDue); into `m`. */
+  markLeakRetry(m: ChainableCommander, rotationId: string, leakRotationId: string): void {
+    m.hset(this.keys.rotation(rotationId), { leakRetry: leakRotationId });
+  }
+
+  /**
+   * Mark a rotation ended: out of the active set, record kept for `ttlSec`; with `release`, the
+   * policy's lock too (when this rotation holds it). One script; with `pipe`, it joins that
+   * transaction (the caller runs it). Its reply holds the leak flags as they were when the
+   * rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a follow-up owed.
+   */
+  async end(
+    rec: Pick<RotationRecord, "rotationId" | "policyId">,
+    status: RotationStatus,
+    message: string | undefined,
+    now: number,
+    ttlSec: number,
+    opts: { release?: boolean; pipe?: ChainableCommander } = {},
+  ): Promise<void> {
+    const policyFields: Record<string, string> = { lastStatus: status, lastEndedAt: String(now) };
+    if (status === "completed") policyFields.lastCompletedAt = String(now);
+    const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
+    const m = opts.pipe ?? this.redis.multi();
+    // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
+    m.rekeyEnd(
+      this.keys.rotation(rec.rotationId),
+      this.keys.confirmations(rec.rotationId),
+      this.keys.active(),
+      this.keys.policy(rec.policyId),
+      this.keys.inflight(rec.policyId),
+      rec.rotationId,
+      String(ttlSec),
+      status === "skipped" ? "0" : "1",
+      opts.release ? "1" : "0",
+      String(fields.length),
+      ...fields,
+      ...Object.entries(policyFields).flat(),
+    );
+    if (!opts.pipe) await execOrThrow(m);
+  }
+
+  async get(rotationId: string): Promise<RotationRecord | undefined> {
+    return parseRecord(await this.redis.hgetall(this.keys.rotation(rotationId)));
+  }
+
+  async active(): Promise<RotationRecord[]> {
+    const ids = await this.redis.zrange(this.keys.active(), 0, "-1");
+    const recs = await Promise.all(ids.map((id) => this.get(id)));
+    return recs.filter((r): r is RotationRecord => r !== undefined);
+  }
+
+  async policySummary(policyId: string): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.policy(policyId));
+  }
+
+  /**
+   * Whether a leak took the rotation over (the record's `leak` flag) and whether the rotation
+   * already ended (its record has `endedAt`), without reading the whole record.
+   */
+  async leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }> {
+    const [leak, endedAt] = await this.redis.hmget(this.keys.rotation(rotationId), "leak", "endedAt");
+    return { leak: leak === "true", ended: endedAt !== null };
+  }
+}
+
+function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "startedAt">): Record<string, string> {
+  return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) };
+}
+
+/** A record as stored: every field a string (JSON for numbers and flags). */
+export function toHash(rec: Partial<RotationRecord>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(rec)) {
+    if (v === undefined) continue;
+    out[k] = typeof v === "string" ? v : JSON.stringify(v);
+  }
+  return out;
+}
+
+const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline"]);
+const BOOLEAN = new Set(["leak", "leakFollowUp"]);
+
+/** A record read back (HGETALL); undefined where there is none. */
+export function parseRecord(h: Record<string, string>): RotationRecord | undefined {
+  if (!h.rotationId) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (NUMERIC.has(k)) out[k] = Number(v);
+    else if (BOOLEAN.has(k)) out[k] = v === "true";
+    else out[k] = v;
+  }
+  return out as unknown as RotationRecord;
+}
