@@ -7,22 +7,19 @@
 import type { RedisClient } from "../redis-connection.ts";
 import type { Policy } from "../policy/schema.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+import { readScheduleMarks } from "../rotation/state/schedule-marks.ts";
 import { nextSlots, scheduleKey, slotSource } from "./slots.ts";
 
 export async function persistedNextDue(redis: RedisClient, prefix: string, policies: Policy[], now: number): Promise<(policyId: string) => number | undefined> {
   const scheduled = policies.filter((p) => p.schedule);
-  const keys = new RedisKeys(prefix);
-  const pipe = redis.pipeline();
-  for (const p of scheduled) pipe.hmget(keys.scheduleMark(p.id), "last", "sched");
-  const replies = scheduled.length ? ((await pipe.exec()) ?? []) : [];
+  const marks = await readScheduleMarks(redis, new RedisKeys(prefix), scheduled.map((p) => p.id));
   const due = new Map<string, number>();
-  scheduled.forEach((p, i) => {
+  for (const p of scheduled) {
     const schedule = p.schedule!;
-    const [err, reply] = replies[i] ?? [null, null];
-    const [last, sched] = !err && Array.isArray(reply) ? (reply as (string | null)[]) : [null, null];
+    const mark = marks.get(p.id);
     // A marker of another schedule (the policy's schedule changed) is re-based by the scheduler.
-    const next = last !== null && sched === scheduleKey(schedule) ? slotSource(schedule, p.id).next(Number(last)) : nextSlots(schedule, now, 1, p.id)[0];
+    const next = mark && mark.sched === scheduleKey(schedule) ? slotSource(schedule, p.id).next(mark.last) : nextSlots(schedule, now, 1, p.id)[0];
     if (next !== undefined) due.set(p.id, next);
-  });
+  }
   return (id) => due.get(id);
 }

@@ -18,15 +18,14 @@
  * from its latest slot, so an edit never reports slots of the new schedule as missed.
  */
 import { randomUUID } from "node:crypto";
-import { type ChainableCommander, type Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { type Logger } from "../log.ts";
 import { type Policy } from "../policy/schema.ts";
 import { errorMessage } from "../errors.ts";
 import { DueHeap } from "./due-heap.ts";
 import { scheduleKey, slotSource, type SlotSource } from "./slots.ts";
-import { defineScripts } from "../util/redis-scripts.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+import { type MissedSlot, ScheduleMarks, type SlotOp, type SlotReply } from "../rotation/state/schedule-marks.ts";
 
 export interface EnqueueRequest {
   policyId: string;
@@ -66,16 +65,6 @@ export interface ScheduleStatus {
   lastSlot: number | undefined;
 }
 
-export interface MissedSlot {
-  /** Stream entry id. */
-  id: string;
-  policyId: string;
-  slot: number;
-  detectedAt: number;
-  /** The slot handled before the missed one, if any. */
-  lastHandled: number | undefined;
-}
-
 export interface TickReport {
   enqueued: EnqueueRequest[];
   missed: { policyId: string; slot: number }[];
@@ -99,91 +88,12 @@ interface Entry {
   gen: number;
 }
 
-// The marker is a hash: last (slot), owner + until (a pending claim), sched (schedule key).
-// Replies are {status, last, blockedUntil}: status 1 = done what was asked, 3 = first sight of
-// this policy or schedule (marker set to the given slot, nothing to run), 0 = nothing to do;
-// blockedUntil > 0 when another replica's claim on `last` is pending until then.
-// `sync` is sent for a policy this process has not read yet: it initialises the marker when
-// there is none (or when the schedule changed), and otherwise does ARGV[9] (claim or miss).
-const SLOT_SCRIPT = `
-local op = ARGV[1]
-local slot = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local me = ARGV[4]
-local sched = ARGV[6]
-local h = redis.call('HMGET', KEYS[1], 'last', 'owner', 'until', 'sched')
-local last = tonumber(h[1])
-local owner = h[2] or ''
-local untilT = tonumber(h[3]) or 0
-local pending = owner ~= ''
-local blockedUntil = 0
-if pending and owner ~= me and untilT > now then blockedUntil = untilT end
-
-if op == 'sync' then
-  if not last then
-    redis.call('HSET', KEYS[1], 'last', slot, 'sched', sched)
-    return {3, slot, 0}
-  end
-  if h[4] ~= sched then
-    redis.call('HSET', KEYS[1], 'sched', sched)
-    if last < slot then
-      redis.call('HSET', KEYS[1], 'last', slot)
-      redis.call('HDEL', KEYS[1], 'owner', 'until')
-      return {3, slot, 0}
-    end
-  end
-  op = ARGV[9]
-end
-
-if op == 'claim' or op == 'miss' then
-  if last and (last > slot or (last == slot and (not pending or blockedUntil > 0))) then
-    return {0, last, blockedUntil}
-  end
-  redis.call('HSETNX', KEYS[1], 'sched', sched)
-  if op == 'claim' then
-    redis.call('HSET', KEYS[1], 'last', slot, 'owner', me, 'until', now + tonumber(ARGV[5]))
-  else
-    redis.call('HSET', KEYS[1], 'last', slot)
-    redis.call('HDEL', KEYS[1], 'owner', 'until')
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'policyId', ARGV[7], 'slot', slot, 'detectedAt', now, 'lastHandled', h[1] or '')
-  end
-  return {1, slot, 0}
-elseif op == 'done' then
-  if last == slot and owner == me then
-    redis.call('HDEL', KEYS[1], 'owner', 'until')
-    return {1, slot, 0}
-  end
-  return {0, last or 0, 0}
-end
-return redis.error_reply('unknown op ' .. op)
-`;
-
-type SlotOp = "claim" | "miss" | "done";
 interface SlotAction {
   e: Entry;
   /** `sync` first initialises a marker this process has not read yet, then does `op`. */
   sync: boolean;
   op: SlotOp;
   slot: number;
-}
-type SlotReply = [status: number, last: number, blockedUntil: number];
-
-declare module "ioredis" {
-  interface RedisCommander<Context> {
-    rekeySchedSlot(
-      marker: string,
-      stream: string,
-      op: SlotOp | "sync",
-      slot: number,
-      now: number,
-      owner: string,
-      leaseMs: number,
-      sched: string,
-      policyId: string,
-      maxLen: number,
-      then: SlotOp | "",
-    ): Result<SlotReply, Context>;
-  }
 }
 
 export class Scheduler {
@@ -193,19 +103,18 @@ export class Scheduler {
   private inFlight: Promise<TickReport> | undefined;
   private readonly defaultWindowMs: number;
   private readonly leaseMs: number;
-  private readonly missedMaxLen: number;
   private readonly concurrency: number;
-  private readonly instanceId: string;
-  private readonly keys: RedisKeys;
+  private readonly marks: ScheduleMarks;
 
   constructor(private readonly deps: SchedulerDeps) {
-    this.keys = new RedisKeys(deps.prefix);
     this.defaultWindowMs = deps.defaultWindowMs ?? 3_600_000;
     this.leaseMs = deps.claimLeaseMs ?? 30_000;
-    this.missedMaxLen = deps.missedMaxLen ?? 10_000;
     this.concurrency = deps.enqueueConcurrency ?? 32;
-    this.instanceId = deps.instanceId ?? randomUUID();
-    defineScripts(deps.redis, { rekeySchedSlot: { numberOfKeys: 2, lua: SLOT_SCRIPT } });
+    this.marks = new ScheduleMarks(deps.redis, new RedisKeys(deps.prefix), {
+      owner: deps.instanceId ?? randomUUID(),
+      leaseMs: this.leaseMs,
+      missedMaxLen: deps.missedMaxLen ?? 10_000,
+    });
   }
 
   /** Replace the whole policy set; unchanged policies keep their state. */
@@ -266,19 +175,8 @@ export class Scheduler {
   }
 
   /** The most recent missed slots, newest first. */
-  async missed(limit = 50): Promise<MissedSlot[]> {
-    const rows = await this.deps.redis.xrevrange(this.keys.scheduleMissed(), "+", "-", "COUNT", limit);
-    return rows.map(([id, fields]) => {
-      const f: Record<string, string> = {};
-      for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
-      return {
-        id,
-        policyId: f.policyId ?? "",
-        slot: Number(f.slot),
-        detectedAt: Number(f.detectedAt),
-        lastHandled: f.lastHandled ? Number(f.lastHandled) : undefined,
-      };
-    });
+  missed(limit = 50): Promise<MissedSlot[]> {
+    return this.marks.missed(limit);
   }
 
   /**
@@ -379,27 +277,25 @@ export class Scheduler {
     return report;
   }
 
-  /** Run the slot script for each action in one pipeline; a failed reply is undefined. */
+  /** Apply each action to its policy's marker in one round trip; a failed reply is undefined. */
   private async script(actions: SlotAction[], now: number): Promise<(SlotReply | undefined)[]> {
-    const pipe: ChainableCommander = this.deps.redis.pipeline();
-    for (const a of actions) {
-      const [op, then] = a.sync ? (["sync", a.op] as const) : ([a.op, ""] as const);
-      pipe.rekeySchedSlot(this.keys.scheduleMark(a.e.policy.id), this.keys.scheduleMissed(), op, a.slot, now, this.instanceId, this.leaseMs, a.e.key, a.e.policy.id, this.missedMaxLen, then);
-    }
-    let results: [Error | null, unknown][] | null;
+    let results: Awaited<ReturnType<ScheduleMarks["apply"]>>;
     try {
-      results = await pipe.exec();
+      results = await this.marks.apply(
+        actions.map((a) => ({ policyId: a.e.policy.id, sched: a.e.key, sync: a.sync, op: a.op, slot: a.slot })),
+        now,
+      );
     } catch (err) {
       this.deps.log.error({ err: errorMessage(err) }, "scheduler could not reach Redis; retrying next tick");
       return actions.map(() => undefined);
     }
     return actions.map((a, i) => {
-      const [err, reply] = results?.[i] ?? [new Error("no reply"), undefined];
+      const [err, reply] = results[i]!;
       if (err) {
         this.deps.log.error({ policyId: a.e.policy.id, err: errorMessage(err) }, "scheduler marker update failed; retrying next tick");
         return undefined;
       }
-      return (reply as number[]).map(Number) as SlotReply;
+      return reply;
     });
   }
 
