@@ -19,7 +19,7 @@ import type { ProviderRegistry } from "./providers/types.ts";
 import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
 import type { ProviderRates } from "./rotation/pacing.ts";
-import { leakJobId } from "./rotation/job.ts";
+import { leakHandOffJobId } from "./rotation/job-ids.ts";
 import { RedisKeys } from "./rotation/keys.ts";
 import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
@@ -207,7 +207,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     resolve,
     notify,
     requeueLeak: async (policyId, endedRotationId) =>
-      (await rotations.enqueue({ policyId, reason: "leak", actor: "worker", jobId: leakJobId(policyId, `retry-${endedRotationId}`) })).rotationId,
+      (await rotations.enqueue({ policyId, reason: "leak", actor: "worker", jobId: leakHandOffJobId(policyId, endedRotationId) })).rotationId,
     wake: async (jobId) => {
       const job = await queue.getJob(jobId);
       if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);

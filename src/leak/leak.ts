@@ -18,7 +18,7 @@ import { errorMessage, TransientError } from "../errors.ts";
 import { PROVIDER_KINDS, type Policy } from "../policy/schema.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
 import { refOf } from "../rotation/scope.ts";
-import { leakJobId } from "../rotation/job.ts";
+import { leakJobId } from "../rotation/job-ids.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import { leakHandOffDue, type RotationRecord } from "../rotation/state/records.ts";

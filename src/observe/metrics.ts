@@ -16,7 +16,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Policy } from "../policy/schema.ts";
-import { capabilitiesOf } from "../providers/capabilities.ts";
+import { capabilitiesOf } from "../policy/capabilities.ts";
 import type { Incident, LeakReport } from "../leak/leak.ts";
 import { collectStatus, type PolicyStatus } from "../rotation/status.ts";
 import type { RekeyState } from "../rotation/state.ts";

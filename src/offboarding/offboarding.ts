@@ -21,11 +21,11 @@ import { z } from "zod";
 import type { Audit } from "../audit/audit.ts";
 import { errorMessage, RateLimitedError } from "../errors.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
-import { capabilitiesOf } from "../providers/capabilities.ts";
+import { capabilitiesOf } from "../policy/capabilities.ts";
 import { paceRequests } from "../providers/http.ts";
 import type { OwnedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import { providerScope, refOf } from "../rotation/scope.ts";
-import { offboardJobId } from "../rotation/job.ts";
+import { offboardJobId } from "../rotation/job-ids.ts";
 import { ProviderPacer, RateLimiter } from "../rotation/pacing.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import type { RekeyState } from "../rotation/state.ts";
@@ -150,7 +150,7 @@ export class Offboarding {
         if (!rec || !RETRY.has(rec.status)) continue;
       }
       const attempt = (prev?.attempt ?? 0) + 1;
-      const jobId = attempt === 1 ? offboardJobId(member, policyId) : `${offboardJobId(member, policyId)}@${attempt}`;
+      const jobId = offboardJobId(member, policyId, attempt);
       const res = await this.deps.rotations.enqueue({ policyId, reason: "offboarding", actor, jobId, member, successor });
       const entry: Entry = { rotationId: res.rotationId, jobId, attempt, successor, reason: why };
       await this.deps.state.offboards.setEntry(member, policyId, entry);

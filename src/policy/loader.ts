@@ -11,7 +11,7 @@ import { extname, join } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Document, type Node as YamlNode } from "yaml";
 import { z } from "zod";
 import { PolicyError, type PolicyIssue } from "../errors.ts";
-import { capabilitiesOf } from "../providers/capabilities.ts";
+import { capabilitiesOf } from "./capabilities.ts";
 import { formatDuration, parseDuration } from "../util/duration.ts";
 import { fastYaml, UNSUPPORTED } from "./fast-yaml.ts";
 import { Policy, PROVIDER_KINDS, type ProviderConfig, type ProviderKind } from "./schema.ts";

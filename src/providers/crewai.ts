@@ -9,7 +9,7 @@
  */
 import { z } from "zod";
 import { VerificationError } from "../errors.ts";
-import { capabilitiesOf } from "./capabilities.ts";
+import { capabilitiesOf } from "../policy/capabilities.ts";
 import { HttpStatusError, ProviderHttp, retryAfterHeader } from "./http.ts";
 import { type Provider } from "./types.ts";
 

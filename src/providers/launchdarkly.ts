@@ -26,7 +26,7 @@
 import { z } from "zod";
 import { PermanentError, VerificationError } from "../errors.ts";
 import { type ProviderConfigOf } from "../policy/schema.ts";
-import { capabilitiesOf } from "./capabilities.ts";
+import { capabilitiesOf } from "../policy/capabilities.ts";
 import { HttpStatusError, ProviderHttp, retryAfterHeader, type HttpRequest, type HttpResponse } from "./http.ts";
 import { type CredentialHandle, type IssuedCredential, type OwnedCredential, type Provider, type ProviderContext } from "./types.ts";
 

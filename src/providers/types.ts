@@ -6,34 +6,11 @@
  * Secret values pass through these methods as plain strings held in memory for the length of one
  * step. Adapters must never put a value in an error message, a log line or a returned id.
  */
+import type { Capabilities } from "../policy/capabilities.ts";
 import type { CredentialRef, ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
 
-/** How a new credential comes to exist. */
-export type IssueMode =
-  /** The provider holds two at once: the old one keeps working until revoked. */
-  | "overlap"
-  /** A reset makes a new value and kills the old one at once (cut-over). */
-  | "reset"
-  /** Only a human can issue it (web UI); the value is submitted back to rekey. */
-  | "human";
-
-export interface Capabilities {
-  issue: IssueMode;
-  /** Does the old credential keep working after the new one is issued? false = cut-over. */
-  oldSurvivesIssue: boolean;
-  /** How the new value is checked before promotion; "none" where the provider offers no check. */
-  verify: "identity" | "none";
-  /** How the old credential is revoked: by API, not at all (it already died), or by the next roll (signing keys). */
-  revoke: "api" | "none" | "next-roll";
-  /** Can the provider list credentials by owner (offboarding finds unmanaged ones)? */
-  listByOwner: boolean;
-  /** Does the provider report when a credential was last used (usage confirmations)? */
-  reportsLastUse: boolean;
-  /** Has a mode meant for compromise that replaces every live credential at once (leak). */
-  leakReplace: boolean;
-  /** One-line summary for `rekey plan`: what consumers experience. */
-  consumerImpact: string;
-}
+/** What a provider kind can do: described in policy/capabilities.ts, which the policy loader reads without adapters. */
+export type { Capabilities, IssueMode } from "../policy/capabilities.ts";
 
 /** A credential as the engine tracks it: an id at the provider, never the value. */
 export interface CredentialHandle {

@@ -64,20 +64,12 @@ export const RotationJobData = z.object({
   lastReminderAt: z.number().int().optional(),
   /** Set when the rotation was flagged needs-attention, so the alert is sent once. */
   attentionSince: z.number().int().optional(),
+  /**
+   * The failure path is under way (Run.fail), with the error that started it: an interrupted
+   * clean-up resumes as clean-up, never as the step that failed.
+   */
+  failing: z.string().optional(),
+  /** The failure that started the failure path needs a person (AttentionError): the rotation ends needs-attention. */
+  failingAttention: z.boolean().optional(),
 });
 export type RotationJobData = z.infer<typeof RotationJobData>;
-
-/** BullMQ custom job ids may not contain ':'; '@' cannot appear in a policy id. */
-export function scheduledJobId(policyId: string, slot: number): string {
-  return `sched@${policyId}@${slot}`;
-}
-export function manualJobId(policyId: string, rotationId: string): string {
-  return `manual@${policyId}@${rotationId}`;
-}
-export function leakJobId(policyId: string, rotationId: string): string {
-  return `leak@${policyId}@${rotationId}`;
-}
-/** One offboarding rotation per (member, policy): a re-run finds the same job and never duplicates it. */
-export function offboardJobId(member: string, policyId: string): string {
-  return `offboard@${member.toLowerCase()}@${policyId}`;
-}

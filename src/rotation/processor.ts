@@ -18,7 +18,7 @@ export async function processRotation(deps: EngineDeps, sleep: (ms: number) => P
     const first = parsed.error.issues[0];
     throw new UnrecoverableError(`rotation job ${job.id}: invalid job data at ${first?.path.join(".") || "(root)"}: ${first?.message}`);
   }
-  let data: Data = { ...parsed.data, failing: (job.data as Data).failing, failingAttention: (job.data as Data).failingAttention };
+  let data: Data = parsed.data;
   const abort = signal ?? new AbortController().signal;
   const policy = deps.policies.get(data.policyId);
   if (!policy) return policyMissing(deps, job, data, token);

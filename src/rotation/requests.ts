@@ -15,7 +15,8 @@ import type { SecretStore } from "../stores/types.ts";
 import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
 import type { PolicySource } from "./engine.ts";
 import { refOf } from "./scope.ts";
-import { leakJobId, manualJobId, type Reason, type RotationJobData, scheduledJobId } from "./job.ts";
+import { type Reason, type RotationJobData } from "./job.ts";
+import { leakJobId, manualJobId, scheduledJobId } from "./job-ids.ts";
 import type { RekeyState } from "./state.ts";
 
 /** A refusal the API turns into a 4xx with this status. Never carries a value. */

@@ -30,8 +30,8 @@ export interface StepOutcome {
 /** A step of the protocol (steps/index.ts): reads the outside truth, acts, hands back the next cursor. */
 export type StepFn = (run: Run) => Promise<StepOutcome>;
 
-/** Failure-path marker kept in job data so an interrupted cleanup resumes as cleanup. */
-export type Data = RotationJobData & { failing?: string; failingAttention?: boolean };
+/** The job's data as a run holds it (the failure path's marker included: job.ts, `failing`). */
+export type Data = RotationJobData;
 
 /**
  * Park the job until `until` without holding a worker slot (and without using an attempt).

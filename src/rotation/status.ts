@@ -6,7 +6,7 @@
  */
 import type { Queue } from "bullmq";
 import type { Policy } from "../policy/schema.ts";
-import { capabilitiesOf } from "../providers/capabilities.ts";
+import { capabilitiesOf } from "../policy/capabilities.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
 import type { RekeyState } from "./state.ts";
 import type { RotationRecord } from "./state/records.ts";

@@ -3,7 +3,7 @@
  * next check time in a min-heap, so a tick looks only at the policies that are due.
  *
  * Replicas and restarts converge through two things:
- * - the job id of a slot is deterministic (`sched:<policyId>:<slot epoch ms>`), so the queue holds
+ * - the job id of a slot is deterministic (rotation/job-ids.ts, scheduledJobId), so the queue holds
  *   at most one job per slot;
  * - a marker per policy in Redis records the last slot handled, advanced by one Lua script (a
  *   compare-and-set), so of several replicas ticking at once exactly one enqueues a slot, and a
@@ -24,6 +24,7 @@ import { type Policy } from "../policy/schema.ts";
 import { errorMessage } from "../errors.ts";
 import { DueHeap } from "./due-heap.ts";
 import { scheduleKey, slotSource, type SlotSource } from "./slots.ts";
+import { scheduledJobId } from "../rotation/job-ids.ts";
 import { RedisKeys } from "../rotation/keys.ts";
 import { type MissedSlot, ScheduleMarks, type SlotOp, type SlotReply } from "../rotation/state/schedule-marks.ts";
 
@@ -31,7 +32,7 @@ export interface EnqueueRequest {
   policyId: string;
   /** The slot (epoch ms) this rotation belongs to. */
   slot: number;
-  /** `sched:<policyId>:<slot>`: the queue job id, identical on every replica. */
+  /** The queue job id (scheduledJobId), identical on every replica: the enqueue must use it. */
   jobId: string;
 }
 
@@ -69,11 +70,6 @@ export interface TickReport {
   enqueued: EnqueueRequest[];
   missed: { policyId: string; slot: number }[];
   failed: { policyId: string; slot: number; error: string }[];
-}
-
-/** The queue job id of a policy's slot: the same on every replica. */
-export function schedJobId(policyId: string, slot: number): string {
-  return `sched:${policyId}:${slot}`;
 }
 
 interface Entry {
@@ -258,7 +254,7 @@ export class Scheduler {
 
     const done: SlotAction[] = [];
     await this.pool(claimed, async ({ e, slot }) => {
-      const req: EnqueueRequest = { policyId: e.policy.id, slot, jobId: schedJobId(e.policy.id, slot) };
+      const req: EnqueueRequest = { policyId: e.policy.id, slot, jobId: scheduledJobId(e.policy.id, slot) };
       try {
         await this.deps.enqueue(req);
         report.enqueued.push(req);

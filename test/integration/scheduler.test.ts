@@ -96,7 +96,7 @@ describe("Scheduler", () => {
     await s.tick();
     clock = slot + 5_000;
     await s.tick();
-    expect(enqueued).toEqual([{ policyId: p.id, slot, jobId: `sched:${p.id}:${slot}` }]);
+    expect(enqueued).toEqual([{ policyId: p.id, slot, jobId: `sched@${p.id}@${slot}` }]);
     expect(s.nextDue(p.id)).toBe(slot + H);
     expect(await redis.hget(`${prefix}:sched:last:${p.id}`, "last")).toBe(String(slot));
   });
@@ -152,7 +152,7 @@ describe("Scheduler", () => {
     const after = replica();
     after.s.setPolicies([p]);
     const report = await after.s.tick();
-    expect(report.enqueued).toEqual([{ policyId: p.id, slot: Date.parse("2025-06-02T10:30:00Z"), jobId: `sched:${p.id}:${Date.parse("2025-06-02T10:30:00Z")}` }]);
+    expect(report.enqueued).toEqual([{ policyId: p.id, slot: Date.parse("2025-06-02T10:30:00Z"), jobId: `sched@${p.id}@${Date.parse("2025-06-02T10:30:00Z")}` }]);
     expect(await after.s.missed()).toEqual([]);
   });
 
@@ -237,7 +237,7 @@ describe("Scheduler", () => {
     clock += 10_000;
     expect((await b.s.tick()).enqueued).toEqual([]);
     clock += 25_000;
-    expect((await b.s.tick()).enqueued.map((r) => r.jobId)).toEqual([`sched:${p.id}:${Date.parse("2025-06-02T12:00:00Z")}`]);
+    expect((await b.s.tick()).enqueued.map((r) => r.jobId)).toEqual([`sched@${p.id}@${Date.parse("2025-06-02T12:00:00Z")}`]);
   });
 
   it("reports a slot as missed when its enqueue keeps failing past the window", async () => {

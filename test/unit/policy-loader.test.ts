@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PolicyError, type PolicyIssue } from "../../src/errors.ts";
-import { isCutover } from "../../src/providers/capabilities.ts";
+import { isCutover } from "../../src/policy/capabilities.ts";
 import { loadPolicies, loadPoliciesOrThrow, loadPolicyFile, parsePolicyText } from "../../src/policy/loader.ts";
 import { PROVIDER_KINDS } from "../../src/policy/schema.ts";
 

@@ -2,7 +2,7 @@
 import { type Command, Option } from "commander";
 import { errorMessage, formatPolicyIssue } from "../../errors.ts";
 import { loadPolicies } from "../../policy/loader.ts";
-import { capabilitiesOf } from "../../providers/capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { RequestError } from "../../rotation/requests.ts";
 import { collectStatus, jobViewer } from "../../rotation/status.ts";
 import { persistedNextDue } from "../../scheduler/next-due.ts";

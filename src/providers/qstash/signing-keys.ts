@@ -14,7 +14,7 @@
  * it holds.
  */
 import { PermanentError, VerificationError } from "../../errors.ts";
-import { capabilitiesOf } from "../capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { type IssuedCredential, type Provider, type ProviderContext } from "../types.ts";
 import { bearer, createQStashHttp, endpoint, QSTASH_DATA_PLANE, SigningKeys, withAdvice, type QStashDeps } from "./client.ts";
 

@@ -8,7 +8,7 @@
  */
 import { PermanentError, VerificationError } from "../../errors.ts";
 import { type ProviderConfigOf } from "../../policy/schema.ts";
-import { capabilitiesOf } from "../capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { HttpStatusError } from "../http.ts";
 import { type CredentialHandle, type Provider, type ProviderContext } from "../types.ts";
 import {

@@ -19,7 +19,7 @@
  */
 import { z } from "zod";
 import { PermanentError, VerificationError } from "../../errors.ts";
-import { capabilitiesOf } from "../capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { HttpStatusError } from "../http.ts";
 import { type Provider, type ProviderContext } from "../types.ts";
 import { belongsToSuccessor, snykClient, withAdvice, type SnykAuth, type SnykClient, type SnykDeps } from "./client.ts";

@@ -23,7 +23,7 @@
  */
 import { z } from "zod";
 import { AttentionError, PermanentError, VerificationError } from "../../errors.ts";
-import { capabilitiesOf } from "../capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { describeCall, HttpStatusError } from "../http.ts";
 import { type CredentialHandle, type IssuedCredential, type Provider, type ProviderContext } from "../types.ts";
 import { type ProviderConfigOf } from "../../policy/schema.ts";

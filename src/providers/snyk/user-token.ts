@@ -5,7 +5,7 @@
  * `rekey submit`, checks it with `GET /rest/self`, and tells the consumers.
  */
 import { VerificationError } from "../../errors.ts";
-import { capabilitiesOf } from "../capabilities.ts";
+import { capabilitiesOf } from "../../policy/capabilities.ts";
 import { HttpStatusError } from "../http.ts";
 import { type Provider } from "../types.ts";
 import { belongsToSuccessor, snykClient, type SnykDeps } from "./client.ts";

@@ -1,10 +1,37 @@
 /**
  * What each provider kind can do, as data: the policy loader and `rekey plan` read it without
- * loading adapters, and the adapters return the same answers. Keyed by kind, so a new kind fails
- * to compile until it is described here.
+ * loading adapters, and the adapters return the same answers (providers/types.ts re-exports the
+ * types). Keyed by kind, so a new kind fails to compile until it is described here.
  */
-import type { ProviderConfig, ProviderConfigOf, ProviderKind } from "../policy/schema.ts";
-import type { Capabilities } from "./types.ts";
+import type { ProviderConfig, ProviderConfigOf, ProviderKind } from "./schema.ts";
+
+/** How a new credential comes to exist. */
+export type IssueMode =
+  /** The provider holds two at once: the old one keeps working until revoked. */
+  | "overlap"
+  /** A reset makes a new value and kills the old one at once (cut-over). */
+  | "reset"
+  /** Only a human can issue it (web UI); the value is submitted back to rekey. */
+  | "human";
+
+export interface Capabilities {
+  issue: IssueMode;
+  /** Does the old credential keep working after the new one is issued? false = cut-over. */
+  oldSurvivesIssue: boolean;
+  /** How the new value is checked before promotion; "none" where the provider offers no check. */
+  verify: "identity" | "none";
+  /** How the old credential is revoked: by API, not at all (it already died), or by the next roll (signing keys). */
+  revoke: "api" | "none" | "next-roll";
+  /** Can the provider list credentials by owner (offboarding finds unmanaged ones)? */
+  listByOwner: boolean;
+  /** Does the provider report when a credential was last used (usage confirmations)? */
+  reportsLastUse: boolean;
+  /** Has a mode meant for compromise that replaces every live credential at once (leak). */
+  leakReplace: boolean;
+  /** One-line summary for `rekey plan`: what consumers experience. */
+  consumerImpact: string;
+}
+
 
 type CapabilityTable = { [K in ProviderKind]: (config: ProviderConfigOf<K>) => Capabilities };
 
