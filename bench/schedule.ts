@@ -1,8 +1,8 @@
 /**
  * Child process: the scale of the schedule. Loads, validates and schedules every policy file in
- * a folder with the scheduler's own start-up path (startScheduler: loadPolicies + Scheduler), runs
+ * a folder with the scheduler's own start-up path (PolicySet.reload, then startScheduler), runs
  * the first tick (every policy's slot marker synced in Redis), then re-applies single changed
- * files. The reference, measured in the same process right after: a plain walk + read + YAML
+ * files (PolicySet.reloadFile; the scheduler follows the set). The reference, measured in the same process right after: a plain walk + read + YAML
  * parse (the `yaml` package) of the same files.
  *
  *   tsx bench/schedule.ts --dir <policy folder> --redis <url> --reloads <n>
@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { parse as parseYaml } from "yaml";
 import { createLogger } from "../src/log.ts";
-import { loadPolicies, loadPolicyFile } from "../src/policy/loader.ts";
+import { PolicySet } from "../src/policy/policy-set.ts";
 import { startScheduler } from "../src/scheduler/runner.ts";
 import { emitResult } from "./lib/child.ts";
 import { policyText } from "./lib/policies.ts";
@@ -51,16 +51,16 @@ const prefix = `rekey-bench-sched-${process.pid}-${Date.now()}`;
 
 const rssBeforeBytes = process.memoryUsage().rss;
 const t0 = performance.now();
-const handle = await startScheduler({
+const set = new PolicySet([dir]);
+const loaded = await set.reload();
+if (loaded.issues.length) throw new Error(`${loaded.issues.length} problem(s) in the generated policies`);
+const handle = startScheduler({
   redis,
   prefix,
   now: Date.now,
   log,
-  policyPaths: [dir],
+  policies: set,
   tickMs: 3_600_000,
-  watch: false,
-  loadPolicies,
-  loadPolicyFile,
   enqueue: async () => {},
 });
 const loadMs = performance.now() - t0;
@@ -82,7 +82,7 @@ for (let k = 0; k < reloads; k++) {
   const i = Number(/policy-(\d+)\.yaml$/.exec(file)?.[1]);
   writeFileSync(file, policyText(i, k + 1));
   const t = performance.now();
-  const report = await handle.reloadFile(file);
+  const report = await set.reloadFile(file);
   reloadMs.push(performance.now() - t);
   if (report.upserted !== 1 || report.issues.length) issues++;
 }

@@ -187,7 +187,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const providers = opts.providers ?? createProviders({ now, fetch: opts.requestTimeoutMs ? timedFetch(opts.requestTimeoutMs) : undefined });
   const policies = new PolicySet(opts.policyPaths);
   if (opts.policyPaths.length) {
-    const issues = await policies.reload();
+    const { issues } = await policies.reload();
     if (issues.length) {
       await closeAll();
       throw new PolicyError(issues);

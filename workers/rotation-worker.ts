@@ -10,6 +10,7 @@
  */
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
+import { logReload } from "../src/policy/policy-set.ts";
 import { startHealthServer, startRotationWorker } from "../src/processes.ts";
 import type { CrashPoint } from "../src/rotation/engine.ts";
 import { createRuntime } from "../src/runtime.ts";
@@ -47,15 +48,9 @@ const worker = startRotationWorker(rt, {
 log.info({ concurrency: config.workerConcurrency, pid: process.pid }, "rotation worker started");
 const health = config.healthPort === undefined ? undefined : await startHealthServer(rt, { role: "worker", host: config.healthHost, port: config.healthPort, log });
 
-const unwatch = rt.policies.watch((issues) => {
-  for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
-  if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
-});
+const unwatch = rt.policies.watch((report) => logReload(log, rt.policies, report));
 process.on("SIGHUP", () => {
-  void rt.policies.reload().then((issues) => {
-    for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
-    if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
-  });
+  void rt.policies.reload().then((report) => logReload(log, rt.policies, report));
 });
 const stop = async (signal: string) => {
   log.info({ signal }, "stopping: finishing the steps in progress");

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { loadPolicies, loadPolicyFile } from "../../src/policy/loader.ts";
+import { PolicySet } from "../../src/policy/policy-set.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { startScheduler, type SchedulerHandle } from "../../src/scheduler/runner.ts";
 import { nextSlots } from "../../src/scheduler/slots.ts";
@@ -21,7 +21,7 @@ describe("scheduled rotations", () => {
   let admin: { id: string; value: string };
   let managed: { id: string; value: string };
   let policy: PolicyInput;
-  const runners: SchedulerHandle[] = [];
+  const runners: { stop(): Promise<void> }[] = [];
 
   beforeEach(async () => {
     ld = await startLaunchDarklyFake();
@@ -48,20 +48,27 @@ describe("scheduled rotations", () => {
   });
 
   async function runner(now: () => number): Promise<SchedulerHandle> {
-    const h = await startScheduler({
+    // Each replica has its own policy set watching the folder, as a scheduler process has.
+    const policies = new PolicySet([dir]);
+    await policies.reload();
+    const unwatch = policies.watch(() => undefined, 20);
+    const h = startScheduler({
       redis: stack.rt.redis,
       prefix: stack.prefix,
       now,
       log: (await import("../../src/log.ts")).createLogger({ level: "silent" }),
-      policyPaths: [dir],
+      policies,
       tickMs: 3_600_000, // ticks are driven by the test
-      loadPolicies,
-      loadPolicyFile,
-      enqueue: async ({ policyId, slot }) => {
-        await stack.rt.rotations.enqueue({ policyId, reason: "scheduled", actor: "scheduler", slot });
+      enqueue: async ({ policyId, slot, jobId }) => {
+        await stack.rt.rotations.enqueue({ policyId, reason: "scheduled", actor: "scheduler", slot, jobId });
       },
     });
-    runners.push(h);
+    runners.push({
+      stop: async () => {
+        unwatch();
+        await h.stop();
+      },
+    });
     return h;
   }
 

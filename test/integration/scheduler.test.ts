@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { type Redis } from "ioredis";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { loadPolicies, loadPolicyFile } from "../../src/policy/loader.ts";
+import { PolicySet } from "../../src/policy/policy-set.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { startScheduler, type SchedulerHandle } from "../../src/scheduler/runner.ts";
 import { Scheduler, type EnqueueRequest, type SchedulerDeps } from "../../src/scheduler/scheduler.ts";
@@ -276,15 +276,17 @@ describe("Scheduler", () => {
   });
 });
 
-describe("startScheduler", () => {
+describe("startScheduler: the scheduler follows the policy set", () => {
   let dir: string;
   let handle: SchedulerHandle | undefined;
+  let unwatch: (() => void) | undefined;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "rekey-sched-"));
   });
 
   afterEach(async () => {
+    unwatch?.();
     await handle?.stop();
     handle = undefined;
     rmSync(dir, { recursive: true, force: true });
@@ -294,43 +296,41 @@ describe("startScheduler", () => {
     const conn = connect();
     extraConnections.push(conn);
     const enqueued: EnqueueRequest[] = [];
-    handle = await startScheduler({
+    const policies = new PolicySet([dir]);
+    await policies.reload();
+    unwatch = watch ? policies.watch(() => undefined, 20) : undefined;
+    handle = startScheduler({
       redis: conn,
       prefix,
       now: () => clock,
       enqueue: async (req) => void enqueued.push(req),
       log: pino({ level: "debug" }, { write: (line: string) => void logLines.push(JSON.parse(line) as Record<string, unknown>) }),
-      policyPaths: [dir],
+      policies,
       tickMs: 60_000,
-      loadPolicies,
-      loadPolicyFile,
-      watch,
-      debounceMs: 20,
     });
-    return { handle, enqueued };
+    return { handle, enqueued, policies };
   }
 
   it("applies a changed file, keeps the last good version of an invalid edit, and unschedules a removed file", async () => {
     const file = join(dir, "ld.yaml");
     writeFileSync(file, policyYaml("ld-app", "0 14 * * *"));
     writeFileSync(join(dir, "other.yaml"), policyYaml("other", "0 6 * * *"));
-    const { handle: h } = await start(false);
+    const { handle: h, policies } = await start(false);
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T12:00:00Z")); // 14:00 in Berlin (CEST)
 
     writeFileSync(file, policyYaml("ld-app", "0 18 * * *"));
-    const applied = await h.reloadFile(file);
+    const applied = await policies.reloadFile(file);
     expect(applied).toEqual({ upserted: 1, removed: 0, issues: [] });
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T16:00:00Z"));
 
     writeFileSync(file, policyYaml("ld-app", "0 18 * *"));
-    const bad = await h.reloadFile(file);
+    const bad = await policies.reloadFile(file);
     expect(bad.issues.length).toBeGreaterThan(0);
     expect(bad.issues[0]!.path).toContain("schedule.cron");
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T16:00:00Z"));
-    expect(logLines.some((l) => l.level === 50 && String(l.msg).includes("keep their last good version"))).toBe(true);
 
     // A full reload with the broken file still keeps it; the other file is untouched.
-    const full = await h.reload();
+    const full = await policies.reload();
     expect(full.issues.length).toBeGreaterThan(0);
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T16:00:00Z"));
     expect(h.scheduler.has("other")).toBe(true);
@@ -338,12 +338,12 @@ describe("startScheduler", () => {
     // The same id in a second file is refused.
     const dup = join(dir, "dup.yaml");
     writeFileSync(dup, policyYaml("other", "0 1 * * *"));
-    expect((await h.reloadFile(dup)).issues.map((i) => i.path)).toEqual(["id"]);
+    expect((await policies.reloadFile(dup)).issues.map((i) => i.path)).toEqual(["id"]);
     expect(h.scheduler.nextDue("other")).toBe(Date.parse("2025-06-03T04:00:00Z"));
     unlinkSync(dup);
 
     unlinkSync(file);
-    expect(await h.reloadFile(file)).toEqual({ upserted: 0, removed: 1, issues: [] });
+    expect(await policies.reloadFile(file)).toEqual({ upserted: 0, removed: 1, issues: [] });
     expect(h.scheduler.has("ld-app")).toBe(false);
     expect(h.scheduler.has("other")).toBe(true);
   });

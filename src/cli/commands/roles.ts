@@ -4,7 +4,7 @@ import { AuditShipper, auditSinkMetrics, sinkFor } from "../../audit/sink.ts";
 import { leakResponseFor } from "../../leak/leak.ts";
 import { openLeakIncidents, rotationMetrics, stateMetrics } from "../../observe/metrics.ts";
 import { errorMessage } from "../../errors.ts";
-import { loadPolicies, loadPolicyFile } from "../../policy/loader.ts";
+import { logReload } from "../../policy/policy-set.ts";
 import { persistedNextDue } from "../../scheduler/next-due.ts";
 import { roleRegistry, startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
 import { workerDefaults } from "../../rotation/defaults.ts";
@@ -36,7 +36,6 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
   const { config, log, rt } = ctx;
   const running: Stoppable[] = [];
   let nextDue: ((id: string) => number | undefined) | undefined;
-  let reloadScheduler: (() => Promise<unknown>) | undefined;
   let reloadTls: (() => void) | undefined;
   try {
     if (config.auditSink) {
@@ -53,23 +52,18 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       running.push({ stop: () => shipper.stop() });
     }
     if (roles.includes("scheduler")) {
-      const sched = await startScheduler({
+      const sched = startScheduler({
         redis: rt.redis,
         prefix: rt.prefix,
         now: Date.now,
         log,
-        policyPaths: [config.policyDir],
+        policies: rt.policies,
         tickMs: config.schedulerTickMs,
-        loadPolicies,
-        loadPolicyFile,
-        enqueue: async ({ policyId, slot }) => {
-          // The scheduler's own watch may have seen a new policy file before this set did.
-          if (!rt.policies.get(policyId)) await rt.policies.reload();
-          await rt.rotations.enqueue({ policyId, reason: "scheduled", actor: "scheduler", slot });
+        enqueue: async ({ policyId, slot, jobId }) => {
+          await rt.rotations.enqueue({ policyId, reason: "scheduled", actor: "scheduler", slot, jobId });
         },
       });
       nextDue = (id) => sched.scheduler.nextDue(id);
-      reloadScheduler = () => sched.reload();
       running.push({ stop: () => sched.stop() });
       if (config.reconcileEveryMs !== undefined) {
         // What Redis forgot (a failover, a wipe) is repaired where that is safe; see docs/redis.md.
@@ -118,15 +112,10 @@ async function runRoles(io: CliIo, roles: Role[], opts: RoleOptions): Promise<vo
       // Started last, so it stops first: readiness goes away before the roles drain.
       running.push(await startHealthServer(rt, { role: roles.join("+"), host: config.healthHost, port: healthPort, log, registry }));
     }
-    const unwatch = rt.policies.watch((issues) => {
-      for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, `${i.message} (the last good policies stay in force)`);
-      if (!issues.length) log.info({ policies: rt.policies.all().length }, "policies reloaded");
-    });
+    const unwatch = rt.policies.watch((report) => logReload(log, rt.policies, report));
     running.push({ stop: async () => unwatch() });
     await untilStopped(log, async () => {
-      const issues = await rt.policies.reload();
-      for (const i of issues) log.error({ file: i.file, line: i.line, path: i.path }, i.message);
-      await reloadScheduler?.();
+      logReload(log, rt.policies, await rt.policies.reload());
       try {
         reloadTls?.();
       } catch (err) {
