@@ -20,6 +20,7 @@ import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
 import type { ProviderRates } from "./rotation/pacing.ts";
 import { leakHandOffJobId } from "./rotation/job-ids.ts";
+import { ProviderGateway } from "./rotation/gateway.ts";
 import { RedisKeys } from "./rotation/keys.ts";
 import { Rotations } from "./rotation/requests.ts";
 import { RekeyState } from "./rotation/state.ts";
@@ -67,6 +68,8 @@ export interface Runtime {
   providers: ProviderRegistry;
   policies: PolicySet;
   rotations: Rotations;
+  /** Every provider call and store write of this process (gateway.ts). */
+  gateway: ProviderGateway;
   /** Named API tokens (`rekey token`, the API's guard). */
   tokens: ApiTokens;
   engine: RotationEngine;
@@ -198,7 +201,11 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     if (policy.notify.length === 0) return;
     await enqueueNotification(notifyQueue, policy, event, now);
   };
+  // One gateway for every provider call and store write of this process: the engine's, a
+  // submission's, offboarding's (context, pacing, the 429 gate, the AWS write pacing).
+  const gateway = new ProviderGateway({ state, providers, resolve, now, providerRates: opts.providerRates, awsWritesPerSecond: opts.awsWritesPerSecond });
   const engine = new RotationEngine({
+    gateway,
     state,
     audit,
     store,
@@ -215,15 +222,13 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     now,
     log: opts.log,
     fingerprintKey: opts.fingerprintKey,
-    awsWritesPerSecond: opts.awsWritesPerSecond,
     // A provider carrying out a create it received long after rekey gave up on it is unlikely:
     // four request budgets (the default budget of 15 s gives the cap).
     lostRequestSettleMs: Math.min(engineDefaults.resetSettleMs, 4 * (opts.requestTimeoutMs ?? 15_000)),
-    providerRates: opts.providerRates,
     crashAt: opts.crashAt,
     observer: opts.observer,
   });
-  const rotations = new Rotations({ queue, state, audit, policies, now, store, providers, resolve, fingerprintKey: opts.fingerprintKey, notify });
+  const rotations = new Rotations({ queue, state, audit, policies, now, store, gateway, fingerprintKey: opts.fingerprintKey, notify });
   return {
     redis,
     queue,
@@ -234,6 +239,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     providers,
     policies,
     rotations,
+    gateway,
     tokens: new ApiTokens(redis, prefix, now),
     engine,
     resolve,

@@ -20,13 +20,12 @@ import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import type { Audit } from "../audit/audit.ts";
 import { errorMessage, RateLimitedError } from "../errors.ts";
-import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
+import type { Policy, ProviderConfig } from "../policy/schema.ts";
 import { capabilitiesOf } from "../policy/capabilities.ts";
-import { paceRequests } from "../providers/http.ts";
 import type { OwnedCredential, Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import { providerScope, refOf } from "../rotation/scope.ts";
 import { offboardJobId } from "../rotation/job-ids.ts";
-import { ProviderPacer, RateLimiter } from "../rotation/pacing.ts";
+import type { ProviderGateway } from "../rotation/gateway.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import type { RotationRecord } from "../rotation/state/records.ts";
@@ -92,7 +91,8 @@ export interface OffboardingDeps {
   policies: { all(): Policy[]; get(id: string): Policy | undefined; file?(id: string): string | undefined };
   providers: ProviderRegistry;
   store: Pick<SecretStore, "getCurrent" | "getVersion">;
-  resolve(ref: CredentialRef): Promise<string>;
+  /** Every provider call goes through it, as the workers' do (gateway.ts). */
+  gateway: Pick<ProviderGateway, "open">;
   now(): number;
   /** Longest rate-limit wait taken in-process while listing; longer ends the listing with an error. Default 30 s. */
   maxRateWaitMs?: number;
@@ -189,12 +189,12 @@ export class Offboarding {
     }
     const seen = new Set<string>();
     const ownersOf = new Map<string, Map<string, string>>();
-    for (const [scope, p] of scopes) {
+    for (const p of scopes.values()) {
       const provider = this.deps.providers[p.provider.kind] as Provider;
       const account = accountOf(p.provider);
       let listed: OwnedCredential[];
       try {
-        listed = await this.call(p, scope, (ctx) => provider.listByOwner!(ctx, member));
+        listed = await this.call(p, (ctx) => provider.listByOwner!(ctx, member));
       } catch (err) {
         listingErrors.push({ provider: p.provider.kind, account, error: errorMessage(err) });
         continue;
@@ -211,7 +211,7 @@ export class Offboarding {
         // out of the owners (its lock is released) after deleting it: what the provider no longer
         // lists is gone, not unmanaged.
         try {
-          const still = new Set((await this.call(p, scope, (ctx) => provider.listByOwner!(ctx, member))).map((c) => c.credentialId));
+          const still = new Set((await this.call(p, (ctx) => provider.listByOwner!(ctx, member))).map((c) => c.credentialId));
           listed = listed.filter((c) => known.has(c.credentialId) || still.has(c.credentialId));
         } catch (err) {
           listingErrors.push({ provider: p.provider.kind, account, error: errorMessage(err) });
@@ -255,7 +255,7 @@ export class Offboarding {
       if (rec?.newCredentialId) out.set(rec.newCredentialId, p.id);
       for (const v of values) {
         try {
-          const handle = await this.call(p, providerScope(p.provider), (ctx) => provider.identify(ctx, v));
+          const handle = await this.call(p, (ctx) => provider.identify(ctx, v));
           if (handle.credentialId) out.set(handle.credentialId, p.id);
         } catch {
           // A value that no longer works (already revoked) owns nothing to find.
@@ -265,31 +265,17 @@ export class Offboarding {
     return out;
   }
 
-  /** A provider call outside a rotation: behind the same shared gate and pacing as the workers'. */
-  private async call<T>(policy: Policy, scope: string, fn: (ctx: ProviderContext) => Promise<T>): Promise<T> {
-    const { state } = this.deps;
-    const ctx: ProviderContext = {
-      config: policy.provider,
-      policyId: policy.id,
-      rotationId: randomUUID(),
-      signal: AbortSignal.timeout(120_000),
-      resolve: this.deps.resolve,
-      now: this.deps.now,
-      reason: "offboarding",
-    };
-    const pacer = new ProviderPacer({
-      limiter: new RateLimiter(state.redis, state.keys),
-      scope,
-      now: this.deps.now,
-      sleep: this.sleep,
-    });
-    paceRequests(ctx.signal, pacer);
+  /**
+   * A provider call outside a rotation, through the gateway like the workers' (the same context,
+   * pacing and shared 429 gate); a 429 is waited out here, up to maxRateWaitMs in all.
+   */
+  private async call<T>(policy: Policy, fn: (ctx: ProviderContext) => Promise<T>): Promise<T> {
+    const calls = this.deps.gateway.open(policy, { rotationId: randomUUID(), reason: "offboarding", timeoutMs: 120_000, rotation: false });
     for (let waited = 0; ; ) {
       try {
-        return await fn(ctx);
+        return await calls.call(() => fn(calls.ctx()));
       } catch (err) {
         if (!(err instanceof RateLimitedError)) throw err;
-        await state.gates.close(scope, err.retryAt);
         const wait = Math.max(0, err.retryAt - this.deps.now());
         if (waited + wait > (this.deps.maxRateWaitMs ?? 30_000)) throw err;
         waited += wait;
@@ -406,6 +392,6 @@ function accountOf(config: ProviderConfig): string {
 }
 
 /** The offboarding service of a runtime (API and CLI). */
-export function offboardingFor(rt: Pick<Runtime, "state" | "audit" | "rotations" | "policies" | "providers" | "store" | "resolve">, now: () => number = Date.now): Offboarding {
-  return new Offboarding({ state: rt.state, audit: rt.audit, rotations: rt.rotations, policies: rt.policies, providers: rt.providers, store: rt.store, resolve: rt.resolve, now });
+export function offboardingFor(rt: Pick<Runtime, "state" | "audit" | "rotations" | "policies" | "providers" | "store" | "gateway">, now: () => number = Date.now): Offboarding {
+  return new Offboarding({ state: rt.state, audit: rt.audit, rotations: rt.rotations, policies: rt.policies, providers: rt.providers, store: rt.store, gateway: rt.gateway, now });
 }

@@ -24,9 +24,10 @@ import { HttpStatusError } from "../providers/http.ts";
 import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { Provider, ProviderContext, ProviderRegistry } from "../providers/types.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
+import { refOf } from "../rotation/scope.ts";
 import type { RekeyState } from "../rotation/state.ts";
 import { TERMINAL } from "../rotation/state/records.ts";
-import { AWSPREVIOUS, type SecretRef, type SecretStore } from "../stores/types.ts";
+import { AWSPREVIOUS, type SecretStore } from "../stores/types.ts";
 
 export interface ReconcileDeps {
   state: RekeyState;
@@ -58,10 +59,6 @@ export interface Observation {
 const ACTOR = "reconcile";
 /** One provider or store request of a reconcile pass gives up after this. */
 const REQUEST_BUDGET_MS = 15_000;
-
-function refOf(p: Policy): SecretRef {
-  return { secretId: p.target.secretId, region: p.target.region, jsonKey: p.target.jsonKey };
-}
 
 /**
  * Look at one policy, and (unless `dryRun`) repair what is safe. `previous`: what the last pass

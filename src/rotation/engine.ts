@@ -21,7 +21,7 @@ import type { NotificationInput } from "../notify/outbox.ts";
 import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
-import type { ProviderRates } from "./pacing.ts";
+import type { ProviderGateway } from "./gateway.ts";
 import { processRotation } from "./processor.ts";
 import type { RekeyState } from "./state.ts";
 
@@ -47,7 +47,7 @@ export interface EngineDeps {
   wake(jobId: string): Promise<void>;
   /**
    * Queue a leak rotation of the policy for rotation `endedRotationId`, which a leak joined and
-   * which ended without finishing the leak's work (state.ts, leakHandOffDue). Idempotent per
+   * which ended without finishing the leak's work (state/records.ts, leakHandOffDue). Idempotent per
    * ended rotation; resolves to the new rotation's id.
    */
   requeueLeak(policyId: string, endedRotationId: string): Promise<string>;
@@ -61,10 +61,8 @@ export interface EngineDeps {
    * swept again after it. Default: 4 × the request budget, at most engineDefaults.resetSettleMs.
    */
   lostRequestSettleMs?: number;
-  /** AWS write pacing (per region, shared by all workers through Redis); default 50/s. */
-  awsWritesPerSecond?: number;
-  /** Per-kind overrides of the documented provider limits paced proactively (pacing.ts); null turns one off. */
-  providerRates?: ProviderRates;
+  /** Every provider call and store write goes through it: context, pacing, 429 gate (gateway.ts). */
+  gateway: ProviderGateway;
   crashAt?: (point: CrashPoint) => void;
   sleep?: (ms: number) => Promise<void>;
   /** Step durations and failures for the metrics (src/observe/metrics.ts). */

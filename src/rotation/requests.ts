@@ -9,12 +9,11 @@ import type { Audit } from "../audit/audit.ts";
 import { equalConstantTime, fingerprint, tokenMatches } from "../consumers/fingerprint.ts";
 import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
-import type { CredentialRef, Policy } from "../policy/schema.ts";
-import type { Provider, ProviderRegistry } from "../providers/types.ts";
+import type { Policy } from "../policy/schema.ts";
 import type { SecretStore } from "../stores/types.ts";
 import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
 import type { PolicySource } from "./engine.ts";
-import { refOf } from "./scope.ts";
+import type { ProviderGateway } from "./gateway.ts";
 import { type Reason, type RotationJobData } from "./job.ts";
 import { leakJobId, manualJobId, scheduledJobId } from "./job-ids.ts";
 import type { RekeyState } from "./state.ts";
@@ -38,8 +37,8 @@ export interface RequestDeps {
   now(): number;
   /** Needed for human submissions. */
   store?: SecretStore;
-  providers?: ProviderRegistry;
-  resolve?(ref: CredentialRef): Promise<string>;
+  /** Needed for human submissions: the value is checked and stored through it, paced like the workers' calls. */
+  gateway?: Pick<ProviderGateway, "open">;
   fingerprintKey?: string;
   /** Sends a notification to the policy's targets (consumer failures are alerted). */
   notify?(policy: Policy, event: NotificationInput): Promise<void>;
@@ -232,8 +231,8 @@ export class Rotations {
    * a wrong value is refused with the reason and the rotation keeps waiting.
    */
   async submit(opts: { rotationId: string; value: string; actor: string }): Promise<{ policyId: string; versionId: string }> {
-    const { state, audit, store, providers, resolve } = this.deps;
-    if (!store || !providers || !resolve) throw new Error("submit needs the store, the providers and a credential resolver");
+    const { state, audit, store, gateway } = this.deps;
+    if (!store || !gateway) throw new Error("submit needs the store and the provider gateway");
     const rec = await state.records.get(opts.rotationId);
     if (!rec) throw new RequestError(404, `unknown rotation ${opts.rotationId}`);
     const policy = this.policy(rec.policyId);
@@ -242,37 +241,28 @@ export class Rotations {
     if (!value) throw new RequestError(400, "the submitted value is empty");
     // The old value still passes the provider's check until the owner resets it (and forever where
     // the old one survives issue): storing it would end the rotation with nothing rotated.
-    const current = await store.getCurrent(refOf(policy));
+    const calls = gateway.open(policy, { rotationId: opts.rotationId, reason: rec.reason as Reason, successor: rec.successor, timeoutMs: 30_000 });
+    const current = await store.getCurrent(calls.ref);
     if (current && equalConstantTime(current.value, value)) {
       const why = `that is the current value of ${policy.target.secretId} (version ${current.versionId}), not a new one: follow the instructions to get a new credential and submit that; the rotation keeps waiting`;
       await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "refused", actor: opts.actor, message: why });
       throw new RequestError(422, why);
     }
-    const provider = providers[policy.provider.kind] as Provider;
-    const ctx = {
-      config: policy.provider,
-      policyId: policy.id,
-      rotationId: opts.rotationId,
-      signal: AbortSignal.timeout(30_000),
-      resolve,
-      now: this.deps.now,
-      reason: rec.reason as Reason,
-      successor: rec.successor,
-    };
+    const { provider } = calls;
     try {
-      await provider.verify(ctx, value, {});
+      await calls.call(() => provider.verify(calls.ctx(), value, {}));
     } catch (err) {
       const why = errorMessage(err);
       await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "refused", actor: opts.actor, message: why });
       if (err instanceof VerificationError || (err as { status?: number }).status === 401) throw new RequestError(422, `the submitted value did not pass the ${policy.provider.kind} check: ${why}; the rotation keeps waiting`);
       throw err;
     }
-    const handle = await provider.identify(ctx, value).catch(() => ({ credentialId: undefined }));
-    await store.putPending(refOf(policy), opts.rotationId, value);
+    const handle = await calls.call(() => provider.identify(calls.ctx(), value)).catch(() => ({ credentialId: undefined }));
+    await calls.storeWrite(() => store.putPending(calls.ref, opts.rotationId, value));
     // The human step may have timed out while the value was checked: that rotation is over, so
     // take the value back out of AWSPENDING rather than reopen its record.
     if ((await state.records.get(opts.rotationId))?.endedAt !== undefined) {
-      await store.discardPending(refOf(policy), opts.rotationId);
+      await calls.storeWrite(() => store.discardPending(calls.ref, opts.rotationId));
       throw new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
     }
     const patch: Record<string, string> = {};

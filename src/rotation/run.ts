@@ -8,18 +8,16 @@ import type { ChainableCommander } from "ioredis";
 import type { AuditEntry } from "../audit/audit.ts";
 import { errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
 import type { Policy, ProviderConfig } from "../policy/schema.ts";
-import { paceRequests } from "../providers/http.ts";
 import type { Capabilities, Provider, ProviderContext } from "../providers/types.ts";
 import type { SecretRef, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
+import { execOrThrow } from "../util/redis-exec.ts";
 import { retryFast } from "./cutover.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps, EngineEvent } from "./engine.ts";
+import type { PolicyCalls } from "./gateway.ts";
 import type { RotationJobData } from "./job.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, RateLimiter, rateOf } from "./pacing.ts";
-import { providerScope, refOf, storeScope } from "./scope.ts";
 import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
-import { execOrThrow } from "../util/redis-exec.ts";
 
 export interface StepOutcome {
   data: Data;
@@ -49,16 +47,13 @@ export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: num
 
 /** One execution of one rotation job: the policy, the provider, the store, and the steps. */
 export class Run {
+  /** This run's calls to the provider and the store (gateway.ts). */
+  readonly calls: PolicyCalls;
   readonly provider: Provider;
   /** The policy's provider config, as the provider runs it for this rotation's reason. */
   readonly config: ProviderConfig;
   readonly caps: Capabilities;
   readonly ref: SecretRef;
-  readonly pScope: string;
-  readonly sScope: string;
-  readonly limiter: RateLimiter;
-  /** Until when the store's throttle gate counts as open for this run (storeWrite). */
-  private storeGateOpenUntil = 0;
   /** The record's leak flag as last read in this run. */
   leakSeen: boolean | undefined;
   /** The value this run issued and stored (a cut-over verifies it after promotion without re-reading it). */
@@ -76,20 +71,8 @@ export class Run {
     readonly signal: AbortSignal,
     readonly sleep: (ms: number) => Promise<void>,
   ) {
-    this.provider = deps.providers[policy.provider.kind] as Provider;
-    this.config = this.provider.rotationConfig?.(policy.provider as never, data.reason) ?? policy.provider;
-    this.caps = this.provider.capabilities(this.config as never);
-    this.ref = refOf(policy);
-    this.pScope = providerScope(policy.provider);
-    this.sScope = storeScope(this.ref);
-    this.limiter = new RateLimiter(deps.state.redis, deps.state.keys);
-    // Every HTTP request a provider makes with this run's signal (ctx().signal) is paced against
-    // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
-    // collecting 429s from requests already in flight.
-    paceRequests(
-      signal,
-      new ProviderPacer({ limiter: this.limiter, scope: this.pScope, rate: rateOf(policy.provider.kind, deps.providerRates), now: deps.now, sleep, signal }),
-    );
+    this.calls = deps.gateway.open(policy, { rotationId: data.rotationId, reason: data.reason, successor: data.successor, signal });
+    ({ provider: this.provider, config: this.config, caps: this.caps, ref: this.ref } = this.calls);
   }
 
   get now(): number {
@@ -115,16 +98,7 @@ export class Run {
   }
 
   ctx(): ProviderContext {
-    return {
-      config: this.config,
-      policyId: this.policy.id,
-      rotationId: this.data.rotationId,
-      signal: this.signal,
-      resolve: this.deps.resolve,
-      now: this.deps.now,
-      reason: this.data.reason,
-      successor: this.data.successor,
-    };
+    return this.calls.ctx();
   }
 
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
@@ -178,63 +152,14 @@ export class Run {
     }
   }
 
-  /** A provider call (paced: see the constructor); a 429 closes the gate for every worker. */
-  async providerCall<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof RateLimitedError) {
-        await this.deps.state.gates.close(this.pScope, err.retryAt);
-        throw new RateLimitedError(this.pScope, err.retryAt, err.message);
-      }
-      throw err;
-    }
+  /** A provider call, paced; a 429 closes the gate for every worker (gateway.ts). */
+  providerCall<T>(fn: () => Promise<T>): Promise<T> {
+    return this.calls.call(fn);
   }
 
-  /**
-   * A store call behind the AWS write pacing and the shared throttle gate. `writes` is how many
-   * quota-counted requests the call makes (promote: move AWSCURRENT, then drop AWSPENDING).
-   */
-  async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
-    const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
-    const limiter = this.limiter;
-    // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
-    // from its reservation until its answer, then for the window: it reached AWS in between, so
-    // network delay needs no margin (pacing.ts reserveHeld); only worker clock skew does.
-    const rate = { limit: perSec, windowMs: 1_000 + CLOCK_SKEW_MS };
-    let held: string[] = [];
-    for (;;) {
-      // The shared throttle gate, read again at most every OPEN_ADMIT_MS within a run (a
-      // rotation's two writes come milliseconds apart); this run's own throttling resets it.
-      if (this.storeGateOpenUntil <= this.now) {
-        const until = await this.deps.state.gates.until(this.sScope);
-        if (until > this.now) {
-          if (until - this.now > 2_000) throw new RateLimitedError(this.sScope, until);
-          await this.sleep(until - this.now);
-          continue;
-        }
-        this.storeGateOpenUntil = this.now + OPEN_ADMIT_MS;
-      }
-      if (!Number.isFinite(perSec)) break;
-      const r = await limiter.reserveHeld(this.sScope, writes, rate, this.now, AWS_WRITE_HOLD_MS);
-      if ("held" in r) {
-        held = r.held;
-        break;
-      }
-      // Longer than the window: the slot is held by a write still in flight, which settles sooner.
-      await this.sleep(r.waitMs > rate.windowMs + 1 ? AWS_WRITE_POLL_MS : r.waitMs);
-    }
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof RateLimitedError) {
-        this.storeGateOpenUntil = 0;
-        await this.deps.state.gates.close(this.sScope, err.retryAt);
-      }
-      throw err;
-    } finally {
-      await limiter.settle(this.sScope, held, this.now).catch(() => undefined);
-    }
+  /** A store call behind the AWS write pacing and the shared throttle gate (gateway.ts). */
+  storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
+    return this.calls.storeWrite(fn, writes);
   }
 
   async readVersion(versionId: string): Promise<StoredVersion | undefined> {

@@ -163,7 +163,7 @@ export function formatOffboardReport(r: OffboardReport): string {
 }
 
 /** `rekey offboard` against an open runtime; resolves to the exit code (0: safe to remove). */
-export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotations" | "policies" | "providers" | "store" | "resolve">, io: CliIo, member: string, opts: OffboardOptions, service?: Offboarding): Promise<number> {
+export async function runOffboard(rt: Pick<Runtime, "state" | "audit" | "rotations" | "policies" | "providers" | "store" | "gateway">, io: CliIo, member: string, opts: OffboardOptions, service?: Offboarding): Promise<number> {
   const offboarding = service ?? offboardingFor(rt);
   let report: OffboardReport;
   try {
