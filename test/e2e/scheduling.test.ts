@@ -82,9 +82,11 @@ describe("scheduled rotations", () => {
     expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(0);
 
     now = slot + 1_000;
-    await Promise.all([a.tick(), b.tick(), a.tick(), b.tick()]);
+    const reports = await Promise.all([a.tick(), b.tick(), a.tick(), b.tick()]);
     const jobs = await stack.rt.queue.getJobs(["waiting", "active", "delayed", "completed", "prioritized"]);
     expect(jobs).toHaveLength(1);
+    // The queue holds the slot under the id the scheduler reports, the same on every replica.
+    expect(new Set(reports.flatMap((r) => r.enqueued.map((e) => e.jobId)))).toEqual(new Set([jobs[0]!.id]));
     const rotationId = (jobs[0]!.data as { rotationId: string }).rotationId;
     await until("completed", async () => (await stack.rt.state.records.get(rotationId))?.status === "completed");
     // One rotation: exactly one new token, the old one deleted (no consumers to wait for).
