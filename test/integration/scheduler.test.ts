@@ -329,17 +329,18 @@ describe("startScheduler: the scheduler follows the policy set", () => {
     expect(bad.issues[0]!.path).toContain("schedule.cron");
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T16:00:00Z"));
 
-    // A full reload with the broken file still keeps it; the other file is untouched.
+    // A full reload with the broken file still keeps it; an edit of the other file applies.
+    writeFileSync(join(dir, "other.yaml"), policyYaml("other", "0 7 * * *"));
     const full = await policies.reload();
     expect(full.issues.length).toBeGreaterThan(0);
     expect(h.scheduler.nextDue("ld-app")).toBe(Date.parse("2025-06-02T16:00:00Z"));
-    expect(h.scheduler.has("other")).toBe(true);
+    expect(h.scheduler.nextDue("other")).toBe(Date.parse("2025-06-03T05:00:00Z"));
 
     // The same id in a second file is refused.
     const dup = join(dir, "dup.yaml");
     writeFileSync(dup, policyYaml("other", "0 1 * * *"));
     expect((await policies.reloadFile(dup)).issues.map((i) => i.path)).toEqual(["id"]);
-    expect(h.scheduler.nextDue("other")).toBe(Date.parse("2025-06-03T04:00:00Z"));
+    expect(h.scheduler.nextDue("other")).toBe(Date.parse("2025-06-03T05:00:00Z"));
     unlinkSync(dup);
 
     unlinkSync(file);
