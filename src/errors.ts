@@ -56,6 +56,14 @@ export class AttentionError extends PermanentError {
   override name = "AttentionError";
 }
 
+/**
+ * `rekey cancel` came before the rotation's point of no return (its promotion, or a cut-over's
+ * reset): the rotation ends through its failure path, which cleans up what it issued.
+ */
+export class CancelledError extends RekeyError {
+  override name = "CancelledError";
+}
+
 /** A new credential did not pass its identity check. */
 export class VerificationError extends PermanentError {
   override name = "VerificationError";

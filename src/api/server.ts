@@ -129,6 +129,10 @@ const FailureBody = z.strictObject({
 
 const RotateBody = z.strictObject({ policyId: PolicyId });
 const SubmitBody = z.strictObject({ value: z.string().min(1).max(65_536) });
+const CancelBody = z.strictObject({ reason: z.string().max(500, "expected at most 500 characters").optional() });
+
+/** How long POST /v1/rotations/:id/cancel waits for the worker's clean-up before answering 202. */
+const CANCEL_WAIT_MS = 15_000;
 
 /**
  * Body limits per route, in bytes: a confirmation is tiny; a submitted or leaked value is at most
@@ -139,6 +143,7 @@ export const BODY_LIMITS = {
   confirmation: 1024,
   consumerFailure: 4 * 1024,
   rotate: 1024,
+  cancel: 1024,
   offboard: 2 * 1024,
   submit: 80 * 1024,
   leak: 80 * 1024,
@@ -329,6 +334,15 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     const body = parse(RotateBody, req.body);
     const res = await deps.rotations.enqueue({ policyId: body.policyId, reason: "manual", actor: actorOf(req.identity!) });
     return reply.code(202).send(res);
+  });
+
+  // rekey cancel: before the rotation's point of no return only (src/rotation/cancel.ts). 200 once
+  // it has ended (the worker cleaned up), 202 while the clean-up goes on, 409 past that point.
+  app.post<{ Params: { id: string } }>("/v1/rotations/:id/cancel", { bodyLimit: BODY_LIMITS.cancel, onRequest: operator }, async (req, reply) => {
+    const rotationId = parse(RotationId, req.params.id);
+    const body = parse(CancelBody, req.body ?? {});
+    const res = await deps.rotations.cancel({ rotationId, actor: actorOf(req.identity!), reason: body.reason, waitMs: CANCEL_WAIT_MS });
+    return reply.code(res.outcome === "cancelled" ? 200 : 202).send(res);
   });
 
   // The human step: an operator, or a submitter for the policies of the owner it names.

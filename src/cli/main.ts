@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import { ConfigError, errorMessage, formatPolicyIssue, PolicyError } from "../errors.ts";
 import * as agent from "./commands/agent.ts";
 import * as audit from "./commands/audit.ts";
+import * as cancel from "./commands/cancel.ts";
 import * as demo from "./commands/demo.ts";
 import * as leak from "./commands/leak.ts";
 import * as operate from "./commands/operate.ts";
@@ -34,6 +35,7 @@ const COMMANDS: readonly CommandModule[] = [
   validate,
   schema,
   operate,
+  cancel,
   reconcile,
   leak,
   roles,

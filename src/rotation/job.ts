@@ -71,5 +71,7 @@ export const RotationJobData = z.object({
   failing: z.string().optional(),
   /** The failure that started the failure path needs a person (AttentionError): the rotation ends needs-attention. */
   failingAttention: z.boolean().optional(),
+  /** The failure path was started by `rekey cancel`: a human step cancelled is not one that timed out. */
+  failingCancelled: z.boolean().optional(),
 });
 export type RotationJobData = z.infer<typeof RotationJobData>;

@@ -4,11 +4,12 @@
  * (transient, attempts left) or the failure path (Run.fail).
  */
 import { DelayedError, type Job, UnrecoverableError } from "bullmq";
-import { AttentionError, errorMessage, PermanentError, RateLimitedError, RekeyError } from "../errors.ts";
+import { AttentionError, CancelledError, errorMessage, PermanentError, RateLimitedError, RekeyError } from "../errors.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps } from "./engine.ts";
 import { RotationJobData } from "./job.ts";
 import { type Data, parkJob, Run } from "./run.ts";
+import { cancelledMessage } from "./state/cancels.ts";
 import { steps } from "./steps/index.ts";
 
 /** The BullMQ processor of one rotation job (RotationEngine.process). */
@@ -25,7 +26,13 @@ export async function processRotation(deps: EngineDeps, sleep: (ms: number) => P
 
   const run = new Run(deps, policy, data, job, abort, sleep);
   try {
-    if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention });
+    if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention, cancelled: data.failingCancelled });
+    // `rekey cancel` of a job parked before its point of no return (woken by the cancel). A job at
+    // "start" meets a cancel at that point instead (Run.commit): no read on a rotation's first run.
+    if (data.step !== "start" && data.promotedAt === undefined) {
+      const cancel = await deps.state.cancels.requested(data.rotationId);
+      if (cancel) return await run.fail(cancelledMessage(cancel), token, { cancelled: true });
+    }
     // The cursor the job holds: a step that hands it back unchanged needs no write.
     let saved = data;
     while (data.step !== "done") {
@@ -70,6 +77,7 @@ export async function processRotation(deps: EngineDeps, sleep: (ms: number) => P
       await job.updateData(data);
       return await parkJob(deps, job, data, until, token);
     }
+    if (err instanceof CancelledError) return await run.fail(err.message, token, { cancelled: true });
     deps.observer?.stepFailed(policy.id, policy.provider.kind, data.step);
     const attempts = job.opts.attempts ?? 1;
     const lastAttempt = job.attemptsMade + 1 >= attempts;

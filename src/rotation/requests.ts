@@ -11,6 +11,7 @@ import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { SecretStore } from "../stores/types.ts";
+import { type CancelOptions, type CancelResult, cancelRotation } from "./cancel.ts";
 import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
 import type { PolicySource } from "./engine.ts";
 import type { ProviderGateway } from "./gateway.ts";
@@ -30,7 +31,7 @@ export class RequestError extends RekeyError {
 }
 
 export interface RequestDeps {
-  queue: Pick<Queue, "add" | "getJob">;
+  queue: Pick<Queue, "add" | "getJob" | "getJobs">;
   state: RekeyState;
   audit: Audit;
   policies: PolicySource & { all(): Policy[] };
@@ -210,7 +211,12 @@ export class Rotations {
     return rec?.leak && rec.status === "completed" ? rec.rotationId : undefined;
   }
 
-  /** Wake a parked rotation now (a confirmation or a submission arrived). */
+  /** `rekey cancel`: see cancel.ts. */
+  async cancel(opts: CancelOptions): Promise<CancelResult> {
+    return cancelRotation(this.deps, (rotationId, jobId) => this.wake(rotationId, jobId), opts);
+  }
+
+  /** Wake a parked rotation now (a confirmation, a submission or a cancel arrived). */
   async wake(rotationId: string, jobId: string): Promise<void> {
     await this.deps.state.wake.raise(rotationId);
     await this.promoteParked(jobId);

@@ -6,7 +6,7 @@
 import { DelayedError, type Job, UnrecoverableError } from "bullmq";
 import type { ChainableCommander } from "ioredis";
 import type { AuditEntry } from "../audit/audit.ts";
-import { errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
+import { CancelledError, errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
 import type { Policy, ProviderConfig } from "../policy/schema.ts";
 import type { Capabilities, Provider, ProviderContext } from "../providers/types.ts";
 import type { SecretRef, StoredVersion } from "../stores/types.ts";
@@ -17,6 +17,7 @@ import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps, EngineEvent } from "./engine.ts";
 import type { PolicyCalls } from "./gateway.ts";
 import type { RotationJobData } from "./job.ts";
+import { cancelledMessage, type CommitPoint } from "./state/cancels.ts";
 import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
 
 export interface StepOutcome {
@@ -244,8 +245,18 @@ export class Run {
     return text;
   }
 
-  async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean } = {}): Promise<{ status: string }> {
-    let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
+  /**
+   * The point of no return (a promotion, a cut-over's reset): throws CancelledError when
+   * `rekey cancel` came first, so the failure path cleans up instead.
+   */
+  async commit(point: CommitPoint): Promise<void> {
+    const cancel = await this.deps.state.cancels.commit(this.data.rotationId, this.now, point);
+    if (cancel) throw new CancelledError(cancelledMessage(cancel));
+  }
+
+  /** `cancelled`: by `rekey cancel`; a human step cancelled is not one that timed out. */
+  async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean; cancelled?: boolean } = {}): Promise<{ status: string }> {
+    let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);
     if (!d.promotedAt && d.step === "promoting") {
@@ -305,7 +316,7 @@ export class Run {
     }
     const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
     // A human step that ended unanswered needs a person even where the old credential still works.
-    const status = oldMayBeDead || opts.attention || d.step === "awaiting-human" ? "needs-attention" : "failed";
+    const status = oldMayBeDead || opts.attention || (d.step === "awaiting-human" && !opts.cancelled) ? "needs-attention" : "failed";
     const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
       oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
     }`;

@@ -8,6 +8,7 @@
 import type { ChainableCommander } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { RedisKeys } from "./keys.ts";
+import { CancelRequests } from "./state/cancels.ts";
 import { ConsumerReports } from "./state/confirmations.ts";
 import { FingerprintIndex } from "./state/fingerprints.ts";
 import { PolicyLocks } from "./state/locks.ts";
@@ -19,6 +20,7 @@ export class RekeyState {
   readonly keys: RedisKeys;
   readonly locks: PolicyLocks;
   readonly records: RotationRecords;
+  readonly cancels: CancelRequests;
   readonly consumers: ConsumerReports;
   readonly fingerprints: FingerprintIndex;
   readonly wake: WakeFlags;
@@ -34,6 +36,7 @@ export class RekeyState {
     const keys = (this.keys = new RedisKeys(prefix));
     this.locks = new PolicyLocks(redis, keys);
     this.records = new RotationRecords(redis, keys);
+    this.cancels = new CancelRequests(redis, keys);
     this.consumers = new ConsumerReports(redis, keys);
     this.fingerprints = new FingerprintIndex(redis, keys);
     this.wake = new WakeFlags(redis, keys);

@@ -6,6 +6,7 @@ import type { ChainableCommander, Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
 import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
+import type { CommitPoint } from "./cancels.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 
 export type RotationStatus =
@@ -49,6 +50,13 @@ export interface RotationRecord {
   endedAt?: number;
   /** While a human step waits: when it times out (epoch ms); submit links die with it. */
   humanDeadline?: number;
+  /** `rekey cancel` (state/cancels.ts): when it was asked for, by whom (the audit actor) and why. */
+  cancelRequestedAt?: number;
+  cancelledBy?: string;
+  cancelReason?: string;
+  /** When the rotation passed its point of no return (state/cancels.ts), and which: it can no longer be cancelled. */
+  committedAt?: number;
+  commitPoint?: CommitPoint;
 }
 
 // A rotation's end: the record's final fields and retention, out of the active set, the policy's
@@ -208,7 +216,7 @@ export function toHash(rec: Partial<RotationRecord>): Record<string, string> {
   return out;
 }
 
-const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline"]);
+const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline", "cancelRequestedAt", "committedAt"]);
 const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
 /** A record read back (HGETALL); undefined where there is none. */

@@ -59,7 +59,9 @@ export const issuing: StepFn = async (run) => {
           consumers: run.policy.consumers.map((c) => c.id),
         });
       }
+      // The reset is the point of no return (a `rekey cancel` that came first ends it here).
       // Persist before the reset: from here on the old value may be dead (needs-attention on failure).
+      if (!d.issueStarted) await run.commit("reset");
       run.data = { ...run.data, issueStarted: true, issueStartedAt: run.now };
       await run.job.updateData(run.data);
     }

@@ -15,12 +15,19 @@ export const promoting: StepFn = async (run) => {
       // An error after AWS moved the label (the answer was dropped) is not a failed promotion:
       // the labels say what happened. Undoing a promotion that happened would revoke the value
       // consumers are loading (found by the fault matrix).
-      if (err instanceof RateLimitedError || run.signal.aborted) throw err;
+      if (err instanceof RateLimitedError || run.signal.aborted) {
+        // Throttled: nothing moved, so the rotation may still be cancelled while it waits to retry
+        // (a cut-over by API stays committed: its reset was sent).
+        if (err instanceof RateLimitedError && !(run.caps.issue === "reset" && d.issueStarted)) await run.deps.state.cancels.uncommit(d.rotationId);
+        throw err;
+      }
       const stages = await run.deps.store.stages(run.ref, run.signal).catch(() => undefined);
       if (!stages?.[d.rotationId]?.includes("AWSCURRENT")) throw err;
       await run.auditStep("promoting", "recovered", `the promotion's answer was lost (${errorMessage(err)}), but version ${d.rotationId} is AWSCURRENT`);
     }
   };
+  // The point of no return: a `rekey cancel` that came first ends the rotation here instead.
+  if (d.promotedAt === undefined && !run.wroteCurrent) await run.commit("promotion");
   if (!run.wroteCurrent) await (run.cutover ? run.fast(promote) : promote());
   const promotedAt = d.promotedAt ?? run.now;
   run.deps.crashAt?.("after-promote");

@@ -1,0 +1,163 @@
+/**
+ * `rekey cancel <rotationId>` on real Redis and real HTTP: through the API with an operator token
+ * (the audit names it). A queued rotation leaves the queue; a rotation waiting before its new value
+ * is current ends through the engine's failure path (the new LaunchDarkly token is deleted at the
+ * fake, AWSPENDING is discarded, the old token stays current); a rotation whose new version is
+ * already current is refused, with why and what to do instead, and nothing changes; a token
+ * without the operator scope gets 403 and nothing is written.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tokenHash } from "../../src/consumers/fingerprint.ts";
+import type { PolicyInput } from "../../src/policy/schema.ts";
+import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { runCli } from "../helpers/human.ts";
+import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+
+const CONSUMER_TOKEN = "cancel-consumer-token-abcdefghijklmnop";
+
+function ldPolicy(ld: LaunchDarklyFake, id: string): PolicyInput {
+  return {
+    id,
+    owner: "alice@example.com",
+    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+    target: { secretId: `prod/${id}`, region: REGION },
+    consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+    confirmation: { timeout: "1h", onTimeout: "keep-old" },
+  };
+}
+
+async function post(url: string, token: string | undefined, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(url, { method: "POST", headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" }, body: JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+describe("rekey cancel", () => {
+  let ld: LaunchDarklyFake;
+  let stack: Stack;
+  const policies: PolicyInput[] = [];
+  const old: Record<string, string> = {};
+  let ops: string;
+  let viewer: string;
+
+  beforeAll(async () => {
+    ld = await startLaunchDarklyFake();
+    const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    for (const id of ["ld-queued", "ld-waiting", "ld-promoted"]) policies.push(ldPolicy(ld, id));
+    stack = await startStack({ policies, env: { LD_ADMIN_TOKEN: admin.value } });
+    for (const p of policies) {
+      old[p.id] = ld.addToken({ name: p.id }).value;
+      await stack.store.create!({ secretId: p.target.secretId, region: REGION }, old[p.id]!);
+    }
+    ops = (await stack.rt.tokens.create({ name: "ops", scopes: ["operator"] }, "test")).token;
+    viewer = (await stack.rt.tokens.create({ name: "view", scopes: ["viewer"] }, "test")).token;
+  }, 60_000);
+
+  afterAll(async () => {
+    await stack?.close();
+    await ld?.close();
+  });
+
+  const cli = (args: string[]) => runCli(stack, policies, args, "", { REKEY_API_URL: stack.apiUrl, REKEY_TOKEN: ops });
+
+  it("a queued rotation leaves the queue: nothing issued, the record says who cancelled it", async () => {
+    await stack.worker!.pause();
+    try {
+      const req = await stack.rt.rotations.enqueue({ policyId: "ld-queued", reason: "manual", actor: "test" });
+      const tokensBefore = ld.tokens().length;
+      const r = await cli(["cancel", req.rotationId, "--reason", "wrong policy", "--json"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ rotationId: req.rotationId, policyId: "ld-queued", outcome: "cancelled", status: "failed" });
+      expect(await stack.rt.queue.getJob(req.jobId)).toBeUndefined();
+      const rec = await stack.rt.state.records.get(req.rotationId);
+      expect(rec).toMatchObject({ status: "failed", cancelledBy: "token:ops", cancelReason: "wrong policy" });
+      expect(rec?.message).toContain("cancelled by token:ops (wrong policy) before it started");
+      expect(ld.tokens().length).toBe(tokensBefore);
+      const history = await stack.rt.audit.history({ policyId: "ld-queued", limit: 10 });
+      expect(history.find((h) => h.step === "cancel")).toMatchObject({ rotationId: req.rotationId, outcome: "ok", actor: "token:ops" });
+      // It never held the policy: a new rotation starts at once.
+      expect(await stack.rt.state.locks.inFlight("ld-queued")).toBeUndefined();
+    } finally {
+      stack.worker!.resume();
+    }
+  }, 60_000);
+
+  it("a rotation waiting before its new value is current: the new LaunchDarkly token is deleted, AWSPENDING discarded, the old token stays current", async () => {
+    // AWS throttles the promotion: the rotation has issued and stored its new token and waits to retry.
+    stack.emulator.faults.inject({ route: "UpdateSecretVersionStage", kind: "429", times: 100_000 });
+    try {
+      const req = await stack.rt.rotations.enqueue({ policyId: "ld-waiting", reason: "manual", actor: "test" });
+      const ref = { secretId: "prod/ld-waiting", region: REGION };
+      const pending = await until("the new token stored as AWSPENDING", async () => stack.store.getVersion(ref, req.rotationId));
+      expect(ld.isLive(pending.value)).toBe(true);
+      await until("a throttled promotion", () => stack.emulator.count("UpdateSecretVersionStage", 400) > 0);
+
+      const cancelled = cli(["cancel", req.rotationId, "--reason", "change freeze"]);
+      // Its clean-up writes to AWS too (AWSPENDING comes off): the throttle ends once the cancel is in.
+      await until("the cancel on the record", async () => (await stack.rt.state.records.get(req.rotationId))?.cancelRequestedAt);
+      stack.emulator.faults.clear();
+      const r = await cancelled;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`cancelled rotation ${req.rotationId} of ld-waiting (failed)`);
+      expect(r.stdout).toContain("new credential");
+      expect(r.stdout).toContain("the old credential is still current and working");
+
+      expect(ld.isLive(pending.value)).toBe(false);
+      expect(ld.isLive(old["ld-waiting"]!)).toBe(true);
+      expect((await stack.store.getCurrent(ref))?.value).toBe(old["ld-waiting"]);
+      expect(stack.emulator.inspect("prod/ld-waiting")?.versions.find((v) => v.versionId === req.rotationId)?.stages ?? []).toEqual([]);
+      const rec = await stack.rt.state.records.get(req.rotationId);
+      expect(rec).toMatchObject({ status: "failed", cancelledBy: "token:ops", cancelReason: "change freeze" });
+      expect(rec?.promotedAt).toBeUndefined();
+      expect(rec?.message).toContain("cancelled by token:ops (change freeze)");
+      const history = await stack.rt.audit.history({ policyId: "ld-waiting", limit: 20 });
+      expect(history.find((h) => h.step === "cancel")).toMatchObject({ rotationId: req.rotationId, outcome: "requested", actor: "token:ops" });
+      expect(history.find((h) => h.rotationId === req.rotationId && h.outcome === "failed")?.message).toContain("new credential");
+      // The policy is free again.
+      expect(await stack.rt.state.locks.inFlight("ld-waiting")).toBeUndefined();
+    } finally {
+      stack.emulator.faults.clear();
+    }
+  }, 90_000);
+
+  it("a rotation whose new version is current is refused, saying why and what to do instead; nothing changes", async () => {
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-promoted", reason: "manual", actor: "test" });
+    await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
+    const recBefore = await stack.rt.redis.hgetall(`${stack.prefix}:rot:${req.rotationId}`);
+    const auditBefore = await stack.rt.redis.xlen(`${stack.prefix}:audit`);
+
+    const r = await cli(["cancel", req.rotationId]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("the API refused (409)");
+    expect(r.stderr).toContain("its new version is already current");
+    expect(r.stderr).toContain("waiting for app");
+    expect(r.stderr).toContain("Have its consumers load the new version and confirm");
+
+    expect(await stack.rt.redis.hgetall(`${stack.prefix}:rot:${req.rotationId}`)).toEqual(recBefore);
+    expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(auditBefore);
+    expect((await stack.store.getCurrent({ secretId: "prod/ld-promoted", region: REGION }))?.versionId).toBe(req.rotationId);
+    expect(ld.isLive(old["ld-promoted"]!)).toBe(true);
+
+    // A viewer may not cancel: 403, and nothing is written either. Without a token: 401.
+    const asViewer = await post(`${stack.apiUrl}/v1/rotations/${req.rotationId}/cancel`, viewer, {});
+    expect(asViewer.status).toBe(403);
+    expect(asViewer.json.error).toContain("operator");
+    expect((await post(`${stack.apiUrl}/v1/rotations/${req.rotationId}/cancel`, undefined, {})).status).toBe(401);
+    expect(await stack.rt.redis.hgetall(`${stack.prefix}:rot:${req.rotationId}`)).toEqual(recBefore);
+    expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(auditBefore);
+
+    // The rotation goes on as if nothing had been asked: its consumer confirms, it completes.
+    const confirmed = await post(`${stack.apiUrl}/v1/confirmations`, CONSUMER_TOKEN, { policyId: "ld-promoted", consumerId: "app", versionId: req.rotationId });
+    expect(confirmed.status).toBe(200);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed");
+    expect(ld.isLive(old["ld-promoted"]!)).toBe(false);
+
+    // An ended rotation has nothing to cancel; an unknown one is not found.
+    const ended = await post(`${stack.apiUrl}/v1/rotations/${req.rotationId}/cancel`, ops, {});
+    expect(ended.status).toBe(409);
+    expect(ended.json.error).toContain("has already ended (completed)");
+    const unknown = await post(`${stack.apiUrl}/v1/rotations/00000000-0000-4000-8000-000000000000/cancel`, ops, {});
+    expect(unknown.status).toBe(404);
+    const bad = await post(`${stack.apiUrl}/v1/rotations/not-a-uuid/cancel`, ops, {});
+    expect(bad.status).toBe(400);
+  }, 90_000);
+});
