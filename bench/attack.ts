@@ -16,6 +16,7 @@
  */
 import { Agent, request } from "node:http";
 import type { AttackerInput, AttackerResult } from "./attack-process.ts";
+import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
 import { availableParallelism, loadavg } from "node:os";
 import { Writable } from "node:stream";
@@ -249,11 +250,16 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       const requests = Math.ceil(opts.requests / segments);
       const input: AttackerInput = { apiUrl: api.url, requests, concurrency: opts.concurrency, rate: opts.rate, addresses: opts.addresses, policyIds: policyIds(), oldVersions: oldVersions.slice(0, 50), jobIds: jobIds.slice(-50), viewer, consumerToken: CONSUMER_TOKEN, otherToken: OTHER_TOKEN };
       let done = false;
+      let sending!: () => void;
+      const underWay = new Promise<void>((resolve) => (sending = resolve));
       const memBefore = await usedMemory();
       const cpuBefore = process.cpuUsage();
-      const attack = runChild<AttackerResult>("attack-process.ts", [JSON.stringify(input)], { timeoutMs: 30 * 60_000, label: "attacker" }).finally(() => {
+      const attack = runChild<AttackerResult>("attack-process.ts", [JSON.stringify(input)], { timeoutMs: 30 * 60_000, label: "attacker", onLine: (line) => line === ATTACK_SENDING && sending() }).finally(() => {
         done = true;
+        sending();
       });
+      // Rotations "under attack" start once the attacker sends (not while its process starts).
+      await underWay;
       const minRounds = Math.ceil(opts.minRounds / segments);
       const n = await rounds((finished) => !done || finished < minRounds, attackSamples, attackOutcomes);
       const result = await attack;

@@ -17,7 +17,7 @@ export function benchFile(name: string): string {
   return fileURLToPath(new URL(`../${name}`, import.meta.url));
 }
 
-export async function runChild<T>(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; nodeFlags?: string[]; label: string }): Promise<T> {
+export async function runChild<T>(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; nodeFlags?: string[]; label: string; onLine?: (line: string) => void }): Promise<T> {
   const child = spawn(process.execPath, [...tsxExecArgv(opts.nodeFlags), benchFile(script), ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ["ignore", "pipe", "inherit"],
@@ -32,7 +32,10 @@ export async function runChild<T>(script: string, args: string[], opts: { env?: 
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
       if (line.startsWith(MARK)) result = JSON.parse(line.slice(MARK.length)) as T;
-      else if (line.trim()) process.stdout.write(`    ${line}\n`);
+      else if (line.trim()) {
+        opts.onLine?.(line);
+        process.stdout.write(`    ${line}\n`);
+      }
     }
   });
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);

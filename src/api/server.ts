@@ -5,8 +5,8 @@
  *
  * Trust boundary (docs/security.md): every route but /healthz and /readyz names the scope it
  * needs (src/auth/guard.ts), checked in `onRequest`, before the body is read. A request without
- * valid credentials gets one 401 whatever ids it names, and writes nothing to Redis but its
- * address's rate-limit counter (one small key with a TTL). Refusals are counted in metrics and
+ * valid credentials gets one 401 whatever ids it names, and writes nothing to Redis but, when it
+ * presents a credential, its address's rate-limit counter (one small key with a TTL). Refusals are counted in metrics and
  * logged at most every few seconds; the audit holds authenticated actions only, plus one summary
  * per policy and minute of an authenticated consumer's refused confirmations. Consumers confirm a
  * version (POST /v1/confirmations) and report that they could not take one
@@ -23,7 +23,7 @@ import type { RedisClient } from "../redis-connection.ts";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { openLeakIncidents, stateMetrics } from "../observe/metrics.ts";
 import { z } from "zod";
-import { Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
+import { closeUnread, Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
 import { actorOf, hasScope, type Identity } from "../auth/identity.ts";
 import type { OidcVerifier } from "../auth/jwt.ts";
 import { REFUSAL_REASONS, Refusals } from "../auth/refusals.ts";
@@ -235,9 +235,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(503).header("retry-after", "5").send({ error: "rekey cannot reach its Redis right now; nothing was done; retry shortly" });
   });
 
-  // Per client address, before anything else looks at the request (credentials included).
+  // Per client address, before any credential is checked. A request that presents no credential
+  // at all is not counted: the guard answers it 401 next without touching Redis, which is cheaper
+  // than the counter's round trip (a flood of them writes nothing). A submit link's credential is
+  // in its path, so those are counted.
   app.addHook("onRequest", async (req, reply) => {
     if (!limits || OPEN.has(req.url.split("?")[0] ?? "")) return;
+    if (req.headers.authorization === undefined && !req.url.startsWith("/submit/")) return;
     byAddress ??= app.createRateLimit({ max: limits.perAddress ?? 1_200, timeWindow: windowMs });
     const r = await byAddress(req);
     if (r.isAllowed || !r.isExceeded) return;
@@ -254,6 +258,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     const status = (err as { statusCode?: number }).statusCode;
     if (status && status >= 400 && status < 500) {
       refusals.note(status === 413 ? "too-large" : status === 404 ? "not-found" : status === 405 ? "method" : "bad-request", routeOf(req), { ip: req.ip });
+      if (status === 413) closeUnread(req, reply);
       return reply.code(status).send({ error: errorMessage(err) });
     }
     // Retrying can help (the secret store is down): say so, with the reason, as a 503.

@@ -59,6 +59,19 @@ function basicPasswordOf(req: FastifyRequest): string | undefined {
   return colon >= 0 ? decoded.slice(colon + 1) || undefined : undefined;
 }
 
+/** Bodies larger than this that a refusal leaves unread are not drained: the connection closes instead. */
+const DRAIN_AT_MOST = 4 * 1024;
+
+/**
+ * A refusal answered before the body was read (or a 413) would otherwise make Node read and drop
+ * the rest of a large body to keep the connection alive: close it instead, so a flood of big
+ * bodies costs rekey the headers only.
+ */
+export function closeUnread(req: FastifyRequest, reply: FastifyReply): void {
+  const length = Number(req.headers["content-length"] ?? 0);
+  if (length > DRAIN_AT_MOST || req.headers["transfer-encoding"] !== undefined) reply.header("connection", "close");
+}
+
 export function routeOf(req: FastifyRequest): string {
   return req.routeOptions.url ?? "unknown";
 }
@@ -77,6 +90,7 @@ export class Guard {
   /** Counts, logs (rate-limited) and answers a refusal. */
   refuse(req: FastifyRequest, reply: FastifyReply, status: 401 | 403, reason: RefusalReason, message: string, identity?: Identity): FastifyReply {
     this.opts.refusals.note(reason, routeOf(req), { ip: req.ip, identity: identity ? actorOf(identity) : undefined });
+    closeUnread(req, reply);
     if (status === 401 && !reply.hasHeader("www-authenticate")) reply.header("www-authenticate", 'Bearer realm="rekey"');
     return reply.code(status).send({ error: message });
   }
