@@ -9,7 +9,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
+import { directActor } from "../../src/cli/context.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { type SnykFake, startSnykFake } from "../fakes/snyk.ts";
 import { runCli } from "../helpers/human.ts";
 import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
@@ -160,4 +162,50 @@ describe("rekey cancel", () => {
     const bad = await post(`${stack.apiUrl}/v1/rotations/not-a-uuid/cancel`, ops, {});
     expect(bad.status).toBe(400);
   }, 90_000);
+});
+
+describe("rekey cancel of a human step", () => {
+  let snyk: SnykFake;
+  let stack: Stack;
+  const policy: PolicyInput = {
+    id: "snyk-pat-cancel",
+    owner: "owner@example.com",
+    provider: { kind: "snyk-pat", baseUrl: "" },
+    target: { secretId: "prod/snyk-pat-cancel", region: REGION },
+    consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+    confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    human: { timeout: "1h", remindEvery: "30m" },
+  };
+
+  beforeAll(async () => {
+    snyk = await startSnykFake();
+    policy.provider = { kind: "snyk-pat", baseUrl: snyk.url };
+    stack = await startStack({ policies: [policy] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await stack?.close();
+    await snyk?.close();
+  });
+
+  it("a rotation waiting for its owner ends failed (not needs-attention: nobody timed out), the old PAT current; with direct Redis access the command says so", async () => {
+    const owner = snyk.addUser({ email: "owner@example.com" });
+    const oldPat = snyk.createPat(owner.id, { name: "ci", expiresInDays: 60 });
+    await stack.store.create!({ secretId: "prod/snyk-pat-cancel", region: REGION }, oldPat.token);
+    const req = await stack.rt.rotations.enqueue({ policyId: policy.id, reason: "manual", actor: "test" });
+    await until("awaiting-human", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-human");
+
+    const r = await runCli(stack, [policy], ["cancel", req.rotationId, "--reason", "owner on leave", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`rekey cancel: acting with direct Redis access (REDIS_URL), audited as ${directActor()}`);
+    const res = JSON.parse(r.stdout) as { outcome: string; status: string; message: string };
+    expect(res).toMatchObject({ outcome: "cancelled", status: "failed" });
+    expect(res.message).toContain(`rotation failed at awaiting-human: cancelled by ${directActor()} (owner on leave)`);
+    expect(res.message).toContain("the old credential is still current and working");
+    expect((await stack.store.getCurrent({ secretId: "prod/snyk-pat-cancel", region: REGION }))?.value).toBe(oldPat.token);
+    expect(snyk.isLive(oldPat.token)).toBe(true);
+    expect(await stack.rt.state.inFlight(policy.id)).toBeUndefined();
+    const history = await stack.rt.audit.history({ policyId: policy.id, limit: 20 });
+    expect(history.find((h) => h.step === "cancel")?.actor).toBe(directActor());
+  }, 60_000);
 });
