@@ -19,6 +19,7 @@ import type { AttackerInput, AttackerResult } from "./attack-process.ts";
 import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
 import { availableParallelism, loadavg } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Redis } from "ioredis";
@@ -87,6 +88,8 @@ export interface AttackReport {
   revokedEarly: number;
   quiet: { samples: number; p50: number; p99: number };
   attack: { samples: number; p50: number; p99: number };
+  /** The rekey process's event-loop delay p99 (ms) in the quiet and the attack segments. */
+  eventLoopDelayP99: { quiet: number; attack: number };
   /**
    * CPU time of the rekey process (API, worker) per hostile request: its CPU in the attack
    * segments minus in the quiet ones, over the hostile requests.
@@ -233,7 +236,17 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     const loadBefore = loadavg()[0]!;
     const byKind: Record<string, Record<string, number>> = {};
     const failures: string[] = [];
+    const loopDelay = { attack: monitorEventLoopDelay({ resolution: 5 }), quiet: monitorEventLoopDelay({ resolution: 5 }) };
     const rounds = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
+      const delay = samples === attackSamples ? loopDelay.attack : loopDelay.quiet;
+      delay.enable();
+      try {
+        return await roundsOf(n, samples, outcomes);
+      } finally {
+        delay.disable();
+      }
+    };
+    const roundsOf = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
       let done = 0;
       while (typeof n === "number" ? done < n : n(done)) {
         const before = oldVersions.length;
@@ -314,6 +327,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       revokedEarly,
       quiet: { samples: q.length, p50: percentile(q, 50), p99: percentile(q, 99) },
       attack: { samples: a.length, p50: percentile(a, 50), p99: percentile(a, 99) },
+      eventLoopDelayP99: { quiet: loopDelay.quiet.percentile(99) / 1e6, attack: loopDelay.attack.percentile(99) / 1e6 },
       apiCpuPerHostileMs: (attackCpuMs - quietCpuMs) / Math.max(1, sent),
       loadAverage: [loadBefore, loadavg()[0]!],
       refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length,
@@ -341,6 +355,7 @@ export function formatAttackReport(r: AttackReport): string[] {
     `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
     `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
     `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
+    `rekey process event-loop delay p99: quiet ${ms(r.eventLoopDelayP99.quiet)}, under attack ${ms(r.eventLoopDelayP99.attack)}`,
     `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
     `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
   ];

@@ -235,13 +235,15 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(503).header("retry-after", "5").send({ error: "rekey cannot reach its Redis right now; nothing was done; retry shortly" });
   });
 
-  // Per client address, before any credential is checked. A request that presents no credential
-  // at all is not counted: the guard answers it 401 next without touching Redis, which is cheaper
-  // than the counter's round trip (a flood of them writes nothing). A submit link's credential is
-  // in its path, so those are counted.
+  // Per client address, before any credential is checked. A request refused next without a look
+  // at its credential is not counted: one with no credential at all (the guard's 401) or a write
+  // to the read-only queue board (405). Its refusal touches no Redis, which is cheaper than the
+  // counter's round trip, and a flood of them writes nothing. A submit link's credential is in its
+  // path, so those are counted.
   app.addHook("onRequest", async (req, reply) => {
     if (!limits || OPEN.has(req.url.split("?")[0] ?? "")) return;
     if (req.headers.authorization === undefined && !req.url.startsWith("/submit/")) return;
+    if (boardWrite(req)) return;
     byAddress ??= app.createRateLimit({ max: limits.perAddress ?? 1_200, timeWindow: windowMs });
     const r = await byAddress(req);
     if (r.isAllowed || !r.isExceeded) return;
@@ -415,16 +417,23 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
  * Board's `readOnlyMode` refuses its write routes, and anything but GET/HEAD is refused here
  * before the board sees it.
  */
+const BOARD = "/admin/queues";
+
+/** A request the read-only board refuses (405) whoever sends it. */
+function boardWrite(req: FastifyRequest): boolean {
+  return req.method !== "GET" && req.method !== "HEAD" && (req.url === BOARD || req.url.startsWith(`${BOARD}/`) || req.url.startsWith(`${BOARD}?`));
+}
+
 function mountBoard(app: FastifyInstance, queues: Queue[], guard: Guard): void {
-  const basePath = "/admin/queues";
+  const basePath = BOARD;
   const adapter = new FastifyAdapter();
   adapter.setBasePath(basePath);
   createBullBoard({ queues: queues.map((q) => new BullMQAdapter(q, { readOnlyMode: true, allowRetries: false })), serverAdapter: adapter });
   const viewer = guard.requireScope("viewer", { basic: true });
   void app.register(async (scope) => {
     scope.addHook("onRequest", async (req, reply) => {
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        return reply.code(405).header("allow", "GET, HEAD").send({ error: "the queue board is read-only: use rekey's commands (rotate, leak, offboard, submit) to act on a rotation" });
+      if (boardWrite(req)) {
+        return reply.code(405).header("allow", "GET, HEAD").send({ error: "the queue board is read-only: use rekey's commands (rotate, cancel, leak, offboard, submit) to act on a rotation" });
       }
       return viewer.call(scope, req, reply);
     });
