@@ -19,7 +19,7 @@ import type { AttackerInput, AttackerResult } from "./attack-process.ts";
 import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
 import { availableParallelism, loadavg } from "node:os";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { createHistogram } from "node:perf_hooks";
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Redis } from "ioredis";
@@ -38,6 +38,8 @@ const ADMIN_TOKEN = "attack-admin-token-0123456789abcdef";
 const CONSUMER_TOKEN = "attack-consumer-token-0123456789abcdef";
 const OTHER_TOKEN = "attack-other-consumer-token-0123456789";
 const FINGERPRINT_KEY = "attack-fingerprint-key-0123456789abcdef0123";
+/** How often the run samples its event loop's lag, in ms. */
+const LAG_TICK_MS = 5;
 /** Rotations of one secret before the run moves on to a fresh one (AWS: 100 versions per 24 h). */
 const VERSIONS_PER_SECRET = 90;
 
@@ -59,9 +61,17 @@ export interface AttackOptions {
   segments?: number;
   /** Attacker addresses 127.0.0.2 … (each with its own per-address limit). */
   addresses: number;
-  /** How long the consumer takes to reload before it confirms, in ms. */
+  /** How long a consumer takes to reload before it confirms, in ms (slot i takes (1 + i/policies) × this). */
   reloadMs?: number;
   progress?: (line: string) => void;
+}
+
+export interface Latency {
+  samples: number;
+  p50: number;
+  p99: number;
+  /** The slowest samples, slowest first (the p99 of a few hundred samples is one of them). */
+  slowest: number[];
 }
 
 export interface AttackReport {
@@ -86,10 +96,10 @@ export interface AttackReport {
   rotations: { quiet: Record<string, number>; attack: Record<string, number> };
   /** Old tokens revoked before their consumer confirmed (I2; must be 0). */
   revokedEarly: number;
-  quiet: { samples: number; p50: number; p99: number };
-  attack: { samples: number; p50: number; p99: number };
-  /** The rekey process's event-loop delay p99 (ms) in the quiet and the attack segments. */
-  eventLoopDelayP99: { quiet: number; attack: number };
+  quiet: Latency;
+  attack: Latency;
+  /** The rekey process's event-loop delay (ms), p99 and max, in the quiet and the attack segments. */
+  eventLoopDelay: { quiet: { p99: number; max: number }; attack: { p99: number; max: number } };
   /**
    * CPU time of the rekey process (API, worker) per hostile request: its CPU in the attack
    * segments minus in the quiet ones, over the hostile requests.
@@ -113,6 +123,10 @@ function post(agent: Agent, url: URL, path: string, token: string, body: string)
     req.on("error", reject);
     req.end(body);
   });
+}
+
+function latency(sorted: number[]): Latency {
+  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), slowest: sorted.slice(-8).reverse() };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -195,7 +209,11 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           rec = await rt.state.records.get(req.rotationId);
         }
         if (rec?.status === "awaiting-confirmation") {
-          await new Promise((r) => setTimeout(r, opts.reloadMs ?? 100));
+          // Consumers reload at their own pace: spread over one reload time, so that one stall of
+          // the machine does not delay every sample of a round alike (the p99 is over samples, and
+          // five that share one stall would count as five).
+          const reload = opts.reloadMs ?? 100;
+          await new Promise((r) => setTimeout(r, reload + (slot.slot * reload) / slots.length));
           // I2: the old token is alive until the consumer confirmed.
           if (old && !ld.isLive(old.value)) revokedEarly++;
           const started = performance.now();
@@ -236,14 +254,22 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     const loadBefore = loadavg()[0]!;
     const byKind: Record<string, Record<string, number>> = {};
     const failures: string[] = [];
-    const loopDelay = { attack: monitorEventLoopDelay({ resolution: 5 }), quiet: monitorEventLoopDelay({ resolution: 5 }) };
+    // The event loop's lag, sampled every 5 ms, per side (µs in the histograms).
+    const loopDelay = { attack: createHistogram(), quiet: createHistogram() };
+    let side: keyof typeof loopDelay | undefined;
+    let lastTick = performance.now();
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      if (side) loopDelay[side].record(Math.max(1, Math.round((now - lastTick - LAG_TICK_MS) * 1000)));
+      lastTick = now;
+    }, LAG_TICK_MS).unref();
     const rounds = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
-      const delay = samples === attackSamples ? loopDelay.attack : loopDelay.quiet;
-      delay.enable();
+      side = samples === attackSamples ? "attack" : "quiet";
+      lastTick = performance.now();
       try {
         return await roundsOf(n, samples, outcomes);
       } finally {
-        delay.disable();
+        side = undefined;
       }
     };
     const roundsOf = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
@@ -295,6 +321,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       quietGrowth += (await usedMemory()) - quietBefore;
       say(`segment ${seg + 1}/${segments}: ${result.sent} hostile requests, ${n} rounds under attack, ${n} quiet`);
     }
+    clearInterval(ticker);
     // Stopping the API writes a pending refusal summary; then count what the audit gained.
     await api.stop();
     const memEnd = await usedMemory();
@@ -325,9 +352,12 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       refusalSummaries: summaries,
       rotations: { quiet: quietOutcomes, attack: attackOutcomes },
       revokedEarly,
-      quiet: { samples: q.length, p50: percentile(q, 50), p99: percentile(q, 99) },
-      attack: { samples: a.length, p50: percentile(a, 50), p99: percentile(a, 99) },
-      eventLoopDelayP99: { quiet: loopDelay.quiet.percentile(99) / 1e6, attack: loopDelay.attack.percentile(99) / 1e6 },
+      quiet: latency(q),
+      attack: latency(a),
+      eventLoopDelay: {
+        quiet: { p99: loopDelay.quiet.percentile(99) / 1e3, max: loopDelay.quiet.max / 1e3 },
+        attack: { p99: loopDelay.attack.percentile(99) / 1e3, max: loopDelay.attack.max / 1e3 },
+      },
       apiCpuPerHostileMs: (attackCpuMs - quietCpuMs) / Math.max(1, sent),
       loadAverage: [loadBefore, loadavg()[0]!],
       refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length,
@@ -355,7 +385,8 @@ export function formatAttackReport(r: AttackReport): string[] {
     `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
     `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
     `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
-    `rekey process event-loop delay p99: quiet ${ms(r.eventLoopDelayP99.quiet)}, under attack ${ms(r.eventLoopDelayP99.attack)}`,
+    `slowest confirmations: quiet ${r.quiet.slowest.map((x) => x.toFixed(0)).join(", ")} ms; under attack ${r.attack.slowest.map((x) => x.toFixed(0)).join(", ")} ms`,
+    `rekey process event-loop delay: quiet p99 ${ms(r.eventLoopDelay.quiet.p99)} max ${ms(r.eventLoopDelay.quiet.max)}; under attack p99 ${ms(r.eventLoopDelay.attack.p99)} max ${ms(r.eventLoopDelay.attack.max)}`,
     `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
     `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
