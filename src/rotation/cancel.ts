@@ -10,6 +10,7 @@
  * - Past it (the new version is AWSCURRENT, or a cut-over's reset was sent, so the old value may
  *   no longer work): refused, saying why and what to do instead. Putting the old version back
  *   while consumers may already run on the new one is what rekey exists to prevent.
+ * - A leak response: refused at any point; the leaked credential must not stay current.
  *
  * The decision is one script on the record (state.ts CANCEL_LUA against COMMIT_LUA): a cancel is
  * honoured before the engine commits, or refused; never both. Audited with the actor.
@@ -61,7 +62,9 @@ export async function cancelRotation(deps: RequestDeps, wake: (rotationId: strin
     const job = await findJob(deps, opts.rotationId);
     if (!job) throw new RequestError(404, `no rotation ${opts.rotationId} is queued or in flight (\`rekey status\` lists the rotations in flight; an ended rotation keeps its record for 30 days)`);
     // Refused while a worker holds the job (it is starting): its record is about to appear.
-    if (await job.remove().then(() => true, () => false)) return cancelQueued(deps, job.data as RotationJobData, { ...opts, reason });
+    const data = job.data as RotationJobData;
+    if (data.reason === "leak") throw new RequestError(409, leakRefusal(data.rotationId, data.policyId));
+    if (await job.remove().then(() => true, () => false)) return cancelQueued(deps, data, String(job.id), { ...opts, reason });
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new RequestError(409, `rotation ${opts.rotationId} is starting right now; run the cancel again in a moment`);
@@ -77,7 +80,7 @@ async function findJob(deps: RequestDeps, rotationId: string): Promise<Job | und
   }
 }
 
-async function cancelQueued(deps: RequestDeps, data: RotationJobData, opts: CancelOptions): Promise<CancelResult> {
+async function cancelQueued(deps: RequestDeps, data: RotationJobData, jobId: string, opts: CancelOptions): Promise<CancelResult> {
   const now = deps.now();
   const message = `${cancelledMessage({ by: opts.actor, reason: opts.reason })} before it started: nothing was issued; the old credential is still current and working`;
   const rec: RotationRecord = {
@@ -87,7 +90,7 @@ async function cancelQueued(deps: RequestDeps, data: RotationJobData, opts: Canc
     actor: data.actor,
     status: "failed",
     step: "start",
-    jobId: "",
+    jobId,
     startedAt: data.startedAt,
     updatedAt: now,
     message,
@@ -104,6 +107,9 @@ async function cancelQueued(deps: RequestDeps, data: RotationJobData, opts: Canc
 
 async function cancelStarted(deps: RequestDeps, wake: (rotationId: string, jobId: string) => Promise<void>, rec: RotationRecord, opts: CancelOptions): Promise<CancelResult> {
   const { rotationId, policyId } = rec;
+  // A leak response is not cancelled: the leaked credential would stay current. (A leak that joins
+  // a rotation after this check gets a leak rotation of its own when the cancelled one ends.)
+  if (rec.reason === "leak" || rec.leak) throw new RequestError(409, leakRefusal(rotationId, policyId));
   let verdict = await deps.state.cancels.request(rotationId, opts.actor, opts.reason ?? "", deps.now());
   // Caught in the middle of a promotion attempt: it succeeds (refused then) or is throttled and
   // waits to retry (cancellable then). Wait for the outcome rather than answer "try again".
@@ -128,6 +134,10 @@ async function cancelStarted(deps: RequestDeps, wake: (rotationId: string, jobId
     if (deps.now() >= deadline) return { rotationId, policyId, outcome: "cancelling" };
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+function leakRefusal(rotationId: string, policyId: string): string {
+  return `rotation ${rotationId} of ${policyId} answers a leak and cannot be cancelled: the leaked credential would stay current. Let it finish (a rotation is safe to complete even if the leak was a false alarm)`;
 }
 
 /** The refusal of a rotation past its point of no return: why, and what to do instead. */

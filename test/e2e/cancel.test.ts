@@ -83,6 +83,22 @@ describe("rekey cancel", () => {
     }
   }, 60_000);
 
+  it("a leak response is not cancelled: the leaked credential must not stay current", async () => {
+    await stack.worker!.pause();
+    const req = await stack.rt.rotations.enqueue({ policyId: "ld-queued", reason: "leak", actor: "test" });
+    try {
+      const r = await cli(["cancel", req.rotationId]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("the API refused (409)");
+      expect(r.stderr).toContain("answers a leak and cannot be cancelled: the leaked credential would stay current");
+      expect(await stack.rt.queue.getJob(req.jobId)).toBeDefined();
+      expect(await stack.rt.state.records.get(req.rotationId)).toBeUndefined();
+    } finally {
+      await (await stack.rt.queue.getJob(req.jobId))?.remove();
+      stack.worker!.resume();
+    }
+  }, 60_000);
+
   it("a rotation waiting before its new value is current: the new LaunchDarkly token is deleted, AWSPENDING discarded, the old token stays current", async () => {
     // AWS throttles the promotion: the rotation has issued and stored its new token and waits to retry.
     stack.emulator.faults.inject({ route: "UpdateSecretVersionStage", kind: "429", times: 100_000 });
@@ -193,7 +209,7 @@ describe("rekey cancel of a human step", () => {
     const oldPat = snyk.createPat(owner.id, { name: "ci", expiresInDays: 60 });
     await stack.store.create!({ secretId: "prod/snyk-pat-cancel", region: REGION }, oldPat.token);
     const req = await stack.rt.rotations.enqueue({ policyId: policy.id, reason: "manual", actor: "test" });
-    await until("awaiting-human", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "awaiting-human");
+    await until("awaiting-human", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-human");
 
     const r = await runCli(stack, [policy], ["cancel", req.rotationId, "--reason", "owner on leave", "--json"]);
     expect(r.code, r.stderr).toBe(0);
@@ -204,7 +220,7 @@ describe("rekey cancel of a human step", () => {
     expect(res.message).toContain("the old credential is still current and working");
     expect((await stack.store.getCurrent({ secretId: "prod/snyk-pat-cancel", region: REGION }))?.value).toBe(oldPat.token);
     expect(snyk.isLive(oldPat.token)).toBe(true);
-    expect(await stack.rt.state.inFlight(policy.id)).toBeUndefined();
+    expect(await stack.rt.state.locks.inFlight(policy.id)).toBeUndefined();
     const history = await stack.rt.audit.history({ policyId: policy.id, limit: 20 });
     expect(history.find((h) => h.step === "cancel")?.actor).toBe(directActor());
   }, 60_000);
