@@ -115,8 +115,10 @@ describe("rekey agent cycle", () => {
     failReads = 2;
     await start(config({ listen: "127.0.0.1:0" })).start();
     expect((await fetch(`${agent!.url}/healthz`)).status).toBe(503);
-    await until("written", () => existsSync(join(dir, "app.env")), 10_000);
-    expect((await fetch(`${agent!.url}/healthz`)).status).toBe(200);
+    // Ready once the first read succeeded and the file is written (the file lands just before
+    // the agent marks itself ready, so the check polls rather than racing the rename).
+    await until("ready", async () => (await fetch(`${agent!.url}/healthz`)).status === 200, 10_000);
+    expect(existsSync(join(dir, "app.env"))).toBe(true);
     await until("confirmed", () => confirmations().length === 2);
   });
 
