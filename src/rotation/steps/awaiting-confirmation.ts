@@ -30,12 +30,14 @@ export const awaitingConfirmation: StepFn = async (run) => {
   }
   const promotedAt = d.promotedAt ?? now;
   let nextCheck = now + engineDefaults.confirmationRecheckMs;
-  const probed: string[] = [];
+  // The poll time is written before the polls, so a reader never sees a probe's confirmation
+  // beside the time of the poll before it.
+  const probed = run.policy.consumers.filter((c) => c.confirm === "probe" && !confirmed.has(c.id)).map((c) => c.id);
+  await run.deps.state.consumers.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
   for (const c of run.policy.consumers) {
     if (confirmed.has(c.id)) continue;
     if (c.confirm === "probe") {
       nextCheck = Math.min(nextCheck, now + c.interval);
-      probed.push(c.id);
       if (await pollProbe(run, c, rec?.newFingerprint)) confirmed.set(c.id, { consumerId: c.id, at: now, via: "probe" });
     } else if (c.confirm === "usage" && run.provider.lastUsed && d.oldCredentialId) {
       const last = await run.providerCall(() => run.provider.lastUsed!(run.ctx(), { credentialId: d.oldCredentialId, meta: d.oldMeta }));
@@ -49,7 +51,6 @@ export const awaitingConfirmation: StepFn = async (run) => {
       }
     }
   }
-  await run.deps.state.consumers.markProbed(d.rotationId, probed, now, engineDefaults.recordTtlSec);
   const waiting = run.policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
   // I2: the old credential is revoked only once every required consumer confirmed…
   if (waiting.length === 0) {
@@ -102,14 +103,12 @@ async function watchProbes(run: Run, rec: RotationRecord, confirmed: Map<string,
   const pending = run.policy.consumers.filter((c) => c.confirm === "probe" && !confirmed.has(c.id));
   if (now >= deadline || pending.length === 0) return undefined;
   let next = deadline;
-  const polled: string[] = [];
+  await run.deps.state.consumers.markProbed(d.rotationId, pending.map((c) => c.id), now, engineDefaults.recordTtlSec);
   for (const c of pending) {
     if (c.confirm !== "probe") continue;
-    polled.push(c.id);
     if (!(await pollProbe(run, c, rec.newFingerprint))) next = Math.min(next, now + c.interval);
     else confirmed.set(c.id, true);
   }
-  await run.deps.state.consumers.markProbed(d.rotationId, polled, now, engineDefaults.recordTtlSec);
   if (pending.every((c) => confirmed.has(c.id))) return undefined;
   return { data: d, waitUntil: next };
 }
