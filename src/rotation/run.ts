@@ -3,8 +3,7 @@
  * audit batching, transitions, store writes behind the AWS pacing, paced provider calls — and the
  * failure path. The steps themselves are in steps/; the processor (processor.ts) runs them.
  */
-import { DelayedError, type Job, UnrecoverableError } from "bullmq";
-import type { ChainableCommander } from "ioredis";
+import { DelayedError, UnrecoverableError } from "bullmq";
 import type { AuditEntry } from "../audit/audit.ts";
 import { errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
 import type { Policy, ProviderConfig } from "../policy/schema.ts";
@@ -16,9 +15,10 @@ import { retryFast } from "./cutover.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps, EngineEvent } from "./engine.ts";
 import type { RotationJobData } from "./job.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, RateLimiter, rateOf } from "./pacing.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, rateOf } from "./pacing.ts";
+import type { PaceLimiter, RotationJob } from "./ports.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
-import { execOrThrow, leakHandOffDue, type RotationRecord } from "./state.ts";
+import { leakHandOffDue, type RotationRecord } from "./state.ts";
 
 export interface StepOutcome {
   data: Data;
@@ -27,7 +27,7 @@ export interface StepOutcome {
 }
 
 /** A step of the protocol (steps/index.ts): reads the outside truth, acts, hands back the next cursor. */
-export type StepFn = (run: Run) => Promise<StepOutcome>;
+export type StepFn = <Tx>(run: Run<Tx>) => Promise<StepOutcome>;
 
 /** Failure-path marker kept in job data so an interrupted cleanup resumes as cleanup. */
 export type Data = RotationJobData & { failing?: string; failingAttention?: boolean };
@@ -36,7 +36,7 @@ export type Data = RotationJobData & { failing?: string; failingAttention?: bool
  * Park the job until `until` without holding a worker slot (and without using an attempt).
  * Confirmations wake it early: they set a wake flag and promote the delayed job.
  */
-export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, token: string | undefined): Promise<never> {
+export async function parkJob<Tx>(deps: EngineDeps<Tx>, job: RotationJob, data: Data, until: number, token: string | undefined): Promise<never> {
   await job.moveToDelayed(Math.max(until, deps.now() + 1), token);
   // A confirmation may have arrived while this run was deciding to wait: it set the wake flag but
   // could not promote a job that was still active. Promote now so it is not missed until the next
@@ -47,7 +47,7 @@ export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: num
 }
 
 /** One execution of one rotation job: the policy, the provider, the store, and the steps. */
-export class Run {
+export class Run<Tx> {
   readonly provider: Provider;
   /** The policy's provider config, as the provider runs it for this rotation's reason. */
   readonly config: ProviderConfig;
@@ -55,7 +55,7 @@ export class Run {
   readonly ref: SecretRef;
   readonly pScope: string;
   readonly sScope: string;
-  readonly limiter: RateLimiter;
+  readonly limiter: PaceLimiter;
   /** Until when the store's throttle gate counts as open for this run (storeWrite). */
   private storeGateOpenUntil = 0;
   /** The record's leak flag as last read in this run. */
@@ -68,10 +68,10 @@ export class Run {
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
   constructor(
-    readonly deps: EngineDeps,
+    readonly deps: EngineDeps<Tx>,
     readonly policy: Policy,
     public data: Data,
-    readonly job: Job,
+    readonly job: RotationJob,
     readonly signal: AbortSignal,
     readonly sleep: (ms: number) => Promise<void>,
   ) {
@@ -81,7 +81,7 @@ export class Run {
     this.ref = refOf(policy);
     this.pScope = providerScope(policy.provider);
     this.sScope = storeScope(this.ref);
-    this.limiter = new RateLimiter(deps.state.redis, (...parts) => deps.state.key(...parts));
+    this.limiter = deps.state.rateLimiter();
     // Every HTTP request a provider makes with this run's signal (ctx().signal) is paced against
     // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
     // collecting 429s from requests already in flight.
@@ -127,9 +127,9 @@ export class Run {
   }
 
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.multi();
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
   }
 
   /**
@@ -142,7 +142,7 @@ export class Run {
   }
 
   /** Deferred entries first, then `entry`, into transaction `m`. */
-  auditInto(m: ChainableCommander, entry?: AuditEntry): void {
+  auditInto(m: Tx, entry?: AuditEntry): void {
     for (const e of this.pendingAudit.splice(0)) void this.deps.audit.record(e, m);
     if (entry) void this.deps.audit.record(entry, m);
   }
@@ -150,22 +150,23 @@ export class Run {
   /** Write what deferAudit holds (before parking, and on the way out after an error). */
   async flushAudit(): Promise<void> {
     if (!this.pendingAudit.length) return;
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.multi();
     this.auditInto(m);
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
   }
 
   /** A step transition: the record patch and its audit entry in one Redis transaction. */
   async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
-    const m = this.deps.state.redis.multi();
+    const { state } = this.deps;
+    const m = state.multi();
     if (step === "start" && outcome === "ok") {
-      m.hset(this.deps.state.key("policy", this.policy.id), { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) });
+      state.patchPolicy(this.policy.id, { lastRotationId: this.data.rotationId, lastStatus: "running", lastStartedAt: String(this.data.startedAt) }, m);
     }
     // The credential's age (status, metrics) counts from the promotion that made it current.
-    if (patch.promotedAt !== undefined) m.hset(this.deps.state.key("policy", this.policy.id), { lastPromotedAt: String(patch.promotedAt) });
-    await this.deps.state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
+    if (patch.promotedAt !== undefined) state.patchPolicy(this.policy.id, { lastPromotedAt: String(patch.promotedAt) }, m);
+    await state.updateRecord(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
-    await execOrThrow(m);
+    await state.commit(m);
   }
 
   async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
@@ -280,10 +281,10 @@ export class Run {
     const d = this.data;
     // Record, lock and audit in one transaction: a crash cannot leave the policy locked by an
     // ended rotation, or an ended rotation without its audit entry.
-    const m = this.deps.state.redis.multi();
+    const m = this.deps.state.multi();
     await this.deps.state.endRecord(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
-    const [flags] = (await execOrThrow(m)) as [number];
+    const [flags] = (await this.deps.state.commit(m)) as [number];
     // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
     // rotation of its own. Queued after the lock's release (before, it could find this rotation
     // still holding the policy and join it again). A crash before this: the failure path runs
@@ -311,10 +312,10 @@ export class Run {
       throw new TransientError(`${d.policyId}: queueing the leak rotation owed by rotation ${d.rotationId} failed: ${errorMessage(err)}`);
     }
     const text = `leak rotation ${next} queued`;
-    const m = this.deps.state.redis.multi();
-    m.hset(this.deps.state.key("rot", d.rotationId), { leakRetry: next });
+    const m = this.deps.state.multi();
+    this.deps.state.noteLeakRetry(d.rotationId, next, m);
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: "leak.requeued", outcome: "ok", actor: "worker", message: text });
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
     return text;
   }
 

@@ -6,6 +6,8 @@
 import type { ChainableCommander, Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
+import { RateLimiter } from "./pacing.ts";
+import type { RotationState } from "./ports.ts";
 
 export type RotationStatus =
   | "running"
@@ -154,7 +156,7 @@ export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "l
   return rec.leakFollowUp === true || (rec.status !== "completed" && rec.promotedAt === undefined && rec.reason !== "leak");
 }
 
-export class RekeyState {
+export class RekeyState implements RotationState<ChainableCommander> {
   constructor(
     readonly redis: RedisClient,
     readonly prefix: string,
@@ -169,6 +171,20 @@ export class RekeyState {
 
   key(...parts: string[]): string {
     return [this.prefix, ...parts].join(":");
+  }
+
+  /** A Redis transaction (MULTI) that the methods taking a `pipe` join; run it with commit(). */
+  multi(): ChainableCommander {
+    return this.redis.multi();
+  }
+
+  commit(m: ChainableCommander): Promise<unknown[]> {
+    return execOrThrow(m);
+  }
+
+  /** The shared rate budgets (pacing.ts) under this state's prefix. */
+  rateLimiter(): RateLimiter {
+    return new RateLimiter(this.redis, (...parts) => this.key(...parts));
   }
 
   // ---- I3: at most one rotation in flight per policy -------------------------------------
@@ -262,6 +278,16 @@ export class RekeyState {
       ...Object.entries(policyFields).flat(),
     );
     if (!opts.pipe) await execOrThrow(m);
+  }
+
+  /** The leak rotation queued in this one's place or after it (see leakHandOffDue). */
+  noteLeakRetry(rotationId: string, next: string, pipe: ChainableCommander): void {
+    pipe.hset(this.key("rot", rotationId), { leakRetry: next });
+  }
+
+  /** Patch the policy's summary (`rekey status`) within transaction `pipe`. */
+  patchPolicy(policyId: string, fields: Record<string, string>, pipe: ChainableCommander): void {
+    pipe.hset(this.key("policy", policyId), fields);
   }
 
   async getRecord(rotationId: string): Promise<RotationRecord | undefined> {

@@ -2,7 +2,6 @@
  * issuing (API providers): issue (or reset) the new credential, store it (I1), index its
  * fingerprint. A run that finds the value stored already (I4) picks up from there (afterStored).
  */
-import type { ChainableCommander } from "ioredis";
 import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
 import { errorMessage, PermanentError, RateLimitedError, TransientError, UnansweredError } from "../../errors.ts";
 import type { IssuedCredential } from "../../providers/types.ts";
@@ -93,13 +92,13 @@ export const issuing: StepFn = async (run) => {
   // A cut-over goes from the store write straight to promotion: the old value is dead, so
   // holding the new one back protects nothing; it is verified once current.
   const next: Data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace, step: run.cutover ? "promoting" : "verifying" };
-  const m = run.deps.state.redis.multi();
+  const m = run.deps.state.multi();
   await indexNew(run, issued.value, issued.credentialId, m);
   await run.deps.audit.record(
     { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (${run.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
     m,
   );
-  await m.exec();
+  await run.deps.state.commit(m);
   return { data: next };
 };
 
@@ -107,7 +106,7 @@ export const issuing: StepFn = async (run) => {
  * The value a cut-over's reset produced, read back after the reset call failed; the reset's own
  * error where the provider still shows the old value when the budget runs out.
  */
-async function readBackReset(run: Run, oldValue: string | undefined, resetErr: unknown, budgetMs: number): Promise<IssuedCredential> {
+async function readBackReset<Tx>(run: Run<Tx>, oldValue: string | undefined, resetErr: unknown, budgetMs: number): Promise<IssuedCredential> {
   try {
     // Hedged reads: a read that hangs does not delay the next one (a late reset shows up then).
     return await hedge(async () => {
@@ -127,7 +126,7 @@ async function readBackReset(run: Run, oldValue: string | undefined, resetErr: u
  * credential whose value can be read back is left for the next attempt; otherwise the rotation
  * needs attention, because the old value is already dead.
  */
-async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
+async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
   let lastErr: unknown;
   if (run.cutover) {
     try {
@@ -166,21 +165,21 @@ async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
 }
 
 /** Record the new credential's id and keyed fingerprint (the leaked-value index). */
-async function indexNew(run: Run, value: string, credentialId: string | undefined, pipe?: ChainableCommander): Promise<void> {
+async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: string | undefined, pipe?: Tx): Promise<void> {
   const key = run.deps.fingerprintKey;
   const patch: Record<string, string> = {};
   if (credentialId) patch.newCredentialId = credentialId;
-  const m = pipe ?? run.deps.state.redis.multi();
+  const m = pipe ?? run.deps.state.multi();
   if (key) {
     const fp = keyedFingerprint(key, value);
     patch.newFingerprint = fp;
     await run.deps.state.indexFingerprint(fp, { policyId: run.policy.id, versionId: run.data.rotationId }, m);
   }
   await run.deps.state.updateRecord(run.data.rotationId, { ...patch, policyId: run.policy.id }, m);
-  if (!pipe) await m.exec();
+  if (!pipe) await run.deps.state.commit(m);
 }
 
-export async function afterStored(run: Run, stored: StoredVersion): Promise<StepOutcome> {
+export async function afterStored<Tx>(run: Run<Tx>, stored: StoredVersion): Promise<StepOutcome> {
   const d = run.data;
   let credentialId = d.newCredentialId;
   if (!credentialId) {
