@@ -5,21 +5,17 @@
  * the fault plan: fail the call, act and lose the answer, or kill the process before or after it
  * acts (a crash: every later call of the runs in flight fails too, as in a dead worker).
  */
+import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
+import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import { PermanentError, TransientError, UnansweredError, VerificationError } from "../../src/errors.ts";
 import type { ProviderKind } from "../../src/policy/schema.ts";
 import type { CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../../src/providers/types.ts";
 import { AWSCURRENT, AWSPENDING, AWSPREVIOUS, type SecretRef, type SecretStore, type StoredVersion, type VersionInfo } from "../../src/stores/types.ts";
 
-/** Seeded PRNG (mulberry32): a fault schedule is reproduced from its seed. */
+/** A seeded generator of numbers in [0, 1): a fault schedule is reproduced from its seed. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+  const g = xoroshiro128plus(seed);
+  return () => uniformFloat64(g);
 }
 
 /** The process running the steps died (injected). */
@@ -205,6 +201,11 @@ export class MemoryStore implements SecretStore {
     return { version, created: true };
   }
 
+  /** A write by another process (`rekey submit`): not through the fault plan. */
+  putPendingNow(ref: SecretRef, token: string, value: string): void {
+    this.put(ref, token, value, AWSPENDING);
+  }
+
   getCurrent(ref: SecretRef, signal?: AbortSignal): Promise<StoredVersion | undefined> {
     return this.world.call("store.getCurrent", () => this.read(this.holder(ref, AWSCURRENT)), { signal });
   }
@@ -287,7 +288,8 @@ export interface Credential {
 /**
  * Every credential every provider made, by policy. `overlap`: a new credential beside the old
  * one (LaunchDarkly create-delete); `reset`: one credential per policy, a reset replaces its
- * value and the old value dies at once (QStash token).
+ * value and the old value dies at once (QStash token); `human`: a person makes the new one (Snyk
+ * PAT) and the old one works until revoked.
  */
 export class Credentials {
   readonly all: Credential[] = [];
@@ -315,7 +317,7 @@ export class Credentials {
   }
 }
 
-export type ProviderMode = "overlap" | "reset";
+export type ProviderMode = "overlap" | "reset" | "human";
 
 function issued(c: Credential): IssuedCredential {
   return { value: c.value, credentialId: c.credentialId };
@@ -349,17 +351,27 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
         }),
     };
   }
-  return {
+  const base = {
     kind,
-    capabilities: () => ({ issue: "overlap", oldSurvivesIssue: true, verify: "identity", revoke: "api", listByOwner: false, reportsLastUse: false, leakReplace: false, consumerImpact: "none" }),
     identify,
     verify,
-    issue: (ctx) => call(ctx, "issue", () => issued(creds.make(ctx.policyId, ctx.rotationId))),
-    revoke: (ctx, old) =>
+    revoke: (ctx: ProviderContext<K>, old: CredentialHandle & { value: string }) =>
       call(ctx, "revoke", () => {
         const c = old.credentialId ? creds.all.find((x) => x.credentialId === old.credentialId) : creds.byValue(old.value);
         if (c) creds.kill(c, ctx.rotationId);
       }),
+  };
+  if (mode === "human") {
+    return {
+      ...base,
+      capabilities: () => ({ issue: "human", oldSurvivesIssue: true, verify: "identity", revoke: "api", listByOwner: false, reportsLastUse: false, leakReplace: false, consumerImpact: "none" }),
+      instructions: () => ({ text: "create a new token and submit it", link: "https://provider.example/tokens" }),
+    };
+  }
+  return {
+    ...base,
+    capabilities: () => ({ issue: "overlap", oldSurvivesIssue: true, verify: "identity", revoke: "api", listByOwner: false, reportsLastUse: false, leakReplace: false, consumerImpact: "none" }),
+    issue: (ctx) => call(ctx, "issue", () => issued(creds.make(ctx.policyId, ctx.rotationId))),
     cleanupOrphans: (ctx, keep) =>
       call(ctx, "cleanupOrphans", () => {
         const gone = creds.live(ctx.policyId).filter((c) => c.issuedBy === ctx.rotationId && c.credentialId !== keep?.credentialId);
@@ -375,13 +387,13 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
   };
 }
 
-/** Every kind served by an in-memory provider: qstash-token resets, every other kind overlaps. */
+/** Every kind served by an in-memory provider: qstash-token resets, snyk-pat is made by a person, every other kind overlaps. */
 export function memoryRegistry(world: World, creds: Credentials): ProviderRegistry {
   return {
     launchdarkly: memoryProvider("launchdarkly", "overlap", world, creds),
     "snyk-service-account": memoryProvider("snyk-service-account", "overlap", world, creds),
     "snyk-user-token": memoryProvider("snyk-user-token", "overlap", world, creds),
-    "snyk-pat": memoryProvider("snyk-pat", "overlap", world, creds),
+    "snyk-pat": memoryProvider("snyk-pat", "human", world, creds),
     "qstash-token": memoryProvider("qstash-token", "reset", world, creds),
     "qstash-signing-keys": memoryProvider("qstash-signing-keys", "overlap", world, creds),
     "crewai-crew": memoryProvider("crewai-crew", "overlap", world, creds),

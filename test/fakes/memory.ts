@@ -102,7 +102,7 @@ export class MemoryState implements RotationState<MemoryTx> {
 
   putRecord(rec: RotationRecord, opts: { claimsPolicy?: boolean } = {}): Promise<void> {
     return this.call("putRecord", () => {
-      this.patchRecord(rec.rotationId, rec);
+      this.patch(rec.rotationId, rec);
       if (rec.status === "skipped") return;
       this.active.add(rec.rotationId);
       if (opts.claimsPolicy !== false) this.patchPolicyNow(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) });
@@ -113,7 +113,7 @@ export class MemoryState implements RotationState<MemoryTx> {
     return this.write(
       "updateRecord",
       () => {
-        this.patchRecord(rotationId, { ...patch, updatedAt: patch.updatedAt ?? this.world.clock.t });
+        this.patch(rotationId, { ...patch, updatedAt: patch.updatedAt ?? this.world.clock.t });
         if (patch.status && patch.policyId) this.patchPolicyNow(patch.policyId, { lastStatus: patch.status });
       },
       pipe,
@@ -129,7 +129,7 @@ export class MemoryState implements RotationState<MemoryTx> {
     opts: { release?: boolean; pipe?: MemoryTx } = {},
   ): Promise<void> {
     const act = (): number => {
-      const r = this.patchRecord(rec.rotationId, { status, message, updatedAt: now, endedAt: now });
+      const r = this.patch(rec.rotationId, { status, message, updatedAt: now, endedAt: now });
       this.active.delete(rec.rotationId);
       if (status !== "skipped" && this.policies.get(rec.policyId)?.lastRotationId === rec.rotationId) {
         this.patchPolicyNow(rec.policyId, { lastStatus: status, lastEndedAt: String(now), ...(status === "completed" ? { lastCompletedAt: String(now) } : {}) });
@@ -145,7 +145,7 @@ export class MemoryState implements RotationState<MemoryTx> {
   }
 
   noteLeakRetry(rotationId: string, next: string, pipe: MemoryTx): void {
-    pipe.ops.push(() => this.patchRecord(rotationId, { leakRetry: next }));
+    pipe.ops.push(() => this.patch(rotationId, { leakRetry: next }));
   }
 
   patchPolicy(policyId: string, fields: Record<string, string>, pipe: MemoryTx): void {
@@ -211,7 +211,8 @@ export class MemoryState implements RotationState<MemoryTx> {
     return this.call("gate", () => this.gates.get(scope) ?? 0);
   }
 
-  private patchRecord(rotationId: string, patch: Partial<RotationRecord>): RotationRecord {
+  /** Patch a record at once (another process: the API), not through the fault plan. */
+  patch(rotationId: string, patch: Partial<RotationRecord>): RotationRecord {
     const r = this.records.get(rotationId) ?? ({} as RotationRecord);
     patchInto(r as unknown as Record<string, unknown>, patch);
     this.records.set(rotationId, r);

@@ -47,6 +47,18 @@ export function cutoverPolicy(id: string): Policy {
   } satisfies PolicyInput);
 }
 
+/** A credential only a person can make (Snyk PAT): rekey asks the owner and waits for `rekey submit`. */
+export function humanPolicy(id: string): Policy {
+  return PolicySchema.parse({
+    id,
+    owner: "dana.kim@example.com",
+    provider: { kind: "snyk-pat" },
+    target: { secretId: `prod/${id}`, region: "eu-central-1" },
+    consumers: [{ id: "scanner", confirm: "push", tokenHash: HASH }],
+    human: { timeout: "6h", remindEvery: "1h" },
+  } satisfies PolicyInput);
+}
+
 export interface Tracked {
   job: MemoryJob;
   policy: Policy;
@@ -62,6 +74,8 @@ export interface SimOptions {
   seed?: number;
   /** How long after being told each consumer confirms (ms); absent: never. */
   confirmAfter?: Record<string, number>;
+  /** How long after being asked the owner of a human step submits a new value (ms); undefined: never. */
+  humanAfter?: number;
 }
 
 export class Sim {
@@ -80,6 +94,7 @@ export class Sim {
   private readonly timers: { at: number; fn: () => void }[] = [];
   private readonly engine: RotationEngine<MemoryTx>;
   confirmAfter: Record<string, number>;
+  humanAfter: number | undefined;
 
   constructor(opts: SimOptions = {}) {
     this.world = new World(rng(opts.seed ?? 1));
@@ -87,7 +102,8 @@ export class Sim {
     this.audit = new MemoryAudit(this.world);
     this.store = new MemoryStore(this.world);
     this.creds = new Credentials(this.world);
-    this.confirmAfter = opts.confirmAfter ?? { checkout: 60_000, billing: 120_000, reports: 30_000, publisher: 10_000 };
+    this.confirmAfter = opts.confirmAfter ?? { checkout: 60_000, billing: 120_000, reports: 30_000, publisher: 10_000, scanner: 90_000 };
+    this.humanAfter = "humanAfter" in opts ? opts.humanAfter : 20 * 60_000;
     const logs = this.logs;
     const log = pino({ level: "trace" }, new Writable({ write: (chunk: Buffer, _enc, cb) => void (logs.push(chunk.toString()), cb()) }));
     this.engine = new RotationEngine<MemoryTx>({
@@ -207,9 +223,22 @@ export class Sim {
     if (t?.job.state === "delayed") t.job.readyAt = this.now;
   }
 
+  /** The owner makes a new credential and `rekey submit`s it: stored under the rotation's id, the job woken. */
+  private submit(policy: Policy, rotationId: string): void {
+    const rec = this.state.records.get(rotationId);
+    if (rec?.status !== "awaiting-human" || rec.endedAt !== undefined) return;
+    const c = this.creds.make(policy.id, rotationId);
+    this.store.putPendingNow(refOf(policy), rotationId, c.value);
+    this.state.patch(rotationId, { status: "running", step: "verifying", newCredentialId: c.credentialId, updatedAt: this.now });
+    this.state.wake.add(rotationId);
+    const t = this.tracked.find((x) => x.rotationId === rotationId);
+    if (t) this.wake(String(t.job.id));
+  }
+
   /** Consumers told to load a new version confirm it later (POST /v1/confirmations: confirm, wake). */
   private onEvent(policy: Policy, event: EngineEvent): void {
     this.events.push(event);
+    if (event.type === "human.action-required" && this.humanAfter !== undefined) this.at(this.now + this.humanAfter, () => this.submit(policy, event.rotationId));
     if (event.type !== "rotation.awaiting-confirmation" && event.type !== "rotation.leak") return;
     const rotationId = event.rotationId;
     if (!rotationId) return;
