@@ -354,17 +354,21 @@ export class Run<Tx> {
     const cleanup: string[] = [];
     try {
       const pending = await this.readVersion(d.rotationId);
+      // A cursor at start does not mean nothing was issued: start's outcome is not written to the
+      // job (processor.ts), so a run that went on to issue and died leaves it there. The record,
+      // which start's transition moves on, says whether an earlier run got past start.
+      const pastStart = d.step !== "start" || (await this.deps.state.getRecord(d.rotationId))?.step !== "start";
       if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
         await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
         cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
       }
-      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && d.step !== "start") {
+      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && pastStart) {
         // A create whose answer was lost (dropped after the provider acted) left a credential no
         // version holds: before promotion nothing this rotation issued may stay live (I1).
         const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
         if (removed.length) cleanup.push(`removed ${removed.join(", ")} (issued by this rotation, never stored)`);
       }
-      if (pending || d.step !== "start") {
+      if (pending || pastStart) {
         await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
         if (pending) cleanup.push("pending version discarded");
       }

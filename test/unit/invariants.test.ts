@@ -207,6 +207,28 @@ describe("I6: a rotation that fails before its write leaves the old credential c
     expect(ended).toBeGreaterThan(2);
   });
 
+  it("a crash after any call, then a permanent failure at the next call of any kind: nothing of the rotation stays live", async () => {
+    // Found by a seeded schedule: the cursor still said `start` after a run that went on and
+    // issued (start's outcome is not written to the job), so the failure path skipped the orphans.
+    const policy = () => overlapPolicy("ld-api");
+    const clean = await rotate(policy());
+    const calls = clean.sim.world.calls;
+    const kinds = [...new Set(calls.map((c) => c.op).filter((op) => /^(provider|store)\./.test(op)))];
+    let failed = 0;
+    for (let k = 0; k < calls.length; k++) {
+      for (const op of kinds) {
+        const r = await rotate(policy(), (sim) => {
+          sim.world.next(calls[k]!.op, { kind: "crash-after" }, nth(calls, k));
+          sim.world.next(op, { kind: "fail", error: () => new PermanentError(`${op} refused`) }, calls.slice(0, k + 1).filter((c) => c.op === op).length);
+        });
+        const where = `crash after call ${k} (${calls[k]!.op}), then ${op} refused`;
+        expect(r.violations, where).toEqual([]);
+        if (r.sim.state.records.get(r.t.rotationId)?.status !== "completed") failed++;
+      }
+    }
+    expect(failed).toBeGreaterThan(calls.length);
+  });
+
   it("transient failures until the attempts run out, before promotion: the new credential is gone", async () => {
     const { sim, t, violations, original } = await rotate(overlapPolicy("ld-api"), (sim) => {
       for (let i = 0; i < 8; i++) sim.world.next("provider.verify", { kind: "fail" });
