@@ -323,10 +323,12 @@ export class Run<Tx> {
     let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined };
     this.data = d;
     await this.job.updateData(d);
-    if (!d.promotedAt && d.step === "promoting") {
+    if (!d.promotedAt && (d.step === "promoting" || d.step === "verifying")) {
       // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
       // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
-      // (found by the fault matrix). Unreadable labels: decide later, never guess.
+      // (found by the fault matrix). Unreadable labels: decide later, never guess. A cursor at
+      // verifying may hide one too: verifying's outcome is not written to the job (processor.ts),
+      // so a worker that promoted and died before the next write left the cursor there.
       const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
       if (stages === undefined) return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
       if (stages[d.rotationId]?.includes("AWSCURRENT")) {

@@ -104,13 +104,15 @@ export function checkI5(sim: Sim): string[] {
 /**
  * I6: a rotation that ended without its value becoming current leaves the old credential
  * current and working, and no credential of its own alive (a cut-over whose reset already ran
- * is exempt: the old value died at the reset, by declaration).
+ * is exempt: the old value died at the reset, by declaration). One whose value became current
+ * undid nothing: whatever a rotation ended with, the current value works.
  */
 export function checkI6(sim: Sim, t: Tracked): string[] {
   const rec = sim.state.records.get(t.rotationId);
-  if (rec?.endedAt === undefined || rec.status === "completed" || rec.status === "skipped") return [];
+  if (rec?.endedAt === undefined || rec.status === "skipped") return [];
   const current = sim.store.holder(refOf(t.policy), AWSCURRENT);
-  if (current?.versionId === t.rotationId) return [];
+  if (current && sim.creds.byValue(current.value)?.diedAt !== undefined) return [`I6 ${t.policy.id}: rotation ${t.rotationId} ended ${rec.status} with a dead credential in the current version ${current.versionId}`];
+  if (rec.status === "completed" || current?.versionId === t.rotationId) return [];
   const out: string[] = [];
   const issued = sim.creds.all.some((c) => c.issuedBy === t.rotationId);
   if (cutover(t) && issued) return [];
