@@ -207,10 +207,14 @@ describe("I6: a rotation that fails before its write leaves the old credential c
     expect(ended).toBeGreaterThan(2);
   });
 
-  it("a crash after any call, then a permanent failure at the next call of any kind: nothing of the rotation stays live", async () => {
-    // Found by a seeded schedule: the cursor still said `start` after a run that went on and
-    // issued (start's outcome is not written to the job), so the failure path skipped the orphans.
-    const policy = () => overlapPolicy("ld-api");
+  it.each([
+    ["overlap", () => overlapPolicy("ld-api")],
+    ["cut-over", () => cutoverPolicy("qstash-token")],
+    ["human step", () => humanPolicy("snyk-pat")],
+  ])("%s: a crash after any call, then a permanent failure at the next call of any kind: nothing is lost or undone", async (_n, policy) => {
+    // Found by seeded schedules: the cursor still said `start` after a run that went on and issued,
+    // or `verifying` after a run that promoted (neither outcome is written to the job), so the
+    // failure path skipped the orphans, or revoked the credential that had just become current.
     const clean = await rotate(policy());
     const calls = clean.sim.world.calls;
     const kinds = [...new Set(calls.map((c) => c.op).filter((op) => /^(provider|store)\./.test(op)))];
@@ -226,7 +230,7 @@ describe("I6: a rotation that fails before its write leaves the old credential c
         if (r.sim.state.records.get(r.t.rotationId)?.status !== "completed") failed++;
       }
     }
-    expect(failed).toBeGreaterThan(calls.length);
+    expect(failed).toBeGreaterThan(calls.length / 2);
   });
 
   it("transient failures until the attempts run out, before promotion: the new credential is gone", async () => {
