@@ -14,7 +14,8 @@ import { RotationEngine } from "../../src/rotation/engine.ts";
 import { leakJobId, manualJobId, type Reason, type RotationJobData } from "../../src/rotation/job.ts";
 import { type Policy, type PolicyInput, Policy as PolicySchema } from "../../src/policy/schema.ts";
 import { refOf } from "../../src/rotation/scope.ts";
-import { Credentials, memoryRegistry, MemoryStore, rng, World } from "../fakes/memory-world.ts";
+import { Credentials, memoryRegistry } from "../fakes/memory-providers.ts";
+import { MemoryStore, rng, World } from "../fakes/memory-world.ts";
 import { MemoryAudit, MemoryJob, MemoryState, type MemoryTx } from "../fakes/memory.ts";
 
 const HASH = `sha256:${"ab".repeat(32)}`;
