@@ -18,7 +18,7 @@ import { assertPrefixFits, createRedisClient, describeRedisTarget, type RedisCli
 import type { ProviderRegistry } from "./providers/types.ts";
 import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, rotationJobOptions } from "./rotation/defaults.ts";
 import { type CrashPoint, type EngineEvent, RotationEngine } from "./rotation/engine.ts";
-import type { ProviderRates } from "./rotation/pacing.ts";
+import { type ProviderRates, RateLimiter } from "./rotation/pacing.ts";
 import { leakHandOffJobId } from "./rotation/job-ids.ts";
 import { ProviderGateway } from "./rotation/gateway.ts";
 import { RedisKeys } from "./rotation/keys.ts";
@@ -203,7 +203,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   };
   // One gateway for every provider call and store write of this process: the engine's, a
   // submission's, offboarding's (context, pacing, the 429 gate, the AWS write pacing).
-  const gateway = new ProviderGateway({ state, providers, resolve, now, providerRates: opts.providerRates, awsWritesPerSecond: opts.awsWritesPerSecond });
+  const gateway = new ProviderGateway({ state, limiter: new RateLimiter(state.redis, state.keys), providers, resolve, now, providerRates: opts.providerRates, awsWritesPerSecond: opts.awsWritesPerSecond });
   const engine = new RotationEngine({
     gateway,
     state,

@@ -13,8 +13,7 @@
  * The steps, one file each, form a table (steps/index.ts); the processor (processor.ts) runs them
  * from the job's cursor; a Run (run.ts) is what they share within one execution of a job.
  */
-import type { Job } from "bullmq";
-import type { Audit } from "../audit/audit.ts";
+import type { ChainableCommander } from "ioredis";
 import type { Logger } from "../log.ts";
 import type { RotationObserver } from "../observe/metrics.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
@@ -22,8 +21,8 @@ import type { CredentialRef, Policy } from "../policy/schema.ts";
 import type { ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
 import type { ProviderGateway } from "./gateway.ts";
+import type { AuditLog, RotationJob, RotationState } from "./ports.ts";
 import { processRotation } from "./processor.ts";
-import type { RekeyState } from "./state.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
 export type EngineEvent = NotificationInput;
@@ -35,9 +34,13 @@ export interface PolicySource {
 /** Points where fault-injection tests kill the worker (see workers/rotation-worker.ts). */
 export type CrashPoint = "after-issue" | "after-store" | "after-promote";
 
-export interface EngineDeps {
-  state: RekeyState;
-  audit: Audit;
+/**
+ * What the engine works with. `Tx` is the state's transaction (ports.ts): a Redis MULTI in
+ * production (RekeyState, Audit), an in-memory one in the unit tests.
+ */
+export interface EngineDeps<Tx = ChainableCommander> {
+  state: RotationState<Tx>;
+  audit: AuditLog<Tx>;
   store: SecretStore;
   providers: ProviderRegistry;
   policies: PolicySource;
@@ -69,13 +72,13 @@ export interface EngineDeps {
   observer?: RotationObserver;
 }
 
-export class RotationEngine {
+export class RotationEngine<Tx = ChainableCommander> {
   private readonly sleep: (ms: number) => Promise<void>;
 
-  constructor(private readonly deps: EngineDeps) {
+  constructor(private readonly deps: EngineDeps<Tx>) {
     this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   /** The BullMQ processor. */
-  readonly process = (job: Job, token?: string, signal?: AbortSignal): Promise<{ status: string }> => processRotation(this.deps, this.sleep, job, token, signal);
+  readonly process = (job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> => processRotation(this.deps, this.sleep, job, token, signal);
 }

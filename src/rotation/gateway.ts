@@ -10,12 +10,15 @@ import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts"
 import { paceRequests } from "../providers/http.ts";
 import type { SecretRef } from "../stores/types.ts";
 import { engineDefaults } from "./defaults.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, RateLimiter, rateOf } from "./pacing.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, rateOf } from "./pacing.ts";
+import type { GatePort, PaceLimiter } from "./ports.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
-import type { RekeyState } from "./state.ts";
 
 export interface GatewayDeps {
-  state: Pick<RekeyState, "redis" | "keys" | "gates">;
+  /** The 429 gates every worker obeys (RekeyState.gates). */
+  state: { gates: GatePort };
+  /** The budgets every worker shares (pacing.ts RateLimiter on rekey's Redis). */
+  limiter: PaceLimiter;
   providers: ProviderRegistry;
   resolve(ref: CredentialRef): Promise<string>;
   now(): number;
@@ -45,16 +48,14 @@ export interface Work {
 }
 
 export class ProviderGateway {
-  private readonly limiter: RateLimiter;
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly deps: GatewayDeps) {
-    this.limiter = new RateLimiter(deps.state.redis, deps.state.keys);
     this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   open(policy: Policy, work: Work): PolicyCalls {
-    return new PolicyCalls(this.deps, this.limiter, this.sleep, policy, work);
+    return new PolicyCalls(this.deps, this.deps.limiter, this.sleep, policy, work);
   }
 }
 
@@ -74,7 +75,7 @@ export class PolicyCalls {
 
   constructor(
     private readonly deps: GatewayDeps,
-    private readonly limiter: RateLimiter,
+    private readonly limiter: PaceLimiter,
     private readonly sleep: (ms: number) => Promise<void>,
     readonly policy: Policy,
     private readonly work: Work,

@@ -26,6 +26,7 @@ import { RateLimitedError } from "../errors.ts";
 import type { ProviderKind } from "../policy/schema.ts";
 import type { PacedRequest, RequestPacer } from "../providers/http.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
+import type { PaceLimiter } from "./ports.ts";
 
 export interface Rate {
   /** Requests allowed in any window of `windowMs`. */
@@ -206,7 +207,7 @@ declare module "ioredis" {
 }
 
 /** The Redis side of pacing. */
-export class RateLimiter {
+export class RateLimiter implements PaceLimiter {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
@@ -311,7 +312,7 @@ export function rateHint(headers: Headers, now: number): { remaining: number; re
 }
 
 export interface ProviderPacerOptions {
-  limiter: RateLimiter;
+  limiter: PaceLimiter;
   /** The provider's rate-limit scope (providerScope): what a 429 closes. */
   scope: string;
   /** A documented per-credential limit, where the provider sends no headers. */

@@ -3,17 +3,18 @@
  * (steps/index.ts) from the job's cursor, and turn an error into a park (rate limit), a retry
  * (transient, attempts left) or the failure path (Run.fail).
  */
-import { DelayedError, type Job, UnrecoverableError } from "bullmq";
+import { DelayedError, UnrecoverableError } from "bullmq";
 import { AttentionError, CancelledError, errorMessage, PermanentError, RateLimitedError, RekeyError } from "../errors.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps } from "./engine.ts";
 import { RotationJobData } from "./job.ts";
+import type { RotationJob } from "./ports.ts";
 import { type Data, parkJob, Run } from "./run.ts";
 import { cancelledMessage } from "./state/cancels.ts";
 import { steps } from "./steps/index.ts";
 
 /** The BullMQ processor of one rotation job (RotationEngine.process). */
-export async function processRotation(deps: EngineDeps, sleep: (ms: number) => Promise<void>, job: Job, token?: string, signal?: AbortSignal): Promise<{ status: string }> {
+export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: number) => Promise<void>, job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> {
   const parsed = RotationJobData.safeParse(job.data);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -101,7 +102,7 @@ export async function processRotation(deps: EngineDeps, sleep: (ms: number) => P
   }
 }
 
-async function policyMissing(deps: EngineDeps, job: Job, data: Data, token: string | undefined): Promise<{ status: string }> {
+async function policyMissing<Tx>(deps: EngineDeps<Tx>, job: RotationJob, data: Data, token: string | undefined): Promise<{ status: string }> {
   const message = `policy ${data.policyId} is no longer loaded; restore the policy file to let rotation ${data.rotationId} continue`;
   if (data.step === "start") {
     await deps.state.records.end(data, "skipped", message, deps.now(), engineDefaults.recordTtlSec);

@@ -3,20 +3,19 @@
  * audit batching, transitions, store writes behind the AWS pacing, paced provider calls — and the
  * failure path. The steps themselves are in steps/; the processor (processor.ts) runs them.
  */
-import { DelayedError, type Job, UnrecoverableError } from "bullmq";
-import type { ChainableCommander } from "ioredis";
+import { DelayedError, UnrecoverableError } from "bullmq";
 import type { AuditEntry } from "../audit/audit.ts";
 import { CancelledError, errorMessage, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
 import type { Policy, ProviderConfig } from "../policy/schema.ts";
 import type { Capabilities, Provider, ProviderContext } from "../providers/types.ts";
 import type { SecretRef, StoredVersion } from "../stores/types.ts";
 import { formatDuration } from "../util/duration.ts";
-import { execOrThrow } from "../util/redis-exec.ts";
 import { retryFast } from "./cutover.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps, EngineEvent } from "./engine.ts";
 import type { PolicyCalls } from "./gateway.ts";
 import type { RotationJobData } from "./job.ts";
+import type { RotationJob } from "./ports.ts";
 import { cancelledMessage, type CommitPoint } from "./state/cancels.ts";
 import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
 
@@ -27,7 +26,7 @@ export interface StepOutcome {
 }
 
 /** A step of the protocol (steps/index.ts): reads the outside truth, acts, hands back the next cursor. */
-export type StepFn = (run: Run) => Promise<StepOutcome>;
+export type StepFn = <Tx>(run: Run<Tx>) => Promise<StepOutcome>;
 
 /** The job's data as a run holds it (the failure path's marker included: job.ts, `failing`). */
 export type Data = RotationJobData;
@@ -36,7 +35,7 @@ export type Data = RotationJobData;
  * Park the job until `until` without holding a worker slot (and without using an attempt).
  * Confirmations wake it early: they set a wake flag and promote the delayed job.
  */
-export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: number, token: string | undefined): Promise<never> {
+export async function parkJob<Tx>(deps: EngineDeps<Tx>, job: RotationJob, data: Data, until: number, token: string | undefined): Promise<never> {
   await job.moveToDelayed(Math.max(until, deps.now() + 1), token);
   // A confirmation may have arrived while this run was deciding to wait: it set the wake flag but
   // could not promote a job that was still active. Promote now so it is not missed until the next
@@ -47,7 +46,7 @@ export async function parkJob(deps: EngineDeps, job: Job, data: Data, until: num
 }
 
 /** One execution of one rotation job: the policy, the provider, the store, and the steps. */
-export class Run {
+export class Run<Tx> {
   /** This run's calls to the provider and the store (gateway.ts). */
   readonly calls: PolicyCalls;
   readonly provider: Provider;
@@ -65,10 +64,10 @@ export class Run {
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
   constructor(
-    readonly deps: EngineDeps,
+    readonly deps: EngineDeps<Tx>,
     readonly policy: Policy,
     public data: Data,
-    readonly job: Job,
+    readonly job: RotationJob,
     readonly signal: AbortSignal,
     readonly sleep: (ms: number) => Promise<void>,
   ) {
@@ -105,7 +104,7 @@ export class Run {
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
     const m = this.deps.state.transaction();
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
   }
 
   /**
@@ -118,7 +117,7 @@ export class Run {
   }
 
   /** Deferred entries first, then `entry`, into transaction `m`. */
-  auditInto(m: ChainableCommander, entry?: AuditEntry): void {
+  auditInto(m: Tx, entry?: AuditEntry): void {
     for (const e of this.pendingAudit.splice(0)) void this.deps.audit.record(e, m);
     if (entry) void this.deps.audit.record(entry, m);
   }
@@ -128,7 +127,7 @@ export class Run {
     if (!this.pendingAudit.length) return;
     const m = this.deps.state.transaction();
     this.auditInto(m);
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
   }
 
   /** A step transition: the record patch and its audit entry in one Redis transaction. */
@@ -141,7 +140,7 @@ export class Run {
     if (patch.promotedAt !== undefined) this.deps.state.records.markPromoted(m, this.policy.id, patch.promotedAt);
     await this.deps.state.records.update(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
   }
 
   async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
@@ -210,7 +209,7 @@ export class Run {
     const m = this.deps.state.transaction();
     await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
-    const [flags] = (await execOrThrow(m)) as [number];
+    const [flags] = (await this.deps.state.commit(m)) as [number];
     // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
     // rotation of its own. Queued after the lock's release (before, it could find this rotation
     // still holding the policy and join it again). A crash before this: the failure path runs
@@ -241,7 +240,7 @@ export class Run {
     const m = this.deps.state.transaction();
     this.deps.state.records.markLeakRetry(m, d.rotationId, next);
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: "leak.requeued", outcome: "ok", actor: "worker", message: text });
-    await execOrThrow(m);
+    await this.deps.state.commit(m);
     return text;
   }
 
@@ -259,10 +258,12 @@ export class Run {
     let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);
-    if (!d.promotedAt && d.step === "promoting") {
+    if (!d.promotedAt && (d.step === "promoting" || d.step === "verifying")) {
       // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
       // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
-      // (found by the fault matrix). Unreadable labels: decide later, never guess.
+      // (found by the fault matrix). Unreadable labels: decide later, never guess. A cursor at
+      // verifying may hide one too: verifying's outcome is not written to the job (processor.ts),
+      // so a worker that promoted and died before the next write left the cursor there.
       const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
       if (stages === undefined) return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
       if (stages[d.rotationId]?.includes("AWSCURRENT")) {
@@ -290,17 +291,21 @@ export class Run {
     const cleanup: string[] = [];
     try {
       const pending = await this.readVersion(d.rotationId);
+      // A cursor at start does not mean nothing was issued: start's outcome is not written to the
+      // job (processor.ts), so a run that went on to issue and died leaves it there. The record,
+      // which start's transition moves on, says whether an earlier run got past start.
+      const pastStart = d.step !== "start" || (await this.deps.state.records.get(d.rotationId))?.step !== "start";
       if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
         await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
         cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
       }
-      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && d.step !== "start") {
+      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && pastStart) {
         // A create whose answer was lost (dropped after the provider acted) left a credential no
         // version holds: before promotion nothing this rotation issued may stay live (I1).
         const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
         if (removed.length) cleanup.push(`removed ${removed.join(", ")} (issued by this rotation, never stored)`);
       }
-      if (pending || d.step !== "start") {
+      if (pending || pastStart) {
         await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
         if (pending) cleanup.push("pending version discarded");
       }

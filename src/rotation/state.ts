@@ -7,7 +7,9 @@
  */
 import type { ChainableCommander } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
+import { execOrThrow } from "../util/redis-exec.ts";
 import { RedisKeys } from "./keys.ts";
+import type { RotationState } from "./ports.ts";
 import { CancelRequests } from "./state/cancels.ts";
 import { ConsumerReports } from "./state/confirmations.ts";
 import { FingerprintIndex } from "./state/fingerprints.ts";
@@ -16,7 +18,7 @@ import { LeakIncidents, OffboardRecords, ReconcileMarks } from "./state/operatio
 import { RotationRecords } from "./state/records.ts";
 import { RateGates, WakeFlags } from "./state/signals.ts";
 
-export class RekeyState {
+export class RekeyState implements RotationState<ChainableCommander> {
   readonly keys: RedisKeys;
   readonly locks: PolicyLocks;
   readonly records: RotationRecords;
@@ -49,9 +51,14 @@ export class RekeyState {
   /**
    * A transaction for writes that must land together (a step's record patch and its audit
    * entries): the writers above and the audit join it through their `pipe` argument; run it with
-   * execOrThrow.
+   * commit.
    */
   transaction(): ChainableCommander {
     return this.redis.multi();
+  }
+
+  /** Run a transaction; rejects when any write in it failed. Answers with each write's reply. */
+  commit(m: ChainableCommander): Promise<unknown[]> {
+    return execOrThrow(m);
   }
 }

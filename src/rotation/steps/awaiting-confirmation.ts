@@ -80,7 +80,7 @@ export const awaitingConfirmation: StepFn = async (run) => {
 };
 
 /** Poll one probe consumer; a consumer that reports the new version is confirmed (and audited once). */
-async function pollProbe(run: Run, c: { id: string; url: string }, fp: string | undefined): Promise<boolean> {
+async function pollProbe<Tx>(run: Run<Tx>, c: { id: string; url: string }, fp: string | undefined): Promise<boolean> {
   const d = run.data;
   if (!(await probe(run, c.url, d.rotationId, fp))) return false;
   if (await run.deps.state.consumers.confirm(d.rotationId, { consumerId: c.id, at: run.now, via: "probe", versionId: d.rotationId })) {
@@ -95,7 +95,7 @@ async function pollProbe(run: Run, c: { id: string; url: string }, fp: string | 
  * so `rekey leak --incident` says who runs on the new value. The job stays parked meanwhile;
  * the rotation's record, lock and outcome are final already.
  */
-async function watchProbes(run: Run, rec: RotationRecord, confirmed: Map<string, unknown>): Promise<StepOutcome | undefined> {
+async function watchProbes<Tx>(run: Run<Tx>, rec: RotationRecord, confirmed: Map<string, unknown>): Promise<StepOutcome | undefined> {
   const d = run.data;
   if (!(rec.leak || d.reason === "leak") || rec.status !== "completed" || !rec.promotedAt) return undefined;
   const now = run.now;
@@ -113,7 +113,7 @@ async function watchProbes(run: Run, rec: RotationRecord, confirmed: Map<string,
   return { data: d, waitUntil: next };
 }
 
-async function probe(run: Run, url: string, versionId: string, fp: string | undefined): Promise<boolean> {
+async function probe<Tx>(run: Run<Tx>, url: string, versionId: string, fp: string | undefined): Promise<boolean> {
   try {
     const res = await (run.deps.fetch ?? fetch)(url, { signal: AbortSignal.any([run.signal, AbortSignal.timeout(5_000)]), headers: { accept: "application/json" } });
     if (!res.ok) return false;

@@ -2,7 +2,6 @@
  * issuing (API providers): issue (or reset) the new credential, store it (I1), index its
  * fingerprint. A run that finds the value stored already (I4) picks up from there (afterStored).
  */
-import type { ChainableCommander } from "ioredis";
 import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
 import { errorMessage, PermanentError, RateLimitedError, TransientError, UnansweredError } from "../../errors.ts";
 import type { IssuedCredential } from "../../providers/types.ts";
@@ -101,7 +100,7 @@ export const issuing: StepFn = async (run) => {
     { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (${run.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
     m,
   );
-  await m.exec();
+  await run.deps.state.commit(m);
   return { data: next };
 };
 
@@ -109,7 +108,7 @@ export const issuing: StepFn = async (run) => {
  * The value a cut-over's reset produced, read back after the reset call failed; the reset's own
  * error where the provider still shows the old value when the budget runs out.
  */
-async function readBackReset(run: Run, oldValue: string | undefined, resetErr: unknown, budgetMs: number): Promise<IssuedCredential> {
+async function readBackReset<Tx>(run: Run<Tx>, oldValue: string | undefined, resetErr: unknown, budgetMs: number): Promise<IssuedCredential> {
   try {
     // Hedged reads: a read that hangs does not delay the next one (a late reset shows up then).
     return await hedge(async () => {
@@ -129,7 +128,7 @@ async function readBackReset(run: Run, oldValue: string | undefined, resetErr: u
  * credential whose value can be read back is left for the next attempt; otherwise the rotation
  * needs attention, because the old value is already dead.
  */
-async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
+async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
   let lastErr: unknown;
   if (run.cutover) {
     try {
@@ -168,7 +167,7 @@ async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
 }
 
 /** Record the new credential's id and keyed fingerprint (the leaked-value index). */
-async function indexNew(run: Run, value: string, credentialId: string | undefined, pipe?: ChainableCommander): Promise<void> {
+async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: string | undefined, pipe?: Tx): Promise<void> {
   const key = run.deps.fingerprintKey;
   const patch: Record<string, string> = {};
   if (credentialId) patch.newCredentialId = credentialId;
@@ -179,10 +178,10 @@ async function indexNew(run: Run, value: string, credentialId: string | undefine
     await run.deps.state.fingerprints.index(fp, { policyId: run.policy.id, versionId: run.data.rotationId }, m);
   }
   await run.deps.state.records.update(run.data.rotationId, { ...patch, policyId: run.policy.id }, m);
-  if (!pipe) await m.exec();
+  if (!pipe) await run.deps.state.commit(m);
 }
 
-export async function afterStored(run: Run, stored: StoredVersion): Promise<StepOutcome> {
+export async function afterStored<Tx>(run: Run<Tx>, stored: StoredVersion): Promise<StepOutcome> {
   const d = run.data;
   let credentialId = d.newCredentialId;
   if (!credentialId) {

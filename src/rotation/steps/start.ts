@@ -64,7 +64,7 @@ export const start: StepFn = async (run) => {
 };
 
 /** Another rotation holds the policy: a leak takes it over, anything else is skipped. */
-async function yieldTo(run: Run, holder: string, followUp = false): Promise<StepOutcome> {
+async function yieldTo<Tx>(run: Run<Tx>, holder: string, followUp = false): Promise<StepOutcome> {
   const d = run.data;
   const { state } = run.deps;
   let message: string;
