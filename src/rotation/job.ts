@@ -17,7 +17,11 @@ export const STEPS = [
 ] as const;
 export type Step = (typeof STEPS)[number];
 
-export const REASONS = ["scheduled", "manual", "leak", "offboarding"] as const;
+/**
+ * `reconcile`: a rotation Redis forgot after its new value became current, queued again by
+ * `rekey reconcile` so that consumers confirm that value and the previous credential is revoked.
+ */
+export const REASONS = ["scheduled", "manual", "leak", "offboarding", "reconcile"] as const;
 export type Reason = (typeof REASONS)[number];
 
 const Meta = z.record(z.string(), z.string());
@@ -76,6 +80,13 @@ export function manualJobId(policyId: string, rotationId: string): string {
 }
 export function leakJobId(policyId: string, rotationId: string): string {
   return `leak@${policyId}@${rotationId}`;
+}
+/**
+ * The rotation reconcile queues again for the version it made current (its id is the version id):
+ * one job per version, however many passes find it.
+ */
+export function reconcileJobId(policyId: string, versionId: string): string {
+  return `reconcile@${policyId}@${versionId}`;
 }
 /** One offboarding rotation per (member, policy): a re-run finds the same job and never duplicates it. */
 export function offboardJobId(member: string, policyId: string): string {

@@ -112,12 +112,64 @@ describe("rekey reconcile", () => {
     const lost = orphan(ld);
     const first = await pass();
     const second = await pass(first.observations);
-    expect(kinds(second.findings)).toEqual(["orphans"]);
+    expect(kinds(second.findings)).toEqual(["orphans", "re-created"]);
     expect(ld.isLive(lost.value)).toBe(false);
     // I2: the old credential (AWSPREVIOUS) is not revoked without the consumers' confirmations.
     expect(ld.isLive(previous.value)).toBe(true);
     expect(ld.isLive(issued.value)).toBe(true);
     expect(second.findings[0]!.message).not.toContain(previous.id);
+    // The rotation that made N current is queued again under its own id, to wait for the
+    // consumers and revoke P through the normal revoking step.
+    expect(second.findings[1]).toMatchObject({ repaired: true });
+    expect(second.findings[1]!.message).toContain(`version ${rotationId} is AWSCURRENT and the previous credential ${previous.id} (version ${earlier}, AWSPREVIOUS) is still live`);
+    const job = await stack.rt.queue.getJob(`reconcile@${ID}@${rotationId}`);
+    expect(job?.data).toMatchObject({ rotationId, policyId: ID, reason: "reconcile", actor: "reconcile", step: "start", oldVersionId: earlier, oldCredentialId: previous.id });
+    const audit = await stack.rt.audit.history({ policyId: ID });
+    expect(audit[0]).toMatchObject({ rotationId, step: "reconcile.re-created", outcome: "ok", actor: "reconcile" });
+    // Found again before a worker took it: nothing is queued twice.
+    const third = await pass(second.observations);
+    expect(kinds(third.findings)).toEqual(["in-flight"]);
+    expect(await stack.rt.queue.getJobCounts("waiting", "prioritized")).toEqual({ waiting: 0, prioritized: 1 });
+    expect(ld.isLive(previous.value)).toBe(true);
+  });
+
+  it("reports two live credentials it must not finish: a dry run, a current version rekey did not write, a rotation Redis still knows", async () => {
+    const earlier = randomUUID();
+    const previous = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${earlier}]` });
+    await stack.store.putPending(SECRET, earlier, previous.value);
+    await stack.store.promote(SECRET, earlier);
+    const rotationId = randomUUID();
+    const issued = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${rotationId}]` });
+    await stack.store.putPending(SECRET, rotationId, issued.value);
+    await stack.store.promote(SECRET, rotationId);
+    const first = await pass(undefined, { dryRun: true });
+    const dry = await pass(first.observations, { dryRun: true });
+    expect(kinds(dry.findings)).toEqual(["whole", "two-live"]);
+    expect(dry.findings[1]).toMatchObject({ repaired: false });
+    expect(dry.findings[1]!.message).toContain("dry run: nothing queued");
+    expect(await stack.rt.queue.getJob(`reconcile@${ID}@${rotationId}`)).toBeUndefined();
+
+    // Redis still has the rotation's record (it ended needing attention): it says so, queues nothing.
+    const now = Date.now();
+    await stack.rt.state.putRecord({ rotationId, policyId: ID, reason: "manual", actor: "test", status: "running", step: "awaiting-confirmation", jobId: "gone", startedAt: now, updatedAt: now });
+    await stack.rt.state.endRecord({ rotationId, policyId: ID }, "needs-attention", "its job was lost", now, 60);
+    const known = await pass(dry.observations);
+    expect(kinds(known.findings)).toEqual(["two-live"]);
+    expect(known.findings[0]!.message).toContain(`rotation ${rotationId} ended needs-attention (its job was lost)`);
+
+    // A current version whose id is no rotation id was written by someone else.
+    const operator = ld.addToken({ name: "billing by hand" });
+    const handWritten = "written-by-an-operator-0000000000000001";
+    await stack.store.putPending(SECRET, handWritten, operator.value);
+    await stack.store.promote(SECRET, handWritten);
+    const a = await pass();
+    const b = await pass(a.observations);
+    // (P, marked by rekey and in neither label now, is an orphan.)
+    expect(kinds(b.findings)).toEqual(["orphans", "two-live"]);
+    expect(ld.isLive(previous.value)).toBe(false);
+    expect(b.findings[1]!.message).toContain("was not written by a rekey rotation");
+    expect(await stack.rt.queue.getJobCounts("waiting", "prioritized")).toEqual({ waiting: 0, prioritized: 0 });
+    for (const t of [issued, operator]) expect(ld.isLive(t.value)).toBe(true);
   });
 
   it("ends a rotation whose job Redis lost, frees its lock, and says whether its write happened", async () => {

@@ -46,6 +46,14 @@ export const start: StepFn = async (run) => {
   }
 
   const current = await run.deps.store.getCurrent(run.ref, run.signal);
+  if (d.reason === "reconcile" && current?.versionId !== d.rotationId) {
+    // Queued again to finish version d.rotationId, which another rotation has replaced since:
+    // that one revokes what is left (its last sweep). Promoting this one again would go back.
+    const message = `skipped: version ${d.rotationId} is no longer AWSCURRENT (${current?.versionId ?? "no value"} is); nothing is left to finish`;
+    await state.endRecord(d, "skipped", message, run.now, engineDefaults.recordTtlSec, { release: true });
+    await run.auditStep("start", "skipped", message, d.actor);
+    return { data: { ...d, step: "done" } };
+  }
   let oldHandle: CredentialHandle = {};
   if (current && current.versionId !== d.rotationId) {
     oldHandle = await run.providerCall(() => run.provider.identify(run.ctx(), current.value));
@@ -58,7 +66,11 @@ export const start: StepFn = async (run) => {
     oldMeta: oldHandle.meta ?? d.oldMeta,
   };
   // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
-  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
+  const began =
+    d.reason === "reconcile"
+      ? `queued again by reconcile: version ${d.rotationId} is current and the previous credential (version ${d.oldVersionId ?? "unknown"}) was never revoked; it is revoked once every consumer confirms ${d.rotationId}`
+      : `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`;
+  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", began, d.actor);
   await run.event("rotation.started", `${d.reason} rotation of ${run.policy.id} started`, { versionId: d.rotationId });
   return { data: next };
 };
