@@ -33,6 +33,12 @@ export interface Tracked {
   partner?: Tracked;
   /** Ended (or parked needing attention, which is alerted): no longer watched. */
   closed?: boolean;
+  /** Requested before Redis was wiped (wipe runs): its record is gone. */
+  lost?: boolean;
+  /** Queued again by reconcile after a wipe (its id is the version it made current). */
+  recreated?: boolean;
+  /** The version it revokes, where it is not the one the harness last saw completed (re-queued). */
+  oldVersionId?: string;
 }
 
 export interface Violations {
@@ -54,6 +60,12 @@ export interface CheckInput {
   i2Early: string[];
   i6Broken: string[];
   notes: string[];
+  /**
+   * Wipe runs: by when every worker still running a job Redis forgot has lost its lock and
+   * stopped (the wipe plus the lock duration). A forgotten rotation whose record ended nowhere
+   * (it was wiped) counts as in flight until then.
+   */
+  forgottenUntil?: number;
 }
 
 export async function check(input: CheckInput): Promise<Violations> {
@@ -107,11 +119,15 @@ export async function check(input: CheckInput): Promise<Violations> {
   for (const [policyId, list] of byPolicy) {
     const starts = await auditStarts(rt.redis, `${input.prefix}:audit:policy:${policyId}`);
     const spans: { id: string; from: number; to: number }[] = [];
+    const seen = new Set<string>();
     for (const t of list) {
       const from = starts.get(t.rotationId);
-      if (from === undefined) continue;
+      // One span a rotation (after a wipe, reconcile queues a forgotten one again under its id).
+      if (from === undefined || seen.has(t.rotationId)) continue;
+      seen.add(t.rotationId);
       const rec = await rt.state.getRecord(t.rotationId);
-      spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? Number.POSITIVE_INFINITY });
+      const forgotten = t.lost && !t.recreated && rec?.endedAt === undefined ? input.forgottenUntil : undefined;
+      spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? forgotten ?? Number.POSITIVE_INFINITY });
     }
     spans.sort((a, b) => a.from - b.from);
     for (let i = 1; i < spans.length; i++) {

@@ -19,6 +19,8 @@
  *    revoked here (consumers may be on it, I2): that rotation is queued again under its own id,
  *    waits for the consumers to confirm the current version, and revokes the previous credential
  *    in its normal revoking step (recreate). Same settle rule as the orphans.
+ * 4. AWSPENDING on a version no running rotation owns: its credential, never current, is revoked
+ *    and the label dropped, as that rotation's failure path would have (abandonPending).
  * Nothing else is undone. Every repair is audited (`reconcile.*`).
  */
 import type { Queue } from "bullmq";
@@ -31,7 +33,7 @@ import type { Provider, ProviderContext, ProviderRegistry } from "../providers/t
 import { engineDefaults, PRIORITY } from "../rotation/defaults.ts";
 import { reconcileJobId, type RotationJobData } from "../rotation/job.ts";
 import { TERMINAL, type RekeyState } from "../rotation/state.ts";
-import { AWSPREVIOUS, type SecretRef, type SecretStore } from "../stores/types.ts";
+import { AWSCURRENT, AWSPENDING, AWSPREVIOUS, type SecretRef, type SecretStore } from "../stores/types.ts";
 
 export interface ReconcileDeps {
   state: RekeyState;
@@ -43,12 +45,14 @@ export interface ReconcileDeps {
   now(): number;
 }
 
-export type FindingKind = "in-flight" | "dead-lock" | "orphans" | "two-live" | "re-created" | "unsettled" | "whole" | "skipped" | "error";
+export type FindingKind = "in-flight" | "dead-lock" | "orphans" | "pending" | "two-live" | "re-created" | "unsettled" | "whole" | "skipped" | "error";
 
 export interface Finding {
   policyId: string;
   kind: FindingKind;
   message: string;
+  /** The rotation a `re-created` finding queued again (its id is the current version's). */
+  rotationId?: string;
   /** A repair was made (false in a dry run, or where nothing needed repairing). */
   repaired: boolean;
 }
@@ -80,7 +84,7 @@ export async function reconcilePolicy(
 ): Promise<{ findings: Finding[]; observation: Observation }> {
   const findings: Finding[] = [];
   const now = deps.now();
-  const say = (kind: FindingKind, message: string, repaired = false) => findings.push({ policyId: policy.id, kind, message, repaired });
+  const say = (kind: FindingKind, message: string, repaired = false, rotationId?: string) => findings.push({ policyId: policy.id, kind, message, repaired, ...(rotationId ? { rotationId } : {}) });
   const busy = (): { findings: Finding[]; observation: Observation } => ({ findings, observation: { idle: false, at: now } });
 
   // ---- 1. the lock and the job behind it -----------------------------------------------------
@@ -125,7 +129,9 @@ export async function reconcilePolicy(
   }
   const caps = provider.capabilities(policy.provider as never);
   const twoLiveApplies = caps.revoke === "api" && caps.oldSurvivesIssue && provider.isLive !== undefined;
-  if (!provider.sweep && !twoLiveApplies) {
+  // A new credential separate from the old one, revoked by value where it was never promoted.
+  const pendingApplies = caps.issue === "overlap" && provider.revoke !== undefined;
+  if (!provider.sweep && !twoLiveApplies && !pendingApplies) {
     say("skipped", `${policy.provider.kind} credentials carry no marker rekey could find them by, and an old one is not revoked by API; nothing to sweep`);
     return done();
   }
@@ -136,6 +142,7 @@ export async function reconcilePolicy(
   }
   const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId: current.versionId, signal, resolve: deps.resolve, now: deps.now, reason: "reconcile" };
   const stages = await deps.store.stages(ref, signal);
+  if (pendingApplies) await abandonPending(deps, policy, provider, ctx, stages, opts.dryRun, say);
   const previousVersion = Object.entries(stages).find(([, s]) => s.includes(AWSPREVIOUS))?.[0];
   const previous = previousVersion ? await deps.store.getVersion(ref, previousVersion, signal) : undefined;
   let previousLive: { id?: string } | undefined;
@@ -186,6 +193,41 @@ export async function reconcilePolicy(
 }
 
 /**
+ * AWSPENDING on a version of an idle policy that no rotation in Redis owns: a rotation Redis
+ * forgot stored its new credential and never promoted it. Never current, no consumer runs on it:
+ * it is revoked and the label dropped, as that rotation's own failure path would have (I6; the
+ * old credential stays current). Providers that list rekey's credentials sweep it anyway; this
+ * covers those that cannot (Snyk client secrets, named only by value).
+ */
+async function abandonPending(
+  deps: ReconcileDeps,
+  policy: Policy,
+  provider: Provider,
+  ctx: ProviderContext,
+  stages: Record<string, string[]>,
+  dryRun: boolean,
+  say: (kind: FindingKind, message: string, repaired?: boolean, rotationId?: string) => void,
+): Promise<void> {
+  const ref = refOf(policy);
+  for (const [versionId, labels] of Object.entries(stages)) {
+    if (!labels.includes(AWSPENDING) || labels.includes(AWSCURRENT)) continue;
+    const rec = await deps.state.getRecord(versionId);
+    if (rec && rec.endedAt === undefined) continue; // its rotation is known and running
+    const what = `version ${versionId} is AWSPENDING and ${rec ? `its rotation ended ${rec.status}` : "Redis has no rotation for it"}: its credential was never current`;
+    if (dryRun) {
+      say("pending", `${what}; would revoke it and drop the label (dry run)`, false, versionId);
+      continue;
+    }
+    const pending = await deps.store.getVersion(ref, versionId, ctx.signal);
+    if (pending) await provider.revoke!(ctx, { value: pending.value });
+    await deps.store.discardPending(ref, versionId, ctx.signal);
+    const message = `${what}; revoked it and dropped the label`;
+    await deps.audit.record({ rotationId: versionId, policyId: policy.id, step: "reconcile.pending", outcome: "ok", actor: ACTOR, message });
+    say("pending", message, true, versionId);
+  }
+}
+
+/**
  * AWSPREVIOUS still live while the policy is idle: the rotation that made AWSCURRENT current
  * never revoked it (Redis forgot that rotation: a wipe, a lost-writes failover). Only consumers'
  * confirmations of the current version may end it (I2), so that rotation is queued again under
@@ -198,7 +240,7 @@ async function recreate(
   policy: Policy,
   v: { current: string; previous: string; previousId?: string },
   dryRun: boolean,
-  say: (kind: FindingKind, message: string, repaired?: boolean) => void,
+  say: (kind: FindingKind, message: string, repaired?: boolean, rotationId?: string) => void,
 ): Promise<void> {
   const live = `version ${v.current} is AWSCURRENT and the previous credential${v.previousId ? ` ${v.previousId}` : ""} (version ${v.previous}, AWSPREVIOUS) is still live`;
   if (!z.uuid().safeParse(v.current).success) {
@@ -236,7 +278,7 @@ async function recreate(
   };
   await deps.queue.add("rotate", data, { jobId, priority: PRIORITY.reconcile });
   await deps.audit.record({ rotationId: v.current, policyId: policy.id, step: "reconcile.re-created", outcome: "ok", actor: ACTOR, message: what });
-  say("re-created", what, true);
+  say("re-created", what, true, v.current);
 }
 
 /** reconcilePolicy over every policy; a policy that fails is reported and the others go on. */
@@ -254,7 +296,9 @@ export async function reconcileAll(
       observations.set(policy.id, r.observation);
     } catch (err) {
       findings.push({ policyId: policy.id, kind: "error", message: errorMessage(err), repaired: false });
-      observations.set(policy.id, { idle: false, at: deps.now() });
+      // An error says nothing about the policy: what the last pass saw still stands (the next
+      // pass compares with it, and looks at the lock and AWSCURRENT itself). Without one, busy.
+      observations.set(policy.id, opts.previous?.get(policy.id) ?? { idle: false, at: deps.now() });
     }
   }
   return { findings, observations };
