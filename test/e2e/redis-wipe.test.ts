@@ -11,7 +11,11 @@
  *   issues (I2): it goes only once the consumers confirmed the new value.
  */
 import { CreateSecretCommand } from "@aws-sdk/client-secrets-manager";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { randomUUID } from "node:crypto";
@@ -21,7 +25,8 @@ import type { Policy, PolicyInput } from "../../src/policy/schema.ts";
 import { reconcileAll } from "../../src/reconcile/reconcile.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { HOOK_KEY, HOOK_KEY_ENV } from "../helpers/consumer.ts";
-import { deleteKeys } from "../helpers/redis.ts";
+import { main } from "../../src/cli/main.ts";
+import { deleteKeys, redisUrl } from "../helpers/redis.ts";
 import { emulatorClient, FINGERPRINT_KEY, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 const ID = "ld-wipe";
@@ -36,18 +41,21 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
   let source: SecretSource | undefined;
   let server: Server | undefined;
   let managed: { id: string; value: string };
+  let input: PolicyInput;
+  let adminToken: string;
   const managedLive = () => ld.liveTokens().filter((t) => t.name !== "rekey management");
 
   beforeEach(async () => {
     ld = await startLaunchDarklyFake();
     const admin = ld.addToken({ role: "admin", name: "rekey management" });
+    adminToken = admin.value;
     // The app's webhook endpoint, listening before the policy names it.
     server = createServer((req, res) => {
       if (source && req.url === "/rekey/webhook") return source.webhookHandler()(req, res);
       res.writeHead(404).end();
     });
     await new Promise<void>((r) => server!.listen(0, "127.0.0.1", () => r()));
-    const input: PolicyInput = {
+    input = {
       id: ID,
       owner: "owner@example.com",
       provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
@@ -80,6 +88,40 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
   const record = (id: string) => stack.rt.state.getRecord(id);
+  /** The `rekey` CLI in-process, against this stack (the policy from a file, as operators run it). */
+  const cli = async (argv: string[]) => {
+    const dir = mkdtempSync(join(tmpdir(), "rekey-wipe-"));
+    writeFileSync(join(dir, `${ID}.json`), JSON.stringify(input));
+    let out = "";
+    let err = "";
+    const env = {
+      REDIS_URL: redisUrl(),
+      REKEY_PREFIX: stack.prefix,
+      REKEY_POLICY_DIR: dir,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: stack.emulator.url,
+      AWS_REGION: REGION,
+      AWS_ACCESS_KEY_ID: "test",
+      AWS_SECRET_ACCESS_KEY: "test",
+      REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY,
+      LOG_LEVEL: "silent",
+      LD_ADMIN_TOKEN: adminToken,
+      [HOOK_KEY_ENV]: HOOK_KEY,
+    };
+    // The AWS SDK reads its endpoint and credentials from the process's environment.
+    const aws = Object.keys(env).filter((k) => k.startsWith("AWS_"));
+    const saved = new Map(aws.map((k) => [k, process.env[k]]));
+    for (const k of aws) process.env[k] = env[k as keyof typeof env];
+    try {
+      const code = await main(argv, { stdout: (t) => void (out += t), stderr: (t) => void (err += t), stdin: new PassThrough(), env });
+      return { code, out, err };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  };
   const reconcileTwice = async () => {
     const deps = { state: stack.rt.state, audit: stack.rt.audit, store: stack.store, providers: stack.rt.providers, queue: stack.rt.queue, resolve: stack.rt.resolve, now: Date.now };
     const first = await reconcileAll(deps, [policy], { dryRun: false, settleMs: 0 });
@@ -110,8 +152,20 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     expect(managedLive()).toHaveLength(2);
     expect(ld.isLive(managed.value)).toBe(true);
 
-    const findings = await reconcileTwice();
+    // `rekey reconcile` (two passes, the settle period shortened): a dry run says what it would
+    // do, one line a finding; then the repair, as JSON.
+    const previousVersion = Object.entries(await stack.store.stages(SECRET)).find(([, l]) => l.includes("AWSPREVIOUS"))![0];
+    const dry = await cli(["reconcile", "--settle", "1s", "--dry-run"]);
+    expect(dry.code, dry.err + dry.out).toBe(0);
+    expect(dry.out.trimEnd().split("\n").at(-1)).toBe(
+      `${ID}\ttwo-live\tversion ${req.rotationId} is AWSCURRENT and the previous credential ${managed.id} (version ${previousVersion}, AWSPREVIOUS) is still live, and Redis has no rotation for it: rotation ${req.rotationId} would be queued again, so that consumers confirm version ${req.rotationId} and the previous credential is revoked once they have (dry run: nothing queued)`,
+    );
+    expect(await stack.rt.queue.getJob(`reconcile@${ID}@${req.rotationId}`)).toBeUndefined();
+    const run = await cli(["reconcile", "--settle", "1s", "--json"]);
+    expect(run.code, run.err).toBe(0);
+    const { findings } = JSON.parse(run.out) as { findings: { kind: string; message: string; repaired: boolean; rotationId?: string }[] };
     expect(findings.map((f) => f.kind)).toEqual(["re-created"]);
+    expect(findings[0]).toMatchObject({ repaired: true, rotationId: req.rotationId });
     expect(findings[0]!.message).toContain(`version ${req.rotationId} is AWSCURRENT and the previous credential ${managed.id}`);
     // The same rotation (its id is the version's): it waits for both consumers again; the library
     // confirms again when the rotation asks, although it had confirmed this version before.

@@ -172,6 +172,30 @@ describe("rekey reconcile", () => {
     for (const t of [issued, operator]) expect(ld.isLive(t.value)).toBe(true);
   });
 
+  it("revokes the credential of a pending version no running rotation owns (never current), and keeps a running rotation's", async () => {
+    const forgotten = randomUUID();
+    const abandoned = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${forgotten}]` });
+    await stack.store.putPending(SECRET, forgotten, abandoned.value);
+    const first = await pass();
+    const second = await pass(first.observations);
+    expect(kinds(second.findings)).toEqual(["pending", "whole"]);
+    expect(second.findings[0]).toMatchObject({ repaired: true, rotationId: forgotten });
+    expect(ld.isLive(abandoned.value)).toBe(false);
+    expect(ld.isLive(current.value)).toBe(true);
+    expect((await stack.store.stages(SECRET))[forgotten] ?? []).not.toContain("AWSPENDING");
+    expect((await stack.rt.audit.history({ policyId: ID }))[0]).toMatchObject({ rotationId: forgotten, step: "reconcile.pending", actor: "reconcile" });
+
+    // A rotation Redis knows and that has not ended owns its pending version.
+    const running = randomUUID();
+    const issued = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${running}]` });
+    await stack.store.putPending(SECRET, running, issued.value);
+    const now = Date.now();
+    await stack.rt.state.putRecord({ rotationId: running, policyId: ID, reason: "manual", actor: "test", status: "running", step: "verifying", jobId: "x", startedAt: now, updatedAt: now });
+    const third = await pass(second.observations);
+    expect(third.findings.map((f) => f.kind)).not.toContain("pending");
+    expect((await stack.store.stages(SECRET))[running]).toContain("AWSPENDING");
+  });
+
   it("ends a rotation whose job Redis lost, frees its lock, and says whether its write happened", async () => {
     const now = Date.now();
     const before = randomUUID();
