@@ -26,8 +26,8 @@ import { reconcileAll } from "../../src/reconcile/reconcile.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { HOOK_KEY, HOOK_KEY_ENV } from "../helpers/consumer.ts";
 import { main } from "../../src/cli/main.ts";
-import { deleteKeys, redisUrl } from "../helpers/redis.ts";
-import { emulatorClient, FINGERPRINT_KEY, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { deleteKeys } from "../helpers/redis.ts";
+import { cliEnv, emulatorClient, FINGERPRINT_KEY, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 const ID = "ld-wipe";
 const SECRET = { secretId: "prod/ld-wipe", region: REGION };
@@ -94,23 +94,11 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     writeFileSync(join(dir, `${ID}.json`), JSON.stringify(input));
     let out = "";
     let err = "";
-    const env = {
-      REDIS_URL: redisUrl(),
-      REKEY_PREFIX: stack.prefix,
-      REKEY_POLICY_DIR: dir,
-      AWS_ENDPOINT_URL_SECRETS_MANAGER: stack.emulator.url,
-      AWS_REGION: REGION,
-      AWS_ACCESS_KEY_ID: "test",
-      AWS_SECRET_ACCESS_KEY: "test",
-      REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY,
-      LOG_LEVEL: "silent",
-      LD_ADMIN_TOKEN: adminToken,
-      [HOOK_KEY_ENV]: HOOK_KEY,
-    };
+    const env: Record<string, string> = { ...cliEnv(stack, dir), REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY, LD_ADMIN_TOKEN: adminToken, [HOOK_KEY_ENV]: HOOK_KEY };
     // The AWS SDK reads its endpoint and credentials from the process's environment.
     const aws = Object.keys(env).filter((k) => k.startsWith("AWS_"));
     const saved = new Map(aws.map((k) => [k, process.env[k]]));
-    for (const k of aws) process.env[k] = env[k as keyof typeof env];
+    for (const k of aws) process.env[k] = env[k];
     try {
       const code = await main(argv, { stdout: (t) => void (out += t), stderr: (t) => void (err += t), stdin: new PassThrough(), env });
       return { code, out, err };
