@@ -65,6 +65,8 @@ export interface Observation {
 }
 
 const ACTOR = "reconcile";
+/** Policies a pass looks at at once. */
+const PASS_CONCURRENCY = 8;
 /** One provider or store request of a reconcile pass gives up after this. */
 const REQUEST_BUDGET_MS = 15_000;
 
@@ -281,27 +283,36 @@ async function recreate(
   say("re-created", what, true, v.current);
 }
 
-/** reconcilePolicy over every policy; a policy that fails is reported and the others go on. */
+/**
+ * reconcilePolicy over every policy, a few at a time (each waits on the store and a provider;
+ * one after the other, a pass over hundreds of policies under faults took minutes). A policy that
+ * fails is reported and the others go on. Findings come in the order of `policies`.
+ */
 export async function reconcileAll(
   deps: ReconcileDeps,
   policies: Policy[],
   opts: { dryRun: boolean; settleMs: number; previous?: Map<string, Observation> },
 ): Promise<{ findings: Finding[]; observations: Map<string, Observation> }> {
-  const findings: Finding[] = [];
-  const observations = new Map<string, Observation>();
-  for (const policy of policies) {
+  const results: { findings: Finding[]; observation: Observation }[] = new Array(policies.length);
+  const one = async (policy: Policy): Promise<{ findings: Finding[]; observation: Observation }> => {
     try {
-      const r = await reconcilePolicy(deps, policy, { dryRun: opts.dryRun, settleMs: opts.settleMs, previous: opts.previous?.get(policy.id) });
-      findings.push(...r.findings);
-      observations.set(policy.id, r.observation);
+      return await reconcilePolicy(deps, policy, { dryRun: opts.dryRun, settleMs: opts.settleMs, previous: opts.previous?.get(policy.id) });
     } catch (err) {
-      findings.push({ policyId: policy.id, kind: "error", message: errorMessage(err), repaired: false });
       // An error says nothing about the policy: what the last pass saw still stands (the next
       // pass compares with it, and looks at the lock and AWSCURRENT itself). Without one, busy.
-      observations.set(policy.id, opts.previous?.get(policy.id) ?? { idle: false, at: deps.now() });
+      const finding: Finding = { policyId: policy.id, kind: "error", message: errorMessage(err), repaired: false };
+      return { findings: [finding], observation: opts.previous?.get(policy.id) ?? { idle: false, at: deps.now() } };
     }
-  }
-  return { findings, observations };
+  };
+  let next = 0;
+  const lane = async () => {
+    while (next < policies.length) {
+      const i = next++;
+      results[i] = await one(policies[i] as Policy);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PASS_CONCURRENCY, policies.length) }, lane));
+  return { findings: results.flatMap((r) => r.findings), observations: new Map(results.map((r, i) => [(policies[i] as Policy).id, r.observation])) };
 }
 
 export interface Reconciler {
