@@ -14,16 +14,20 @@
  *                                       # (CHAOS_FAILOVERS)
  *   npm run chaos -- --failover --lag 2000   # and the replicas lag 2 s before each kill:
  *                                       # the promoted one has lost those writes
+ *   npm run chaos -- --wipe             # halfway through, Redis restarts empty; reconcile
+ *                                       # passes repair until every policy is whole, then the
+ *                                       # load goes on (bench/chaos/wipe.ts)
  *
- * The failover runs are the fault matrix alone: the bad-input matrix and the attack run do not
- * depend on the Redis topology.
+ * The failover and wipe runs are the fault matrix alone: the bad-input matrix and the attack run
+ * do not depend on the Redis topology.
  */
 import { parseArgs } from "node:util";
 import { attackViolations, formatAttackReport, runAttack } from "./attack.ts";
 import { formatReport, runMatrix, totalViolations } from "./chaos/matrix.ts";
 import { runBadInput } from "./chaos/bad-input.ts";
 
-const { values: flags } = parseArgs({ options: { failover: { type: "boolean", default: false }, lag: { type: "string" } } });
+const { values: flags } = parseArgs({ options: { failover: { type: "boolean", default: false }, lag: { type: "string" }, wipe: { type: "boolean", default: false } } });
+if (flags.wipe && flags.failover) throw new Error("--wipe: not with --failover (the wipe runs on a single Redis)");
 const lagMs = flags.lag === undefined ? 0 : Number(flags.lag);
 if (!Number.isInteger(lagMs) || lagMs < 0 || lagMs > 60_000) throw new Error(`--lag: expected milliseconds from 0 to 60000 (got ${JSON.stringify(flags.lag)})`);
 if (lagMs && !flags.failover) throw new Error("--lag: only with --failover (the replicas that lag are the Sentinel topology's)");
@@ -32,11 +36,11 @@ const rotations = num("CHAOS_ROTATIONS", 520);
 const failovers = num("CHAOS_FAILOVERS", 3);
 const t0 = Date.now();
 
-const only = flags.failover ? "matrix" : process.env.CHAOS_ONLY;
+const only = flags.failover || flags.wipe ? "matrix" : process.env.CHAOS_ONLY;
 let failed = false;
 
 if (!only || only === "matrix") {
-  console.log(`rekey fault matrix — ${rotations} rotations${flags.failover ? `, on Sentinel with ${failovers} failovers${lagMs ? ` after ${lagMs} ms of replica lag each` : ""}` : ""}, started ${new Date().toISOString()}`);
+  console.log(`rekey fault matrix — ${rotations} rotations${flags.failover ? `, on Sentinel with ${failovers} failovers${lagMs ? ` after ${lagMs} ms of replica lag each` : ""}` : ""}${flags.wipe ? ", Redis wiped halfway" : ""}, started ${new Date().toISOString()}`);
   const report = await runMatrix({
     ld: num("CHAOS_LD", 120),
     snyk: num("CHAOS_SNYK", 10),
@@ -46,8 +50,8 @@ if (!only || only === "matrix") {
     concurrency: num("CHAOS_CONCURRENCY", 8),
     kills: num("CHAOS_KILLS", 40),
     killEveryMs: [4_000, 12_000],
-    redisRestartsAt: flags.failover ? Array.from({ length: failovers }, (_, i) => (i + 1) / (failovers + 1)) : [0.45],
-    redis: flags.failover ? { kind: "sentinel", lagMs } : { kind: "single" },
+    redisRestartsAt: flags.failover ? Array.from({ length: failovers }, (_, i) => (i + 1) / (failovers + 1)) : flags.wipe ? [0.5] : [0.45],
+    redis: flags.failover ? { kind: "sentinel", lagMs } : { kind: "single", wipe: flags.wipe },
     faultRate: num("CHAOS_FAULT_RATE", 0.2),
     requestTimeoutMs: 1_000,
     duplicateRate: 0.05,
@@ -60,8 +64,10 @@ if (!only || only === "matrix") {
   console.log("\n== fault matrix ==");
   for (const line of formatReport(report)) console.log(line);
   failed ||= totalViolations(report.violations) > 0 || report.stragglers.length > 0;
+  // A wipe's goals: every policy whole again, no orphan, one live credential per policy.
+  failed ||= report.wipes.some((w) => w.wholeAfterMs === undefined || w.orphanedLive - w.unlistable > 0 || w.multiLive.length > 0);
 
-  if (!flags.failover) {
+  if (!flags.failover && !flags.wipe) {
     console.log("\n== bad input ==");
     const bad = await runBadInput({ files: num("CHAOS_BAD_FILES", 1_000), progress: (line) => console.log(line) });
     for (const line of bad.lines) console.log(line);

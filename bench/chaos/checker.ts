@@ -33,6 +33,12 @@ export interface Tracked {
   partner?: Tracked;
   /** Ended (or parked needing attention, which is alerted): no longer watched. */
   closed?: boolean;
+  /** Requested before Redis was wiped (wipe runs): its record is gone. */
+  lost?: boolean;
+  /** Queued again by reconcile after a wipe (its id is the version it made current). */
+  recreated?: boolean;
+  /** The version it revokes, where it is not the one the harness last saw completed (re-queued). */
+  oldVersionId?: string;
 }
 
 export interface Violations {
@@ -54,6 +60,12 @@ export interface CheckInput {
   i2Early: string[];
   i6Broken: string[];
   notes: string[];
+  /**
+   * Wipe runs: by when every worker still running a job Redis forgot has lost its lock and
+   * stopped (the wipe plus the lock duration). A forgotten rotation whose record ended nowhere
+   * (it was wiped) counts as in flight until then.
+   */
+  forgottenUntil?: number;
 }
 
 export async function check(input: CheckInput): Promise<Violations> {
@@ -105,13 +117,17 @@ export async function check(input: CheckInput): Promise<Violations> {
   const byPolicy = new Map<string, Tracked[]>();
   for (const t of tracked) byPolicy.set(t.policyId, [...(byPolicy.get(t.policyId) ?? []), t]);
   for (const [policyId, list] of byPolicy) {
-    const starts = await auditStarts(rt.redis, `${input.prefix}:audit:policy:${policyId}`);
+    const starts = await auditStarts(rt.redis, rt.state.keys.audit(policyId));
     const spans: { id: string; from: number; to: number }[] = [];
+    const seen = new Set<string>();
     for (const t of list) {
       const from = starts.get(t.rotationId);
-      if (from === undefined) continue;
+      // One span a rotation (after a wipe, reconcile queues a forgotten one again under its id).
+      if (from === undefined || seen.has(t.rotationId)) continue;
+      seen.add(t.rotationId);
       const rec = await rt.state.records.get(t.rotationId);
-      spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? Number.POSITIVE_INFINITY });
+      const forgotten = t.lost && !t.recreated && rec?.endedAt === undefined ? input.forgottenUntil : undefined;
+      spans.push({ id: t.rotationId, from, to: rec?.endedAt ?? forgotten ?? Number.POSITIVE_INFINITY });
     }
     spans.sort((a, b) => a.from - b.from);
     for (let i = 1; i < spans.length; i++) {
@@ -119,8 +135,9 @@ export async function check(input: CheckInput): Promise<Violations> {
       const cur = spans[i];
       if (prev && cur && cur.from < prev.to) v.I3.push(`${policyId}: ${cur.id} started while ${prev.id} was in flight`);
     }
-    // Of two requests made while one was in flight, one must have been turned away.
-    for (const t of list) if (t.partner && t.rotationId < t.partner.rotationId && t.status !== "skipped" && t.partner.status !== "skipped") v.I3.push(`${policyId}: ${t.rotationId} and ${t.partner.rotationId} both ran (${t.status}, ${t.partner.status})`);
+    // Of two requests made while one was in flight, one must have been turned away (unknown for
+    // a pair whose records a wipe took before one of them was: the span check above remains).
+    for (const t of list) if (t.partner && t.status !== "lost" && t.partner.status !== "lost" && t.rotationId < t.partner.rotationId && t.status !== "skipped" && t.partner.status !== "skipped") v.I3.push(`${policyId}: ${t.rotationId} and ${t.partner.rotationId} both ran (${t.status}, ${t.partner.status})`);
   }
 
   // ---- I5: no secret value in Redis, logs or audit ----------------------------------------------

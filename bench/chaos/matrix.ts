@@ -31,6 +31,8 @@ import { startSentinelTopology } from "../../test/helpers/redis-topology.ts";
 import { check, type Tracked, type Violations } from "./checker.ts";
 import { type CutoverFigures, cutoverOutages, formatCutover } from "./cutover.ts";
 import { WorkerPool } from "./workers.ts";
+import { formatWipe, type WipeFigures, WipeRepair } from "./wipe.ts";
+import { reconcileJobId } from "../../src/rotation/job-ids.ts";
 import { CONSUMER_TOKEN, FINGERPRINT_KEY, type PolicyWorld, REGION, startWorld } from "./world.ts";
 
 export interface MatrixOptions {
@@ -52,9 +54,11 @@ export interface MatrixOptions {
   /**
    * The Redis under test: one redis-server (default), or a master with two replicas and three
    * sentinels whose master is SIGKILLed at each fault; with `lagMs`, the replicas lag that long
-   * first, so the promoted one has lost the writes of that time.
+   * first, so the promoted one has lost the writes of that time. `wipe`: the single Redis restarts
+   * empty (no AOF) at each fault, while some rotations wait for confirmations that are held back;
+   * then reconcile passes run until every policy is whole (wipe.ts), and the load goes on.
    */
-  redis?: { kind: "single" } | { kind: "sentinel"; lagMs: number };
+  redis?: { kind: "single"; wipe?: boolean } | { kind: "sentinel"; lagMs: number };
   faultRate: number;
   /** Per-request budget of the workers; injected delays are longer. */
   requestTimeoutMs: number;
@@ -80,6 +84,8 @@ export interface MatrixReport {
   redisRestarts: number;
   /** Sentinel runs: each failover, how long until a replica answered as master, and the writes lost. */
   failovers: { ms: number; writesLostMs: number; writesLost: number }[];
+  /** Wipe runs: what each wipe cost and how reconcile repaired it. */
+  wipes: WipeFigures[];
   /** Live credentials beyond one per policy when the run ended (orphans, old ones kept alive). */
   extraLive: number;
   faults: Record<string, number>;
@@ -95,6 +101,8 @@ export interface MatrixReport {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The workers' job lock: a worker whose job Redis forgot stops within it (its renewal fails). */
+const WORKER_LOCK_MS = 4_000;
 const TERMINAL = new Set(["completed", "failed", "skipped"]);
 
 /** A small seeded generator (mulberry32) so a run can be repeated. */
@@ -147,7 +155,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
   let api: { url: string; stop(): Promise<void> } | undefined;
   let queue: Queue | undefined;
   try {
-    rt = await createRuntime({ redis: redisUnder.target, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity });
+    // The harness's provider calls (reconcile's, in wipe runs) have the workers' request budget.
+    rt = await createRuntime({ redis: redisUnder.target, prefix, policyPaths: [dir], log, fingerprintKey: FINGERPRINT_KEY, region: REGION, env: world.env, store, awsWritesPerSecond: Infinity, requestTimeoutMs: opts.requestTimeoutMs });
     const runtime = rt;
     // Consumers confirm from one address at the matrix's pace: limits above it (counters still run).
     api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, rateLimit: { perAddress: 1_000_000, perIdentity: 1_000_000 } });
@@ -157,6 +166,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     // The matrix restarts Redis on purpose: the queue's re-emitted connection errors are expected
     // (without a listener BullMQ prints each one).
     queue.on("error", () => undefined);
+    const rotationQueue = queue;
     const rotations = new Rotations({ queue, state: rt.state, audit: rt.audit, policies: rt.policies, now: Date.now });
 
     const lanes: Lane[] = [];
@@ -174,7 +184,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         REKEY_POLICY_DIR: dir,
         REKEY_FINGERPRINT_KEY: FINGERPRINT_KEY,
         REKEY_WORKER_CONCURRENCY: String(opts.concurrency),
-        REKEY_WORKER_LOCK_DURATION: "4s",
+        REKEY_WORKER_LOCK_DURATION: `${WORKER_LOCK_MS}ms`,
         REKEY_WORKER_STALLED_INTERVAL: "1s",
         REKEY_REQUEST_TIMEOUT: `${opts.requestTimeoutMs}ms`,
         AWS_ENDPOINT_URL_SECRETS_MANAGER: world.aws.url,
@@ -221,11 +231,48 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     })();
     const failovers: MatrixReport["failovers"] = [];
     const lostBefore = new Set<number>();
+    const wipes: WipeFigures[] = [];
+    let repair: WipeRepair | undefined;
+    let wipedAt = 0;
+    // Wipe runs: consumers hold their confirmations back for a moment before the wipe, so that
+    // some rotations have made their new value current and not yet revoked the old one.
+    let holdConfirmations = false;
     const restartRedis = async () => {
+      if (redisUnder.wipes) {
+        holdConfirmations = true;
+        // Until two rotations of overlap policies wait (or one, after 10 s; at most 30 s).
+        for (const t0Hold = Date.now(); Date.now() < t0Hold + 30_000; ) {
+          for (const t of tracked.filter((x) => !x.closed)) await observe(t).catch(() => undefined);
+          const waiting = tracked.filter((x) => !x.closed && x.status === "awaiting-confirmation" && laneOf.get(x.policyId)?.policy.overlap).length;
+          if (waiting >= 2 || (waiting >= 1 && Date.now() > t0Hold + 10_000)) break;
+          await sleep(200);
+        }
+      }
       redisDown = true;
       const r = await redisUnder.fault(random, say);
       redisRestarts++;
       redisDown = false;
+      if (redisUnder.wipes) {
+        // Everything Redis held is gone: the harness forgets what it tracked there too.
+        wipedAt = Date.now();
+        const open = tracked.filter((t) => !t.closed);
+        for (const t of tracked) t.lost = true;
+        for (const t of open) {
+          t.closed = true;
+          t.status = "lost";
+        }
+        for (const lane of lanes) {
+          lane.open = undefined;
+          lane.held = false;
+        }
+        repair = new WipeRepair(
+          { state: runtime.state, audit: runtime.audit, store, providers: runtime.providers, queue: rotationQueue, resolve: runtime.resolve, now: Date.now },
+          () => runtime.policies.all(),
+          { settleMs: 5_000, everyMs: 6_000, wipedAt, startedAt: t0, lostRotations: open.filter((t) => !t.duplicate).length },
+        );
+        holdConfirmations = false;
+        say(`  redis wiped: ${open.length} rotation(s) in flight forgotten; new requests wait while reconcile repairs`);
+      }
       if (r.failoverMs !== undefined) {
         // Every tick acknowledged so far was acknowledged by the old master (before the kill) or
         // by the new one; those the new one does not hold were lost by this failover (ticks lost
@@ -251,8 +298,13 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     /** The consumer: checks the old credential still works (I2), then confirms by push and probe. */
     const confirm = async (t: Tracked, lane: Lane) => {
       await sleep(random() * 300);
-      if (lane.policy.overlap) {
-        const old = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.versionId === lane.currentVersion)?.value;
+      while (holdConfirmations) await sleep(100);
+      // A rotation reconcile queued again may already have this consumer's confirmation (sent
+      // for the same version before the wipe, retried since), and revoked the old credential on
+      // it: the checker's LaunchDarkly check (deletion time against confirmations) covers it.
+      if (lane.policy.overlap && !t.recreated) {
+        const oldVersion = t.oldVersionId ?? lane.currentVersion;
+        const old = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.versionId === oldVersion)?.value;
         if (old !== undefined && !lane.policy.isLive(old)) i2Early.push(`${t.rotationId} (${t.policyId}): old credential dead before any confirmation`);
       }
       t.confirmedAt = Date.now();
@@ -280,7 +332,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         }
         await sleep(250);
       }
-      notes.push(`confirmation of ${t.rotationId} never accepted`);
+      // A rotation Redis forgot that reconcile did not queue again has nothing to confirm.
+      if (!t.lost) notes.push(`confirmation of ${t.rotationId} never accepted`);
     };
 
     const enqueue = async (lane: Lane, duplicate: boolean) => {
@@ -339,6 +392,37 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       if (rec.status === "skipped") notes.push(`${t.rotationId} (${t.policyId}) was skipped although nothing else was in flight`);
     };
 
+    /** A reconcile pass when due; re-queued rotations are tracked (consumers confirm them). */
+    const stepRepair = async (r: WipeRepair, now: number) => {
+      let step;
+      try {
+        step = await r.step(now);
+      } catch (err) {
+        notes.push(`reconcile pass failed: ${String(err)}`);
+        return;
+      }
+      if (!step) return;
+      say(`  ${step.line}`);
+      for (const f of step.recreated) {
+        const lane = laneOf.get(f.policyId) as Lane;
+        const job = await rotationQueue.getJob(reconcileJobId(f.policyId, f.rotationId as string));
+        const t: Tracked = { rotationId: f.rotationId as string, policyId: f.policyId, kind: lane.policy.kind, duplicate: false, enqueuedAt: now, status: "queued", recreated: true, oldVersionId: (job?.data as { oldVersionId?: string } | undefined)?.oldVersionId };
+        tracked.push(t);
+        lane.open = t;
+      }
+      const pending = tracked.some((t) => t.recreated && !t.closed);
+      if (!step.whole || pending) return;
+      r.finish(world, Date.now());
+      wipes.push(r.figures);
+      repair = undefined;
+      // The store says which version is current now (a forgotten rotation may have moved it).
+      for (const lane of lanes) {
+        lane.currentVersion = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.stages.includes("AWSCURRENT"))?.versionId ?? lane.currentVersion;
+        lane.open = undefined;
+      }
+      say(`  ${formatWipe(r.figures)}`);
+    };
+
     let next = 0;
     const restartMarks = [...opts.redisRestartsAt].sort();
     let lastReport = Date.now();
@@ -350,7 +434,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         await restartRedis().catch((err: unknown) => notes.push(`redis restart failed: ${String(err)}`));
       }
       const open = tracked.filter((t) => !t.closed);
-      if (now < deadline && settleUntil === undefined) {
+      if (now < deadline && settleUntil === undefined && !repair) {
         let budget = opts.maxInFlight - open.length;
         for (let scan = 0; scan < lanes.length && budget > 0 && requested < opts.rotations; scan++) {
           const lane = lanes[next++ % lanes.length] as Lane;
@@ -376,18 +460,19 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
           if (!redisDown) harnessErrors++;
         }
       }
+      if (repair) await stepRepair(repair, now);
       let stillOpen = tracked.filter((t) => !t.closed).length;
       const allAsked = requested >= opts.rotations || lanes.every((l) => l.held);
-      if (settleUntil === undefined && ((allAsked && stillOpen === 0) || now >= deadline)) {
+      if (settleUntil === undefined && ((allAsked && stillOpen === 0 && !repair) || now >= deadline)) {
         // Faults and kills stop; what is still open gets a bounded wait.
         stopChaos = true;
         world.setFaults(0, 0);
         settleUntil = now + opts.settleMs;
-        for (const t of tracked) if (!t.duplicate && t.status === "needs-attention") t.closed = false;
+        for (const t of tracked) if (!t.duplicate && !t.lost && t.status === "needs-attention") t.closed = false;
         stillOpen = tracked.filter((t) => !t.closed).length;
         say(`  all ${requested} rotations requested; faults off, settling ${stillOpen} open rotation(s) for at most ${Math.round(opts.settleMs / 1000)} s`);
       }
-      if (settleUntil !== undefined && (stillOpen === 0 || now >= settleUntil)) break;
+      if (settleUntil !== undefined && ((stillOpen === 0 && !repair) || now >= settleUntil)) break;
       if (now - lastReport > 10_000) {
         lastReport = now;
         const done = tracked.filter((t) => t.closed && !t.duplicate).length;
@@ -396,6 +481,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       await sleep(200);
     }
     stopChaos = true;
+    if (repair) {
+      wipes.push((repair as WipeRepair).figures);
+      notes.push("reconcile did not find every policy whole before the run ended");
+    }
     ticking = false;
     await ticker;
     await killer;
@@ -405,7 +494,8 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       world.aws,
       world.qstash.map((fake, i) => ({ resets: fake.rotationLog(), secretId: `chaos/chaos-qstash-${i}`, region: REGION })),
     );
-    const violations = await check({ world, rt: runtime, prefix, tracked, texts: [workers.text(), capture.chunks.join("")], i2Early, i6Broken, notes });
+    const forgottenUntil = wipedAt ? wipedAt + WORKER_LOCK_MS : undefined;
+    const violations = await check({ world, rt: runtime, prefix, tracked, texts: [workers.text(), capture.chunks.join("")], i2Early, i6Broken, notes, forgottenUntil });
     const outcomes: Record<string, number> = {};
     for (const t of tracked) {
       const key = t.duplicate ? `duplicate ${t.status}` : t.status;
@@ -429,6 +519,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       workerStarts: workers.starts,
       redisRestarts,
       failovers,
+      wipes,
       extraLive: countExtraLive(notes),
       faults: world.faultCounts(),
       requests: world.requestCount(),
@@ -460,7 +551,9 @@ export function formatReport(r: MatrixReport): string[] {
   const lines = [
     `rotations requested: ${r.rotationsRequested} (${Object.entries(r.byProvider).map(([k, n]) => `${k} ${n}`).join(", ")}) + ${r.duplicatesRequested} duplicate requests`,
     `outcomes: ${Object.entries(r.outcomes).map(([k, n]) => `${k} ${n}`).join(", ")}`,
-    r.failovers.length
+    r.wipes.length
+      ? `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Redis wiped (restarted empty): ${r.redisRestarts}`
+      : r.failovers.length
       ? `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Sentinel failovers (master SIGKILLed): ${r.failovers.length}, promotion ${r.failovers.map((f) => `${(f.ms / 1000).toFixed(1)} s`).join(", ")}; acknowledged writes lost: ${r.failovers.map((f) => `${(f.writesLostMs / 1000).toFixed(1)} s`).join(", ")}`
       : `worker SIGKILLs: ${r.workerKills} (worker starts ${r.workerStarts}); Redis SIGKILL+restart: ${r.redisRestarts}`,
     `requests to fakes: ${r.requests}; faults injected: ${Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(", ")} (total ${Object.values(r.faults).reduce((a, b) => a + b, 0)})`,
@@ -468,6 +561,7 @@ export function formatReport(r: MatrixReport): string[] {
     `violations: ${Object.entries(r.violations).map(([k, list]) => `${k} ${list.length}`).join(", ")} (total ${totalViolations(r.violations)})`,
     `stragglers (no end, no alert): ${r.stragglers.length}`,
     `live credentials beyond one per policy at the end: ${r.extraLive}`,
+    ...r.wipes.map((w) => `wipe: ${formatWipe(w)}`),
     formatCutover(r.cutover),
     `duration: ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
@@ -490,6 +584,8 @@ interface ChaosRedis {
   target: RedisTarget;
   /** What worker processes get in their environment to reach it. */
   env: Record<string, string>;
+  /** Each fault wipes Redis (it restarts empty). */
+  wipes?: boolean;
   /** One Redis fault; `failoverMs` where a replica was promoted. */
   fault(random: () => number, say: (line: string) => void): Promise<{ failoverMs?: number }>;
   stop(): Promise<void>;
@@ -512,19 +608,23 @@ async function startChaosRedis(kind: NonNullable<MatrixOptions["redis"]>): Promi
   }
   const first = await startRedisServer({ appendonly: true });
   let redis = first;
+  const wipe = kind.wipe === true;
   return {
     target: { kind: "single", url: first.url },
     env: { REDIS_URL: first.url },
+    wipes: wipe,
     async fault(random, say) {
-      say(`  redis: SIGKILL (pid of port ${redis.port}), restart on the same port and AOF dir`);
+      say(`  redis: SIGKILL (pid of port ${redis.port}), restart on the same port ${wipe ? "EMPTY (a new directory: everything is lost)" : "and AOF dir"}`);
       await redis.kill("SIGKILL");
       await sleep(500 + random() * 1_500);
-      redis = await startRedisServer({ appendonly: true, port: first.port, dir: first.dir });
+      if (wipe && redis !== first) rmSync(redis.dir, { recursive: true, force: true });
+      redis = await startRedisServer({ appendonly: true, port: first.port, dir: wipe ? undefined : first.dir });
       return {};
     },
     async stop() {
       await redis.stop();
       rmSync(first.dir, { recursive: true, force: true });
+      if (redis !== first) rmSync(redis.dir, { recursive: true, force: true });
     },
   };
 }

@@ -253,12 +253,14 @@ class Source implements SecretSource {
   async handleEvent(event: RekeyWebhookEvent): Promise<"ignored" | "reloaded"> {
     if (!this.matches(event) || !RELOAD_EVENTS.has(event.event)) return "ignored";
     const v = await this.read();
-    // A rotation asks for a confirmation of the version this process runs on already (it read it
-    // before rekey recorded the promotion, so its own confirmation met a 409): confirm now.
+    // A rotation asks for a confirmation of the version this process runs on already: confirm
+    // now. Either this process read it before rekey recorded the promotion (its confirmation met
+    // a 409), or it confirmed it and rekey lost that (its Redis was wiped and `rekey reconcile`
+    // queued the rotation again): a repeat is accepted as one, and not retried on a 409.
     if (this.client && this.autoConfirm && CONFIRM_EVENTS.has(event.event) && event.versionId === v.versionId) {
       await this.applying;
-      if (this.applied?.versionId === v.versionId && this.cached?.versionId === v.versionId && this.confirmedVersionId !== v.versionId) {
-        await this.confirmVersion(v, true);
+      if (this.applied?.versionId === v.versionId && this.cached?.versionId === v.versionId) {
+        await this.confirmVersion(v, this.confirmedVersionId !== v.versionId);
       }
     }
     return "reloaded";

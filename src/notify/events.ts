@@ -30,7 +30,7 @@ const common = {
   secretId: z.string().min(1),
   /** The store version the rotation created, once there is one. */
   versionId: z.string().optional(),
-  /** Why the rotation runs: scheduled, manual, leak or offboarding. */
+  /** Why the rotation runs: scheduled, manual, leak, offboarding or reconcile. */
   reason: z.string().min(1),
   /** One line for humans. */
   message: z.string(),

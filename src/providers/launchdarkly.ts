@@ -247,11 +247,17 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
     return { value: t.token, credentialId: t._id, meta: metaOf(t) };
   }
 
-  /** Delete every token whose description carries `mark`, except `keep` and the management token itself. */
-  async function removeMarked(ctx: Ctx, mark: string, keep: string[]): Promise<string[]> {
+  /**
+   * Delete every token whose description carries `mark`, except `keep`, tokens whose description
+   * carries one of `keepMarks`, and the management token itself.
+   */
+  async function removeMarked(ctx: Ctx, mark: string, keep: string[], keepMarks: string[] = []): Promise<string[]> {
     const mgmt = await ctx.resolve(ctx.config.management);
     const all = await listAll(ctx, mgmt, "/api/v2/tokens?showAll=true", Token);
-    const candidates = all.filter((t) => !keep.includes(t._id) && (t.description ?? "").includes(mark));
+    const candidates = all.filter((t) => {
+      const description = t.description ?? "";
+      return !keep.includes(t._id) && description.includes(mark) && !keepMarks.some((k) => description.includes(k));
+    });
     if (candidates.length === 0) return [];
     const self = await identity(ctx, "management", mgmt);
     const removed: string[] = [];
@@ -275,9 +281,20 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
       return { credentialId: who.tokenId, meta: identityMeta(who) };
     },
 
-    async sweep(ctx, keep) {
+    async sweep(ctx, keep, opts) {
       if (ctx.config.strategy === "reset-with-expiry" || keep.length === 0) return [];
-      return removeMarked(ctx, `[rekey policy=${ctx.policyId} rotation=`, keep);
+      return removeMarked(ctx, `[rekey policy=${ctx.policyId} rotation=`, keep, (opts?.keepRotations ?? []).map((r) => `rotation=${r}]`));
+    },
+
+    async isLive(ctx, value) {
+      try {
+        await identity(ctx, "current", value);
+        return true;
+      } catch (err) {
+        // caller-identity answers 401 for a token that does not exist (deleted or expired).
+        if (err instanceof HttpStatusError && err.status === 401) return false;
+        throw err;
+      }
     },
 
     async cleanupOrphans(ctx, keep) {

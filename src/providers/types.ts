@@ -41,7 +41,7 @@ export interface ProviderContext<K extends ProviderKind = ProviderKind> {
   successor?: string;
 }
 
-export type RotationReason = "scheduled" | "manual" | "leak" | "offboarding";
+export type RotationReason = "scheduled" | "manual" | "leak" | "offboarding" | "reconcile";
 
 export interface OwnedCredential {
   credentialId: string;
@@ -80,9 +80,18 @@ export interface Provider<K extends ProviderKind = ProviderKind> {
    * Remove every credential rekey issued for this policy except those in `keep` (provider ids):
    * leftovers of requests that reached the provider after the run that sent them was aborted
    * (a lost lock, a timeout) and so landed after that run's orphan clean-up. The engine calls it
-   * only with the live credential's id in `keep`, never without.
+   * only with the live credential's id in `keep`, never without. `keepRotations`: credentials
+   * marked with these rotation ids stay too (the AWSPREVIOUS version's, whose rotation Redis may
+   * have forgotten before it was revoked: only consumers' confirmations may end it, I2).
    */
-  sweep?(ctx: ProviderContext<K>, keep: string[]): Promise<string[]>;
+  sweep?(ctx: ProviderContext<K>, keep: string[], opts?: { keepRotations?: string[] }): Promise<string[]>;
+  /**
+   * Does this value still authenticate at the provider? false only on the provider's documented
+   * answer for a dead credential; anything that tells nothing (a 5xx, no answer) is thrown.
+   * Reconcile asks it of the AWSPREVIOUS value: live after a rotation Redis forgot, it was never
+   * revoked. Providers without it are not asked (nothing is re-created for them).
+   */
+  isLive?(ctx: ProviderContext<K>, value: string): Promise<boolean>;
 
   /**
    * Issue a new credential (API providers only). `old` is the current value and its handle, where

@@ -20,7 +20,7 @@ export const rotationJobOptions: DefaultJobOptions = {
 };
 
 /** Lower is sooner in BullMQ: leaks go ahead of everything. */
-export const PRIORITY = { leak: 1, offboarding: 5, manual: 5, scheduled: 10 } as const;
+export const PRIORITY = { leak: 1, offboarding: 5, manual: 5, scheduled: 10, reconcile: 5 } as const;
 
 /**
  * A parked rotation woken by a confirmation or a submission has one step left before the old

@@ -24,6 +24,14 @@ export function leakHandOffJobId(policyId: string, endedRotationId: string): str
   return leakJobId(policyId, `retry-${endedRotationId}`);
 }
 
+/**
+ * The rotation reconcile queues again for the version it made current (its id is the version id):
+ * one job per version, however many passes find it.
+ */
+export function reconcileJobId(policyId: string, versionId: string): string {
+  return `reconcile@${policyId}@${versionId}`;
+}
+
 /** One offboarding rotation per (member, policy) and attempt: a re-run finds the same job and never duplicates it. */
 export function offboardJobId(member: string, policyId: string, attempt = 1): string {
   const first = `offboard@${member.toLowerCase()}@${policyId}`;

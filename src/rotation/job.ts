@@ -17,7 +17,11 @@ export const STEPS = [
 ] as const;
 export type Step = (typeof STEPS)[number];
 
-export const REASONS = ["scheduled", "manual", "leak", "offboarding"] as const;
+/**
+ * `reconcile`: a rotation Redis forgot after its new value became current, queued again by
+ * `rekey reconcile` so that consumers confirm that value and the previous credential is revoked.
+ */
+export const REASONS = ["scheduled", "manual", "leak", "offboarding", "reconcile"] as const;
 export type Reason = (typeof REASONS)[number];
 
 const Meta = z.record(z.string(), z.string());

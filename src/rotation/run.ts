@@ -258,7 +258,8 @@ export class Run<Tx> {
     let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);
-    if (!d.promotedAt && (d.step === "promoting" || d.step === "verifying")) {
+    // A rotation queued again by reconcile found its value current already, at any step.
+    if (!d.promotedAt && (d.step === "promoting" || d.step === "verifying" || d.reason === "reconcile")) {
       // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
       // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
       // (found by the fault matrix). Unreadable labels: decide later, never guess. A cursor at

@@ -12,8 +12,7 @@ import { main } from "../../src/cli/main.ts";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
-import { redisUrl } from "../helpers/redis.ts";
-import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { ADMIN_TOKEN, REGION, type Stack, startStack, until, cliEnv } from "../helpers/stack.ts";
 
 const CONSUMER = "ops-consumer-token-0123456789abcdef";
 
@@ -41,16 +40,7 @@ describe("operating rekey", () => {
     writeFileSync(join(dir, "ld-ops.json"), JSON.stringify(policy));
     stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: admin.value }, concurrency: 1 });
     await stack.store.create!({ secretId: "prod/ld-ops", region: REGION }, managed.value);
-    env = {
-      REDIS_URL: redisUrl(),
-      REKEY_PREFIX: stack.prefix,
-      REKEY_POLICY_DIR: dir,
-      AWS_ENDPOINT_URL_SECRETS_MANAGER: stack.emulator.url,
-      AWS_REGION: REGION,
-      AWS_ACCESS_KEY_ID: "test",
-      AWS_SECRET_ACCESS_KEY: "test",
-      LOG_LEVEL: "silent",
-    };
+    env = cliEnv(stack, dir);
   });
 
   afterEach(async () => {

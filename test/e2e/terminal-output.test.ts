@@ -19,8 +19,7 @@ import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { LeakReport } from "../../src/leak/leak.ts";
 import type { OffboardReport } from "../../src/offboarding/offboarding.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
-import { redisUrl } from "../helpers/redis.ts";
-import { REGION, type Stack, startStack } from "../helpers/stack.ts";
+import { REGION, type Stack, startStack, cliEnv } from "../helpers/stack.ts";
 
 /** The line the attacker wants an operator to read in `rekey history`. */
 const FORGED = "2026-01-05T03:00:04Z  ld-term  0000  revoking ok  by worker: old credential 0000 revoked";
@@ -55,16 +54,7 @@ describe("terminal output escapes control characters", () => {
     };
     writeFileSync(join(dir, "ld-term.json"), JSON.stringify(policy));
     stack = await startStack({ policies: [policy], env: { LD_ADMIN_TOKEN: "unused" }, worker: false });
-    env = {
-      REDIS_URL: redisUrl(),
-      REKEY_PREFIX: stack.prefix,
-      REKEY_POLICY_DIR: dir,
-      AWS_ENDPOINT_URL_SECRETS_MANAGER: stack.emulator.url,
-      AWS_REGION: REGION,
-      AWS_ACCESS_KEY_ID: "test",
-      AWS_SECRET_ACCESS_KEY: "test",
-      LOG_LEVEL: "silent",
-    };
+    env = cliEnv(stack, dir);
   });
 
   afterAll(async () => {

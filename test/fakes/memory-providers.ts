@@ -89,6 +89,7 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
     kind,
     identify,
     verify,
+    isLive: (ctx: ProviderContext<K>, value: string) => call(ctx, "isLive", () => creds.byValue(value)?.diedAt === undefined && creds.byValue(value) !== undefined),
     revoke: (ctx: ProviderContext<K>, old: CredentialHandle & { value: string }) =>
       call(ctx, "revoke", () => {
         const c = old.credentialId ? creds.all.find((x) => x.credentialId === old.credentialId) : creds.byValue(old.value);
@@ -112,9 +113,11 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
         for (const c of gone) creds.kill(c, ctx.rotationId);
         return gone.map((c) => c.credentialId);
       }),
-    sweep: (ctx, keep) =>
+    // Marked credentials of `keepRotations` stay, as the real providers' sweeps keep them.
+    sweep: (ctx, keep, opts) =>
       call(ctx, "sweep", () => {
-        const gone = creds.live(ctx.policyId).filter((c) => c.issuedBy !== undefined && !keep.includes(c.credentialId));
+        const keepRotations = opts?.keepRotations ?? [];
+        const gone = creds.live(ctx.policyId).filter((c) => c.issuedBy !== undefined && !keep.includes(c.credentialId) && !keepRotations.includes(c.issuedBy));
         for (const c of gone) creds.kill(c, ctx.rotationId);
         return gone.map((c) => c.credentialId);
       }),

@@ -98,7 +98,8 @@ class MemoryLocks implements LockPort {
   begin(rec: RotationRecord): Promise<string> {
     const { db } = this.a;
     return this.a.call("begin", () => {
-      if (!db.records.has(rec.rotationId)) {
+      // A record without its id (fields a forgotten worker patched in after a wipe) is replaced.
+      if (db.records.get(rec.rotationId)?.rotationId === undefined) {
         db.records.set(rec.rotationId, { ...rec });
         db.active.add(rec.rotationId);
       }

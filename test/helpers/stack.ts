@@ -172,3 +172,17 @@ export async function dumpRedis(rt: Runtime, prefix: string): Promise<string> {
   }
   return out.join("\n");
 }
+
+/** The environment of the `rekey` CLI pointed at `stack`, with policy files from `policyDir`. */
+export function cliEnv(stack: Pick<Stack, "prefix" | "emulator">, policyDir: string): Record<string, string> {
+  return {
+    REDIS_URL: redisUrl(),
+    REKEY_PREFIX: stack.prefix,
+    REKEY_POLICY_DIR: policyDir,
+    AWS_ENDPOINT_URL_SECRETS_MANAGER: stack.emulator.url,
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: "test",
+    AWS_SECRET_ACCESS_KEY: "test",
+    LOG_LEVEL: "silent",
+  };
+}

@@ -78,6 +78,12 @@ async function history<Tx>(s: RotationState<Tx>): Promise<unknown[]> {
   log("skipped", await s.records.get(B));
   await s.records.put({ ...rec(C), status: "skipped", message: "another rotation holds p1" }, { claimsPolicy: false });
   log("a record put", await s.records.get(C));
+  const D = "44444444-4444-4444-8444-444444444444";
+  // A worker Redis forgot patches its record after a wipe: fields without the record's id.
+  await s.records.update(D, { step: "revoking", endedAt: NOW + 12, updatedAt: NOW + 12 });
+  log("fields without a record are no record", await s.records.get(D));
+  log("the rotation queued again finds the policy held", await s.locks.begin({ ...rec(D), reason: "reconcile" }));
+  log("and writes its own record over the fields", await s.records.get(D));
   await s.gates.close("scope", NOW + 1_000);
   await s.gates.close("scope", NOW + 500);
   log("an earlier gate does not shorten a later one", await s.gates.until("scope"));

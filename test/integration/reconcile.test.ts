@@ -112,12 +112,88 @@ describe("rekey reconcile", () => {
     const lost = orphan(ld);
     const first = await pass();
     const second = await pass(first.observations);
-    expect(kinds(second.findings)).toEqual(["orphans"]);
+    expect(kinds(second.findings)).toEqual(["orphans", "re-created"]);
     expect(ld.isLive(lost.value)).toBe(false);
     // I2: the old credential (AWSPREVIOUS) is not revoked without the consumers' confirmations.
     expect(ld.isLive(previous.value)).toBe(true);
     expect(ld.isLive(issued.value)).toBe(true);
     expect(second.findings[0]!.message).not.toContain(previous.id);
+    // The rotation that made N current is queued again under its own id, to wait for the
+    // consumers and revoke P through the normal revoking step.
+    expect(second.findings[1]).toMatchObject({ repaired: true });
+    expect(second.findings[1]!.message).toContain(`version ${rotationId} is AWSCURRENT and the previous credential ${previous.id} (version ${earlier}, AWSPREVIOUS) is still live`);
+    const job = await stack.rt.queue.getJob(`reconcile@${ID}@${rotationId}`);
+    expect(job?.data).toMatchObject({ rotationId, policyId: ID, reason: "reconcile", actor: "reconcile", step: "start", oldVersionId: earlier, oldCredentialId: previous.id });
+    const audit = await stack.rt.audit.history({ policyId: ID });
+    expect(audit[0]).toMatchObject({ rotationId, step: "reconcile.re-created", outcome: "ok", actor: "reconcile" });
+    // Found again before a worker took it: nothing is queued twice.
+    const third = await pass(second.observations);
+    expect(kinds(third.findings)).toEqual(["in-flight"]);
+    expect(await stack.rt.queue.getJobCounts("waiting", "prioritized")).toEqual({ waiting: 0, prioritized: 1 });
+    expect(ld.isLive(previous.value)).toBe(true);
+  });
+
+  it("reports two live credentials it must not finish: a dry run, a current version rekey did not write, a rotation Redis still knows", async () => {
+    const earlier = randomUUID();
+    const previous = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${earlier}]` });
+    await stack.store.putPending(SECRET, earlier, previous.value);
+    await stack.store.promote(SECRET, earlier);
+    const rotationId = randomUUID();
+    const issued = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${rotationId}]` });
+    await stack.store.putPending(SECRET, rotationId, issued.value);
+    await stack.store.promote(SECRET, rotationId);
+    const first = await pass(undefined, { dryRun: true });
+    const dry = await pass(first.observations, { dryRun: true });
+    expect(kinds(dry.findings)).toEqual(["whole", "two-live"]);
+    expect(dry.findings[1]).toMatchObject({ repaired: false });
+    expect(dry.findings[1]!.message).toContain("dry run: nothing queued");
+    expect(await stack.rt.queue.getJob(`reconcile@${ID}@${rotationId}`)).toBeUndefined();
+
+    // Redis still has the rotation's record (it ended needing attention): it says so, queues nothing.
+    const now = Date.now();
+    await stack.rt.state.records.put({ rotationId, policyId: ID, reason: "manual", actor: "test", status: "running", step: "awaiting-confirmation", jobId: "gone", startedAt: now, updatedAt: now });
+    await stack.rt.state.records.end({ rotationId, policyId: ID }, "needs-attention", "its job was lost", now, 60);
+    const known = await pass(dry.observations);
+    expect(kinds(known.findings)).toEqual(["two-live"]);
+    expect(known.findings[0]!.message).toContain(`rotation ${rotationId} ended needs-attention (its job was lost)`);
+
+    // A current version whose id is no rotation id was written by someone else.
+    const operator = ld.addToken({ name: "billing by hand" });
+    const handWritten = "written-by-an-operator-0000000000000001";
+    await stack.store.putPending(SECRET, handWritten, operator.value);
+    await stack.store.promote(SECRET, handWritten);
+    const a = await pass();
+    const b = await pass(a.observations);
+    // (P, marked by rekey and in neither label now, is an orphan.)
+    expect(kinds(b.findings)).toEqual(["orphans", "two-live"]);
+    expect(ld.isLive(previous.value)).toBe(false);
+    expect(b.findings[1]!.message).toContain("was not written by a rekey rotation");
+    expect(await stack.rt.queue.getJobCounts("waiting", "prioritized")).toEqual({ waiting: 0, prioritized: 0 });
+    for (const t of [issued, operator]) expect(ld.isLive(t.value)).toBe(true);
+  });
+
+  it("revokes the credential of a pending version no running rotation owns (never current), and keeps a running rotation's", async () => {
+    const forgotten = randomUUID();
+    const abandoned = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${forgotten}]` });
+    await stack.store.putPending(SECRET, forgotten, abandoned.value);
+    const first = await pass();
+    const second = await pass(first.observations);
+    expect(kinds(second.findings)).toEqual(["pending", "whole"]);
+    expect(second.findings[0]).toMatchObject({ repaired: true, rotationId: forgotten });
+    expect(ld.isLive(abandoned.value)).toBe(false);
+    expect(ld.isLive(current.value)).toBe(true);
+    expect((await stack.store.stages(SECRET))[forgotten] ?? []).not.toContain("AWSPENDING");
+    expect((await stack.rt.audit.history({ policyId: ID }))[0]).toMatchObject({ rotationId: forgotten, step: "reconcile.pending", actor: "reconcile" });
+
+    // A rotation Redis knows and that has not ended owns its pending version.
+    const running = randomUUID();
+    const issued = ld.addToken({ name: "billing (rekey)", description: `[rekey policy=${ID} rotation=${running}]` });
+    await stack.store.putPending(SECRET, running, issued.value);
+    const now = Date.now();
+    await stack.rt.state.records.put({ rotationId: running, policyId: ID, reason: "manual", actor: "test", status: "running", step: "verifying", jobId: "x", startedAt: now, updatedAt: now });
+    const third = await pass(second.observations);
+    expect(third.findings.map((f) => f.kind)).not.toContain("pending");
+    expect((await stack.store.stages(SECRET))[running]).toContain("AWSPENDING");
   });
 
   it("ends a rotation whose job Redis lost, frees its lock, and says whether its write happened", async () => {
@@ -176,7 +252,7 @@ describe("rekey reconcile", () => {
       expect(await b.pass()).toEqual([]);
       expect(ld.isLive(lost.value)).toBe(true);
       // Next period (the claim expired): the other replica picks up what the first one saw.
-      await stack.rt.redis.del(`${stack.prefix}:reconcile:pass`);
+      await stack.rt.redis.del(stack.rt.state.keys.reconcilePass());
       expect(kinds(await b.pass())).toEqual(["orphans"]);
       expect(ld.isLive(lost.value)).toBe(false);
     } finally {

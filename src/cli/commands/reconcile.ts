@@ -11,7 +11,7 @@ export function register(program: Command, io: CliIo): void {
   program
     .command("reconcile")
     .description(
-      "compare Redis's records with the secret store and the providers after Redis forgot writes (a failover, a wipe): end rotations whose job was lost and free their lock, remove credentials rekey issued that are neither AWSCURRENT nor AWSPREVIOUS; every repair is audited",
+      "compare Redis's records with the secret store and the providers after Redis forgot writes (a failover, a wipe): end rotations whose job was lost and free their lock, remove credentials rekey issued that are neither AWSCURRENT nor AWSPREVIOUS or that a forgotten rotation left pending, and queue again a forgotten rotation whose previous credential is still live (it waits for the consumers, then revokes it); every repair is audited",
     )
     .option("--policy <id...>", "only these policies")
     .option("--dry-run", "report what would be repaired, change nothing")

@@ -256,8 +256,9 @@ export class ConsumerAgent {
     }
   }
 
-  private confirm(w: Watched, versionId: string, retryConflicts: boolean): void {
-    if (w.confirmed === versionId || !w.current || w.current.versionId !== versionId) return;
+  /** `again`: confirm a version this agent confirmed already (rekey asked again: it lost the first). */
+  private confirm(w: Watched, versionId: string, retryConflicts: boolean, again = false): void {
+    if ((w.confirmed === versionId && !again) || !w.current || w.current.versionId !== versionId) return;
     const value = w.current.value;
     const body = this.fingerprintKey
       ? { policyId: w.policyId, consumerId: w.consumerId, fingerprint: fingerprint(this.fingerprintKey, value) }
@@ -350,11 +351,13 @@ export class ConsumerAgent {
 
   private async onEvent(event: RekeyWebhookEvent, which: Watched[]): Promise<void> {
     await this.readAll(which);
-    // rekey asks for a version this agent already applied (its first confirmation came before
-    // rekey recorded the promotion): confirm it now.
+    // rekey asks for a version this agent already applied: confirm it now. Either its first
+    // confirmation came before rekey recorded the promotion (a 409), or rekey lost it (its Redis
+    // was wiped and `rekey reconcile` queued the rotation again): a repeat is accepted as one, and
+    // not retried on a 409.
     if (!CONFIRM_EVENTS.has(event.event) || !event.versionId) return;
     for (const w of which) {
-      if (w.applied === event.versionId && w.current?.versionId === event.versionId && w.confirmed !== event.versionId) this.confirm(w, event.versionId, true);
+      if (w.applied === event.versionId && w.current?.versionId === event.versionId) this.confirm(w, event.versionId, w.confirmed !== event.versionId, true);
     }
   }
 }

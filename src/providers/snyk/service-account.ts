@@ -157,6 +157,10 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
       return { value: newSecret(ctx, client, "create", res.body), meta: { serviceAccountId: ctx.config.serviceAccountId } };
     },
 
+    async isLive(ctx, value) {
+      return snykClient(ctx.config, ctx, deps).secretIsLive(ctx.config.clientId, value);
+    },
+
     async verify(ctx, value, _expected: CredentialHandle) {
       const client = snykClient(ctx.config, ctx, deps);
       const accessToken = await client.exchange(ctx.config.clientId, value);

@@ -9,9 +9,13 @@ const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('
 
 // A rotation's first write: its record unless it exists (a resumed job keeps its record), then
 // the policy's in-flight lock. Returns the lock's holder (the rotation itself when it took it).
+// A record without its id is no record: the fields a forgotten worker patched in after Redis was
+// wiped (its job gone, it ran one more step). Kept, they would shadow the record of the rotation
+// that reconcile queues again under the same id (an ended-at from the dead run ends it at once).
 // KEYS: record, active set, lock. ARGV: startedAt, rotationId, record field/value pairs.
 const BEGIN_LUA = `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('HEXISTS', KEYS[1], 'rotationId') == 0 then
+  redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 end

@@ -5,7 +5,7 @@
 import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
 import { errorMessage, PermanentError, RateLimitedError, TransientError, UnansweredError } from "../../errors.ts";
 import type { IssuedCredential } from "../../providers/types.ts";
-import type { StoredVersion } from "../../stores/types.ts";
+import { AWSPREVIOUS, type StoredVersion } from "../../stores/types.ts";
 import { hedge } from "../cutover.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
@@ -44,9 +44,14 @@ export const issuing: StepFn = async (run) => {
     }
     if (run.provider.sweep && d.oldCredentialId) {
       // Leftovers of earlier rotations of this policy (a request that landed after its run was
-      // aborted). Only with the current credential's id known, so it can never be taken.
+      // aborted). Only with the current credential's id known, so it can never be taken. The
+      // AWSPREVIOUS version's credential stays too: live, its rotation was forgotten by Redis
+      // before it could wait for the consumers (I2); this rotation's last sweep, after they
+      // confirmed its own new value, removes it.
       const keepOld = d.oldCredentialId;
-      const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepOld]));
+      const stages = await run.deps.store.stages(run.ref, run.signal);
+      const keepRotations = Object.entries(stages).filter(([id, s]) => s.includes(AWSPREVIOUS) && id !== d.rotationId).map(([id]) => id);
+      const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepOld], { keepRotations }));
       if (swept.length) await run.auditStep("issuing", "cleanup", `removed ${swept.length} leftover credential(s) of earlier rotations: ${swept.join(", ")}`);
     }
     const old = d.oldVersionId ? await run.readVersion(d.oldVersionId) : undefined;

@@ -2,7 +2,7 @@
  * start: take the policy's lock (I3) — or, where another rotation holds it, yield: a leak joins
  * the holder, anything else is skipped — then read the current version and its credential.
  */
-import { TransientError } from "../../errors.ts";
+import { CancelledError, TransientError } from "../../errors.ts";
 import type { CredentialHandle } from "../../providers/types.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
@@ -46,6 +46,28 @@ export const start: StepFn = async (run) => {
   }
 
   const current = await run.deps.store.getCurrent(run.ref, run.signal);
+  if (d.reason === "reconcile" && current?.versionId !== d.rotationId) {
+    // Queued again to finish version d.rotationId, which another rotation has replaced since:
+    // that one revokes what is left (its last sweep). Promoting this one again would go back.
+    const message = `skipped: version ${d.rotationId} is no longer AWSCURRENT (${current?.versionId ?? "no value"} is); nothing is left to finish`;
+    await state.records.end(d, "skipped", message, run.now, engineDefaults.recordTtlSec, { release: true });
+    await run.auditStep("start", "skipped", message, d.actor);
+    return { data: { ...d, step: "done" } };
+  }
+  // A rotation queued again by reconcile is past its point of no return from the start: its value
+  // is current, consumers may run on it. A `rekey cancel` is refused from here on; one that came
+  // first ends it with nothing undone (the failure path would revoke the current credential).
+  if (d.reason === "reconcile") {
+    try {
+      await run.commit("promotion");
+    } catch (err) {
+      if (!(err instanceof CancelledError)) throw err;
+      const message = `${err.message}; nothing was undone: version ${d.rotationId} stays current and the previous credential live; rotate the policy once every consumer runs on it`;
+      await state.records.end(d, "failed", message, run.now, engineDefaults.recordTtlSec, { release: true });
+      await run.auditStep("start", "failed", message, d.actor);
+      return { data: { ...d, step: "done" } };
+    }
+  }
   let oldHandle: CredentialHandle = {};
   if (current && current.versionId !== d.rotationId) {
     oldHandle = await run.providerCall(() => run.provider.identify(run.ctx(), current.value));
@@ -58,7 +80,11 @@ export const start: StepFn = async (run) => {
     oldMeta: oldHandle.meta ?? d.oldMeta,
   };
   // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
-  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`, d.actor);
+  const began =
+    d.reason === "reconcile"
+      ? `queued again by reconcile: version ${d.rotationId} is current and the previous credential (version ${d.oldVersionId ?? "unknown"}) was never revoked; it is revoked once every consumer confirms ${d.rotationId}`
+      : `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`;
+  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", began, d.actor);
   await run.event("rotation.started", `${d.reason} rotation of ${run.policy.id} started`, { versionId: d.rotationId });
   return { data: next };
 };
