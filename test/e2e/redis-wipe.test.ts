@@ -162,6 +162,13 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     expect(waiting).toMatchObject({ status: "awaiting-confirmation", reason: "reconcile", oldVersionId: expect.any(String) });
     expect(waiting!.message).toBe("waiting for ops");
     expect(ld.isLive(managed.value)).toBe(true);
+    // Its value is current, consumers run on it: `rekey cancel` is refused (its failure path would
+    // revoke the current token) and nothing changes.
+    const refused = await stack.rt.rotations.cancel({ rotationId: req.rotationId, actor: "test" }).then(() => undefined, (err: unknown) => err);
+    expect(refused).toMatchObject({ status: 409 });
+    expect((refused as Error).message).toContain(`rotation ${req.rotationId} of ${ID} cannot be cancelled`);
+    expect((await record(req.rotationId))?.status).toBe("awaiting-confirmation");
+    expect(ld.isLive((await stack.store.getCurrent(SECRET))!.value)).toBe(true);
 
     const confirmedAt = Date.now();
     expect((await confirm(OPS_TOKEN, "ops", req.rotationId)).status).toBe(200);

@@ -12,6 +12,9 @@ import { PermanentError } from "../../src/errors.ts";
 import type { Policy } from "../../src/policy/schema.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { AWSCURRENT, AWSPREVIOUS } from "../../src/stores/types.ts";
+import { reconcileJobId } from "../../src/rotation/job-ids.ts";
+import type { RotationJobData } from "../../src/rotation/job.ts";
+import { MemoryJob } from "../fakes/memory.ts";
 import { type FaultKind, rng } from "../fakes/memory-world.ts";
 import { checkI1, checkI2, checkI3, checkI6, runChecked } from "../helpers/invariants.ts";
 import { cutoverPolicy, humanPolicy, overlapPolicy, Sim, type SimOptions, type Tracked } from "../helpers/rotation-sim.ts";
@@ -314,6 +317,34 @@ describe("rekey cancel: honoured before the point of no return, refused after it
     expect(violations).toEqual([]);
     expect(sim.state.db.records.get(t.rotationId)?.status).toBe("completed");
     expect(sim.store.holder(refOf(t.policy), AWSCURRENT)?.versionId).toBe(t.rotationId);
+  });
+});
+
+describe("a rotation queued again by reconcile after a Redis wipe", () => {
+  it("is past its point of no return from its start: a cancel is refused, the current credential stays, the previous one goes after the confirmations", async () => {
+    const sim = new Sim();
+    const policy = sim.addPolicy(overlapPolicy("ld-api"));
+    const ref = refOf(policy);
+    const previous = sim.store.holder(ref, AWSCURRENT)!;
+    // The forgotten rotation V made its value current and was wiped from Redis before revoking the previous one.
+    const v = sim.world.uuid();
+    const current = sim.creds.make(policy.id, v);
+    sim.store.putPendingNow(ref, v, current.value);
+    await sim.store.promote(ref, v);
+    const data: RotationJobData = { v: 1, rotationId: v, policyId: policy.id, reason: "reconcile", actor: "reconcile", step: "start", startedAt: sim.now, oldVersionId: previous.versionId, oldCredentialId: sim.creds.byValue(previous.value)!.credentialId };
+    sim.tracked.push({ job: new MemoryJob(sim.world, reconcileJobId(policy.id, v), data), policy, rotationId: v, reason: "reconcile" });
+    // Its worker dies after start, before it reaches promoting; the cancel comes while it is down.
+    sim.world.next("provider.identify", { kind: "crash-before" });
+    let verdict = "";
+    sim.at(sim.now + 1_000, () => (verdict = sim.cancel(v)));
+    await sim.run();
+    expect(sim.crashes).toBe(1);
+    expect(verdict).toBe("committed");
+    expect(sim.state.db.records.get(v)?.status).toBe("completed");
+    expect(sim.store.holder(ref, AWSCURRENT)?.versionId).toBe(v);
+    expect(sim.creds.live(policy.id).map((c) => c.value)).toEqual([current.value]);
+    const confirmedAt = Math.max(...[...(sim.state.db.confirmations.get(v)?.values() ?? [])].map((c) => c.at));
+    expect(sim.creds.byValue(previous.value)!.diedAt).toBeGreaterThanOrEqual(confirmedAt);
   });
 });
 
