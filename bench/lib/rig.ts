@@ -331,6 +331,40 @@ export class Rig {
     return { wallMs, completed, drain };
   }
 
+  /**
+   * The reference a careful hand-written script sets, `concurrency` at a time: read the current
+   * value, issue beside the old token (whose id the script keeps), verify the new value, one store
+   * write straight to AWSCURRENT, revoke the old token. Nothing re-read, no sweeps, no queue, no
+   * Redis, no records, no audit.
+   */
+  async minimalRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    const deadline = Date.now() + opts.deadlineMs;
+    const provider = this.rt.providers.launchdarkly as Provider;
+    const store = this.rt.store;
+    if (!store.putCurrent) throw new Error("minimal run: the store cannot write straight to AWSCURRENT");
+    let completed = 0;
+    const t0 = performance.now();
+    await pool(indices, this.opts.concurrency, async (i) => {
+      if (Date.now() > deadline) throw new Error("minimal run: past the deadline");
+      const policy = this.policies[i] as Policy;
+      const ref = refOf(policy);
+      const rotationId = randomUUID();
+      const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
+      const current = await store.getCurrent(ref, ctx.signal);
+      if (!current) throw new Error(`minimal run: secret of ${policy.id} is empty`);
+      const old = { value: current.value, credentialId: this.tokenOf[i] };
+      const issued = await provider.issue!(ctx, old);
+      await provider.verify(ctx, issued.value, { credentialId: issued.credentialId, meta: issued.meta });
+      await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
+      await provider.revoke!(ctx, old);
+      if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
+      completed++;
+    });
+    const wallMs = performance.now() - t0;
+    const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
+    return { wallMs, completed, drain };
+  }
+
   /** Redis server CPU (ms, user + sys) and commands served so far, by command. */
   async redisCounters(): Promise<{ cpuMs: number; calls: Record<string, number> }> {
     const cpu = await this.rt.redis.info("cpu");
