@@ -90,7 +90,12 @@ const all = Array.from({ length: policies }, (_, i) => i);
 // Generous: a run that takes this long has hung, not slowed down.
 const deadlineMs = Math.max(120_000, policies * 200);
 
-const rig = await Rig.start({ redisUrl, policies, perAccount: 20, concurrency });
+// Engine mode: every kind rotates a set of policies of its own, so each finds the version its own
+// last rotation made current (rekey's CurrentFacts, the baseline's memory of them), as it would
+// in a deployment where nothing else writes the secrets.
+const sets = values.mode === "engine" ? KINDS.length : 1;
+const rig = await Rig.start({ redisUrl, policies: policies * sets, perAccount: 20, concurrency });
+const setOf = (kind: Kind, indices: number[]) => indices.map((i) => i + policies * Math.max(0, KINDS.indexOf(kind)));
 try {
   if (values.mode === "engine") emitResult(await engine());
   else emitResult(await memory());
@@ -102,7 +107,8 @@ process.exit(0);
 
 async function engine(): Promise<EngineResult> {
   const warm = values.warmup ? all.slice(0, Math.min(policies, Number(values.warmup))) : all;
-  const run = async (kind: Kind, indices: number[]): Promise<RekeyRun> => {
+  const run = async (kind: Kind, own: number[]): Promise<RekeyRun> => {
+    const indices = setOf(kind, own);
     if (kind === "rekey") return rig.rekeyRun(indices, { deadlineMs });
     const res = kind === "baseline" ? await rig.baselineRun(indices, { deadlineMs }) : await rig.minimalRun(indices, { deadlineMs });
     return { ...res, failed: indices.length - res.completed, confirmToRevokeMs: [] };

@@ -3,8 +3,8 @@
  * the fakes in their own process (bench/fakes-process.ts), plus the baseline: the same provider
  * and store calls, in the engine's order, with the same concurrency and no queue, no Redis.
  *
- * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, store,
- * verify, promote, wait for the push confirmation, delete the old token) with one push
+ * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, verify it, one
+ * write straight to AWSCURRENT, wait for the push confirmation, delete the old token) with one push
  * consumer. The consumer (bench/consumer-process.ts, its own process like the services it stands
  * for) confirms over HTTP as soon as its rotation parks awaiting confirmation (BullMQ's `delayed`
  * event): the figure is rekey's, not a consumer's reaction time.
@@ -130,6 +130,8 @@ interface RunState {
 
 export class Rig {
   private run: RunState | undefined;
+  /** The baseline's memory of what its last rotation of each policy made current. */
+  private readonly baselineFacts = new Map<number, { versionId: string; credentialId: string }>();
 
   private constructor(
     readonly opts: RigOptions,
@@ -287,12 +289,16 @@ export class Rig {
 
   /**
    * The same HTTP calls as a rekey rotation, in the same order, `concurrency` at a time, straight
-   * from the provider adapter and the store: no queue, no Redis, no records, no audit.
+   * from the provider adapter and the store: no queue, no Redis, no records, no audit. Like the
+   * engine, it remembers which version the last rotation of a policy made current and that
+   * version's token (the engine's CurrentFacts): while that version is still current, no identity
+   * call and no sweep before issuing.
    */
   async baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
     const deadline = Date.now() + opts.deadlineMs;
     const provider = this.rt.providers.launchdarkly as Provider;
     const store = this.rt.store;
+    if (!store.putCurrent) throw new Error("baseline: the store cannot write straight to AWSCURRENT");
     let completed = 0;
     const t0 = performance.now();
     await pool(indices, this.opts.concurrency, async (i) => {
@@ -301,29 +307,24 @@ export class Rig {
       const ref = refOf(policy);
       const rotationId = randomUUID();
       const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
-      // start: the current value and its credential id
+      // start: the current value; its credential id from the last rotation, else asked
       const current = await store.getCurrent(ref, ctx.signal);
       if (!current) throw new Error(`baseline: secret of ${policy.id} is empty`);
-      const old = await provider.identify(ctx, current.value);
-      // issuing: nothing stored yet under this rotation; orphans; the old value; issue; store
-      await store.getVersion(ref, rotationId, ctx.signal);
-      // leftovers of earlier rotations and this one's orphans (the engine sweeps where it can)
-      if (provider.sweep && old.credentialId) await provider.sweep(ctx, [old.credentialId]);
-      else await provider.cleanupOrphans?.(ctx, undefined);
-      const oldVersion = await store.getVersion(ref, current.versionId, ctx.signal);
-      const issued = await provider.issue!(ctx, { value: oldVersion?.value ?? current.value, credentialId: old.credentialId, meta: old.meta });
-      await store.putPending(ref, rotationId, issued.value, ctx.signal);
-      // verifying
-      const stored = await store.getVersion(ref, rotationId, ctx.signal);
-      await provider.verify(ctx, stored?.value ?? issued.value, { credentialId: issued.credentialId, meta: issued.meta });
-      // promoting
-      await store.promote(ref, rotationId, ctx.signal);
-      // (the consumer confirms) revoking
-      const previous = await store.getVersion(ref, current.versionId, ctx.signal);
-      await provider.revoke!(ctx, { value: previous?.value ?? "", credentialId: old.credentialId, meta: old.meta });
-      // completion sweeps what landed late, keeping the new credential
-      if (provider.sweep && issued.credentialId) await provider.sweep(ctx, [issued.credentialId]);
-      if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
+      const known = this.baselineFacts.get(i);
+      const clean = known?.versionId === current.versionId;
+      const old = clean ? { credentialId: known.credentialId } : await provider.identify(ctx, current.value);
+      // issuing: leftovers of earlier rotations swept unless the last one left none; issue; verify
+      // in memory; one write straight to AWSCURRENT
+      if (!clean && provider.sweep && old.credentialId) await provider.sweep(ctx, [old.credentialId]);
+      const issued = await provider.issue!(ctx, { value: current.value, credentialId: old.credentialId });
+      await provider.verify(ctx, issued.value, { credentialId: issued.credentialId, meta: issued.meta });
+      await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
+      // (the consumer confirms) revoking: by id, no value read
+      await provider.revoke!(ctx, { value: "", credentialId: old.credentialId });
+      if (issued.credentialId) {
+        this.tokenOf[i] = issued.credentialId;
+        this.baselineFacts.set(i, { versionId: rotationId, credentialId: issued.credentialId });
+      }
       completed++;
     });
     const wallMs = performance.now() - t0;

@@ -325,6 +325,8 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
       }
     },
 
+    revokesById: true,
+
     async revoke(ctx, old) {
       // A reset kept the id: deleting it would kill the new secret. The old one expires by itself.
       if (ctx.config.strategy === "reset-with-expiry") return;

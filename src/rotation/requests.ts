@@ -267,12 +267,21 @@ export class Rotations {
       throw err;
     }
     const handle = await provider.identify(ctx, value).catch(() => ({ credentialId: undefined }));
-    await store.putPending(refOf(policy), opts.rotationId, value);
-    // The human step may have timed out while the value was checked: that rotation is over, so
-    // take the value back out of AWSPENDING rather than reopen its record.
+    // The human step may have timed out while the value was checked: that rotation is over.
+    const ended = () => new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
+    if ((await state.getRecord(opts.rotationId))?.endedAt !== undefined) throw ended();
+    // Verified: the one write makes it current (AWSPREVIOUS follows the old version), the
+    // rotation's id as its ClientRequestToken; the rotation records it when it wakes.
+    const written = store.putCurrent ? await store.putCurrent(refOf(policy), opts.rotationId, value) : { ...(await store.putPending(refOf(policy), opts.rotationId, value)), current: false };
     if ((await state.getRecord(opts.rotationId))?.endedAt !== undefined) {
-      await store.discardPending(refOf(policy), opts.rotationId);
-      throw new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
+      if (!written.current) {
+        await store.discardPending(refOf(policy), opts.rotationId);
+        throw ended();
+      }
+      throw new RequestError(
+        409,
+        `rotation ${opts.rotationId} ended while the value was being written (its human step timed out); the value is current all the same (version ${opts.rotationId}): tell the consumers of ${policy.target.secretId} to load it`,
+      );
     }
     const patch: Record<string, string> = {};
     if (handle.credentialId) patch.newCredentialId = handle.credentialId;
@@ -281,8 +290,8 @@ export class Rotations {
       patch.newFingerprint = fp;
       await state.indexFingerprint(fp, { policyId: policy.id, versionId: opts.rotationId });
     }
-    await state.updateRecord(opts.rotationId, { ...patch, status: "running", step: "verifying", policyId: policy.id });
-    await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and stored as version ${opts.rotationId} (AWSPENDING)` });
+    await state.updateRecord(opts.rotationId, { ...patch, status: "running", step: written.current ? "promoting" : "verifying", policyId: policy.id });
+    await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and written as version ${opts.rotationId} (${written.current ? "AWSCURRENT" : "AWSPENDING"})` });
     await this.wake(rec.rotationId, rec.jobId);
     return { policyId: policy.id, versionId: opts.rotationId };
   }

@@ -50,6 +50,20 @@ export interface RotationRecord {
   humanDeadline?: number;
 }
 
+/**
+ * Facts a completed rotation leaves on its policy's summary for the next one. The version and its
+ * credential stay true while that version is current (the next rotation checks it against the
+ * store). `cleanAfter` names the rotation after whose end no other credential of the policy was
+ * live; the next rotation's claim clears it, so it never outlives a rotation that may have left
+ * something behind.
+ */
+export interface CurrentFacts {
+  versionId?: string;
+  credentialId?: string;
+  meta?: Record<string, string>;
+  cleanAfter?: string;
+}
+
 export interface Confirmation {
   consumerId: string;
   at: number;
@@ -240,9 +254,9 @@ export class RekeyState {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts: { release?: boolean; pipe?: ChainableCommander } = {},
+    opts: { release?: boolean; pipe?: ChainableCommander; policy?: Record<string, string> } = {},
   ): Promise<void> {
-    const policyFields: Record<string, string> = { lastStatus: status, lastEndedAt: String(now) };
+    const policyFields: Record<string, string> = { ...opts.policy, lastStatus: status, lastEndedAt: String(now) };
     if (status === "completed") policyFields.lastCompletedAt = String(now);
     const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
     const m = opts.pipe ?? this.redis.multi();
@@ -277,6 +291,22 @@ export class RekeyState {
 
   async policySummary(policyId: string): Promise<Record<string, string>> {
     return this.redis.hgetall(this.key("policy", policyId));
+  }
+
+  /**
+   * What the policy's last completed rotation left (CurrentFacts, written by its end): the version
+   * it made current, that version's credential, and whether nothing else of the policy was live.
+   */
+  async currentFacts(policyId: string): Promise<CurrentFacts> {
+    const [versionId, credentialId, meta, cleanAfter] = await this.redis.hmget(this.key("policy", policyId), "currentVersionId", "currentCredentialId", "currentMeta", "cleanAfter");
+    const facts: CurrentFacts = {};
+    if (versionId && credentialId) {
+      facts.versionId = versionId;
+      facts.credentialId = credentialId;
+      if (meta) facts.meta = JSON.parse(meta) as Record<string, string>;
+    }
+    if (cleanAfter) facts.cleanAfter = cleanAfter;
+    return facts;
   }
 
   /**
