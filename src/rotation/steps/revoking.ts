@@ -42,8 +42,8 @@ export const revoking: StepFn = async (run) => {
   // A create of this rotation that was aborted in flight may have landed after the retry's
   // clean-up: the new credential is the only one of this policy that stays. A rotation whose job
   // never stalled or failed issued once and got its answer (no lost create): nothing of it can
-  // land late, and issuing swept what earlier rotations left. A leak sweeps all the same.
-  const mayHaveLeftovers = !run.neverInterrupted || d.issueLostAt !== undefined || leak;
+  // land late, and issuing swept what earlier rotations left (a leak's issuing always sweeps).
+  const mayHaveLeftovers = !run.neverInterrupted || d.issueLostAt !== undefined;
   if (run.provider.sweep && d.newCredentialId && mayHaveLeftovers) {
     const keepNew = d.newCredentialId;
     const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepNew]));
