@@ -100,7 +100,10 @@ export const issuing: StepFn = async (run) => {
   }
   run.deps.crashAt?.("after-issue");
   run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace };
-  if (!run.cutover) {
+  // A replace (a leak's compromise mode) killed the old value already: like a cut-over, its value
+  // is written first — it is the only live credential (I1) — and verified after (promoting).
+  const writeFirst = run.cutover || replaced;
+  if (!writeFirst) {
     // Verified while the value is only in memory: a value that fails is never written (I6).
     await verifyOrUndo(run, issued);
   }
@@ -108,9 +111,9 @@ export const issuing: StepFn = async (run) => {
   run.issuedValue = issued.value;
   run.deps.crashAt?.("after-store");
   const message = `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued`;
-  if (run.cutover || !run.wroteCurrent) {
-    // A cut-over is verified once current (promoting); a version that could not be written
-    // straight to AWSCURRENT is promoted by promoting (verified already).
+  if (writeFirst || !run.wroteCurrent) {
+    // A cut-over or a replace is verified once current (promoting); a version that could not be
+    // written straight to AWSCURRENT is promoted by promoting (verified already).
     const next: Data = { ...run.data, step: "promoting" };
     const m = run.deps.state.redis.multi();
     await indexNew(run, issued.value, issued.credentialId, m);
@@ -218,7 +221,8 @@ async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
     }
   }
   const why = errorMessage(lastErr);
-  if (run.caps.issue === "overlap" && run.provider.revoke) {
+  // After a replace the new credential is the only live one: never revoked here (it would leave none).
+  if (run.caps.issue === "overlap" && run.provider.revoke && !run.data.oldRevokedByReplace) {
     await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: issued.value, credentialId: issued.credentialId, meta: issued.meta }));
     await run.auditStep("issuing", "compensated", `store write failed (${why}); the new credential was revoked again and the old one stays current`);
     if (lastErr instanceof PermanentError) throw lastErr;
@@ -257,7 +261,7 @@ export async function afterStored(run: Run, stored: StoredVersion): Promise<Step
   run.data = { ...d, newCredentialId: credentialId };
   // Written straight to AWSCURRENT — by an earlier run of issuing, or by a human's submission —
   // which only a verified value is: what is left is the record.
-  if (!run.cutover && stored.stages.includes("AWSCURRENT")) return promoted(run, d.promotedAt ?? run.now, stored.value, `version ${d.rotationId} is AWSCURRENT${d.step === "awaiting-human" ? " (written by the submission, verified first)" : " (written by an earlier run, verified first)"}`, d.step);
+  if (!run.cutover && !d.oldRevokedByReplace && stored.stages.includes("AWSCURRENT")) return promoted(run, d.promotedAt ?? run.now, stored.value, `version ${d.rotationId} is AWSCURRENT${d.step === "awaiting-human" ? " (written by the submission, verified first)" : " (written by an earlier run, verified first)"}`, d.step);
   await indexNew(run, stored.value, credentialId);
   return { data: { ...run.data, step: run.cutover ? "promoting" : "verifying" } };
 }

@@ -27,13 +27,14 @@ export const promoting: StepFn = async (run) => {
   if (!run.wroteCurrent) await (run.cutover ? run.fast(promote) : promote());
   const promotedAt = d.promotedAt ?? run.now;
   run.deps.crashAt?.("after-promote");
-  if (run.cutover) {
+  // Written before it was checked (a cut-over, a leak's replace): checked now that it is current.
+  if (run.cutover || d.oldRevokedByReplace) {
     // Verified once current (see issuing); a failure from here on is after promotion.
     run.data = { ...d, promotedAt };
     const value = run.issuedValue ?? (await run.readVersion(d.rotationId))?.value;
     if (value === undefined) throw new PermanentError(`version ${d.rotationId} is AWSCURRENT but holds no value`);
     await run.fast(() => run.providerCall(() => run.provider.verify(run.ctx(), value, { credentialId: d.newCredentialId, meta: d.newMeta })));
-    run.deferAudit("verifying", "ok", `new credential passed the ${run.policy.provider.kind} identity check (after promotion: the old value died at the reset)`);
+    run.deferAudit("verifying", "ok", `new credential passed the ${run.policy.provider.kind} identity check (after promotion: the old value died at the ${run.cutover ? "reset" : "replace"})`);
   }
   return promoted(run, promotedAt, undefined, `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`);
 };
