@@ -21,6 +21,7 @@ import type { Provider, ProviderContext } from "../../src/providers/types.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import type { SecretRef, SecretStore, StoredVersion } from "../../src/stores/types.ts";
 import type { ConsumerReport } from "../consumer-process.ts";
 import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
 import { benchFile, tsxExecArgv } from "./child.ts";
@@ -294,22 +295,9 @@ export class Rig {
    * version's token (the engine's CurrentFacts): while that version is still current, no identity
    * call and no sweep before issuing.
    */
-  async baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
-    const deadline = Date.now() + opts.deadlineMs;
-    const provider = this.rt.providers.launchdarkly as Provider;
-    const store = this.rt.store;
-    if (!store.putCurrent) throw new Error("baseline: the store cannot write straight to AWSCURRENT");
-    let completed = 0;
-    const t0 = performance.now();
-    await pool(indices, this.opts.concurrency, async (i) => {
-      if (Date.now() > deadline) throw new Error("baseline run: past the deadline");
-      const policy = this.policies[i] as Policy;
-      const ref = refOf(policy);
-      const rotationId = randomUUID();
-      const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
-      // start: the current value; its credential id from the last rotation, else asked
-      const current = await store.getCurrent(ref, ctx.signal);
-      if (!current) throw new Error(`baseline: secret of ${policy.id} is empty`);
+  baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    return this.scriptRun("baseline", indices, opts, async ({ i, ctx, provider, store, ref, rotationId, current }) => {
+      // start: the current value's credential id from the last rotation, else asked
       const known = this.baselineFacts.get(i);
       const clean = known?.versionId === current.versionId;
       const old = clean ? { credentialId: known.credentialId } : await provider.identify(ctx, current.value);
@@ -321,15 +309,9 @@ export class Rig {
       await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
       // (the consumer confirms) revoking: by id, no value read
       await provider.revoke!(ctx, { value: "", credentialId: old.credentialId });
-      if (issued.credentialId) {
-        this.tokenOf[i] = issued.credentialId;
-        this.baselineFacts.set(i, { versionId: rotationId, credentialId: issued.credentialId });
-      }
-      completed++;
+      if (issued.credentialId) this.baselineFacts.set(i, { versionId: rotationId, credentialId: issued.credentialId });
+      return issued.credentialId;
     });
-    const wallMs = performance.now() - t0;
-    const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
-    return { wallMs, completed, drain };
   }
 
   /**
@@ -338,27 +320,43 @@ export class Rig {
    * write straight to AWSCURRENT, revoke the old token. Nothing re-read, no sweeps, no queue, no
    * Redis, no records, no audit.
    */
-  async minimalRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
-    const deadline = Date.now() + opts.deadlineMs;
-    const provider = this.rt.providers.launchdarkly as Provider;
-    const store = this.rt.store;
-    if (!store.putCurrent) throw new Error("minimal run: the store cannot write straight to AWSCURRENT");
-    let completed = 0;
-    const t0 = performance.now();
-    await pool(indices, this.opts.concurrency, async (i) => {
-      if (Date.now() > deadline) throw new Error("minimal run: past the deadline");
-      const policy = this.policies[i] as Policy;
-      const ref = refOf(policy);
-      const rotationId = randomUUID();
-      const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
-      const current = await store.getCurrent(ref, ctx.signal);
-      if (!current) throw new Error(`minimal run: secret of ${policy.id} is empty`);
+  minimalRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    return this.scriptRun("minimal run", indices, opts, async ({ i, ctx, provider, store, ref, rotationId, current }) => {
       const old = { value: current.value, credentialId: this.tokenOf[i] };
       const issued = await provider.issue!(ctx, old);
       await provider.verify(ctx, issued.value, { credentialId: issued.credentialId, meta: issued.meta });
       await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
       await provider.revoke!(ctx, old);
-      if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
+      return issued.credentialId;
+    });
+  }
+
+  /**
+   * A rotation script over `indices`, `concurrency` at a time: each call gets the policy's context
+   * and its current value (read once) and returns the new token's id.
+   */
+  private async scriptRun(
+    name: string,
+    indices: number[],
+    opts: { deadlineMs: number },
+    rotate: (s: { i: number; ctx: ProviderContext; provider: Provider; store: SecretStore; ref: SecretRef; rotationId: string; current: StoredVersion }) => Promise<string | undefined>,
+  ): Promise<BaselineRun> {
+    const deadline = Date.now() + opts.deadlineMs;
+    const provider = this.rt.providers.launchdarkly as Provider;
+    const store = this.rt.store;
+    if (!store.putCurrent) throw new Error(`${name}: the store cannot write straight to AWSCURRENT`);
+    let completed = 0;
+    const t0 = performance.now();
+    await pool(indices, this.opts.concurrency, async (i) => {
+      if (Date.now() > deadline) throw new Error(`${name}: past the deadline`);
+      const policy = this.policies[i] as Policy;
+      const ref = refOf(policy);
+      const rotationId = randomUUID();
+      const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
+      const current = await store.getCurrent(ref, ctx.signal);
+      if (!current) throw new Error(`${name}: secret of ${policy.id} is empty`);
+      const newId = await rotate({ i, ctx, provider, store, ref, rotationId, current });
+      if (newId) this.tokenOf[i] = newId;
       completed++;
     });
     const wallMs = performance.now() - t0;
