@@ -180,6 +180,27 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(history.some((h) => h.outcome === "timeout")).toBe(true);
   });
 
+  it("a rotation after a completed one reads only what it needs: no identity call for the old token, no sweep", async () => {
+    stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
+    const rotate = async () => {
+      const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+      await until("completed", async () => (await stack.rt.state.getRecord(req.rotationId))?.status === "completed", 20_000);
+    };
+    await rotate();
+    const ldBefore = ld.requests.length;
+    const awsBefore = stack.emulator.calls.length;
+    await rotate();
+    const routes = ld.requests.slice(ldBefore).map((r) => r.route ?? `${r.method} ${r.path}`);
+    // The old token's id is the one the last rotation recorded for the version still current; the
+    // last rotation left no other token of the policy, so nothing is listed to sweep.
+    expect(routes.filter((r) => r.startsWith("GET /api/v2/caller-identity"))).toHaveLength(1);
+    expect(routes.filter((r) => r === "GET /api/v2/tokens" || r.startsWith("GET /api/v2/tokens?"))).toEqual([]);
+    expect(routes.filter((r) => r.startsWith("DELETE"))).toHaveLength(1);
+    const aws = stack.emulator.calls.slice(awsBefore).map((c) => c.operation);
+    expect(aws.sort()).toEqual(["GetSecretValue", "PutSecretValue"]);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
+  });
+
   it("a job replayed after its rotation ended (the worker died before completing the job) revokes and sweeps nothing more", async () => {
     stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
