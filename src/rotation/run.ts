@@ -359,7 +359,13 @@ export class Run {
       let mine: StoredVersion | undefined;
       try {
         mine = await this.readVersion(d.rotationId);
-      } catch {
+      } catch (err) {
+        if (this.signal.aborted) throw err;
+        // A store that keeps refusing (the secret deleted, the role may no longer read it) is
+        // said once, as needs-attention, and the step is tried again: never a silent wait.
+        if (err instanceof PermanentError) {
+          return this.attentionAndRetry(d, `${this.policy.id}: ${d.step} failed (${message}), and whether version ${d.rotationId} was written cannot be read (${errorMessage(err)}); nothing is undone until the store answers — the step is retried every ${formatDuration(engineDefaults.cleanupRetryMs)}`, engineDefaults.cleanupRetryMs, token);
+        }
         return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
       }
       this.written = mine;
