@@ -7,7 +7,7 @@
  */
 import type { ChainableCommander } from "ioredis";
 import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
-import { CancelledError, errorMessage, PermanentError, RateLimitedError, TransientError, UnansweredError } from "../../errors.ts";
+import { CancelledError, errorMessage, PermanentError, RateLimitedError, SecretQuotaError, TransientError, UnansweredError } from "../../errors.ts";
 import type { IssuedCredential } from "../../providers/types.ts";
 import type { StoredVersion } from "../../stores/types.ts";
 import { hedge } from "../cutover.ts";
@@ -221,7 +221,7 @@ async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
       return;
     } catch (err) {
       lastErr = err;
-      if (err instanceof PermanentError || run.signal.aborted) break;
+      if (err instanceof PermanentError || err instanceof SecretQuotaError || run.signal.aborted) break;
       const wait = err instanceof RateLimitedError ? Math.min(5_000, Math.max(100, err.retryAt - run.now)) : 250 * 2 ** i;
       await run.sleep(wait);
     }
@@ -250,7 +250,8 @@ async function storeIssued(run: Run, issued: IssuedCredential): Promise<void> {
   if (run.caps.issue === "overlap" && run.provider.revoke && !run.data.oldRevokedByReplace) {
     await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: issued.value, credentialId: issued.credentialId, meta: issued.meta }));
     await run.auditStep("issuing", "compensated", `store write failed (${why}); the new credential was revoked again and the old one stays current`);
-    if (lastErr instanceof PermanentError) throw lastErr;
+    // The secret's own quota: the job parks until it may write again (no attempt used), alone.
+    if (lastErr instanceof PermanentError || lastErr instanceof SecretQuotaError) throw lastErr;
     throw new TransientError(`could not store the new credential: ${why}`);
   }
   if (run.caps.issue === "reset" && run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
