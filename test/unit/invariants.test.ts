@@ -321,7 +321,11 @@ describe("rekey cancel: honoured before the point of no return, refused after it
 
 describe("I1–I6 under seeded random fault schedules", () => {
   // INVARIANT_SEED=<n> replays one schedule; INVARIANT_SEEDS=<n> runs n of them (default 150).
-  const seeds = process.env.INVARIANT_SEED ? [Number(process.env.INVARIANT_SEED)] : Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1);
+  // Seeds that once found a bug run every time: 250 (a lost credential id after the one write).
+  const regressions = [250];
+  const seeds = process.env.INVARIANT_SEED
+    ? [Number(process.env.INVARIANT_SEED)]
+    : [...new Set([...Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1), ...regressions])];
 
   it(`hold for ${seeds.length} schedules (overlap, cut-over and human steps; duplicates, leaks, slow consumers; the seed is named on failure)`, async () => {
     const outcomes = new Map<string, number>();

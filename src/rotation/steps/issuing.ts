@@ -274,11 +274,13 @@ export async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: st
 
 export async function afterStored<Tx>(run: Run<Tx>, stored: StoredVersion): Promise<StepOutcome> {
   const d = run.data;
-  let credentialId = d.newCredentialId;
-  if (!credentialId) {
-    const rec = await run.deps.state.records.get(d.rotationId);
-    credentialId = rec?.newCredentialId;
-  }
+  // Which credential the stored version holds: the record says so once it was written with the
+  // version; else the provider, asked about the stored value. Not the job data: it may still name
+  // a credential an earlier attempt issued and lost before a later attempt issued again (trusted,
+  // the final sweep would keep that one and remove the current one — found by the seeded
+  // schedules). A human step's value has no provider identity to ask for.
+  let credentialId = (await run.deps.state.records.get(d.rotationId))?.newCredentialId;
+  if (!credentialId && run.caps.issue === "human") credentialId = d.newCredentialId;
   if (!credentialId && run.caps.issue !== "human") {
     const handle = await run.providerCall(() => run.provider.identify(run.ctx(), stored.value));
     credentialId = handle.credentialId;
