@@ -1,9 +1,10 @@
 /**
  * Child process: rotations through rekey against the fakes (bench/lib/rig.ts).
  *
- *   --mode engine: rekey and the baseline take turns (ABBA order, after two whole warm-up runs of each) on
- *     the same policies; per run the wall time, and per rekey rotation the time from the push
- *     confirmation to the old token's deletion at the fake.
+ *   --mode engine: rekey, the same-calls baseline and the minimal script take turns (the order
+ *     rotates each round, after two whole warm-up runs of each) on the same policies; per run the
+ *     wall time, and per rekey rotation the time from the push confirmation to the old token's
+ *     deletion at the fake.
  *   --mode memory: `rounds` rounds over every policy; this process's RSS sampled every
  *     `sample` completed rotations; Redis used_memory before and after, and what rekey keeps.
  *
@@ -13,10 +14,13 @@
 import { parseArgs } from "node:util";
 import { emitResult, progress } from "./lib/child.ts";
 import { type FakesDrain } from "./fakes-process.ts";
-import { Rig } from "./lib/rig.ts";
+import { type RekeyRun, Rig } from "./lib/rig.ts";
+
+export type Kind = "rekey" | "baseline" | "minimal";
+const KINDS: Kind[] = ["rekey", "baseline", "minimal"];
 
 export interface RunFigure {
-  kind: "rekey" | "baseline";
+  kind: Kind;
   wallMs: number;
   rotations: number;
   failed: number;
@@ -35,7 +39,7 @@ export interface EngineResult {
   /** Confirmation -> deletion, ms, every rekey rotation of the measured runs. */
   confirmToRevokeMs: number[];
   /** HTTP requests per rotation at the fakes, by route, for each kind (measured runs). */
-  callsPerRotation: { rekey: Record<string, number>; baseline: Record<string, number> };
+  callsPerRotation: Record<Kind, Record<string, number>>;
 }
 
 export interface MemorySample {
@@ -74,7 +78,7 @@ const { values } = parseArgs({
     // structures settle before anything is measured.
     warmup: { type: "string", default: "" },
     "warmup-runs": { type: "string", default: "2" },
-    kinds: { type: "string", default: "rekey,baseline" },
+    kinds: { type: "string", default: "rekey,baseline,minimal" },
   },
 });
 const redisUrl = values.redis ?? "";
@@ -86,7 +90,12 @@ const all = Array.from({ length: policies }, (_, i) => i);
 // Generous: a run that takes this long has hung, not slowed down.
 const deadlineMs = Math.max(120_000, policies * 200);
 
-const rig = await Rig.start({ redisUrl, policies, perAccount: 20, concurrency });
+// Engine mode: every kind rotates a set of policies of its own, so each finds the version its own
+// last rotation made current (rekey's CurrentFacts, the baseline's memory of them), as it would
+// in a deployment where nothing else writes the secrets.
+const sets = values.mode === "engine" ? KINDS.length : 1;
+const rig = await Rig.start({ redisUrl, policies: policies * sets, perAccount: 20, concurrency });
+const setOf = (kind: Kind, indices: number[]) => indices.map((i) => i + policies * Math.max(0, KINDS.indexOf(kind)));
 try {
   if (values.mode === "engine") emitResult(await engine());
   else emitResult(await memory());
@@ -98,53 +107,56 @@ process.exit(0);
 
 async function engine(): Promise<EngineResult> {
   const warm = values.warmup ? all.slice(0, Math.min(policies, Number(values.warmup))) : all;
+  const run = async (kind: Kind, own: number[]): Promise<RekeyRun> => {
+    const indices = setOf(kind, own);
+    if (kind === "rekey") return rig.rekeyRun(indices, { deadlineMs });
+    const res = kind === "baseline" ? await rig.baselineRun(indices, { deadlineMs }) : await rig.minimalRun(indices, { deadlineMs });
+    return { ...res, failed: indices.length - res.completed, confirmToRevokeMs: [] };
+  };
   for (let w = 0; w < Number(values["warmup-runs"]); w++) {
-    if (kinds.includes("rekey")) await rig.rekeyRun(warm, { deadlineMs });
-    if (kinds.includes("baseline")) await rig.baselineRun(warm, { deadlineMs });
+    for (const kind of KINDS) if (kinds.includes(kind)) await run(kind, warm);
   }
   const runs: RunFigure[] = [];
   const confirmToRevokeMs: number[] = [];
-  const calls = { rekey: {} as Record<string, number>, baseline: {} as Record<string, number> };
+  const calls: Record<Kind, Record<string, number>> = { rekey: {}, baseline: {}, minimal: {} };
   const add = (into: Record<string, number>, d: FakesDrain) => {
     for (const [route, n] of Object.entries(d.routes)) into[route] = (into[route] ?? 0) + n;
   };
-  const pairs = Math.min(20, Number(values.runs));
-  for (let r = 0; r < pairs; r++) {
-    const order: ("rekey" | "baseline")[] = r % 2 === 0 ? ["rekey", "baseline"] : ["baseline", "rekey"];
+  const rounds = Math.min(20, Number(values.runs));
+  for (let r = 0; r < rounds; r++) {
+    // Each kind goes first, second and last in turn, so a drift of the machine spreads evenly.
+    const order = KINDS.map((_, k) => KINDS[(k + r) % KINDS.length] as Kind);
     for (const kind of order) {
       if (!kinds.includes(kind)) continue;
       const before = await rig.redisCounters();
       const cpu0 = process.cpuUsage();
-      const counters = async () => {
-        const cpu = process.cpuUsage(cpu0);
-        const after = await rig.redisCounters();
-        const redisCalls: Record<string, number> = {};
-        for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
-        return { cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls };
-      };
-      if (kind === "rekey") {
-        const res = await rig.rekeyRun(all, { deadlineMs });
-        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, ...(await counters()) });
-        confirmToRevokeMs.push(...res.confirmToRevokeMs);
-        add(calls.rekey, res.drain);
-      } else {
-        const res = await rig.baselineRun(all, { deadlineMs });
-        runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: 0, ...(await counters()) });
-        add(calls.baseline, res.drain);
-      }
+      const res = await run(kind, all);
+      const cpu = process.cpuUsage(cpu0);
+      const after = await rig.redisCounters();
+      const redisCalls: Record<string, number> = {};
+      for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
+      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls });
+      confirmToRevokeMs.push(...res.confirmToRevokeMs);
+      add(calls[kind], res.drain);
       const last = runs[runs.length - 1] as RunFigure;
-      const redisCalls = Object.values(last.redisCalls).reduce((a, b) => a + b, 0);
+      const redisCount = Object.values(last.redisCalls).reduce((a, b) => a + b, 0);
       progress(
         `${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s); ` +
-          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCalls / last.rotations).toFixed(1)} commands/rotation`,
+          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCount / last.rotations).toFixed(1)} commands/rotation`,
       );
     }
   }
-  const perRotation = (m: Record<string, number>, kind: RunFigure["kind"]) => {
+  const perRotation = (m: Record<string, number>, kind: Kind) => {
     const n = runs.filter((r) => r.kind === kind).reduce((s, r) => s + r.rotations, 0);
     return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v / Math.max(1, n)]));
   };
-  return { concurrency, policies, runs, confirmToRevokeMs, callsPerRotation: { rekey: perRotation(calls.rekey, "rekey"), baseline: perRotation(calls.baseline, "baseline") } };
+  return {
+    concurrency,
+    policies,
+    runs,
+    confirmToRevokeMs,
+    callsPerRotation: { rekey: perRotation(calls.rekey, "rekey"), baseline: perRotation(calls.baseline, "baseline"), minimal: perRotation(calls.minimal, "minimal") },
+  };
 }
 
 async function memory(): Promise<MemoryResult> {

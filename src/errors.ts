@@ -26,6 +26,16 @@ export class RateLimitedError extends RekeyError {
   }
 }
 
+/**
+ * One secret's own AWS quota (LimitExceededException: about 100 versions created within 24 h, or
+ * 20 staging labels): only the work on that secret waits until `retryAt`. Unlike a throttle, it
+ * closes no gate for the region — the other secrets there keep rotating — and retrying at once
+ * is pointless.
+ */
+export class SecretQuotaError extends RateLimitedError {
+  override name = "SecretQuotaError";
+}
+
 /** Worth retrying with backoff: a 5xx, a timeout, a dropped connection. */
 export class TransientError extends RekeyError {
   override name = "TransientError";

@@ -3,8 +3,8 @@
  * the fakes in their own process (bench/fakes-process.ts), plus the baseline: the same provider
  * and store calls, in the engine's order, with the same concurrency and no queue, no Redis.
  *
- * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, store,
- * verify, promote, wait for the push confirmation, delete the old token) with one push
+ * Every policy is a LaunchDarkly token (create-delete: issue beside the old token, verify it, one
+ * write straight to AWSCURRENT, wait for the push confirmation, delete the old token) with one push
  * consumer. The consumer (bench/consumer-process.ts, its own process like the services it stands
  * for) confirms over HTTP as soon as its rotation parks awaiting confirmation (BullMQ's `delayed`
  * event): the figure is rekey's, not a consumer's reaction time.
@@ -21,6 +21,7 @@ import type { Provider, ProviderContext } from "../../src/providers/types.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
+import type { SecretRef, SecretStore, StoredVersion } from "../../src/stores/types.ts";
 import type { ConsumerReport } from "../consumer-process.ts";
 import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
 import { benchFile, tsxExecArgv } from "./child.ts";
@@ -130,6 +131,8 @@ interface RunState {
 
 export class Rig {
   private run: RunState | undefined;
+  /** The baseline's memory of what its last rotation of each policy made current. */
+  private readonly baselineFacts = new Map<number, { versionId: string; credentialId: string }>();
 
   private constructor(
     readonly opts: RigOptions,
@@ -287,43 +290,73 @@ export class Rig {
 
   /**
    * The same HTTP calls as a rekey rotation, in the same order, `concurrency` at a time, straight
-   * from the provider adapter and the store: no queue, no Redis, no records, no audit.
+   * from the provider adapter and the store: no queue, no Redis, no records, no audit. Like the
+   * engine, it remembers which version the last rotation of a policy made current and that
+   * version's token (the engine's CurrentFacts): while that version is still current, no identity
+   * call and no sweep before issuing.
    */
-  async baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+  baselineRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    return this.scriptRun("baseline", indices, opts, async ({ i, ctx, provider, store, ref, rotationId, current }) => {
+      // start: the current value's credential id from the last rotation, else asked
+      const known = this.baselineFacts.get(i);
+      const clean = known?.versionId === current.versionId;
+      const old = clean ? { credentialId: known.credentialId } : await provider.identify(ctx, current.value);
+      // issuing: leftovers of earlier rotations swept unless the last one left none; issue; verify
+      // in memory; one write straight to AWSCURRENT
+      if (!clean && provider.sweep && old.credentialId) await provider.sweep(ctx, [old.credentialId]);
+      const issued = await provider.issue!(ctx, { value: current.value, credentialId: old.credentialId });
+      await provider.verify(ctx, issued.value, { credentialId: issued.credentialId, meta: issued.meta });
+      await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
+      // (the consumer confirms) revoking: by id, no value read
+      await provider.revoke!(ctx, { value: "", credentialId: old.credentialId });
+      if (issued.credentialId) this.baselineFacts.set(i, { versionId: rotationId, credentialId: issued.credentialId });
+      return issued.credentialId;
+    });
+  }
+
+  /**
+   * The reference a careful hand-written script sets, `concurrency` at a time: read the current
+   * value, issue beside the old token (whose id the script keeps), verify the new value, one store
+   * write straight to AWSCURRENT, revoke the old token. Nothing re-read, no sweeps, no queue, no
+   * Redis, no records, no audit.
+   */
+  minimalRun(indices: number[], opts: { deadlineMs: number }): Promise<BaselineRun> {
+    return this.scriptRun("minimal run", indices, opts, async ({ i, ctx, provider, store, ref, rotationId, current }) => {
+      const old = { value: current.value, credentialId: this.tokenOf[i] };
+      const issued = await provider.issue!(ctx, old);
+      await provider.verify(ctx, issued.value, { credentialId: issued.credentialId, meta: issued.meta });
+      await store.putCurrent!(ref, rotationId, issued.value, ctx.signal);
+      await provider.revoke!(ctx, old);
+      return issued.credentialId;
+    });
+  }
+
+  /**
+   * A rotation script over `indices`, `concurrency` at a time: each call gets the policy's context
+   * and its current value (read once) and returns the new token's id.
+   */
+  private async scriptRun(
+    name: string,
+    indices: number[],
+    opts: { deadlineMs: number },
+    rotate: (s: { i: number; ctx: ProviderContext; provider: Provider; store: SecretStore; ref: SecretRef; rotationId: string; current: StoredVersion }) => Promise<string | undefined>,
+  ): Promise<BaselineRun> {
     const deadline = Date.now() + opts.deadlineMs;
     const provider = this.rt.providers.launchdarkly as Provider;
     const store = this.rt.store;
+    if (!store.putCurrent) throw new Error(`${name}: the store cannot write straight to AWSCURRENT`);
     let completed = 0;
     const t0 = performance.now();
     await pool(indices, this.opts.concurrency, async (i) => {
-      if (Date.now() > deadline) throw new Error("baseline run: past the deadline");
+      if (Date.now() > deadline) throw new Error(`${name}: past the deadline`);
       const policy = this.policies[i] as Policy;
       const ref = refOf(policy);
       const rotationId = randomUUID();
       const ctx: ProviderContext = { config: policy.provider, policyId: policy.id, rotationId, signal: new AbortController().signal, resolve: this.rt.resolve, now: Date.now, reason: "manual" };
-      // start: the current value and its credential id
       const current = await store.getCurrent(ref, ctx.signal);
-      if (!current) throw new Error(`baseline: secret of ${policy.id} is empty`);
-      const old = await provider.identify(ctx, current.value);
-      // issuing: nothing stored yet under this rotation; orphans; the old value; issue; store
-      await store.getVersion(ref, rotationId, ctx.signal);
-      // leftovers of earlier rotations and this one's orphans (the engine sweeps where it can)
-      if (provider.sweep && old.credentialId) await provider.sweep(ctx, [old.credentialId]);
-      else await provider.cleanupOrphans?.(ctx, undefined);
-      const oldVersion = await store.getVersion(ref, current.versionId, ctx.signal);
-      const issued = await provider.issue!(ctx, { value: oldVersion?.value ?? current.value, credentialId: old.credentialId, meta: old.meta });
-      await store.putPending(ref, rotationId, issued.value, ctx.signal);
-      // verifying
-      const stored = await store.getVersion(ref, rotationId, ctx.signal);
-      await provider.verify(ctx, stored?.value ?? issued.value, { credentialId: issued.credentialId, meta: issued.meta });
-      // promoting
-      await store.promote(ref, rotationId, ctx.signal);
-      // (the consumer confirms) revoking
-      const previous = await store.getVersion(ref, current.versionId, ctx.signal);
-      await provider.revoke!(ctx, { value: previous?.value ?? "", credentialId: old.credentialId, meta: old.meta });
-      // completion sweeps what landed late, keeping the new credential
-      if (provider.sweep && issued.credentialId) await provider.sweep(ctx, [issued.credentialId]);
-      if (issued.credentialId) this.tokenOf[i] = issued.credentialId;
+      if (!current) throw new Error(`${name}: secret of ${policy.id} is empty`);
+      const newId = await rotate({ i, ctx, provider, store, ref, rotationId, current });
+      if (newId) this.tokenOf[i] = newId;
       completed++;
     });
     const wallMs = performance.now() - t0;

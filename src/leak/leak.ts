@@ -17,7 +17,7 @@ import { fingerprint } from "../consumers/fingerprint.ts";
 import { errorMessage, TransientError } from "../errors.ts";
 import { PROVIDER_KINDS, type Policy } from "../policy/schema.ts";
 import { engineDefaults } from "../rotation/defaults.ts";
-import { refOf } from "../rotation/scope.ts";
+import { providerScope, refOf } from "../rotation/scope.ts";
 import { leakJobId } from "../rotation/job-ids.ts";
 import { RequestError, type Rotations } from "../rotation/requests.ts";
 import type { RekeyState } from "../rotation/state.ts";
@@ -127,6 +127,27 @@ export class LeakSearchIncompleteError extends TransientError {
   }
 }
 
+/**
+ * `items` reordered so each scope's items are spread evenly over the whole sequence: the k-th of a
+ * scope's n items sits at (k + ½) / n of the way, the scopes with more items first on a tie. A
+ * queue worked in this order keeps every scope (a provider's rate-limited key) busy at the share of
+ * the work it holds from start to end, instead of working one key after another. Stable within a
+ * scope; the result does not depend on the order the items came in across scopes.
+ */
+export function spreadByScope<T>(items: readonly T[], scopeOf: (item: T) => string): T[] {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const scope = scopeOf(item);
+    const g = groups.get(scope);
+    if (g) g.push(item);
+    else groups.set(scope, [item]);
+  }
+  const placed: { item: T; at: number; n: number; scope: string; k: number }[] = [];
+  for (const [scope, g] of groups) g.forEach((item, k) => placed.push({ item, at: (k + 0.5) / g.length, n: g.length, scope, k }));
+  placed.sort((a, b) => a.at - b.at || b.n - a.n || (a.scope < b.scope ? -1 : a.scope > b.scope ? 1 : 0) || a.k - b.k);
+  return placed.map((p) => p.item);
+}
+
 /** Reads of the store in parallel while looking for a leaked value among current values. */
 const SCAN_PARALLELISM = 16;
 
@@ -155,7 +176,13 @@ export class LeakResponse {
   async start(req: LeakRequest, actor: string): Promise<Incident> {
     const incidentId = req.incident ?? randomUUID();
     const existing = await this.incident(incidentId);
-    const found = await this.resolveTargets(req);
+    // Queued in an order that spreads each rate-limit scope over the whole incident (spreadByScope):
+    // the policies of one provider key do not queue behind each other, waiting on that key's
+    // budget in worker slots while the store's write quota, which ends every rotation, idles.
+    const found = spreadByScope(await this.resolveTargets(req), (t) => {
+      const p = this.deps.policies.get(t.policyId);
+      return p ? providerScope(p.provider) : "";
+    });
     const words = describe(req);
     const targets: LeakTarget[] = existing ? [...existing.targets] : [];
     for (const { policyId, matchedBy, versionId } of found) {

@@ -23,6 +23,7 @@
  *
  * Every call sends `Authorization: <token>` (no Bearer prefix) and pins `LD-API-Version`.
  */
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { PermanentError, VerificationError } from "../errors.ts";
 import { type ProviderConfigOf } from "../policy/schema.ts";
@@ -170,6 +171,20 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
 
   const identity = (ctx: Ctx, who: Who, token: string) => call(ctx, who, token, "GET", "/api/v2/caller-identity", CallerIdentity);
 
+  // The management token's own id, by a hash of the token: a token value belongs to one token id
+  // for good (a reset gives a new value), so it is asked once per process, not once per revoke.
+  const selfIds = new Map<string, string>();
+  async function selfId(ctx: Ctx, mgmt: string): Promise<string> {
+    const key = createHash("sha256").update(mgmt).digest("hex");
+    let id = selfIds.get(key);
+    if (id === undefined) {
+      id = (await identity(ctx, "management", mgmt)).tokenId;
+      if (selfIds.size >= 1_000) selfIds.clear();
+      selfIds.set(key, id);
+    }
+    return id;
+  }
+
   async function createToken(ctx: Ctx, mgmt: string, old: Token): Promise<z.infer<typeof TokenWithSecret>> {
     const offboarding = ctx.reason === "offboarding";
     let creator = mgmt;
@@ -259,10 +274,10 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
       return !keep.includes(t._id) && description.includes(mark) && !keepMarks.some((k) => description.includes(k));
     });
     if (candidates.length === 0) return [];
-    const self = await identity(ctx, "management", mgmt);
+    const self = await selfId(ctx, mgmt);
     const removed: string[] = [];
     for (const t of candidates) {
-      if (t._id === self.tokenId) continue;
+      if (t._id === self) continue;
       await remove(ctx, mgmt, t._id);
       removed.push(t._id);
     }
@@ -327,6 +342,8 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
       }
     },
 
+    revokesById: true,
+
     async revoke(ctx, old) {
       // A reset kept the id: deleting it would kill the new secret. The old one expires by itself.
       if (ctx.config.strategy === "reset-with-expiry") return;
@@ -340,8 +357,7 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
         }
       }
       const mgmt = await ctx.resolve(ctx.config.management);
-      const self = await identity(ctx, "management", mgmt);
-      if (self.tokenId === id) {
+      if ((await selfId(ctx, mgmt)) === id) {
         throw new PermanentError(
           `launchdarkly DELETE /api/v2/tokens/${id} (policy ${ctx.policyId}): this is the management token rekey itself uses; refusing to delete it. Use a separate admin token as management`,
         );

@@ -113,6 +113,11 @@ export interface Provider<K extends ProviderKind = ProviderKind> {
    * value too, for providers that name a secret by its value (Snyk client secrets).
    */
   revoke?(ctx: ProviderContext<K>, old: CredentialHandle & { value: string }): Promise<void>;
+  /**
+   * revoke names the credential by its id when one is given and reads the value only without it:
+   * the engine then does not read the old value from the store to revoke it.
+   */
+  revokesById?: boolean;
 
   /** Leak response for providers with a compromise mode (Snyk `replace`): one call, all old ones die. */
   replaceAll?(ctx: ProviderContext<K>): Promise<IssuedCredential>;

@@ -4,7 +4,7 @@
  * every worker shares (pacing.ts), the 429 gate that a refusal closes for every worker, the AWS
  * write pacing, and the work's time budget.
  */
-import { RateLimitedError } from "../errors.ts";
+import { RateLimitedError, SecretQuotaError } from "../errors.ts";
 import type { Capabilities, Provider, ProviderContext, ProviderRegistry, RotationReason } from "../providers/types.ts";
 import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts";
 import { paceRequests } from "../providers/http.ts";
@@ -163,7 +163,8 @@ export class PolicyCalls {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof RateLimitedError) {
+      // A throttle closes the region's gate for every worker; one secret's own quota closes nothing.
+      if (err instanceof RateLimitedError && !(err instanceof SecretQuotaError)) {
         this.storeGateOpenUntil = 0;
         await this.deps.state.gates.close(this.sScope, err.retryAt);
       }

@@ -58,6 +58,11 @@ export const RotationJobData = z.object({
    * longer can (engine: lostRequestSettleMs).
    */
   issueLostAt: z.number().int().optional(),
+  /**
+   * Issuing's sweep kept the AWSPREVIOUS version's credential (its rotation may have been forgotten
+   * by Redis before it revoked it, I2): the last sweep, after the confirmations, must run.
+   */
+  keptPrevious: z.boolean().optional(),
   /** The old credential is revoked; only the final sweep is left (it waits for a lost create). */
   oldRevoked: z.boolean().optional(),
   /** The old credential was replaced by a compromise-mode call (it is already dead). */

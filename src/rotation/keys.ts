@@ -43,7 +43,10 @@ export class RedisKeys {
     return this.k("active");
   }
 
-  /** The policy's summary: its last rotation, status, start, promotion and end (hash). */
+  /**
+   * The policy's summary: its last rotation, status, start, promotion and end, and what its last
+   * completed rotation left for the next one (CurrentFacts: state/records.ts) (hash).
+   */
   policy(policyId: string): string {
     return this.k("policy", policyId);
   }

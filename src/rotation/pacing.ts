@@ -117,14 +117,23 @@ end
 return 0
 `;
 
-// Header budget: { reset, remaining }. A newer window replaces an older one; within one window
-// only a lower count is believed (answers arrive out of order; reservations already counted).
+// Header budget: { reset, remaining, limit, period }. A newer window replaces an older one;
+// within one window only a lower count is believed (answers arrive out of order; reservations
+// already counted). Where the provider announces its limit, the gap between two windows seen one
+// after the other is kept as the window's length (the shortest seen), so the next window can be
+// counted from its first request on (ADMIT_LUA) instead of being open until an answer tells.
 const OBSERVE_LUA = `
 local reset = tonumber(ARGV[1])
 local remaining = tonumber(ARGV[2])
 local cur = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
 if reset > cur then
   redis.call('HSET', KEYS[1], 'reset', ARGV[1], 'remaining', ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[1], 'limit', ARGV[4])
+    local gap = reset - cur
+    local period = tonumber(redis.call('HGET', KEYS[1], 'period') or '0')
+    if cur > 0 and gap <= 60000 and (period == 0 or gap < period) then redis.call('HSET', KEYS[1], 'period', gap) end
+  end
 elseif reset == cur then
   local r = tonumber(redis.call('HGET', KEYS[1], 'remaining') or ARGV[2])
   if remaining < r then redis.call('HSET', KEYS[1], 'remaining', ARGV[2]) end
@@ -147,6 +156,17 @@ local now = tonumber(ARGV[1])
 local gate = tonumber(redis.call('GET', KEYS[1]) or '0')
 if gate > now then return {gate, ''} end
 local reset = tonumber(redis.call('HGET', KEYS[2], 'reset') or '0')
+if reset > 0 and reset <= now then
+  -- The window ended. With its limit and length known, the next one is counted from its first
+  -- request: otherwise every worker's requests go unreserved until an answer announces it, and
+  -- a burst at each window's start earns 429s.
+  local period = tonumber(redis.call('HGET', KEYS[2], 'period') or '0')
+  local limit = tonumber(redis.call('HGET', KEYS[2], 'limit') or '0')
+  if period > 0 and limit > 0 and now < reset + 10 * period then
+    reset = reset + period * (math.floor((now - reset) / period) + 1)
+    redis.call('HSET', KEYS[2], 'reset', reset, 'remaining', limit)
+  end
+end
 local takeBudget = false
 if reset > now then
   local remaining = tonumber(redis.call('HGET', KEYS[2], 'remaining') or '1')
@@ -202,7 +222,7 @@ declare module "ioredis" {
     rekeyAdmit(gate: string, budget: string, sliding: string, slidingSeq: string, now: string, windowMs: string, limit: string, holdMs: string, pollMs: string): Result<[number, string], Context>;
     rekeyReserveHeld(log: string, seq: string, now: string, windowMs: string, limit: string, n: string, holdMs: string): Result<number, Context>;
     rekeySettle(log: string, at: string, ...held: string[]): Result<number, Context>;
-    rekeyObserve(budget: string, resetAt: string, remaining: string, ttlMs: string): Result<number, Context>;
+    rekeyObserve(budget: string, resetAt: string, remaining: string, ttlMs: string, limit: string): Result<number, Context>;
   }
 }
 
@@ -276,19 +296,19 @@ export class RateLimiter implements PaceLimiter {
   }
 
   /** Record what a provider's answer says is left in its window. */
-  async observe(name: string, remaining: number, resetAt: number, now: number): Promise<void> {
+  async observe(name: string, remaining: number, resetAt: number, now: number, limit?: number): Promise<void> {
     const ttl = Math.max(1_000, resetAt - now + 60_000);
-    await this.redis.rekeyObserve(this.keys.paceBudget(name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl));
+    await this.redis.rekeyObserve(this.keys.paceBudget(name), String(resetAt), String(Math.max(0, Math.floor(remaining))), String(ttl), limit === undefined ? "" : String(Math.floor(limit)));
   }
 }
 
-/** Pairs of (remaining, reset) headers, by provider family. */
-const HEADER_FAMILIES: readonly [remaining: string, reset: string][] = [
+/** (remaining, reset, limit) headers, by provider family; the limit where the family names one. */
+const HEADER_FAMILIES: readonly [remaining: string, reset: string, limit?: string][] = [
   ["x-ratelimit-route-remaining", "x-ratelimit-reset"],
   ["x-ratelimit-global-remaining", "x-ratelimit-reset"],
-  ["x-ratelimit-remaining", "x-ratelimit-reset"],
-  ["burst-ratelimit-remaining", "burst-ratelimit-reset"],
-  ["ratelimit-remaining", "ratelimit-reset"],
+  ["x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-limit"],
+  ["burst-ratelimit-remaining", "burst-ratelimit-reset", "burst-ratelimit-limit"],
+  ["ratelimit-remaining", "ratelimit-reset", "ratelimit-limit"],
 ];
 
 /**
@@ -296,9 +316,9 @@ const HEADER_FAMILIES: readonly [remaining: string, reset: string][] = [
  * restrictive family wins. A reset is read as epoch ms (LaunchDarkly), epoch seconds (QStash) or
  * seconds from now (the IETF RateLimit draft), by its size.
  */
-export function rateHint(headers: Headers, now: number): { remaining: number; resetAt: number } | undefined {
-  let best: { remaining: number; resetAt: number } | undefined;
-  for (const [rName, tName] of HEADER_FAMILIES) {
+export function rateHint(headers: Headers, now: number): { remaining: number; resetAt: number; limit?: number } | undefined {
+  let best: { remaining: number; resetAt: number; limit?: number } | undefined;
+  for (const [rName, tName, lName] of HEADER_FAMILIES) {
     const r = headers.get(rName);
     const t = headers.get(tName);
     if (r === null || t === null || !/^\d+$/.test(r.trim()) || !/^\d+$/.test(t.trim())) continue;
@@ -306,7 +326,9 @@ export function rateHint(headers: Headers, now: number): { remaining: number; re
     const n = Number(t);
     const resetAt = n > 1e12 ? n : n > 1e9 ? n * 1_000 : now + n * 1_000;
     if (resetAt <= now) continue;
-    if (!best || remaining < best.remaining || (remaining === best.remaining && resetAt > best.resetAt)) best = { remaining, resetAt };
+    const l = lName ? headers.get(lName)?.trim() : undefined;
+    const limit = l && /^\d+$/.test(l) ? Number(l) : undefined;
+    if (!best || remaining < best.remaining || (remaining === best.remaining && resetAt > best.resetAt)) best = limit === undefined ? { remaining, resetAt } : { remaining, resetAt, limit };
   }
   return best;
 }
@@ -368,7 +390,7 @@ export class ProviderPacer implements RequestPacer {
     const hint = rateHint(res.headers, now);
     if (hint && hint.remaining < RECORD_BUDGET_BELOW) {
       this.openUntil.delete(name);
-      await this.opts.limiter.observe(name, hint.remaining, hint.resetAt, now);
+      await this.opts.limiter.observe(name, hint.remaining, hint.resetAt, now, hint.limit);
     }
   }
 }

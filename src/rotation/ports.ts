@@ -12,7 +12,7 @@ import type { AuditEntry } from "../audit/audit.ts";
 import type { Rate } from "./pacing.ts";
 import type { CancelRequest, CommitPoint } from "./state/cancels.ts";
 import type { Confirmation } from "./state/confirmations.ts";
-import type { RotationRecord, RotationStatus } from "./state/records.ts";
+import type { CurrentFacts, RotationRecord, RotationStatus } from "./state/records.ts";
 
 /** The queue's job as a rotation sees it (BullMQ's Job). */
 export interface RotationJob {
@@ -21,6 +21,10 @@ export interface RotationJob {
   readonly opts: { attempts?: number };
   /** Attempts used so far (not counting the one running). */
   readonly attemptsMade: number;
+  /** Activations so far, the running one included (absent: not a job the queue activated). */
+  readonly attemptsStarted?: number;
+  /** Stalls the queue detected (a worker that died or lost its lock mid-step). */
+  readonly stalledCounter?: number;
   updateData(data: unknown): Promise<void>;
   /** Park until `timestamp` (epoch ms) without using an attempt; the caller then throws DelayedError. */
   moveToDelayed(timestamp: number, token?: string): Promise<void>;
@@ -34,7 +38,7 @@ export interface PaceLimiter {
   settleRequest(name: string, held: string, at: number): Promise<void>;
   reserveHeld(name: string, n: number, rate: Rate, now: number, holdMs: number): Promise<{ held: string[] } | { waitMs: number }>;
   settle(name: string, held: string[], at: number): Promise<void>;
-  observe(name: string, remaining: number, resetAt: number, now: number): Promise<void>;
+  observe(name: string, remaining: number, resetAt: number, now: number, limit?: number): Promise<void>;
 }
 
 /** The audit trail as the steps write it (audit.ts Audit). */
@@ -62,9 +66,10 @@ export interface RecordPort<Tx> {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts?: { release?: boolean; pipe?: Tx },
+    opts?: { release?: boolean; pipe?: Tx; policy?: Record<string, string> },
   ): Promise<void>;
   get(rotationId: string): Promise<RotationRecord | undefined>;
+  currentFacts(policyId: string): Promise<CurrentFacts>;
   leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }>;
 }
 

@@ -51,7 +51,11 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
       // (one Redis round trip per rotation less, each).
       // "done" is not written either: the rotation's record ended in the same step (Run.end), and
       // a run that finds its record ended does nothing more (awaitingConfirmation, revoking).
-      const rereadable = step === "start" || step === "verifying" || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
+      // Issuing that wrote AWSCURRENT is found so again by a re-run (start sees its version
+      // current and the replaced one on the record; issuing reads the version back), and the park
+      // that follows writes the cursor anyway.
+      const rereadable =
+        step === "start" || step === "verifying" || (step === "issuing" && data.promotedAt !== undefined) || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
       if ((!rereadable || out.waitUntil !== undefined) && data !== saved) {
         await job.updateData(data);
         saved = data;

@@ -7,17 +7,18 @@ import { randomUUID } from "node:crypto";
 import type { Queue } from "bullmq";
 import type { Audit } from "../audit/audit.ts";
 import { equalConstantTime, fingerprint, tokenMatches } from "../consumers/fingerprint.ts";
-import { errorMessage, RekeyError, VerificationError } from "../errors.ts";
+import { errorMessage, RateLimitedError, RekeyError, VerificationError } from "../errors.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
 import type { Policy } from "../policy/schema.ts";
 import type { SecretStore } from "../stores/types.ts";
 import { type CancelOptions, type CancelResult, cancelRotation } from "./cancel.ts";
 import { PRIORITY, RESUME_PRIORITY } from "./defaults.ts";
 import type { PolicySource } from "./engine.ts";
-import type { ProviderGateway } from "./gateway.ts";
+import type { PolicyCalls, ProviderGateway } from "./gateway.ts";
 import { type Reason, type RotationJobData } from "./job.ts";
 import { leakJobId, manualJobId, scheduledJobId } from "./job-ids.ts";
 import type { RekeyState } from "./state.ts";
+import { cancelledMessage } from "./state/cancels.ts";
 
 /** A refusal the API turns into a 4xx with this status. Never carries a value. */
 export class RequestError extends RekeyError {
@@ -264,12 +265,19 @@ export class Rotations {
       throw err;
     }
     const handle = await calls.call(() => provider.identify(calls.ctx(), value)).catch(() => ({ credentialId: undefined }));
-    await calls.storeWrite(() => store.putPending(calls.ref, opts.rotationId, value));
-    // The human step may have timed out while the value was checked: that rotation is over, so
-    // take the value back out of AWSPENDING rather than reopen its record.
+    // The human step may have timed out while the value was checked: that rotation is over.
+    const ended = () => new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
+    if ((await state.records.get(opts.rotationId))?.endedAt !== undefined) throw ended();
+    const written = await this.writeSubmitted(store, calls, opts.rotationId, value, opts.actor);
     if ((await state.records.get(opts.rotationId))?.endedAt !== undefined) {
-      await calls.storeWrite(() => store.discardPending(calls.ref, opts.rotationId));
-      throw new RequestError(409, `rotation ${opts.rotationId} ended while the value was being checked (its human step timed out); start a new rotation and submit the value there`);
+      if (!written.current) {
+        await calls.storeWrite(() => store.discardPending(calls.ref, opts.rotationId));
+        throw ended();
+      }
+      throw new RequestError(
+        409,
+        `rotation ${opts.rotationId} ended while the value was being written (its human step timed out); the value is current all the same (version ${opts.rotationId}): tell the consumers of ${policy.target.secretId} to load it`,
+      );
     }
     const patch: Record<string, string> = {};
     if (handle.credentialId) patch.newCredentialId = handle.credentialId;
@@ -278,9 +286,40 @@ export class Rotations {
       patch.newFingerprint = fp;
       await state.fingerprints.index(fp, { policyId: policy.id, versionId: opts.rotationId });
     }
-    await state.records.update(opts.rotationId, { ...patch, status: "running", step: "verifying", policyId: policy.id });
-    await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and stored as version ${opts.rotationId} (AWSPENDING)` });
+    await state.records.update(opts.rotationId, { ...patch, status: "running", step: written.current ? "promoting" : "verifying", policyId: policy.id });
+    await audit.record({ rotationId: rec.rotationId, policyId: policy.id, step: "submit", outcome: "ok", actor: opts.actor, message: `new value verified and written as version ${opts.rotationId} (${written.current ? "AWSCURRENT" : "AWSPENDING"})` });
     await this.wake(rec.rotationId, rec.jobId);
     return { policyId: policy.id, versionId: opts.rotationId };
+  }
+
+  /**
+   * A verified submission's one write: straight to AWSCURRENT where the store can (AWSPREVIOUS
+   * follows the old version; the rotation's id as its ClientRequestToken), which is the rotation's
+   * point of no return — a `rekey cancel` that came first wins, and a write that surely did not
+   * land (refused, or not there when read back) gives the point back. The rotation records the
+   * promotion when it wakes.
+   */
+  private async writeSubmitted(store: SecretStore, calls: PolicyCalls, rotationId: string, value: string, actor: string): Promise<{ current: boolean }> {
+    const { state, audit } = this.deps;
+    const putCurrent = store.putCurrent?.bind(store);
+    if (!putCurrent) {
+      await calls.storeWrite(() => store.putPending(calls.ref, rotationId, value));
+      return { current: false };
+    }
+    const cancel = await state.cancels.commit(rotationId, this.deps.now(), "promotion");
+    if (cancel) {
+      const why = `rotation ${rotationId} was ${cancelledMessage(cancel)} before the value was written: nothing was stored, the old credential stays current; if the credential was already reset, start a new rotation and submit the value there`;
+      await audit.record({ rotationId, policyId: calls.policy.id, step: "submit", outcome: "refused", actor, message: why });
+      throw new RequestError(409, why);
+    }
+    try {
+      return await calls.storeWrite(() => putCurrent(calls.ref, rotationId, value));
+    } catch (err) {
+      const landed = err instanceof RateLimitedError ? undefined : await store.getVersion(calls.ref, rotationId).catch(() => null);
+      // Unreadable (null): whether it landed is unknown, so the point of no return stays passed.
+      if (landed === undefined) await state.cancels.uncommit(rotationId);
+      else if (landed && equalConstantTime(landed.value, value)) return { current: landed.stages.includes("AWSCURRENT") };
+      throw err;
+    }
   }
 }

@@ -60,6 +60,15 @@ export class Run<Tx> {
   issuedValue: string | undefined;
   /** This run's cut-over write made the new version AWSCURRENT already. */
   wroteCurrent = false;
+  /** The value that was AWSCURRENT when this run's start read it (issue copies from it; never re-read). */
+  currentValue: string | undefined;
+  /**
+   * Start found the policy as its last rotation left it — no other credential of the policy live,
+   * the same version current — in this job's first activation: issuing need not sweep first.
+   */
+  startedClean = false;
+  /** The rotation's own version as the failure path read it. */
+  private written: StoredVersion | undefined;
   /** Audit entries waiting for this run's next write (deferAudit). */
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
@@ -130,12 +139,32 @@ export class Run<Tx> {
     await this.deps.state.commit(m);
   }
 
-  /** A step transition: the record patch and its audit entry in one Redis transaction. */
-  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+  /**
+   * Whether this is the job's first activation, none of which stalled or failed: then no earlier
+   * or concurrent run of it can have issued or written anything (BullMQ counts every activation,
+   * every stall it detects and every failed attempt on the job).
+   */
+  get firstActivation(): boolean {
+    // A job object without the counters (not one BullMQ activated) is never taken for a first run.
+    return (this.job.attemptsStarted ?? 2) <= 1 && !this.job.stalledCounter && !this.job.attemptsMade;
+  }
+
+  /** No activation of this job stalled or failed (a lost lock is detected as a stall). */
+  get neverInterrupted(): boolean {
+    return !this.job.stalledCounter && !this.job.attemptsMade;
+  }
+
+  /**
+   * A step transition: the record patch and its audit entry in one Redis transaction (`also`
+   * adds more commands to it).
+   */
+  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker", also?: (m: Tx) => Promise<void>): Promise<void> {
     const m = this.deps.state.transaction();
     if (step === "start" && outcome === "ok") {
+      // The claim: from here on the policy's last rotation may leave something behind (CurrentFacts).
       this.deps.state.records.claimPolicy(m, { rotationId: this.data.rotationId, policyId: this.policy.id, startedAt: this.data.startedAt });
     }
+    await also?.(m);
     // The credential's age (status, metrics) counts from the promotion that made it current.
     if (patch.promotedAt !== undefined) this.deps.state.records.markPromoted(m, this.policy.id, patch.promotedAt);
     await this.deps.state.records.update(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
@@ -202,12 +231,12 @@ export class Run<Tx> {
   }
 
   /** End the rotation: record, lock, audit and notification, in that order. */
-  async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text): Promise<void> {
+  async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text, policy?: Record<string, string>): Promise<void> {
     const d = this.data;
     // Record, lock and audit in one transaction: a crash cannot leave the policy locked by an
     // ended rotation, or an ended rotation without its audit entry.
     const m = this.deps.state.transaction();
-    await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m });
+    await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m, policy });
     this.auditInto(m, { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text });
     const [flags] = (await this.deps.state.commit(m)) as [number];
     // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
@@ -258,16 +287,25 @@ export class Run<Tx> {
     let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);
-    // A rotation queued again by reconcile found its value current already, at any step.
-    if (!d.promotedAt && (d.step === "promoting" || d.step === "verifying" || d.reason === "reconcile")) {
-      // The store is the truth: a promotion whose answer was lost (dropped after AWS moved the
-      // label) is a promotion. Cleaning up now would revoke the credential consumers are loading
-      // (found by the fault matrix). Unreadable labels: decide later, never guess. A cursor at
-      // verifying may hide one too: verifying's outcome is not written to the job (processor.ts),
-      // so a worker that promoted and died before the next write left the cursor there.
-      const stages = await this.deps.store.stages(this.ref, this.signal).catch(() => undefined);
-      if (stages === undefined) return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
-      if (stages[d.rotationId]?.includes("AWSCURRENT")) {
+    if (!d.promotedAt) {
+      // The store is the truth: a write whose answer was lost (or a promotion, for a version an
+      // older run staged as AWSPENDING) may have made this rotation's version AWSCURRENT. Cleaning
+      // up then would revoke the credential consumers are loading (found by the fault matrix).
+      // Unreadable: decide later, never guess.
+      let mine: StoredVersion | undefined;
+      try {
+        mine = await this.readVersion(d.rotationId);
+      } catch (err) {
+        if (this.signal.aborted) throw err;
+        // A store that keeps refusing (the secret deleted, the role may no longer read it) is
+        // said once, as needs-attention, and the step is tried again: never a silent wait.
+        if (err instanceof PermanentError) {
+          return this.attentionAndRetry(d, `${this.policy.id}: ${d.step} failed (${message}), and whether version ${d.rotationId} was written cannot be read (${errorMessage(err)}); nothing is undone until the store answers — the step is retried every ${formatDuration(engineDefaults.cleanupRetryMs)}`, engineDefaults.cleanupRetryMs, token);
+        }
+        return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
+      }
+      this.written = mine;
+      if (mine?.stages.includes("AWSCURRENT")) {
         d = { ...d, promotedAt: this.now };
         this.data = d;
         await this.job.updateData(d);
@@ -291,7 +329,7 @@ export class Run<Tx> {
     // I6: before promotion the old credential stays current. Clean up what this rotation made.
     const cleanup: string[] = [];
     try {
-      const pending = await this.readVersion(d.rotationId);
+      const pending = this.written ?? (await this.readVersion(d.rotationId));
       // A cursor at start does not mean nothing was issued: start's outcome is not written to the
       // job (processor.ts), so a run that went on to issue and died leaves it there. The record,
       // which start's transition moves on, says whether an earlier run got past start.

@@ -22,7 +22,7 @@ import {
   type GetSecretValueCommandOutput,
 } from "@aws-sdk/client-secrets-manager";
 import { z } from "zod";
-import { ConfigError, PermanentError, RateLimitedError, TransientError } from "../errors.ts";
+import { ConfigError, PermanentError, RateLimitedError, SecretQuotaError, TransientError } from "../errors.ts";
 import { AWSCURRENT, AWSPENDING, AWSPREVIOUS, type SecretRef, type SecretStore, type StoredVersion, type VersionInfo } from "./types.ts";
 
 export interface AwsSecretsManagerStoreOptions {
@@ -338,11 +338,12 @@ export class AwsSecretsManagerStore implements SecretStore {
         return new RateLimitedError(scope, retryAt, `AWS Secrets Manager throttled ${operation} on ${where} (write quota, 50 requests/s per account and region); retry after ${new Date(retryAt).toISOString()}`);
       }
       case "LimitExceededException": {
+        // A quota of this one secret, not of the region (AWS's quotas page): by its name, never its message.
         const retryAt = this.now() + VERSION_QUOTA_WAIT_MS;
-        return new RateLimitedError(
-          scope,
+        return new SecretQuotaError(
+          `${scope}:${ref.secretId}`,
           retryAt,
-          `${operation} on ${where}: the 24 h version quota is reached (about 100 versions created within 24 hours, or 20 staging labels); retry after ${new Date(retryAt).toISOString()}`,
+          `${operation} refused: the version quota of secret ${ref.secretId} in ${region} is reached (about 100 versions created within 24 hours, or 20 staging labels); only this rotation waits, until ${new Date(retryAt).toISOString()} — other secrets keep rotating. Something writes this secret unusually often: check its schedule and other writers`,
         );
       }
       case "ResourceNotFoundException":

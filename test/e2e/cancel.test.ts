@@ -2,7 +2,7 @@
  * `rekey cancel <rotationId>` on real Redis and real HTTP: through the API with an operator token
  * (the audit names it). A queued rotation leaves the queue; a rotation waiting before its new value
  * is current ends through the engine's failure path (the new LaunchDarkly token is deleted at the
- * fake, AWSPENDING is discarded, the old token stays current); a rotation whose new version is
+ * fake, nothing is written to AWS, the old token stays current); a rotation whose new version is
  * already current is refused, with why and what to do instead, and nothing changes; a token
  * without the operator scope gets 403 and nothing is written.
  */
@@ -99,37 +99,38 @@ describe("rekey cancel", () => {
     }
   }, 60_000);
 
-  it("a rotation waiting before its new value is current: the new LaunchDarkly token is deleted, AWSPENDING discarded, the old token stays current", async () => {
-    // AWS throttles the promotion: the rotation has issued and stored its new token and waits to retry.
-    stack.emulator.faults.inject({ route: "UpdateSecretVersionStage", kind: "429", times: 100_000 });
+  it("a rotation waiting before its new value is current: the new LaunchDarkly token is deleted, nothing is written, the old token stays current", async () => {
+    // AWS throttles the one write to AWSCURRENT: the rotation has issued and verified its new
+    // token, gives the point of no return back once the write is refused, and waits to retry.
+    stack.emulator.faults.inject({ route: "PutSecretValue", kind: "429", times: 100_000 });
     try {
       const req = await stack.rt.rotations.enqueue({ policyId: "ld-waiting", reason: "manual", actor: "test" });
       const ref = { secretId: "prod/ld-waiting", region: REGION };
-      const pending = await until("the new token stored as AWSPENDING", async () => stack.store.getVersion(ref, req.rotationId));
-      expect(ld.isLive(pending.value)).toBe(true);
-      await until("a throttled promotion", () => stack.emulator.count("UpdateSecretVersionStage", 400) > 0);
+      const issued = await until("the new token issued", async () => ld.tokens().find((t) => t.description.includes(req.rotationId)));
+      await until("a throttled write", () => stack.emulator.count("PutSecretValue", 400) > 0);
 
       const cancelled = cli(["cancel", req.rotationId, "--reason", "change freeze"]);
-      // Its clean-up writes to AWS too (AWSPENDING comes off): the throttle ends once the cancel is in.
       await until("the cancel on the record", async () => (await stack.rt.state.records.get(req.rotationId))?.cancelRequestedAt);
       stack.emulator.faults.clear();
       const r = await cancelled;
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain(`cancelled rotation ${req.rotationId} of ld-waiting (failed)`);
-      expect(r.stdout).toContain("new credential");
       expect(r.stdout).toContain("the old credential is still current and working");
 
-      expect(ld.isLive(pending.value)).toBe(false);
+      // Every token this rotation issued is gone; the old one is current and live; no version was written.
+      expect(ld.tokens().filter((t) => t.description.includes(req.rotationId)).every((t) => !ld.isLive(t.value))).toBe(true);
+      expect(ld.isLive(issued.value)).toBe(false);
       expect(ld.isLive(old["ld-waiting"]!)).toBe(true);
       expect((await stack.store.getCurrent(ref))?.value).toBe(old["ld-waiting"]);
-      expect(stack.emulator.inspect("prod/ld-waiting")?.versions.find((v) => v.versionId === req.rotationId)?.stages ?? []).toEqual([]);
+      expect(await stack.store.getVersion(ref, req.rotationId)).toBeUndefined();
       const rec = await stack.rt.state.records.get(req.rotationId);
       expect(rec).toMatchObject({ status: "failed", cancelledBy: "token:ops", cancelReason: "change freeze" });
       expect(rec?.promotedAt).toBeUndefined();
       expect(rec?.message).toContain("cancelled by token:ops (change freeze)");
       const history = await stack.rt.audit.history({ policyId: "ld-waiting", limit: 20 });
       expect(history.find((h) => h.step === "cancel")).toMatchObject({ rotationId: req.rotationId, outcome: "requested", actor: "token:ops" });
-      expect(history.find((h) => h.rotationId === req.rotationId && h.outcome === "failed")?.message).toContain("new credential");
+      expect(history.find((h) => h.rotationId === req.rotationId && h.outcome === "compensated")?.message).toContain("the new credential was revoked again and the old one stays current");
+      expect(history.find((h) => h.rotationId === req.rotationId && h.outcome === "failed")).toBeDefined();
       // The policy is free again.
       expect(await stack.rt.state.locks.inFlight("ld-waiting")).toBeUndefined();
     } finally {

@@ -142,7 +142,11 @@ describe("LaunchDarkly rotation end to end", () => {
     // trim the real history away): the consumer's mistaken one is summed into one entry a minute.
     const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 50 });
     const steps = history.map((h) => `${h.step}:${h.outcome}`).reverse();
-    expect(steps).toEqual(expect.arrayContaining(["start:ok", "issuing:ok", "verifying:ok", "promoting:ok", "confirmation:ok", "revoking:ok"]));
+    expect(steps).toEqual(expect.arrayContaining(["start:ok", "issuing:ok", "confirmation:ok", "revoking:ok"]));
+    // One write straight to AWSCURRENT: nothing staged as AWSPENDING, no label moved afterwards.
+    expect(steps.filter((st) => st.startsWith("verifying") || st.startsWith("promoting"))).toEqual([]);
+    expect(stack.emulator.count("PutSecretValue")).toBe(1);
+    expect(stack.emulator.count("UpdateSecretVersionStage")).toBe(0);
     expect(steps.filter((st) => st === "confirmation:refused")).toHaveLength(0);
 
     // I5: no secret value anywhere in Redis, the logs, or the audit.
@@ -174,6 +178,27 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(ld.isLive(managed.value)).toBe(false);
     const history = await stack.rt.audit.history({ policyId: "ld-api" });
     expect(history.some((h) => h.outcome === "timeout")).toBe(true);
+  });
+
+  it("a rotation after a completed one reads only what it needs: no identity call for the old token, no sweep", async () => {
+    stack.rt.policies.replace([{ policy: (await import("../../src/policy/schema.ts")).Policy.parse(ldPolicy(ld, probe.url, { confirmation: { timeout: "1s", onTimeout: "revoke" } })), file: "ld.yaml" }]);
+    const rotate = async () => {
+      const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
+      await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 20_000);
+    };
+    await rotate();
+    const ldBefore = ld.requests.length;
+    const awsBefore = stack.emulator.calls.length;
+    await rotate();
+    const routes = ld.requests.slice(ldBefore).map((r) => r.route ?? `${r.method} ${r.path}`);
+    // The old token's id is the one the last rotation recorded for the version still current; the
+    // last rotation left no other token of the policy, so nothing is listed to sweep.
+    expect(routes.filter((r) => r.startsWith("GET /api/v2/caller-identity"))).toHaveLength(1);
+    expect(routes.filter((r) => r === "GET /api/v2/tokens" || r.startsWith("GET /api/v2/tokens?"))).toEqual([]);
+    expect(routes.filter((r) => r.startsWith("DELETE"))).toHaveLength(1);
+    const aws = stack.emulator.calls.slice(awsBefore).map((c) => c.operation);
+    expect(aws.sort()).toEqual(["GetSecretValue", "PutSecretValue"]);
+    expect(ld.liveTokens().filter((t) => t.id !== admin.id)).toHaveLength(1);
   });
 
   it("a job replayed after its rotation ended (the worker died before completing the job) revokes and sweeps nothing more", async () => {
@@ -225,12 +250,12 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(history.find((h) => h.step === "revoking" && h.outcome === "ok")?.message).toMatch(/removed 1 leftover credential/);
   });
 
-  it("fails safely before promotion: the new token is deleted and the old one stays current (I6)", async () => {
+  it("fails safely before the write: the new token is deleted and the old one stays current (I6)", async () => {
     // Hold the identity checks back, and delete the new token at LaunchDarkly before its
-    // verification runs: verification must fail and the rotation must clean up after itself.
+    // verification runs: verification must fail, nothing is written, and the rotation cleans up.
     ld.faults.inject({ route: "GET /api/v2/caller-identity", kind: "delay", delayMs: 1_500, times: 2 });
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
-    const newId = await until("issued", async () => (await stack.rt.state.records.get(req.rotationId))?.newCredentialId);
+    const newId = await until("issued", async () => ld.tokens().find((t) => t.description.includes(req.rotationId))?.id);
     const del = await fetch(`${ld.url}/api/v2/tokens/${newId}`, { method: "DELETE", headers: { authorization: admin.value } });
     expect(del.status).toBe(204);
     // The clean-up's first call fails too: the clean-up must resume on retry and run once to the end.
@@ -245,9 +270,9 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(cur?.value).toBe(managed.value);
     expect(ld.isLive(managed.value)).toBe(true);
     expect(ld.liveTokens().filter((t) => t.id !== admin.id).map((t) => t.id)).toEqual([managed.id]);
-    // The pending version was discarded and the lock released: a new rotation may start.
-    const stages = await stack.store.stages({ secretId: "prod/ld-api-token", region: REGION });
-    expect(Object.values(stages).flat()).not.toContain("AWSPENDING");
+    // Nothing was written for the rotation, and the lock is released: a new rotation may start.
+    expect(await stack.store.getVersion({ secretId: "prod/ld-api-token", region: REGION }, req.rotationId)).toBeUndefined();
+    expect(stack.emulator.count("PutSecretValue")).toBe(0);
     expect(await stack.rt.state.locks.inFlight("ld-api")).toBeUndefined();
     // The failure path ran once: one audit record of the failure, and the job ended failed.
     const failures = (await stack.rt.audit.history({ policyId: "ld-api", limit: 100 })).filter((h) => h.rotationId === req.rotationId && h.outcome === "failed");
@@ -299,14 +324,14 @@ describe("LaunchDarkly rotation end to end", () => {
       expect(r.status).toBeLessThan(500);
     }
   });
-  it("a promotion whose answer is lost is a promotion: nothing is undone, the new token stays (I6)", async () => {
-    // AWS moves the label, then the answer never arrives: the step must read the labels, not guess.
-    const realPromote = stack.store.promote.bind(stack.store);
+  it("a write whose answer is lost is read back by its version id: nothing is undone, the new token stays (I6)", async () => {
+    // AWS writes the version, then the answer never arrives and the store keeps failing: the step
+    // must read the version back, not guess (revoking the new token would break every consumer).
+    const realPut = stack.store.putCurrent!.bind(stack.store);
     let calls = 0;
-    stack.store.promote = async (...args: Parameters<typeof realPromote>) => {
-      const out = await realPromote(...args);
-      if (++calls === 1) throw new PermanentError("UpdateSecretVersionStage: connection dropped after the request was sent");
-      return out;
+    stack.store.putCurrent = async (...args: Parameters<typeof realPut>) => {
+      if (++calls === 1) await realPut(...args);
+      throw new PermanentError("PutSecretValue: connection dropped after the request was sent");
     };
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
     await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
@@ -315,7 +340,8 @@ describe("LaunchDarkly rotation end to end", () => {
     expect(ld.isLive(cur!.value)).toBe(true);
     expect(ld.isLive(managed.value)).toBe(true);
     const history = await stack.rt.audit.history({ policyId: "ld-api", limit: 50 });
-    expect(history.some((h) => h.step === "promoting" && h.outcome === "recovered")).toBe(true);
-    expect(history.some((h) => h.outcome === "failed")).toBe(false);
+    expect(history.some((h) => h.step === "issuing" && h.outcome === "recovered")).toBe(true);
+    expect(history.some((h) => h.outcome === "failed" || h.outcome === "compensated")).toBe(false);
+    expect(calls).toBe(1);
   });
 });

@@ -19,7 +19,7 @@ import type {
 } from "../../src/rotation/ports.ts";
 import type { CancelRequest, CommitPoint } from "../../src/rotation/state/cancels.ts";
 import type { Confirmation } from "../../src/rotation/state/confirmations.ts";
-import type { RotationRecord, RotationStatus } from "../../src/rotation/state/records.ts";
+import type { CurrentFacts, RotationRecord, RotationStatus } from "../../src/rotation/state/records.ts";
 import type { World } from "./memory-world.ts";
 
 /** A transaction: writes applied together at commit, each answering in order. */
@@ -142,7 +142,7 @@ class MemoryRecords implements RecordPort<MemoryTx> {
       db.patch(rec.rotationId, rec);
       if (rec.status === "skipped") return;
       db.active.add(rec.rotationId);
-      if (opts.claimsPolicy !== false) db.patchPolicy(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) });
+      if (opts.claimsPolicy !== false) db.patchPolicy(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt), cleanAfter: "" });
     });
   }
 
@@ -156,7 +156,7 @@ class MemoryRecords implements RecordPort<MemoryTx> {
   }
 
   claimPolicy(m: MemoryTx, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
-    m.ops.push(() => this.a.db.patchPolicy(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: "running", lastStartedAt: String(rec.startedAt) }));
+    m.ops.push(() => this.a.db.patchPolicy(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: "running", lastStartedAt: String(rec.startedAt), cleanAfter: "" }));
   }
 
   markPromoted(m: MemoryTx, policyId: string, promotedAt: number): void {
@@ -173,14 +173,14 @@ class MemoryRecords implements RecordPort<MemoryTx> {
     message: string | undefined,
     now: number,
     _ttlSec: number,
-    opts: { release?: boolean; pipe?: MemoryTx } = {},
+    opts: { release?: boolean; pipe?: MemoryTx; policy?: Record<string, string> } = {},
   ): Promise<void> {
     const { db } = this.a;
     const act = (): number => {
       const r = db.patch(rec.rotationId, { status, message, updatedAt: now, endedAt: now });
       db.active.delete(rec.rotationId);
       if (status !== "skipped" && db.policies.get(rec.policyId)?.lastRotationId === rec.rotationId) {
-        db.patchPolicy(rec.policyId, { lastStatus: status, lastEndedAt: String(now), ...(status === "completed" ? { lastCompletedAt: String(now) } : {}) });
+        db.patchPolicy(rec.policyId, { ...opts.policy, lastStatus: status, lastEndedAt: String(now), ...(status === "completed" ? { lastCompletedAt: String(now) } : {}) });
       }
       if (opts.release && db.locks.get(rec.policyId) === rec.rotationId) db.locks.delete(rec.policyId);
       return (r.leak ? 1 : 0) + (r.leakFollowUp ? 2 : 0);
@@ -190,6 +190,20 @@ class MemoryRecords implements RecordPort<MemoryTx> {
 
   get(rotationId: string): Promise<RotationRecord | undefined> {
     return this.a.call("get", () => this.a.db.recordCopy(rotationId));
+  }
+
+  currentFacts(policyId: string): Promise<CurrentFacts> {
+    return this.a.call("currentFacts", () => {
+      const p = this.a.db.policies.get(policyId) ?? {};
+      const facts: CurrentFacts = {};
+      if (p.currentVersionId && p.currentCredentialId) {
+        facts.versionId = p.currentVersionId;
+        facts.credentialId = p.currentCredentialId;
+        if (p.currentMeta) facts.meta = JSON.parse(p.currentMeta) as Record<string, string>;
+      }
+      if (p.cleanAfter) facts.cleanAfter = p.cleanAfter;
+      return facts;
+    });
   }
 
   leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }> {

@@ -250,6 +250,24 @@ describe("AWS Secrets Manager emulator: PutSecretValue", () => {
     expect(emu.inspect("s")).toEqual(before);
   });
 
+  it("writes straight to AWSCURRENT with VersionStages [AWSCURRENT]; a repeat of the token moves nothing back (6, 7)", async () => {
+    const emu = await start();
+    const c = sdk(emu);
+    const v1 = (await create(c, "s", "one")).versionId ?? "";
+    const token = tok();
+    const first = await c.send(new PutSecretValueCommand({ SecretId: "s", SecretString: "two", ClientRequestToken: token, VersionStages: ["AWSCURRENT"] }));
+    expect(first.VersionStages).toEqual(["AWSCURRENT"]);
+    expect(await labels(c, "s")).toEqual({ [token]: ["AWSCURRENT"], [v1]: ["AWSPREVIOUS"] });
+    // A later rotation's write takes AWSCURRENT; the first token's retry (an answer lost, sent
+    // again) is a no-op that reports the labels its version holds now.
+    const v3 = await put(c, "s", "three", ["AWSCURRENT"]);
+    const again = await c.send(new PutSecretValueCommand({ SecretId: "s", SecretString: "two", ClientRequestToken: token, VersionStages: ["AWSCURRENT"] }));
+    expect(again.VersionId).toBe(token);
+    expect(again.VersionStages).toEqual(["AWSPREVIOUS"]);
+    expect(await labels(c, "s")).toEqual({ [v3]: ["AWSCURRENT"], [token]: ["AWSPREVIOUS"] });
+    await expectReadsAgree(c, "s", "three");
+  });
+
   it("refuses a reused token with a different value, string against binary too (8)", async () => {
     const emu = await start();
     const c = sdk(emu);

@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient, UpdateSecretVersionStageCommand } from "@aws-sdk/client-secrets-manager";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { PermanentError, RateLimitedError, TransientError } from "../../src/errors.ts";
+import { PermanentError, RateLimitedError, SecretQuotaError, TransientError } from "../../src/errors.ts";
 import { AwsSecretsManagerStore, replaceJsonKey } from "../../src/stores/aws-secrets-manager.ts";
 import { type SecretRef } from "../../src/stores/types.ts";
 import { startAwsEmulator, type AwsEmulator, type AwsEmulatorOptions } from "../fakes/aws/emulator.ts";
@@ -287,16 +287,18 @@ describe.each(["aws", "other"] as const)("AwsSecretsManagerStore, %s error wordi
     await store.putPending(ref, token(), "credential-four");
   });
 
-  it("turns the version quota into RateLimitedError an hour out", async () => {
+  it("turns the version quota into the secret's own SecretQuotaError an hour out", async () => {
     const { store } = await setup({ versionQuota: 3 });
     const ref: SecretRef = { secretId: "quota" };
     await store.create(ref, "credential-zero");
     await store.putPending(ref, token(), "credential-one");
     await store.putPending(ref, token(), "credential-two");
     const err = await caught(store.putPending(ref, token(), "credential-three"));
-    expect(err).toBeInstanceOf(RateLimitedError);
-    expect((err as RateLimitedError).retryAt).toBe(T0 + 60 * 60 * 1000);
-    expect(err.message).toMatch(/24 h version quota is reached/);
+    expect(err).toBeInstanceOf(SecretQuotaError);
+    expect((err as SecretQuotaError).retryAt).toBe(T0 + 60 * 60 * 1000);
+    // The secret's own scope, not the region's: nothing else waits for it.
+    expect((err as SecretQuotaError).scope).toBe("aws-secrets-manager:us-east-1:quota");
+    expect(err.message).toMatch(/the version quota of secret quota in us-east-1 is reached/);
   });
 
   it("names an unknown secret and its region and says to create it", async () => {

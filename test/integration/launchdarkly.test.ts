@@ -289,6 +289,25 @@ describe("LaunchDarkly adapter", () => {
     expect(ld.count("DELETE")).toBe(0);
   });
 
+  it("asks the management token's own id once per token, and still spares it after another token is revoked", async () => {
+    const { ld, admin } = await setup();
+    const provider = createLaunchDarklyProvider();
+    const ctx = ctxFor(ld, admin.value);
+    for (let i = 0; i < 3; i++) {
+      const t = ld.addToken({ role: "reader" });
+      await provider.revoke!(ctx, { value: t.value, credentialId: t.id });
+      expect(ld.isLive(t.value)).toBe(false);
+    }
+    expect(ld.count("GET /api/v2/caller-identity")).toBe(1);
+    expect(await caught(provider.revoke!(ctx, { value: admin.value, credentialId: admin.id }))).toBeInstanceOf(PermanentError);
+    expect(ld.isLive(admin.value)).toBe(true);
+    // Another management token is another identity: asked for, never taken from the first.
+    const otherAdmin = ld.addToken({ memberId: ld.addMember("second@example.com", "admin"), role: "admin" });
+    expect(await caught(provider.revoke!(ctxFor(ld, otherAdmin.value), { value: otherAdmin.value, credentialId: otherAdmin.id }))).toBeInstanceOf(PermanentError);
+    expect(ld.count("GET /api/v2/caller-identity")).toBe(2);
+    expect(ld.isLive(otherAdmin.value)).toBe(true);
+  });
+
   it("cleans up only the tokens this rotation created, sparing the kept one", async () => {
     const { ld, admin } = await setup();
     const old = ld.addToken({ role: "writer", name: "ci" });

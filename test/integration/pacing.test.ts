@@ -77,6 +77,25 @@ describe("pacing", () => {
     expect(await limiter.admit("prov-c", "prov-c:key", undefined, now + 10_001)).toBe(0);
   });
 
+  it("admit: with the limit announced and two windows seen, the next window is counted from its first request", async () => {
+    const now = 4_000_000;
+    // Two one-second windows seen one after the other, limit 3 announced.
+    await limiter.observe("prov-q:key", 2, now + 1_000, now, 3);
+    await limiter.observe("prov-q:key", 1, now + 2_000, now + 1_100, 3);
+    // The second window is used up; its successor starts at now + 2 000 with the full limit only.
+    expect(await limiter.admit("prov-q", "prov-q:key", undefined, now + 1_200)).toBe(0);
+    expect(await limiter.admit("prov-q", "prov-q:key", undefined, now + 1_300)).toBe(now + 2_000);
+    const next = [2_001, 2_002, 2_003, 2_004].map((t) => now + t);
+    const answers = [];
+    for (const t of next) answers.push(await limiter.admit("prov-q", "prov-q:key", undefined, t));
+    expect(answers).toEqual([0, 0, 0, now + 3_000]);
+    // Without an announced limit nothing is assumed: the window after the last one seen is open.
+    await limiter.observe("prov-r:key", 0, now + 1_000, now);
+    await limiter.observe("prov-r:key", 0, now + 2_000, now + 1_100);
+    expect(await limiter.admit("prov-r", "prov-r:key", undefined, now + 2_001)).toBe(0);
+    expect(await limiter.admit("prov-r", "prov-r:key", undefined, now + 2_002)).toBe(0);
+  });
+
   it("admit: a documented rate without headers is a sliding window per key, counted from each answer", async () => {
     const rate = { limit: 3, windowMs: 60_000 };
     const now = 4_000_000;

@@ -173,6 +173,20 @@ describe("snyk-service-account", () => {
     expect(fake.count(/^POST .*\/secrets$/, 201)).toBe(1);
   });
 
+  it("reads the service account once per rotation: identify, then issue or replace, ask the management key once", async () => {
+    const fresh = createSnykServiceAccountProvider();
+    const accountReads = () => fake.count(/^GET \/rest\/orgs\/[^/]+\/service_accounts\/[^/]+$/, 200);
+    const c = ctx();
+    const handle = await fresh.identify(c, oldSecret);
+    await fresh.issue!(c, { value: oldSecret, ...handle });
+    expect(accountReads()).toBe(1);
+    // Another rotation reads it again (an account changed in between is seen).
+    const leak = ctxFor(c.config, { env: { SNYK_ADMIN: admin.apiToken }, reason: "leak" });
+    await fresh.identify(leak, oldSecret);
+    await fresh.replaceAll!(leak);
+    expect(accountReads()).toBe(2);
+  });
+
   it("treats an already deleted secret as revoked, but not a vanished service account", async () => {
     const c = ctx();
     const issued = await provider.issue!(c, undefined);

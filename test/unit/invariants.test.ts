@@ -8,7 +8,7 @@
  * confirmations, and everything rekey wrote — not the calls the steps made.
  */
 import { describe, expect, it } from "vitest";
-import { PermanentError } from "../../src/errors.ts";
+import { PermanentError, TransientError } from "../../src/errors.ts";
 import type { Policy } from "../../src/policy/schema.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { AWSCURRENT, AWSPREVIOUS } from "../../src/stores/types.ts";
@@ -177,7 +177,9 @@ describe("I5: no secret value in job data, state, audit, notifications, logs or 
   it("holds through failures, lost answers and crashes (checked in every run above and below)", async () => {
     const { sim, violations } = await rotate(overlapPolicy("ld-api"), (sim) => {
       sim.world.next("provider.issue", { kind: "lose" });
-      sim.world.next("provider.verify", { kind: "fail", error: () => new PermanentError("verification refused") });
+      // Transient: the rotation goes on to write and index the new value (a value that fails its
+      // check for good is never written, so nothing of it would reach the store or the index).
+      sim.world.next("provider.verify", { kind: "fail", error: () => new TransientError("verification timed out") });
     });
     expect(violations).toEqual([]);
     expect(sim.world.secrets.size).toBeGreaterThan(2);
@@ -350,7 +352,11 @@ describe("a rotation queued again by reconcile after a Redis wipe", () => {
 
 describe("I1–I6 under seeded random fault schedules", () => {
   // INVARIANT_SEED=<n> replays one schedule; INVARIANT_SEEDS=<n> runs n of them (default 150).
-  const seeds = process.env.INVARIANT_SEED ? [Number(process.env.INVARIANT_SEED)] : Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1);
+  // Seeds that once found a bug run every time: 250 (a lost credential id after the one write).
+  const regressions = [250];
+  const seeds = process.env.INVARIANT_SEED
+    ? [Number(process.env.INVARIANT_SEED)]
+    : [...new Set([...Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1), ...regressions])];
 
   it(`hold for ${seeds.length} schedules (overlap, cut-over and human steps; duplicates, leaks, slow consumers; the seed is named on failure)`, async () => {
     const outcomes = new Map<string, number>();

@@ -61,6 +61,19 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
   }
 
   /** Reads the account first (outside truth): it must exist in this scope and use a client secret. */
+  // Accounts a rotation checked moments ago (identify at start, then issue or replaceAll in the
+  // same run): read once per rotation and minute, not once per call — the management key's
+  // requests are what a mass rotation runs out of first.
+  const checked = new Map<string, number>();
+  async function checkAccountOnce(ctx: Ctx, client: SnykClient, auth: SnykAuth): Promise<void> {
+    const key = `${ctx.rotationId}|${accountPath(ctx.config)}|${ctx.config.clientId}`;
+    const at = checked.get(key);
+    if (at !== undefined && ctx.now() - at < 60_000) return;
+    await checkAccount(ctx, client, auth);
+    if (checked.size >= 10_000) checked.clear();
+    checked.set(key, ctx.now());
+  }
+
   async function checkAccount(ctx: Ctx, client: SnykClient, auth: SnykAuth): Promise<void> {
     const c = ctx.config;
     let account: z.infer<typeof ServiceAccountResponse>;
@@ -119,7 +132,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
     // which account it belongs to, after checking the account is one rekey can rotate.
     async identify(ctx) {
       const { client, auth } = await management(ctx);
-      await checkAccount(ctx, client, auth);
+      await checkAccountOnce(ctx, client, auth);
       return { meta: { serviceAccountId: ctx.config.serviceAccountId } };
     },
 
@@ -132,7 +145,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
 
     async issue(ctx, old): Promise<IssuedCredential> {
       const { client, auth } = await management(ctx);
-      await checkAccount(ctx, client, auth);
+      await checkAccountOnce(ctx, client, auth);
       let res;
       try {
         res = await secrets(ctx, client, auth, "create");
@@ -203,7 +216,7 @@ export function createSnykServiceAccountProvider(deps: SnykDeps = {}): Provider<
 
     async replaceAll(ctx): Promise<IssuedCredential> {
       const { client, auth } = await management(ctx);
-      await checkAccount(ctx, client, auth);
+      await checkAccountOnce(ctx, client, auth);
       let res;
       try {
         res = await secrets(ctx, client, auth, "replace");

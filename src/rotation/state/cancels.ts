@@ -1,8 +1,9 @@
 /**
- * `rekey cancel` on a rotation's record, against the engine's point of no return (its promotion,
- * or a cut-over's reset): each side decides in one script, so a cancel is either honoured before
- * the rotation commits or refused; never both, never lost. The only writer of the record's
- * cancel and commit fields.
+ * `rekey cancel` on a rotation's record, against the engine's point of no return (the write that
+ * makes its new version AWSCURRENT — issuing's, a submission's or promoting's — or a cut-over's
+ * reset): each side decides in one script, so a cancel is either honoured before the rotation
+ * commits or refused; never both, never lost. The only writer of the record's cancel and commit
+ * fields.
  */
 import type { Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";

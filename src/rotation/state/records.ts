@@ -59,6 +59,20 @@ export interface RotationRecord {
   commitPoint?: CommitPoint;
 }
 
+/**
+ * Facts a completed rotation leaves on its policy's summary for the next one. The version and its
+ * credential stay true while that version is current (the next rotation checks it against the
+ * store). `cleanAfter` names the rotation after whose end no other credential of the policy was
+ * live; the next rotation's claim clears it, so it never outlives a rotation that may have left
+ * something behind.
+ */
+export interface CurrentFacts {
+  versionId?: string;
+  credentialId?: string;
+  meta?: Record<string, string>;
+  cleanAfter?: string;
+}
+
 // A rotation's end: the record's final fields and retention, out of the active set, the policy's
 // summary (only while this rotation is the policy's latest), and the lock (only while it holds it).
 // KEYS: record, its confirmations, active set, policy summary, lock.
@@ -147,6 +161,8 @@ export class RotationRecords {
    * policy's lock too (when this rotation holds it). One script; with `pipe`, it joins that
    * transaction (the caller runs it). Its reply holds the leak flags as they were when the
    * rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a follow-up owed.
+   * `policy`: more fields for the policy's summary, written with it (a completed rotation's
+   * CurrentFacts: currentVersionId, currentCredentialId, currentMeta, cleanAfter).
    */
   async end(
     rec: Pick<RotationRecord, "rotationId" | "policyId">,
@@ -154,9 +170,9 @@ export class RotationRecords {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts: { release?: boolean; pipe?: ChainableCommander } = {},
+    opts: { release?: boolean; pipe?: ChainableCommander; policy?: Record<string, string> } = {},
   ): Promise<void> {
-    const policyFields: Record<string, string> = { lastStatus: status, lastEndedAt: String(now) };
+    const policyFields: Record<string, string> = { ...opts.policy, lastStatus: status, lastEndedAt: String(now) };
     if (status === "completed") policyFields.lastCompletedAt = String(now);
     const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
     const m = opts.pipe ?? this.redis.multi();
@@ -193,6 +209,22 @@ export class RotationRecords {
   }
 
   /**
+   * What the policy's last completed rotation left (CurrentFacts, written by its end): the version
+   * it made current, that version's credential, and whether nothing else of the policy was live.
+   */
+  async currentFacts(policyId: string): Promise<CurrentFacts> {
+    const [versionId, credentialId, meta, cleanAfter] = await this.redis.hmget(this.keys.policy(policyId), "currentVersionId", "currentCredentialId", "currentMeta", "cleanAfter");
+    const facts: CurrentFacts = {};
+    if (versionId && credentialId) {
+      facts.versionId = versionId;
+      facts.credentialId = credentialId;
+      if (meta) facts.meta = JSON.parse(meta) as Record<string, string>;
+    }
+    if (cleanAfter) facts.cleanAfter = cleanAfter;
+    return facts;
+  }
+
+  /**
    * Whether a leak took the rotation over (the record's `leak` flag) and whether the rotation
    * already ended (its record has `endedAt`), without reading the whole record.
    */
@@ -202,8 +234,9 @@ export class RotationRecords {
   }
 }
 
+/** A claim of the policy's summary; it clears `cleanAfter` (CurrentFacts): the claimant may leave something behind. */
 function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "startedAt">): Record<string, string> {
-  return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt) };
+  return { lastRotationId: rec.rotationId, lastStatus: rec.status, lastStartedAt: String(rec.startedAt), cleanAfter: "" };
 }
 
 /** A record as stored: every field a string (JSON for numbers and flags). */

@@ -1,21 +1,29 @@
 /**
- * issuing (API providers): issue (or reset) the new credential, store it (I1), index its
- * fingerprint. A run that finds the value stored already (I4) picks up from there (afterStored).
+ * issuing (API providers). Overlap: issue the new credential beside the old one, verify it while
+ * its value is in memory, then ONE store write straight to AWSCURRENT (AWSPREVIOUS follows the old
+ * version by itself) — the write is the promotion. Reset (cut-over): reset, write AWSCURRENT at
+ * once, verify after (promoting). A run that may follow an earlier one of this job reads the store
+ * first (I4): a version under the rotation's id means the value was issued, verified and written.
  */
 import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
-import { errorMessage, PermanentError, RateLimitedError, TransientError, UnansweredError } from "../../errors.ts";
+import { CancelledError, errorMessage, PermanentError, RateLimitedError, SecretQuotaError, TransientError, UnansweredError } from "../../errors.ts";
 import type { IssuedCredential } from "../../providers/types.ts";
 import { AWSPREVIOUS, type StoredVersion } from "../../stores/types.ts";
 import { hedge } from "../cutover.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
+import { promoted } from "./promoting.ts";
 
 export const issuing: StepFn = async (run) => {
   const d = run.data;
   // I4: the store is the truth. A version under this rotation's token means an earlier run
-  // already issued and stored the value; do not issue again.
-  const stored = await run.readVersion(d.rotationId);
-  if (stored) return afterStored(run, stored);
+  // already issued and stored the value; do not issue again. Only the job's first activation
+  // (nothing of it ran before, nothing runs beside it) knows without reading.
+  // A rotation queued again by reconcile always reads: its value was written by the run Redis forgot.
+  if (!run.firstActivation || d.issueStarted || d.reason === "reconcile") {
+    const stored = await run.readVersion(d.rotationId);
+    if (stored) return afterStored(run, stored);
+  }
 
   if (!run.provider.issue) throw new PermanentError(`provider ${run.policy.provider.kind} cannot issue credentials by API`);
   let issued: IssuedCredential | undefined;
@@ -37,12 +45,16 @@ export const issuing: StepFn = async (run) => {
   }
   if (!issued) {
     // The sweep below removes this rotation's orphans too (they carry the policy's marker), so
-    // the narrower clean-up is needed only where the sweep cannot run.
-    if (run.provider.cleanupOrphans && !(run.provider.sweep && d.oldCredentialId)) {
+    // the narrower clean-up is needed only where the sweep cannot run. Neither is needed where the
+    // last rotation left nothing but the current credential and this job never ran before
+    // (Run.startedClean).
+    if (run.startedClean) {
+      // nothing to remove
+    } else if (run.provider.cleanupOrphans && !(run.provider.sweep && d.oldCredentialId)) {
       const removed = await run.providerCall(() => run.provider.cleanupOrphans!(run.ctx(), undefined));
       if (removed.length) await run.auditStep("issuing", "cleanup", `removed ${removed.length} credential(s) an interrupted run of this rotation had issued: ${removed.join(", ")}`);
     }
-    if (run.provider.sweep && d.oldCredentialId) {
+    if (run.provider.sweep && d.oldCredentialId && !run.startedClean) {
       // Leftovers of earlier rotations of this policy (a request that landed after its run was
       // aborted). Only with the current credential's id known, so it can never be taken. The
       // AWSPREVIOUS version's credential stays too: live, its rotation was forgotten by Redis
@@ -52,9 +64,12 @@ export const issuing: StepFn = async (run) => {
       const stages = await run.deps.store.stages(run.ref, run.signal);
       const keepRotations = Object.entries(stages).filter(([id, s]) => s.includes(AWSPREVIOUS) && id !== d.rotationId).map(([id]) => id);
       const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepOld], { keepRotations }));
+      // What it kept is removed by the last sweep, which a rotation without leftovers skips otherwise.
+      if (keepRotations.length) run.data = { ...run.data, keptPrevious: true };
       if (swept.length) await run.auditStep("issuing", "cleanup", `removed ${swept.length} leftover credential(s) of earlier rotations: ${swept.join(", ")}`);
     }
-    const old = d.oldVersionId ? await run.readVersion(d.oldVersionId) : undefined;
+    // The value start read is the old version's; a run that starts here reads it again.
+    const old = d.oldVersionId ? (run.currentValue !== undefined ? { value: run.currentValue } : await run.readVersion(d.oldVersionId)) : undefined;
     if (run.caps.issue === "reset") {
       if (!d.issueStarted && !run.caps.oldSurvivesIssue) {
         // A cut-over by API: consumers hear of it before the reset, so a failure they see next
@@ -93,21 +108,75 @@ export const issuing: StepFn = async (run) => {
     }
   }
   run.deps.crashAt?.("after-issue");
+  run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace };
+  // A replace (a leak's compromise mode) killed the old value already: like a cut-over, its value
+  // is written first — it is the only live credential (I1) — and verified after (promoting).
+  const writeFirst = run.cutover || replaced;
+  if (!writeFirst) {
+    // Verified while the value is only in memory: a value that fails is never written (I6).
+    await verifyOrUndo(run, issued);
+    // The one write to AWSCURRENT is the point of no return: a `rekey cancel` that came first
+    // ends the rotation here instead (storeIssued gives the point back where nothing landed).
+    if (run.deps.store.putCurrent) await commitOrUndo(run, issued);
+  }
   await storeIssued(run, issued);
   run.issuedValue = issued.value;
   run.deps.crashAt?.("after-store");
-  // A cut-over goes from the store write straight to promotion: the old value is dead, so
-  // holding the new one back protects nothing; it is verified once current.
-  const next: Data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace, step: run.cutover ? "promoting" : "verifying" };
-  const m = run.deps.state.transaction();
-  await indexNew(run, issued.value, issued.credentialId, m);
-  await run.deps.audit.record(
-    { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued and stored as version ${d.rotationId} (${run.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
-    m,
-  );
-  await run.deps.state.commit(m);
-  return { data: next };
+  const message = `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued`;
+  if (writeFirst || !run.wroteCurrent) {
+    // A cut-over or a replace is verified once current (promoting); a version that could not be
+    // written straight to AWSCURRENT is promoted by promoting (verified already).
+    const next: Data = { ...run.data, step: "promoting" };
+    const m = run.deps.state.transaction();
+    await indexNew(run, issued.value, issued.credentialId, m);
+    await run.deps.audit.record(
+      { rotationId: d.rotationId, policyId: d.policyId, step: "issuing", outcome: "ok", actor: "worker", message: `${message} and stored as version ${d.rotationId} (${run.wroteCurrent ? "AWSCURRENT: the old value died at the reset" : "AWSPENDING"})` },
+      m,
+    );
+    await run.deps.state.commit(m);
+    return { data: next };
+  }
+  run.deps.crashAt?.("after-promote");
+  return promoted(run, run.now, issued.value, `${message}, verified by the ${run.policy.provider.kind} identity check, and written as version ${d.rotationId}: AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`, "issuing");
 };
+
+/**
+ * Verify a freshly issued overlap credential. One that fails is revoked again at once (its value
+ * is only in memory); the error goes on to the queue (retried, or the failure path).
+ */
+async function verifyOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
+  try {
+    await run.providerCall(() => run.provider.verify(run.ctx(), issued.value, { credentialId: issued.credentialId, meta: issued.meta }));
+  } catch (err) {
+    await undo(run, issued, `the new credential failed its check (${errorMessage(err)}); it was revoked again and the old one stays current`);
+    throw err;
+  }
+}
+
+/** Run.commit before the overlap's one write; cancelled, the new credential is revoked (its value is only in memory). */
+async function commitOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
+  try {
+    await run.commit("promotion");
+  } catch (err) {
+    if (!(err instanceof CancelledError)) throw err;
+    await undo(run, issued, `${err.message}; the new credential was revoked before it was written and the old one stays current`);
+    throw new CancelledError(`${err.message} (new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} revoked, never written)`);
+  }
+}
+
+/**
+ * Revoke a new overlap credential that will not be written (its value is only in memory); a revoke
+ * that fails is left to the clean-up that finds it by the rotation id (cleanupOrphans, the sweeps).
+ */
+async function undo<Tx>(run: Run<Tx>, issued: IssuedCredential, why: string): Promise<void> {
+  if (run.caps.issue !== "overlap" || !run.provider.revoke || run.signal.aborted) return;
+  try {
+    await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: issued.value, credentialId: issued.credentialId, meta: issued.meta }));
+    await run.auditStep("issuing", "compensated", why);
+  } catch (undoErr) {
+    run.deps.log.warn({ rotationId: run.data.rotationId, policyId: run.policy.id, err: errorMessage(undoErr) }, "revoking a new credential that was not written failed; the clean-up finds it by the rotation id");
+  }
+}
 
 /**
  * The value a cut-over's reset produced, read back after the reset call failed; the reset's own
@@ -149,22 +218,47 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<
       lastErr = err;
     }
   }
+  const { store } = run.deps;
   for (let i = 0; i < (run.cutover ? 0 : engineDefaults.storeWriteRetries); i++) {
     try {
-      await run.storeWrite(() => run.deps.store.putPending(run.ref, run.data.rotationId, issued.value, run.signal));
+      // Overlap: the value is verified, so the one write makes it current (PutSecretValue with
+      // VersionStages [AWSCURRENT] and the rotation id as ClientRequestToken: a retry is a no-op).
+      if (store.putCurrent) run.wroteCurrent = (await run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, run.signal))).current;
+      else await run.storeWrite(() => store.putPending(run.ref, run.data.rotationId, issued.value, run.signal));
       return;
     } catch (err) {
       lastErr = err;
-      if (err instanceof PermanentError || run.signal.aborted) break;
+      if (err instanceof PermanentError || err instanceof SecretQuotaError || run.signal.aborted) break;
       const wait = err instanceof RateLimitedError ? Math.min(5_000, Math.max(100, err.retryAt - run.now)) : 250 * 2 ** i;
       await run.sleep(wait);
     }
   }
+  if (!run.cutover && !(lastErr instanceof RateLimitedError) && !run.signal.aborted) {
+    // A write whose answer was lost may have landed: read it back by its version id before
+    // undoing anything — revoking a credential that is current would break every consumer. An
+    // unreadable store decides nothing: the next run reads it (it is not a first activation).
+    let landed: StoredVersion | undefined;
+    try {
+      landed = await run.readVersion(run.data.rotationId);
+    } catch (err) {
+      throw new TransientError(`the store write's answer was lost (${errorMessage(lastErr)}) and the store cannot be read back (${errorMessage(err)}); the next attempt reads it`);
+    }
+    if (landed?.value === issued.value) {
+      run.wroteCurrent = landed.stages.includes("AWSCURRENT");
+      await run.auditStep("issuing", "recovered", `the store write's answer was lost (${errorMessage(lastErr)}), but version ${run.data.rotationId} holds the new value`);
+      return;
+    }
+  }
+  // Nothing of this rotation landed: it is back before its point of no return and may still be
+  // cancelled (commitOrUndo).
+  if (!run.cutover && !run.signal.aborted && store.putCurrent && !run.data.oldRevokedByReplace) await run.deps.state.cancels.uncommit(run.data.rotationId);
   const why = errorMessage(lastErr);
-  if (run.caps.issue === "overlap" && run.provider.revoke) {
+  // After a replace the new credential is the only live one: never revoked here (it would leave none).
+  if (run.caps.issue === "overlap" && run.provider.revoke && !run.data.oldRevokedByReplace) {
     await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: issued.value, credentialId: issued.credentialId, meta: issued.meta }));
     await run.auditStep("issuing", "compensated", `store write failed (${why}); the new credential was revoked again and the old one stays current`);
-    if (lastErr instanceof PermanentError) throw lastErr;
+    // The secret's own quota: the job parks until it may write again (no attempt used), alone.
+    if (lastErr instanceof PermanentError || lastErr instanceof SecretQuotaError) throw lastErr;
     throw new TransientError(`could not store the new credential: ${why}`);
   }
   if (run.caps.issue === "reset" && run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
@@ -172,7 +266,7 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<
 }
 
 /** Record the new credential's id and keyed fingerprint (the leaked-value index). */
-async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: string | undefined, pipe?: Tx): Promise<void> {
+export async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: string | undefined, pipe?: Tx): Promise<void> {
   const key = run.deps.fingerprintKey;
   const patch: Record<string, string> = {};
   if (credentialId) patch.newCredentialId = credentialId;
@@ -188,15 +282,21 @@ async function indexNew<Tx>(run: Run<Tx>, value: string, credentialId: string | 
 
 export async function afterStored<Tx>(run: Run<Tx>, stored: StoredVersion): Promise<StepOutcome> {
   const d = run.data;
-  let credentialId = d.newCredentialId;
-  if (!credentialId) {
-    const rec = await run.deps.state.records.get(d.rotationId);
-    credentialId = rec?.newCredentialId;
-  }
+  // Which credential the stored version holds: the record says so once it was written with the
+  // version; else the provider, asked about the stored value. Not the job data: it may still name
+  // a credential an earlier attempt issued and lost before a later attempt issued again (trusted,
+  // the final sweep would keep that one and remove the current one — found by the seeded
+  // schedules). A human step's value has no provider identity to ask for.
+  let credentialId = (await run.deps.state.records.get(d.rotationId))?.newCredentialId;
+  if (!credentialId && run.caps.issue === "human") credentialId = d.newCredentialId;
   if (!credentialId && run.caps.issue !== "human") {
     const handle = await run.providerCall(() => run.provider.identify(run.ctx(), stored.value));
     credentialId = handle.credentialId;
   }
+  run.data = { ...d, newCredentialId: credentialId };
+  // Written straight to AWSCURRENT — by an earlier run of issuing, or by a human's submission —
+  // which only a verified value is: what is left is the record.
+  if (!run.cutover && !d.oldRevokedByReplace && stored.stages.includes("AWSCURRENT")) return promoted(run, d.promotedAt ?? run.now, stored.value, `version ${d.rotationId} is AWSCURRENT${d.step === "awaiting-human" ? " (written by the submission, verified first)" : " (written by an earlier run, verified first)"}`, d.step);
   await indexNew(run, stored.value, credentialId);
-  return { data: { ...d, newCredentialId: credentialId, step: run.cutover ? "promoting" : "verifying" } };
+  return { data: { ...run.data, step: run.cutover ? "promoting" : "verifying" } };
 }

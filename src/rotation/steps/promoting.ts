@@ -1,9 +1,12 @@
 /**
- * promoting: make the new version AWSCURRENT (a cut-over verifies it now), then wait for the
- * consumers' confirmations — or, on a leak, go straight on to revoking.
+ * promoting: make the new version AWSCURRENT where the one write of issuing could not (a cut-over
+ * written before the store could write AWSCURRENT, a version an older run staged as AWSPENDING);
+ * a cut-over is verified now. Then wait for the consumers' confirmations — or, on a leak, go
+ * straight on to revoking.
  */
 import { errorMessage, PermanentError, RateLimitedError } from "../../errors.ts";
-import type { StepFn } from "../run.ts";
+import { fingerprint as keyedFingerprint } from "../../consumers/fingerprint.ts";
+import type { Run, StepFn, StepOutcome } from "../run.ts";
 import { waitingMessage } from "./awaiting-confirmation.ts";
 
 export const promoting: StepFn = async (run) => {
@@ -31,24 +34,47 @@ export const promoting: StepFn = async (run) => {
   if (!run.wroteCurrent) await (run.cutover ? run.fast(promote) : promote());
   const promotedAt = d.promotedAt ?? run.now;
   run.deps.crashAt?.("after-promote");
-  if (run.cutover) {
+  // Written before it was checked (a cut-over, a leak's replace): checked now that it is current.
+  if (run.cutover || d.oldRevokedByReplace) {
     // Verified once current (see issuing); a failure from here on is after promotion.
     run.data = { ...d, promotedAt };
     const value = run.issuedValue ?? (await run.readVersion(d.rotationId))?.value;
     if (value === undefined) throw new PermanentError(`version ${d.rotationId} is AWSCURRENT but holds no value`);
     await run.fast(() => run.providerCall(() => run.provider.verify(run.ctx(), value, { credentialId: d.newCredentialId, meta: d.newMeta })));
-    run.deferAudit("verifying", "ok", `new credential passed the ${run.policy.provider.kind} identity check (after promotion: the old value died at the reset)`);
+    run.deferAudit("verifying", "ok", `new credential passed the ${run.policy.provider.kind} identity check (after promotion: the old value died at the ${run.cutover ? "reset" : "replace"})`);
   }
+  return promoted(run, promotedAt, undefined, `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`);
+};
+
+/**
+ * The new version is AWSCURRENT (promoting, or the one write of issuing): record it — with the new
+ * credential's id and keyed fingerprint where `value` is given (the leaked-value index) — and its
+ * audit entry in one transaction, then tell the consumers; on a leak, go straight on to revoking.
+ */
+export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: string | undefined, message: string, auditStep = "promoting"): Promise<StepOutcome> {
+  const d = run.data;
+  run.data = { ...d, promotedAt };
   const leak = d.reason === "leak" || (await run.deps.state.records.leakAndEnded(d.rotationId)).leak;
   run.leakSeen = leak;
   const required = run.policy.consumers.filter((c) => c.required).map((c) => c.id);
+  const key = run.deps.fingerprintKey;
+  const fp = key && value !== undefined ? keyedFingerprint(key, value) : undefined;
   await run.transition(
     // The message awaitingConfirmation shows while nobody has confirmed yet, so its first look
     // finds the record as it would write it.
-    { status: leak ? "running" : "awaiting-confirmation", step: leak ? "revoking" : "awaiting-confirmation", promotedAt, message: !leak && required.length ? waitingMessage(required) : undefined },
-    "promoting",
+    {
+      status: leak ? "running" : "awaiting-confirmation",
+      step: leak ? "revoking" : "awaiting-confirmation",
+      promotedAt,
+      message: !leak && required.length ? waitingMessage(required) : undefined,
+      newCredentialId: value !== undefined ? d.newCredentialId : undefined,
+      newFingerprint: fp,
+    },
+    auditStep,
     "ok",
-    `version ${d.rotationId} is AWSCURRENT${d.oldVersionId ? `; ${d.oldVersionId} is AWSPREVIOUS` : ""}`,
+    message,
+    "worker",
+    fp ? (m) => run.deps.state.fingerprints.index(fp, { policyId: run.policy.id, versionId: d.rotationId }, m) : undefined,
   );
   if (leak) {
     await run.event("rotation.leak", `${run.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${run.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
@@ -56,4 +82,4 @@ export const promoting: StepFn = async (run) => {
     await run.event("rotation.awaiting-confirmation", `${run.policy.id}: version ${d.rotationId} of ${run.policy.target.secretId} is current; load it and confirm`, { versionId: d.rotationId, consumers: required });
   }
   return { data: { ...d, promotedAt, step: leak ? "revoking" : "awaiting-confirmation" } };
-};
+}

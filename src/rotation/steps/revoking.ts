@@ -22,7 +22,8 @@ export const revoking: StepFn = async (run) => {
   if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
   else if (run.caps.revoke === "api" && run.provider.revoke && d.oldVersionId) {
     if (!d.oldRevoked) {
-      const old = await run.readVersion(d.oldVersionId);
+      // A provider that revokes by id needs no value: the old version is not read.
+      const old = run.provider.revokesById && d.oldCredentialId ? undefined : await run.readVersion(d.oldVersionId);
       if (!old && !d.oldCredentialId) throw new PermanentError(`the old version ${d.oldVersionId} is no longer in the store and its credential id is unknown; revoke it by hand`);
       await run.providerCall(() => run.provider.revoke!(run.ctx(), { value: old?.value ?? "", credentialId: d.oldCredentialId, meta: d.oldMeta }));
     }
@@ -38,14 +39,24 @@ export const revoking: StepFn = async (run) => {
     await run.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
     return { data: { ...d, oldRevoked: true }, waitUntil: settledAt };
   }
-  if (run.provider.sweep && d.newCredentialId) {
-    // A create of this rotation that was aborted in flight may have landed after the retry's
-    // clean-up: the new credential is the only one of this policy that stays.
+  // A create of this rotation that was aborted in flight may have landed after the retry's
+  // clean-up: the new credential is the only one of this policy that stays. A rotation whose job
+  // never stalled or failed issued once and got its answer (no lost create): nothing of it can
+  // land late, and issuing swept what earlier rotations left (a leak's issuing always sweeps).
+  // Issuing's sweep kept the AWSPREVIOUS credential, or a rotation queued again by reconcile (it
+  // cannot vouch for what the run Redis forgot left): the sweep runs, so the next rotation may
+  // trust `cleanAfter` and skip its own.
+  const mayHaveLeftovers = !run.neverInterrupted || d.issueLostAt !== undefined || d.keptPrevious === true || d.reason === "reconcile";
+  if (run.provider.sweep && d.newCredentialId && mayHaveLeftovers) {
     const keepNew = d.newCredentialId;
     const swept = await run.providerCall(() => run.provider.sweep!(run.ctx(), [keepNew]));
     if (swept.length) what += `; removed ${swept.length} leftover credential(s): ${swept.join(", ")}`;
   }
-  await run.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${run.policy.id}: rotation completed; ${what}`);
+  // What the next rotation may take from this one (CurrentFacts): the version it made current,
+  // that version's credential, and that nothing else of the policy is live.
+  const facts: Record<string, string> = { cleanAfter: d.rotationId };
+  if (d.newCredentialId) Object.assign(facts, { currentVersionId: d.rotationId, currentCredentialId: d.newCredentialId, currentMeta: JSON.stringify(d.newMeta ?? {}) });
+  await run.end("completed", what, { step: "revoking", outcome: "ok" }, "rotation.completed", `${run.policy.id}: rotation completed; ${what}`, facts);
   // A leak's probe consumers are still watched after the end (watchProbes).
   const watch = leak && run.policy.consumers.some((c) => c.confirm === "probe");
   return { data: { ...d, step: watch ? "awaiting-confirmation" : "done" } };

@@ -45,7 +45,7 @@ export const start: StepFn = async (run) => {
     if (attempt >= 5) throw new TransientError(`${d.policyId}: rotation ${holder} holds the policy but is ending; the leak rotation will try again`);
   }
 
-  const current = await run.deps.store.getCurrent(run.ref, run.signal);
+  const [current, facts] = await Promise.all([run.deps.store.getCurrent(run.ref, run.signal), state.records.currentFacts(d.policyId)]);
   if (d.reason === "reconcile" && current?.versionId !== d.rotationId) {
     // Queued again to finish version d.rotationId, which another rotation has replaced since:
     // that one revokes what is left (its last sweep). Promoting this one again would go back.
@@ -68,14 +68,29 @@ export const start: StepFn = async (run) => {
       return { data: { ...d, step: "done" } };
     }
   }
+  let oldVersionId = d.oldVersionId;
   let oldHandle: CredentialHandle = {};
   if (current && current.versionId !== d.rotationId) {
-    oldHandle = await run.providerCall(() => run.provider.identify(run.ctx(), current.value));
+    oldVersionId = current.versionId;
+    run.currentValue = current.value;
+    // The version the last completed rotation made current is still current: its credential is
+    // known (CurrentFacts), no identity call needed.
+    oldHandle = facts.versionId === current.versionId ? { credentialId: facts.credentialId, meta: facts.meta } : await run.providerCall(() => run.provider.identify(run.ctx(), current.value));
+    // A leak sweeps whatever it can; elsewhere nothing but the current credential was live after
+    // the last rotation, and nothing of this job can have run before (Run.firstActivation).
+    run.startedClean = d.reason !== "leak" && facts.cleanAfter !== undefined && facts.versionId === current.versionId && run.firstActivation;
+  } else if (current && !d.oldVersionId) {
+    // An earlier run of this rotation wrote its version to AWSCURRENT and stopped before the
+    // cursor was saved: the version it replaced is on the record (written before the issue), and
+    // its credential is found from its value.
+    oldVersionId = (await state.records.get(d.rotationId))?.oldVersionId;
+    const old = oldVersionId ? await run.readVersion(oldVersionId) : undefined;
+    if (old) oldHandle = await run.providerCall(() => run.provider.identify(run.ctx(), old.value)).catch(() => ({}));
   }
   const next: Data = {
     ...d,
     step: run.caps.issue === "human" ? "awaiting-human" : "issuing",
-    oldVersionId: current && current.versionId !== d.rotationId ? current.versionId : d.oldVersionId,
+    oldVersionId,
     oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
     oldMeta: oldHandle.meta ?? d.oldMeta,
   };
