@@ -112,21 +112,27 @@ export const issuing: StepFn = async (run) => {
   // A replace (a leak's compromise mode) killed the old value already: like a cut-over, its value
   // is written first — it is the only live credential (I1) — and verified after (promoting).
   const writeFirst = run.cutover || replaced;
-  if (!writeFirst) {
+  // One write straight to AWSCURRENT only where a credential whose value was lost can still be
+  // found at the provider (it lists them: sweep). Elsewhere (Snyk's client secrets cannot be
+  // listed) the value goes to AWSPENDING first and is verified there (verifying): a crash or a
+  // failed undo after the issue then never leaves a live credential only memory knew (I1).
+  const oneWrite = run.deps.store.putCurrent !== undefined && run.provider.sweep !== undefined;
+  if (!writeFirst && oneWrite) {
     // Verified while the value is only in memory: a value that fails is never written (I6).
     await verifyOrUndo(run, issued);
     // The one write to AWSCURRENT is the point of no return: a `rekey cancel` that came first
     // ends the rotation here instead (storeIssued gives the point back where nothing landed).
-    if (run.deps.store.putCurrent) await commitOrUndo(run, issued);
+    await commitOrUndo(run, issued);
   }
-  await storeIssued(run, issued);
+  await storeIssued(run, issued, writeFirst || oneWrite);
   run.issuedValue = issued.value;
   run.deps.crashAt?.("after-store");
   const message = `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued`;
   if (writeFirst || !run.wroteCurrent) {
     // A cut-over or a replace is verified once current (promoting); a version that could not be
-    // written straight to AWSCURRENT is promoted by promoting (verified already).
-    const next: Data = { ...run.data, step: "promoting" };
+    // written straight to AWSCURRENT is promoted by promoting (verified already); a pending
+    // version (not oneWrite) is verified first.
+    const next: Data = { ...run.data, step: writeFirst || oneWrite ? "promoting" : "verifying" };
     const m = run.deps.state.transaction();
     await indexNew(run, issued.value, issued.credentialId, m);
     await run.deps.audit.record(
@@ -202,7 +208,7 @@ async function readBackReset<Tx>(run: Run<Tx>, oldValue: string | undefined, res
  * credential whose value can be read back is left for the next attempt; otherwise the rotation
  * needs attention, because the old value is already dead.
  */
-async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
+async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential, toCurrent: boolean): Promise<void> {
   let lastErr: unknown;
   if (run.cutover) {
     try {
@@ -211,7 +217,7 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<
       // Straight to AWSCURRENT where the store can (one write); promoting skips what is done.
       // Hedged: the write is idempotent under the rotation's token, and a write that hangs (or
       // waits out the SDK's throttling back-off) would hold every consumer's outage.
-      if (store.putCurrent) run.wroteCurrent = (await hedge((signal) => run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, signal)), budget)).current;
+      if (store.putCurrent && toCurrent) run.wroteCurrent = (await hedge((signal) => run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, signal)), budget)).current;
       else await hedge((signal) => run.storeWrite(() => store.putPending(run.ref, run.data.rotationId, issued.value, signal)), budget);
       return;
     } catch (err) {
@@ -221,9 +227,10 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<
   const { store } = run.deps;
   for (let i = 0; i < (run.cutover ? 0 : engineDefaults.storeWriteRetries); i++) {
     try {
-      // Overlap: the value is verified, so the one write makes it current (PutSecretValue with
-      // VersionStages [AWSCURRENT] and the rotation id as ClientRequestToken: a retry is a no-op).
-      if (store.putCurrent) run.wroteCurrent = (await run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, run.signal))).current;
+      // Overlap, one write: the value is verified, so the write makes it current (PutSecretValue
+      // with VersionStages [AWSCURRENT] and the rotation id as ClientRequestToken: a retry is a
+      // no-op). Otherwise AWSPENDING, verified and promoted by the next steps.
+      if (store.putCurrent && toCurrent) run.wroteCurrent = (await run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, run.signal))).current;
       else await run.storeWrite(() => store.putPending(run.ref, run.data.rotationId, issued.value, run.signal));
       return;
     } catch (err) {
@@ -251,7 +258,7 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<
   }
   // Nothing of this rotation landed: it is back before its point of no return and may still be
   // cancelled (commitOrUndo).
-  if (!run.cutover && !run.signal.aborted && store.putCurrent && !run.data.oldRevokedByReplace) await run.deps.state.cancels.uncommit(run.data.rotationId);
+  if (!run.cutover && !run.signal.aborted && store.putCurrent && toCurrent && !run.data.oldRevokedByReplace) await run.deps.state.cancels.uncommit(run.data.rotationId);
   const why = errorMessage(lastErr);
   // After a replace the new credential is the only live one: never revoked here (it would leave none).
   if (run.caps.issue === "overlap" && run.provider.revoke && !run.data.oldRevokedByReplace) {
