@@ -13,20 +13,16 @@ import { directActor } from "../../src/cli/context.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { type SnykFake, startSnykFake } from "../fakes/snyk.ts";
 import { runCli } from "../helpers/human.ts";
-import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { ldPolicy, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 const CONSUMER_TOKEN = "cancel-consumer-token-abcdefghijklmnop";
 
-function ldPolicy(ld: LaunchDarklyFake, id: string): PolicyInput {
-  return {
-    id,
-    owner: "alice@example.com",
-    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
-    target: { secretId: `prod/${id}`, region: REGION },
-    consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
-    confirmation: { timeout: "1h", onTimeout: "keep-old" },
-  };
-}
+/** One push consumer that confirms with CONSUMER_TOKEN; the wait keeps the old token past its timeout. */
+const waitsForApp: Partial<PolicyInput> = {
+  consumers: [{ id: "app", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) }],
+  confirmation: { timeout: "1h", onTimeout: "keep-old" },
+};
+
 
 async function post(url: string, token: string | undefined, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, { method: "POST", headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -44,7 +40,7 @@ describe("rekey cancel", () => {
   beforeAll(async () => {
     ld = await startLaunchDarklyFake();
     const admin = ld.addToken({ role: "admin", name: "rekey management" });
-    for (const id of ["ld-queued", "ld-waiting", "ld-promoted"]) policies.push(ldPolicy(ld, id));
+    for (const id of ["ld-queued", "ld-waiting", "ld-promoted"]) policies.push(ldPolicy(ld, id, waitsForApp));
     stack = await startStack({ policies, env: { LD_ADMIN_TOKEN: admin.value } });
     for (const p of policies) {
       old[p.id] = ld.addToken({ name: p.id }).value;

@@ -13,11 +13,11 @@ import { main, type CliIo } from "../../src/cli/main.ts";
 import { formatLeakReport, runLeak } from "../../src/cli/commands/leak.ts";
 import { leakResponseFor, type LeakReport } from "../../src/leak/leak.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
-import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
+import { startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { QStashFake } from "../fakes/qstash.ts";
 import { startSnykFake } from "../fakes/snyk.ts";
 import type { LoggedRequest } from "../fakes/http-fake.ts";
-import { ADMIN_TOKEN, dumpRedis, REGION, startStack, until } from "../helpers/stack.ts";
+import { ADMIN_TOKEN, dumpRedis, ldPolicy, REGION, startStack, until } from "../helpers/stack.ts";
 
 const CONSUMER_TOKEN = "leak-test-consumer-token-0123456789";
 const BILLING_CONSUMER = { id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) } as const;
@@ -41,15 +41,6 @@ function max429PerWindow(requests: LoggedRequest[], windowMs: number): number {
   return Math.max(0, ...per.values());
 }
 
-function ldPolicy(ld: LaunchDarklyFake, id: string, extra: Partial<PolicyInput> = {}): PolicyInput {
-  return {
-    id,
-    owner: "alice@example.com",
-    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
-    target: { secretId: `prod/${id}`, region: REGION },
-    ...extra,
-  };
-}
 
 describe("leak response", () => {
   const closers: (() => Promise<void>)[] = [];

@@ -10,16 +10,8 @@ import type { PolicyInput } from "../../src/policy/schema.ts";
 import { storeScope } from "../../src/rotation/scope.ts";
 import { jobViewer } from "../../src/rotation/status.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
-import { REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { ldPolicy, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
-function ldPolicy(ld: LaunchDarklyFake, id: string): PolicyInput {
-  return {
-    id,
-    owner: "alice@example.com",
-    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
-    target: { secretId: `prod/${id}`, region: REGION },
-  };
-}
 
 describe("AWS version quota of one secret", () => {
   let ld: LaunchDarklyFake;

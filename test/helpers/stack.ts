@@ -139,6 +139,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
 }
 
+/** A LaunchDarkly policy on `ld` whose management token is LD_ADMIN_TOKEN, stored at prod/<id>. */
+export function ldPolicy(ld: { url: string }, id: string, extra: Partial<PolicyInput> = {}): PolicyInput {
+  return {
+    id,
+    owner: "alice@example.com",
+    provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
+    target: { secretId: `prod/${id}`, region: REGION },
+    ...extra,
+  };
+}
+
 /** Poll until `fn` returns a value (not undefined/false), or fail after `timeoutMs`. */
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
