@@ -373,6 +373,10 @@ export type JobState = "waiting" | "active" | "delayed" | "completed" | "failed"
 /** A rotation job as BullMQ keeps it: data changes only through updateData. */
 export class MemoryJob implements RotationJob {
   attemptsMade = 0;
+  /** Activations so far, the running one included (BullMQ counts every move to active). */
+  attemptsStarted = 0;
+  /** Stalls detected (the worker died mid-step). */
+  stalledCounter = 0;
   state: JobState = "waiting";
   /** When it may run next (waiting: now; delayed: moveToDelayed's time; retried: after the backoff). */
   readyAt: number;

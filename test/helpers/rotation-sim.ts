@@ -206,6 +206,7 @@ export class Sim {
     const ctl = new AbortController();
     this.world.runs.add(ctl);
     t.job.state = "active";
+    t.job.attemptsStarted++;
     try {
       await this.engine.process(t.job, "lock-token", ctl.signal);
       t.job.state = "completed";
@@ -214,6 +215,7 @@ export class Sim {
       if (ctl.signal.aborted) {
         // The worker died: BullMQ finds the job stalled and runs it again (no attempt used).
         this.crashes++;
+        t.job.stalledCounter++;
         t.job.state = "waiting";
         t.job.readyAt = this.now + 15_000;
       } else if (err instanceof DelayedError) {

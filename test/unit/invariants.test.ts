@@ -209,7 +209,9 @@ describe("I6: a rotation that fails before its write leaves the old credential c
       expect(["failed", "needs-attention"], where).toContain(status);
       expect(checkI6(r.sim, r.t), where).toEqual([]);
     }
-    expect(ended).toBeGreaterThan(2);
+    // Every kind has at least two calls before its write that end the rotation when refused (a
+    // first activation reads no more than it needs, so a cut-over has few).
+    expect(ended).toBeGreaterThanOrEqual(2);
   });
 
   it.each([
