@@ -3,24 +3,13 @@
  * answer is an error that says how many policies could not be checked and why, never "matches no
  * credential rekey manages" (which would send an incident responder away from a live leak).
  */
-import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { runLeak } from "../../src/cli/commands/leak.ts";
-import type { CliIo } from "../../src/cli/main.ts";
 import { startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { ADMIN_TOKEN, REGION, startStack } from "../helpers/stack.ts";
+import { captureIo } from "../helpers/human.ts";
 
-function io(stdin: string): CliIo & { out: string; err: string } {
-  const box = {
-    out: "",
-    err: "",
-    stdout: (s: string) => void (box.out += s),
-    stderr: (s: string) => void (box.err += s),
-    stdin: Readable.from([stdin]),
-    env: { USER: "oncall" } as NodeJS.ProcessEnv,
-  };
-  return box;
-}
+const io = (stdin: string) => captureIo(stdin);
 
 describe("leak by value with the store down", () => {
   const closers: (() => Promise<void>)[] = [];

@@ -6,10 +6,9 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { directActor } from "../../src/cli/context.ts";
-import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
-import { main, type CliIo } from "../../src/cli/main.ts";
+import { main } from "../../src/cli/main.ts";
 import { formatLeakReport, runLeak } from "../../src/cli/commands/leak.ts";
 import { leakResponseFor, type LeakReport } from "../../src/leak/leak.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
@@ -18,21 +17,12 @@ import { QStashFake } from "../fakes/qstash.ts";
 import { startSnykFake } from "../fakes/snyk.ts";
 import type { LoggedRequest } from "../fakes/http-fake.ts";
 import { ADMIN_TOKEN, dumpRedis, ldPolicy, REGION, startStack, until } from "../helpers/stack.ts";
+import { captureIo } from "../helpers/human.ts";
 
 const CONSUMER_TOKEN = "leak-test-consumer-token-0123456789";
 const BILLING_CONSUMER = { id: "billing", confirm: "push", tokenHash: tokenHash(CONSUMER_TOKEN) } as const;
 
-function io(stdin = ""): CliIo & { out: string; err: string } {
-  const box = {
-    out: "",
-    err: "",
-    stdout: (s: string) => void (box.out += s),
-    stderr: (s: string) => void (box.err += s),
-    stdin: Readable.from([stdin]),
-    env: { USER: "oncall" } as NodeJS.ProcessEnv,
-  };
-  return box;
-}
+const io = (stdin = "") => captureIo(stdin);
 
 /** 429 answers grouped by window: a provider must never see more than the first one of a window. */
 function max429PerWindow(requests: LoggedRequest[], windowMs: number): number {

@@ -5,29 +5,18 @@
  * re-run changes nothing already done.
  */
 import { directActor } from "../../src/cli/context.ts";
-import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runOffboard } from "../../src/cli/commands/leak.ts";
-import type { CliIo } from "../../src/cli/main.ts";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import type { OffboardReport } from "../../src/offboarding/offboarding.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { ADMIN_TOKEN, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
+import { captureIo } from "../helpers/human.ts";
 
 const CONSUMER_TOKEN = "offboarding-consumer-token-0123456789";
 
-function io(): CliIo & { out: string; err: string } {
-  const box = {
-    out: "",
-    err: "",
-    stdout: (s: string) => void (box.out += s),
-    stderr: (s: string) => void (box.err += s),
-    stdin: Readable.from([""]),
-    env: { USER: "hr-ops" } as NodeJS.ProcessEnv,
-  };
-  return box;
-}
+const io = () => captureIo("", "hr-ops");
 
 describe("offboarding", () => {
   let ld: LaunchDarklyFake;

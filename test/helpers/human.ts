@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import type { CliIo } from "../../src/cli/io.ts";
 import { main } from "../../src/cli/main.ts";
 import type { NotificationEvent } from "../../src/notify/events.ts";
 import { verifySignature } from "../../src/notify/webhook.ts";
@@ -158,4 +159,17 @@ export async function statusOf(stack: Stack, rotationId: string, wanted: string[
     const s = (await stack.rt.state.records.get(rotationId))?.status;
     return s && wanted.includes(s) ? s : undefined;
   }, timeoutMs);
+}
+
+/** A CLI io that keeps what a command printed, for in-process `main()` calls. */
+export function captureIo(stdin = "", user = "oncall"): CliIo & { out: string; err: string } {
+  const box = {
+    out: "",
+    err: "",
+    stdout: (s: string) => void (box.out += s),
+    stderr: (s: string) => void (box.err += s),
+    stdin: Readable.from([stdin]),
+    env: { USER: user } as NodeJS.ProcessEnv,
+  };
+  return box;
 }
