@@ -276,6 +276,7 @@ async function recreate(
     startedAt: deps.now(),
     oldVersionId: v.previous,
     oldCredentialId: v.previousId,
+    undo: [],
   };
   await deps.queue.add("rotate", data, { jobId, priority: PRIORITY.reconcile });
   await deps.audit.record({ rotationId: v.current, policyId: policy.id, step: "reconcile.re-created", outcome: "ok", actor: ACTOR, message: what });

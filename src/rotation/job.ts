@@ -26,6 +26,21 @@ export type Reason = (typeof REASONS)[number];
 
 const Meta = z.record(z.string(), z.string());
 
+/**
+ * A compensation the failure path runs (undo.ts): ids only, never a value. Each names an action
+ * that is idempotent, so one recorded before its action (the action may land without an answer)
+ * or run twice (a clean-up interrupted half-way) does no harm.
+ */
+export const UndoEntry = z.discriminatedUnion("undo", [
+  /** Revoke the credential version `versionId` holds (its value read back; nothing if the version is gone). */
+  z.object({ undo: z.literal("revoke-stored"), versionId: z.string(), credentialId: z.string().optional(), meta: Meta.optional() }),
+  /** Discard version `versionId` as AWSPENDING (nothing if it is not). */
+  z.object({ undo: z.literal("discard-pending"), versionId: z.string() }),
+  /** Remove the credentials this rotation issued that no version holds (a create whose answer was lost). */
+  z.object({ undo: z.literal("cleanup-orphans") }),
+]);
+export type UndoEntry = z.infer<typeof UndoEntry>;
+
 export const RotationJobData = z.object({
   v: z.literal(1),
   rotationId: z.uuid(),
@@ -78,6 +93,12 @@ export const RotationJobData = z.object({
    * clean-up resumes as clean-up, never as the step that failed.
    */
   failing: z.string().optional(),
+  /**
+   * The undo log (saga): what the failure path undoes, in reverse order, each entry removed once
+   * done. Appended by the steps that change the outside world, before an action that may land
+   * without an answer. Absent only in a job queued by an older rekey (undo.ts derives it once).
+   */
+  undo: z.array(UndoEntry).optional(),
   /** The failure that started the failure path needs a person (AttentionError): the rotation ends needs-attention. */
   failingAttention: z.boolean().optional(),
   /** The failure path was started by `rekey cancel`: a human step cancelled is not one that timed out. */

@@ -56,7 +56,10 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
       // that follows writes the cursor anyway.
       const rereadable =
         step === "start" || step === "verifying" || (step === "issuing" && data.promotedAt !== undefined) || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
-      if ((!rereadable || out.waitUntil !== undefined) && data !== saved) {
+      // An undo entry a step recorded is never left to a re-run to record again: the failure path
+      // of a run that never gets that far must find it (after promotion the log is never run).
+      const undoKept = data.promotedAt !== undefined || sameUndo(data, saved);
+      if ((!rereadable || !undoKept || out.waitUntil !== undefined) && data !== saved) {
         await job.updateData(data);
         saved = data;
       }
@@ -120,4 +123,8 @@ async function policyMissing<Tx>(deps: EngineDeps<Tx>, job: RotationJob, data: D
 function isNetworkish(err: unknown): boolean {
   const code = (err as { code?: string })?.code;
   return typeof code === "string" && /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|UND_ERR)/.test(code);
+}
+
+function sameUndo(a: Data, b: Data): boolean {
+  return a.undo === b.undo || JSON.stringify(a.undo) === JSON.stringify(b.undo);
 }

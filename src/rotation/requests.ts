@@ -85,6 +85,7 @@ export class Rotations {
       leakedVersionId: opts.leakedVersionId,
       step: "start",
       startedAt: this.deps.now(),
+      undo: [],
     };
     const existing = await this.deps.queue.getJob(jobId);
     if (existing) {

@@ -18,6 +18,7 @@ import type { RotationJobData } from "./job.ts";
 import type { RotationJob } from "./ports.ts";
 import { cancelledMessage, type CommitPoint } from "./state/cancels.ts";
 import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
+import { describeUndo, legacyUndo, runUndo } from "./undo.ts";
 
 export interface StepOutcome {
   data: Data;
@@ -67,8 +68,6 @@ export class Run<Tx> {
    * the same version current — in this job's first activation: issuing need not sweep first.
    */
   startedClean = false;
-  /** The rotation's own version as the failure path read it. */
-  private written: StoredVersion | undefined;
   /** Audit entries waiting for this run's next write (deferAudit). */
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
@@ -284,15 +283,17 @@ export class Run<Tx> {
 
   /** `cancelled`: by `rekey cancel`; a human step cancelled is not one that timed out. */
   async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean; cancelled?: boolean } = {}): Promise<{ status: string }> {
-    let d: Data = { ...this.data, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
+    // A job queued by an older rekey holds no undo log: derived once, written with the marker.
+    const undo = this.data.undo ?? (await legacyUndo(this, this.data));
+    let d: Data = { ...this.data, undo, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);
+    let mine: StoredVersion | undefined;
     if (!d.promotedAt) {
       // The store is the truth: a write whose answer was lost (or a promotion, for a version an
       // older run staged as AWSPENDING) may have made this rotation's version AWSCURRENT. Cleaning
       // up then would revoke the credential consumers are loading (found by the fault matrix).
       // Unreadable: decide later, never guess.
-      let mine: StoredVersion | undefined;
       try {
         mine = await this.readVersion(d.rotationId);
       } catch (err) {
@@ -304,7 +305,6 @@ export class Run<Tx> {
         }
         return parkJob(this.deps, this.job, d, this.now + engineDefaults.cleanupRetryMs, token);
       }
-      this.written = mine;
       if (mine?.stages.includes("AWSCURRENT")) {
         d = { ...d, promotedAt: this.now };
         this.data = d;
@@ -319,45 +319,31 @@ export class Run<Tx> {
       const text = `${this.policy.id}: ${d.step} failed after promotion: ${message}; ${this.cutover ? "the new value is current (the old one died at the reset)" : "the old credential is kept alive"} and the step is retried every ${formatDuration(retryMs)}`;
       return this.attentionAndRetry(d, text, retryMs, token);
     }
-    // A create of this rotation that went unanswered may still land: clean up once it no longer
-    // can, or the clean-up below could miss it (the job data says `failing`: it resumes here).
+    // A create of this rotation that went unanswered may still land: the orphan clean-up runs once
+    // it no longer can, or it could miss it (the job data says `failing`: it resumes here).
     const settledAt = this.lostCreateSettledAt(d);
-    if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && settledAt > this.now) {
+    if (undo.some((e) => e.undo === "cleanup-orphans") && settledAt > this.now) {
       await this.auditStep(d.step, "waiting", `failing: ${message}; a create of this rotation went unanswered, so the clean-up runs at ${new Date(settledAt).toISOString()}, once it can no longer land`);
       return parkJob(this.deps, this.job, d, settledAt, token);
     }
-    // I6: before promotion the old credential stays current. Clean up what this rotation made.
+    // I6: before promotion the old credential stays current. Undo what this rotation recorded.
     const cleanup: string[] = [];
     try {
-      const pending = this.written ?? (await this.readVersion(d.rotationId));
-      // A cursor at start does not mean nothing was issued: start's outcome is not written to the
-      // job (processor.ts), so a run that went on to issue and died leaves it there. The record,
-      // which start's transition moves on, says whether an earlier run got past start.
-      const pastStart = d.step !== "start" || (await this.deps.state.records.get(d.rotationId))?.step !== "start";
-      if (pending && this.caps.issue !== "reset" && this.caps.revoke === "api" && this.provider.revoke && !d.oldRevokedByReplace) {
-        await this.providerCall(() => this.provider.revoke!(this.ctx(), { value: pending.value, credentialId: d.newCredentialId, meta: d.newMeta }));
-        cleanup.push(`new credential${d.newCredentialId ? ` ${d.newCredentialId}` : ""} revoked`);
-      }
-      if (this.provider.cleanupOrphans && this.caps.issue === "overlap" && !d.oldRevokedByReplace && pastStart) {
-        // A create whose answer was lost (dropped after the provider acted) left a credential no
-        // version holds: before promotion nothing this rotation issued may stay live (I1).
-        const removed = await this.providerCall(() => this.provider.cleanupOrphans!(this.ctx(), undefined));
-        if (removed.length) cleanup.push(`removed ${removed.join(", ")} (issued by this rotation, never stored)`);
-      }
-      if (pending || pastStart) {
-        await this.storeWrite(() => this.deps.store.discardPending(this.ref, d.rotationId, this.signal));
-        if (pending) cleanup.push("pending version discarded");
-      }
+      await runUndo(this, mine, cleanup);
     } catch (err) {
       if (this.signal.aborted || err instanceof PermanentError) throw err;
       // A transient failure of the cleanup (often on the job's last attempt) is retried later
       // without using an attempt: thrown, it ended the job with the record still running and the
       // policy locked, with no alert (found by the fault matrix). `failing` in the job data makes
-      // the next run resume here.
+      // the next run resume here, with what the log still holds.
       const retryAt = err instanceof RateLimitedError ? err.retryAt : this.now + engineDefaults.cleanupRetryMs;
+      const at = Math.max(retryAt, this.now + 1_000);
       this.deps.log.warn({ rotationId: d.rotationId, policyId: d.policyId, err: errorMessage(err) }, "cleanup after a failed rotation failed; retrying");
-      return parkJob(this.deps, this.job, d, Math.max(retryAt, this.now + 1_000), token);
+      // What this run undid is said here: the run that finishes the clean-up lists only its own.
+      if (cleanup.length) await this.auditStep(d.step, "cleanup", `failing: ${message}; ${cleanup.join("; ")}; the clean-up stopped (${errorMessage(err)}) with ${describeUndo(this.data.undo)} left, retried at ${new Date(at).toISOString()}`);
+      return parkJob(this.deps, this.job, this.data, at, token);
     }
+    d = this.data;
     const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
     // A human step that ended unanswered needs a person even where the old credential still works.
     const status = oldMayBeDead || opts.attention || (d.step === "awaiting-human" && !opts.cancelled) ? "needs-attention" : "failed";

@@ -158,7 +158,7 @@ export class Sim {
     const policy = this.policies.get(policyId);
     if (!policy) throw new Error(`no policy ${policyId}`);
     const rotationId = this.world.uuid();
-    const data: RotationJobData = { v: 1, rotationId, policyId, reason, actor: "test", step: "start", startedAt: this.now };
+    const data: RotationJobData = { v: 1, rotationId, policyId, reason, actor: "test", step: "start", startedAt: this.now, undo: [] };
     const t: Tracked = { job: new MemoryJob(this.world, jobId ?? manualJobId(policyId, rotationId), data), policy, rotationId, reason };
     this.tracked.push(t);
     return t;

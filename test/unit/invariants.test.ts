@@ -335,7 +335,7 @@ describe("a rotation queued again by reconcile after a Redis wipe", () => {
     const current = sim.creds.make(policy.id, v);
     sim.store.putPendingNow(ref, v, current.value);
     await sim.store.promote(ref, v);
-    const data: RotationJobData = { v: 1, rotationId: v, policyId: policy.id, reason: "reconcile", actor: "reconcile", step: "start", startedAt: sim.now, oldVersionId: previous.versionId, oldCredentialId: sim.creds.byValue(previous.value)!.credentialId };
+    const data: RotationJobData = { v: 1, rotationId: v, policyId: policy.id, reason: "reconcile", actor: "reconcile", step: "start", startedAt: sim.now, oldVersionId: previous.versionId, oldCredentialId: sim.creds.byValue(previous.value)!.credentialId, undo: [] };
     sim.tracked.push({ job: new MemoryJob(sim.world, reconcileJobId(policy.id, v), data), policy, rotationId: v, reason: "reconcile" });
     // Its worker dies after start, before it reaches promoting; the cancel comes while it is down.
     sim.world.next("provider.identify", { kind: "crash-before" });

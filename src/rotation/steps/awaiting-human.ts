@@ -6,6 +6,7 @@ import { PermanentError } from "../../errors.ts";
 import { formatDuration } from "../../util/duration.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, StepFn } from "../run.ts";
+import { humanUndo, intend } from "../undo.ts";
 import { afterStored } from "./issuing.ts";
 
 export const awaitingHuman: StepFn = async (run) => {
@@ -18,6 +19,9 @@ export const awaitingHuman: StepFn = async (run) => {
   const remindMs = run.policy.human?.remindEvery ?? engineDefaults.humanReminderMs;
   const how = () => run.provider.instructions?.(run.policy.provider as never, { policyId: run.policy.id, rotationId: d.rotationId, successor: d.successor });
   if (!d.humanRequestedAt) {
+    // A submission may be written under the rotation's version from the request on: its undo is
+    // recorded and written to the job first (undo.ts).
+    await intend(run, humanUndo(run));
     const steps = how();
     // The deadline is on the record for the submit links, which die with it.
     await run.deps.state.records.update(d.rotationId, { status: "awaiting-human", step: "awaiting-human", policyId: run.policy.id, humanDeadline: now + timeoutMs });
@@ -35,7 +39,7 @@ export const awaitingHuman: StepFn = async (run) => {
       link: steps?.link,
     });
     await run.auditStep("awaiting-human", "requested", `instructions sent to ${run.policy.owner}`);
-    const next = { ...d, humanRequestedAt: now, lastReminderAt: now };
+    const next = { ...run.data, humanRequestedAt: now, lastReminderAt: now };
     return { data: next, waitUntil: now + Math.min(remindMs, timeoutMs) };
   }
   const deadline = d.humanRequestedAt + timeoutMs;

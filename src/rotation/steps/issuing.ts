@@ -12,6 +12,7 @@ import { AWSPREVIOUS, type StoredVersion } from "../../stores/types.ts";
 import { hedge } from "../cutover.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
+import { issueUndo, record, storedAs } from "../undo.ts";
 import { promoted } from "./promoting.ts";
 
 export const issuing: StepFn = async (run) => {
@@ -70,6 +71,10 @@ export const issuing: StepFn = async (run) => {
     }
     // The value start read is the old version's; a run that starts here reads it again.
     const old = d.oldVersionId ? (run.currentValue !== undefined ? { value: run.currentValue } : await run.readVersion(d.oldVersionId)) : undefined;
+    // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
+    // both may land without an answer. Written to the job before the call (a reset's with its marker).
+    const replace = d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll !== undefined;
+    if (record(run, issueUndo(run, replace)) && run.caps.issue !== "reset") await run.job.updateData(run.data);
     if (run.caps.issue === "reset") {
       if (!d.issueStarted && !run.caps.oldSurvivesIssue) {
         // A cut-over by API: consumers hear of it before the reset, so a failure they see next
@@ -85,7 +90,7 @@ export const issuing: StepFn = async (run) => {
       await run.job.updateData(run.data);
     }
     const ctx = run.ctx();
-    if (d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll) {
+    if (replace) {
       issued = await run.providerCall(() => run.provider.replaceAll!(ctx));
       replaced = true;
     } else {
@@ -125,6 +130,7 @@ export const issuing: StepFn = async (run) => {
     await commitOrUndo(run, issued);
   }
   await storeIssued(run, issued, writeFirst || oneWrite);
+  storedAs(run, issued.credentialId, issued.meta);
   run.issuedValue = issued.value;
   run.deps.crashAt?.("after-store");
   const message = `new credential${issued.credentialId ? ` ${issued.credentialId}` : ""} issued`;
@@ -301,6 +307,7 @@ export async function afterStored<Tx>(run: Run<Tx>, stored: StoredVersion): Prom
     credentialId = handle.credentialId;
   }
   run.data = { ...d, newCredentialId: credentialId };
+  storedAs(run, credentialId, d.newMeta);
   // Written straight to AWSCURRENT — by an earlier run of issuing, or by a human's submission —
   // which only a verified value is: what is left is the record.
   if (!run.cutover && !d.oldRevokedByReplace && stored.stages.includes("AWSCURRENT")) return promoted(run, d.promotedAt ?? run.now, stored.value, `version ${d.rotationId} is AWSCURRENT${d.step === "awaiting-human" ? " (written by the submission, verified first)" : " (written by an earlier run, verified first)"}`, d.step);
