@@ -115,7 +115,7 @@ async function undoOne<Tx>(run: Run<Tx>, entry: UndoEntry, mine: StoredVersion |
   }
 }
 
-/** The log's entries, in words (what a clean-up interrupted half-way left). */
+/** The log's entries in the order they run, in words (what a clean-up interrupted half-way left). */
 export function describeUndo(log: UndoEntry[] | undefined): string {
-  return (log ?? []).map((e) => (e.undo === "cleanup-orphans" ? e.undo : `${e.undo} ${e.versionId}`)).join(", ") || "nothing";
+  return [...(log ?? [])].reverse().map((e) => (e.undo === "cleanup-orphans" ? e.undo : `${e.undo} ${e.versionId}`)).join(", ") || "nothing";
 }
