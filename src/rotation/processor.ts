@@ -12,6 +12,7 @@ import type { RotationJob } from "./ports.ts";
 import { type Data, parkJob, Run } from "./run.ts";
 import { cancelledMessage } from "./state/cancels.ts";
 import { steps } from "./steps/index.ts";
+import { describeUndo } from "./undo.ts";
 
 /** The BullMQ processor of one rotation job (RotationEngine.process). */
 export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: number) => Promise<void>, job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> {
@@ -96,7 +97,7 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
         await job.updateData(data);
         throw err;
       }
-      const message = `${data.policyId}: clean-up after "${data.failing}" failed too: ${errorMessage(err)}; new credential ${data.newCredentialId ?? "(unknown id)"} may still be live — revoke it by hand`;
+      const message = `${data.policyId}: clean-up after "${data.failing}" failed too: ${errorMessage(err)}; new credential ${data.newCredentialId ?? "(unknown id)"} may still be live — revoke it by hand (not undone: ${describeUndo(data.undo)})`;
       await run.end("needs-attention", message, { step: data.step, outcome: "needs-attention" }, "rotation.needs-attention");
       throw new UnrecoverableError(message);
     }

@@ -208,6 +208,24 @@ describe("an interrupted clean-up resumes with what is left", () => {
     expect(sim.creds.live(t.policy.id)).toHaveLength(1);
     expect(sim.store.holder(refOf(t.policy), AWSPENDING)).toBeUndefined();
   });
+
+  it("an undo refused on every attempt ends the rotation needs-attention, naming what is not undone", async () => {
+    const { sim, t, violations } = await rotate({
+      policy: overlapPolicy("ld-api"),
+      before: (s) => {
+        pendingOnly(s);
+        permanent("provider.verify")(s);
+        for (let i = 0; i < 8; i++) permanent("provider.revoke")(s);
+      },
+    });
+    const v = t.rotationId;
+    // The credential the refused revoke names is left live: that is what the alert is about.
+    expect(violations).toEqual([expect.stringMatching(new RegExp(`^I6 .*rotation ${v} failed and its new credential \\S+ is still live$`))]);
+    const rec = record(sim, t)!;
+    expect(rec.status).toBe("needs-attention");
+    expect(rec.message).toContain(`revoke it by hand (not undone: revoke-stored ${v}, discard-pending ${v}, cleanup-orphans)`);
+    expect(sim.world.calls.filter((c) => UNDO_OPS.has(c.op)).map((c) => c.op)).toEqual(Array(8).fill("provider.revoke"));
+  });
 });
 
 describe("a job queued by an older rekey (no undo log)", () => {
