@@ -39,9 +39,12 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
   if (!policy) return policyMissing(deps, job, data, token);
 
   const run = new Run(deps, policy, data, job, abort, sleep);
-  // Only a run that reaches awaiting-confirmation from an earlier step lingers: one woken or
-  // re-checked there finds what it waits for, or waits long.
-  const mayLinger = linger !== undefined && linger.ms > 0 && deps.state.wake.listen !== undefined && data.step !== "awaiting-confirmation";
+  // Only a run that reaches awaiting-confirmation from an earlier step lingers, for a policy with
+  // push consumers: one woken or re-checked there finds what it waits for, or waits long; after
+  // revoking, a leak's rotation only watches its probes (watchProbes).
+  const mayLinger =
+    linger !== undefined && linger.ms > 0 && deps.state.wake.listen !== undefined && data.step !== "awaiting-confirmation" && policy.consumers.some((c) => c.confirm === "push");
+  let before: string = data.step;
   let listener: WakeListener | undefined;
   let lingerUntil = 0;
   const stopListening = async (): Promise<boolean> => {
@@ -67,7 +70,7 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     while (data.step !== "done") {
       abort.throwIfAborted();
       const step = data.step;
-      if (step === "awaiting-confirmation" && mayLinger && !lingerUntil && linger?.begin()) {
+      if (step === "awaiting-confirmation" && before !== "revoking" && mayLinger && !lingerUntil && linger?.begin()) {
         // Subscribed before the step reads the confirmations: one that lands after the read is heard.
         lingerUntil = deps.now() + linger.ms;
         listener = await deps.state.wake.listen?.(data.rotationId).catch(() => undefined);
@@ -78,6 +81,7 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
       deps.observer?.stepDone(policy.id, policy.provider.kind, step, (performance.now() - began) / 1_000);
       data = out.data;
       run.data = data;
+      before = step;
       if (listener && (data.step !== "awaiting-confirmation" || out.waitUntil === undefined)) void stopListening();
       if (listener && out.waitUntil !== undefined) {
         const wait = Math.min(lingerUntil, out.waitUntil) - deps.now();

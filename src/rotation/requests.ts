@@ -86,7 +86,9 @@ export class Rotations {
       step: "start",
       startedAt: this.deps.now(),
     };
-    const existing = await this.deps.queue.getJob(jobId);
+    // A job id made of this request's fresh rotation id cannot exist yet: only a given or a
+    // scheduled slot's id is looked up.
+    const existing = opts.jobId || opts.reason === "scheduled" ? await this.deps.queue.getJob(jobId) : undefined;
     if (existing) {
       const d = existing.data as RotationJobData;
       return { policyId: opts.policyId, rotationId: d.rotationId, jobId, added: false };
