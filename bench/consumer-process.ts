@@ -1,20 +1,22 @@
 /**
- * Child process playing the consumer of every benchmark secret: as soon as a rotation parks
- * awaiting confirmation (BullMQ's `delayed` event), it confirms the new version over HTTP
+ * Child process playing the consumer of every benchmark secret: as soon as a rotation awaits
+ * confirmation (the audit entry of the write that made its version current and moved its record
+ * to awaiting-confirmation, read from the audit stream), it confirms the new version over HTTP
  * (`POST /v1/confirmations`), as a service that reloaded its secret would. It lives in its own
  * process, like the services it stands for, so the rekey process's CPU is rekey's alone: serving
  * the confirmation is rekey's work; noticing the new version and sending the request is not.
  *
  * Driven over the IPC channel (the protocol of FakesClient in lib/rig.ts):
- *   setup   -> listen to the rotation queue's events (Redis URL, rekey prefix, API URL, token)
+ *   setup   -> follow rekey's audit stream (Redis URL, rekey prefix, API URL, token)
  *   arm     -> confirm every manual rotation that parks from now on
  *   confirm -> confirm one job now (the rig's sweep, when an event was missed)
  *   disarm  -> stop; wait for confirmations in flight; when each was sent (jobId, epoch ms)
  *   stop    -> close everything and exit
  */
-import { QueueEvents } from "bullmq";
-import { ROTATION_QUEUE } from "../src/rotation/defaults.ts";
-import { bullPrefix, redisConnection } from "../src/runtime.ts";
+import type { Redis } from "ioredis";
+import { manualJobId } from "../src/rotation/job-ids.ts";
+import { RedisKeys } from "../src/rotation/keys.ts";
+import { redisConnection } from "../src/runtime.ts";
 import { serveIpc } from "./lib/child.ts";
 
 export type ConsumerRequest =
@@ -32,7 +34,26 @@ export interface ConsumerReport {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let events: QueueEvents | undefined;
+let events: Redis | undefined;
+let following = false;
+let followed: Promise<void> = Promise.resolve();
+
+/** Read the audit stream from its end on: a worker's "issuing" or "promoting" ok of a manual rotation is its promotion. */
+async function follow(redis: Redis, stream: string): Promise<void> {
+  let last = (await redis.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
+  while (following) {
+    const res = (await redis.xread("COUNT", 1000, "BLOCK", 1000, "STREAMS", stream, last).catch(() => null)) as [string, [string, string[]][]][] | null;
+    for (const [id, fields] of res?.[0]?.[1] ?? []) {
+      last = id;
+      const f = new Map<string, string>();
+      for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i] as string, fields[i + 1] as string);
+      const step = f.get("step");
+      const policyId = f.get("policyId");
+      const rotationId = f.get("rotationId");
+      if (armed && f.get("actor") === "worker" && f.get("outcome") === "ok" && (step === "issuing" || step === "promoting") && policyId && rotationId) confirm(manualJobId(policyId, rotationId));
+    }
+  }
+}
 let api = { url: "", token: "" };
 let armed = false;
 let confirmedAt = new Map<string, number>();
@@ -68,11 +89,10 @@ async function handle(req: ConsumerRequest): Promise<unknown> {
   switch (req.type) {
     case "setup": {
       api = { url: req.apiUrl, token: req.token };
-      events = new QueueEvents(ROTATION_QUEUE, { connection: redisConnection(req.redisUrl), prefix: bullPrefix(req.prefix) });
-      events.on("delayed", ({ jobId }) => {
-        if (armed) confirm(jobId);
-      });
-      await events.waitUntilReady();
+      events = redisConnection(req.redisUrl) as Redis;
+      await events.ping();
+      following = true;
+      followed = follow(events, new RedisKeys(req.prefix).audit());
       return { ready: true };
     }
     case "arm":
@@ -91,7 +111,9 @@ async function handle(req: ConsumerRequest): Promise<unknown> {
       return report;
     }
     case "stop":
-      await events?.close().catch(() => undefined);
+      following = false;
+      await followed;
+      events?.disconnect();
       return { stopped: true };
   }
 }

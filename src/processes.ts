@@ -18,7 +18,7 @@ import { type ReadinessCheck, runReadiness, startRoleServer } from "./observe/ro
 import { offboardingFor } from "./offboarding/offboarding.ts";
 import type { Provider } from "./providers/types.ts";
 import { createRedisClient } from "./redis-connection.ts";
-import { NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
+import { engineDefaults, NOTIFY_QUEUE, ROTATION_QUEUE, workerDefaults } from "./rotation/defaults.ts";
 import { jobViewer } from "./rotation/status.ts";
 import { SubmitLinks } from "./rotation/submit-links.ts";
 import { bullPrefix, type Runtime } from "./runtime.ts";
@@ -40,6 +40,8 @@ export interface WorkerOptions {
    * carry a one-time submit link; without it, they say `rekey submit` only.
    */
   publicUrl?: string;
+  /** Override engineDefaults.confirmationLingerMs (0: park at once). */
+  confirmationLingerMs?: number;
 }
 
 export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable & { worker: Worker } {
@@ -53,6 +55,21 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   });
   // A lost lock means another worker may already run this job: abort every provider and AWS call
   // in flight for it (the processor's signal reaches them all).
+  // A job lingering for its confirmations (processor.ts, Linger) lends its slot: the worker runs one
+  // more job meanwhile, up to twice its concurrency.
+  let lingering = 0;
+  const lingerMs = opts.confirmationLingerMs ?? engineDefaults.confirmationLingerMs;
+  const linger = (rt.engine.linger = {
+    ms: lingerMs,
+    begin: () => {
+      if (lingering >= opts.concurrency) return false;
+      worker.concurrency = opts.concurrency + ++lingering;
+      return true;
+    },
+    end: () => {
+      worker.concurrency = opts.concurrency + (lingering = Math.max(0, lingering - 1));
+    },
+  });
   worker.on("lockRenewalFailed", (ids) => {
     for (const id of ids) worker.cancelJob(id, "lock lost");
     opts.log.warn({ jobIds: ids }, "lost the lock of rotation jobs; aborted their calls");
@@ -78,6 +95,7 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
       // Redis there, the check takes a moment: let it finish first (without Redis, not for long).
       await withTimeout(Promise.all([worker.waitUntilReady(), notifier.waitUntilReady()]), READY_PING_MS, "workers not ready").catch(() => undefined);
       await Promise.allSettled([worker.close(), notifier.close()]);
+      if (rt.engine.linger === linger) rt.engine.linger = undefined;
     },
   };
 }

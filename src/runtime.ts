@@ -247,6 +247,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     connection,
     redisTarget: target,
     prefix,
-    close: closeAll,
+    close: async () => {
+      await state.wake.close();
+      await closeAll();
+    },
   };
 }

@@ -44,6 +44,11 @@ export const workerDefaults = {
 export const engineDefaults = {
   /** Re-check pending confirmations at least this often (push confirmations wake the job at once). */
   confirmationRecheckMs: 30_000,
+  /**
+   * How long a job that reaches awaiting-confirmation waits in the worker for a push confirmation
+   * (heard on the rotation's wake channel) before it parks (processor.ts, Linger).
+   */
+  confirmationLingerMs: 2_000,
   /** Remind the owner of a pending human step this often. */
   humanReminderMs: 4 * 3_600_000,
   /** How long a human step may wait before it needs attention. */

@@ -22,7 +22,7 @@ import type { ProviderRegistry } from "../providers/types.ts";
 import type { SecretStore } from "../stores/types.ts";
 import type { ProviderGateway } from "./gateway.ts";
 import type { AuditLog, RotationJob, RotationState } from "./ports.ts";
-import { processRotation } from "./processor.ts";
+import { type Linger, processRotation } from "./processor.ts";
 
 /** What a step reports to the notification outbox (which adds provider, secret and time). */
 export type EngineEvent = NotificationInput;
@@ -74,11 +74,13 @@ export interface EngineDeps<Tx = ChainableCommander> {
 
 export class RotationEngine<Tx = ChainableCommander> {
   private readonly sleep: (ms: number) => Promise<void>;
+  /** Set by the worker that runs this engine (processes.ts): jobs linger before parking for confirmations. */
+  linger: Linger | undefined;
 
   constructor(private readonly deps: EngineDeps<Tx>) {
     this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   /** The BullMQ processor. */
-  readonly process = (job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> => processRotation(this.deps, this.sleep, job, token, signal);
+  readonly process = (job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> => processRotation(this.deps, this.sleep, job, token, signal, this.linger);
 }

@@ -95,8 +95,19 @@ export interface FingerprintPort<Tx> {
 
 /** The wake flag (state/signals.ts WakeFlags). */
 export interface WakePort {
-  raise(rotationId: string): Promise<void>;
+  /** Raise the flag; true when a worker lingering on the rotation heard it (listen). */
+  raise(rotationId: string): Promise<boolean>;
   take(rotationId: string): Promise<boolean>;
+  /** Hear raises of one rotation's flag while its job lingers before parking (processor.ts). */
+  listen?(rotationId: string): Promise<WakeListener | undefined>;
+}
+
+/** A subscription to one rotation's wake flag (WakePort.listen). */
+export interface WakeListener {
+  /** Resolves true at the first raise since the last wait (at once if one came meanwhile), false after `ms` or on abort. */
+  wait(ms: number, signal: AbortSignal): Promise<boolean>;
+  /** Stop listening; true when a raise was heard since the last wait (one sent before the stop is). */
+  close(): Promise<boolean>;
 }
 
 /** The rate-limit gates every worker obeys (state/signals.ts RateGates). */

@@ -8,14 +8,27 @@ import { AttentionError, CancelledError, errorMessage, PermanentError, RateLimit
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps } from "./engine.ts";
 import { RotationJobData } from "./job.ts";
-import type { RotationJob } from "./ports.ts";
+import type { RotationJob, WakeListener } from "./ports.ts";
 import { type Data, parkJob, Run } from "./run.ts";
 import { cancelledMessage } from "./state/cancels.ts";
 import { steps } from "./steps/index.ts";
 import { describeUndo } from "./undo.ts";
 
+/**
+ * Lingering: a job that reaches awaiting-confirmation keeps running for up to `ms`, listening on
+ * its rotation's wake channel, before it parks; a confirmation heard meanwhile re-runs the step at
+ * once (no park, no promote, no second activation). The worker runs one more job meanwhile
+ * (`begin`), so a lingering job holds no slot another rotation could use.
+ */
+export interface Linger {
+  ms: number;
+  /** Room for one more lingering job (false: park at once); `end` gives it back. */
+  begin(): boolean;
+  end(): void;
+}
+
 /** The BullMQ processor of one rotation job (RotationEngine.process). */
-export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: number) => Promise<void>, job: RotationJob, token?: string, signal?: AbortSignal): Promise<{ status: string }> {
+export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: number) => Promise<void>, job: RotationJob, token?: string, signal?: AbortSignal, linger?: Linger): Promise<{ status: string }> {
   const parsed = RotationJobData.safeParse(job.data);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -27,6 +40,24 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
   if (!policy) return policyMissing(deps, job, data, token);
 
   const run = new Run(deps, policy, data, job, abort, sleep);
+  // Only a run that reaches awaiting-confirmation from an earlier step lingers, for a policy with
+  // push consumers: one woken or re-checked there finds what it waits for, or waits long; after
+  // revoking, a leak's rotation only watches its probes (watchProbes).
+  const mayLinger =
+    linger !== undefined && linger.ms > 0 && deps.state.wake.listen !== undefined && data.step !== "awaiting-confirmation" && policy.consumers.some((c) => c.confirm === "push");
+  let before: string = data.step;
+  let listener: WakeListener | undefined;
+  let lingerUntil = 0;
+  const stopListening = async (): Promise<boolean> => {
+    const l = listener;
+    if (!l) return false;
+    listener = undefined;
+    try {
+      return await l.close().catch(() => false);
+    } finally {
+      linger?.end();
+    }
+  };
   try {
     if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention, cancelled: data.failingCancelled });
     // `rekey cancel` of a job parked before its point of no return (woken by the cancel). A job at
@@ -40,11 +71,28 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     while (data.step !== "done") {
       abort.throwIfAborted();
       const step = data.step;
+      if (step === "awaiting-confirmation" && before !== "revoking" && mayLinger && !lingerUntil && linger?.begin()) {
+        // Subscribed before the step reads the confirmations: one that lands after the read is heard.
+        lingerUntil = deps.now() + linger.ms;
+        listener = await deps.state.wake.listen?.(data.rotationId).catch(() => undefined);
+        if (!listener) linger?.end();
+      }
       const began = performance.now();
       const out = await steps[step](run);
       deps.observer?.stepDone(policy.id, policy.provider.kind, step, (performance.now() - began) / 1_000);
       data = out.data;
       run.data = data;
+      before = step;
+      if (listener && (data.step !== "awaiting-confirmation" || out.waitUntil === undefined)) void stopListening();
+      if (listener && out.waitUntil !== undefined) {
+        const wait = Math.min(lingerUntil, out.waitUntil) - deps.now();
+        // What the run did so far is in the audit while it waits.
+        await run.flushAudit();
+        if (wait > 0 && (await listener.wait(wait, abort))) continue;
+        abort.throwIfAborted();
+        // A raise its sender counted as heard (and so promoted nothing) arrives before the stop.
+        if (await stopListening()) continue;
+      }
       // Start, verifying and the decision to revoke only read the outside truth (until
       // promotion, start finds the same current version and credential again; confirmations,
       // the leak flag and the clock only move one way): re-running one after a crash changes
@@ -71,6 +119,7 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     }
     return { status: "completed" };
   } catch (err) {
+    void stopListening();
     data = run.data;
     // What the run did before the error is audited whatever happens next (unless Redis is what failed).
     await run.flushAudit().catch(() => undefined);

@@ -87,7 +87,9 @@ export class Rotations {
       startedAt: this.deps.now(),
       undo: [],
     };
-    const existing = await this.deps.queue.getJob(jobId);
+    // A job id made of this request's fresh rotation id cannot exist yet: only a given or a
+    // scheduled slot's id is looked up.
+    const existing = opts.jobId || opts.reason === "scheduled" ? await this.deps.queue.getJob(jobId) : undefined;
     if (existing) {
       const d = existing.data as RotationJobData;
       return { policyId: opts.policyId, rotationId: d.rotationId, jobId, added: false };
@@ -139,11 +141,12 @@ export class Rotations {
     const { added, confirmed } = await state.consumers.confirmAndList(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
     if (added) {
       // Issued together, the audit entry and the wake flag share one write to Redis.
-      await Promise.all([
+      const [, heard] = await Promise.all([
         audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
         state.wake.raise(rotationId),
       ]);
-      await this.promoteParked(rec.jobId);
+      // Heard: the job is lingering (active) and re-reads its confirmations now; nothing to promote.
+      if (!heard) await this.promoteParked(rec.jobId);
     }
     const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     return { rotationId, alreadyConfirmed: !added, waitingFor };
@@ -220,8 +223,7 @@ export class Rotations {
 
   /** Wake a parked rotation now (a confirmation, a submission or a cancel arrived). */
   async wake(rotationId: string, jobId: string): Promise<void> {
-    await this.deps.state.wake.raise(rotationId);
-    await this.promoteParked(jobId);
+    if (!(await this.deps.state.wake.raise(rotationId))) await this.promoteParked(jobId);
   }
 
   /** Queue a parked (delayed) rotation job now, ahead of rotations not started yet. */

@@ -297,6 +297,8 @@ describe("LaunchDarkly rotation end to end", () => {
   it("answers the operator API with auth: status lists the waiting consumers", async () => {
     const req = await stack.rt.rotations.enqueue({ policyId: "ld-api", reason: "manual", actor: "cli" });
     await until("awaiting-confirmation", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "awaiting-confirmation");
+    // Nobody confirms: after lingering for a confirmation, the job parks (delayed).
+    await until("parked", async () => (await (await stack.rt.queue.getJob(req.jobId))?.isDelayed()) === true);
     const unauth = await fetch(`${stack.apiUrl}/v1/status`);
     expect(unauth.status).toBe(401);
     const res = await fetch(`${stack.apiUrl}/v1/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });

@@ -61,6 +61,8 @@ describe("operating rekey", () => {
     expect(rotate.code, rotate.err).toBe(0);
     const { rotationId } = JSON.parse(rotate.out) as { rotationId: string };
     await until("awaiting", async () => (await stack.rt.state.records.get(rotationId))?.status === "awaiting-confirmation");
+    // Nobody confirms: after lingering for a confirmation, the job parks (delayed).
+    await until("parked", async () => (await stack.rt.queue.getDelayedCount()) === 1);
 
     const status = await rekey("status");
     expect(status.code, status.err).toBe(0);

@@ -315,7 +315,7 @@ export class MemoryState implements RotationState<MemoryTx> {
     this.fingerprints = { index: (f, entry, pipe) => fp.write("index", () => db.fingerprints.set(f, { ...entry }), pipe) };
     const wake = at("wake");
     this.wake = {
-      raise: (id) => wake.call("raise", () => void db.wake.add(id)),
+      raise: (id) => wake.call("raise", () => (db.wake.add(id), false)),
       take: (id) => wake.call("take", () => db.wake.delete(id)),
     };
     const gates = at("gates");

@@ -74,6 +74,8 @@ export interface StackOptions {
   observer?: RotationObserver;
   /** Human-step notifications carry one-time submit links to this stack's API (REKEY_PUBLIC_URL). */
   submitLinks?: boolean;
+  /** How long a job awaiting confirmation lingers before it parks (default: engineDefaults). */
+  confirmationLingerMs?: number;
 }
 
 export interface Stack {
@@ -115,7 +117,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const { tokenHash } = await import("../../src/consumers/fingerprint.ts");
   const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, adminTokenHash: tokenHash(ADMIN_TOKEN), log, ...opts.api });
   const publicUrl = opts.submitLinks ? api.url : undefined;
-  const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log, publicUrl });
+  const worker = opts.worker === false ? undefined : startRotationWorker(rt, { concurrency: opts.concurrency ?? 4, log, publicUrl, confirmationLingerMs: opts.confirmationLingerMs });
   let workerStopped = !worker;
   return {
     worker: worker?.worker,

@@ -2,23 +2,96 @@
  * Small shared signals: the wake flag (a parked rotation has something new to look at) and the
  * rate-limit gates every worker obeys after a 429.
  */
+import type { Redis } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
 import type { RedisKeys } from "../keys.ts";
+import type { WakeListener, WakePort } from "../ports.ts";
 
-export class WakeFlags {
+export class WakeFlags implements WakePort {
+  /** The subscriber connection of this process's lingering rotations (opened on first use). */
+  private sub: RedisClient | undefined;
+  private readonly listeners = new Map<string, () => void>();
+
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
   ) {}
 
-  /** Raise the flag; a rotation running right now sees it when it parks (parkJob) and resumes at once. */
-  async raise(rotationId: string): Promise<void> {
-    await this.redis.set(this.keys.wake(rotationId), "1", "EX", 3_600);
+  /**
+   * Raise the flag, and tell a worker lingering on this rotation (listen): true when one got the
+   * message, which then re-reads what it waits for itself (the job is still active: nothing to
+   * promote). A rotation running right now sees the flag when it parks (parkJob) and resumes at once.
+   */
+  async raise(rotationId: string): Promise<boolean> {
+    const key = this.keys.wake(rotationId);
+    const [, heard] = await Promise.all([this.redis.set(key, "1", "EX", 3_600), this.redis.publish(key, "1")]);
+    return heard > 0;
   }
 
   /** Take the flag down; true when it was up. */
   async take(rotationId: string): Promise<boolean> {
     return (await this.redis.getdel(this.keys.wake(rotationId))) !== null;
+  }
+
+  /**
+   * Listen for raises of the flag of one rotation (the channel named like the flag's key). The
+   * subscription is in place when this resolves: a raise after it is heard. Undefined when the
+   * subscriber connection does not answer within `timeoutMs` (then the job parks at once).
+   */
+  async listen(rotationId: string, timeoutMs = 1_000): Promise<WakeListener | undefined> {
+    const channel = this.keys.wake(rotationId);
+    const sub = this.subscriber();
+    let heard = false;
+    let wakeUp: (() => void) | undefined;
+    this.listeners.set(channel, () => {
+      heard = true;
+      wakeUp?.();
+    });
+    const close = async (): Promise<boolean> => {
+      // The answer to UNSUBSCRIBE comes after every message published to the channel before it:
+      // a raise its sender counted as heard has been seen when this resolves.
+      await within(sub.unsubscribe(channel), timeoutMs).catch(() => undefined);
+      this.listeners.delete(channel);
+      return heard;
+    };
+    if (!(await within(sub.subscribe(channel), timeoutMs).catch(() => false))) {
+      void close();
+      return undefined;
+    }
+    return {
+      wait: (ms, signal) =>
+        new Promise<boolean>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            signal.removeEventListener("abort", done);
+            wakeUp = undefined;
+            const was = heard;
+            heard = false;
+            resolve(was);
+          };
+          if (heard || signal.aborted) return done();
+          const timer = setTimeout(done, ms);
+          signal.addEventListener("abort", done);
+          wakeUp = done;
+        }),
+      close,
+    };
+  }
+
+  /** Close the subscriber connection (the runtime's close). */
+  async close(): Promise<void> {
+    const sub = this.sub;
+    this.sub = undefined;
+    if (sub) await (sub.status === "ready" ? sub.quit() : Promise.resolve(sub.disconnect())).catch(() => undefined);
+  }
+
+  private subscriber(): RedisClient {
+    if (this.sub) return this.sub;
+    const sub: RedisClient = (this.redis as Redis).duplicate();
+    // A lost subscription only costs a linger's time (the flag is still read at the park).
+    sub.on("error", () => undefined);
+    sub.on("message", (channel: string) => this.listeners.get(channel)?.());
+    return (this.sub = sub);
   }
 }
 
@@ -39,4 +112,10 @@ export class RateGates {
   async until(scope: string): Promise<number> {
     return Number((await this.redis.get(this.keys.gate(scope))) ?? 0);
   }
+}
+
+/** `p`'s value, or false when it takes longer than `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | false> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]).finally(() => clearTimeout(timer));
 }
