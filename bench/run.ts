@@ -6,7 +6,7 @@
  *
  *   npm run bench [-- --quick] [-- --only schedule,engine,memory,leak] [-- --out BENCHMARKS.md]
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -39,6 +39,8 @@ const t0 = performance.now();
 console.log(`rekey benchmarks${quick ? " (--quick)" : ""}: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, load ${loadAtStart.map((l) => l.toFixed(2)).join(" ")}`);
 
 interface Row {
+  /** The stage that measured it (an --only run keeps the other stages' rows). */
+  stage: "schedule" | "engine" | "memory" | "leak";
   figure: string;
   value: string;
   reference: string;
@@ -81,9 +83,9 @@ async function schedule(redis: BenchRedis): Promise<void> {
   const reload1k = median(small.flatMap((r) => r.reloadMs));
   const reload10kP95 = percentile(big.flatMap((r) => r.reloadMs), 95);
   rows.push(
-    { figure: "10,000 policies: load + validate + schedule", value: ms(loadMs), reference: `YAML parse ${ms(yamlMs)}`, ratio: ratio(loadRatio), goal: "≤ 2 s", ok: loadMs <= 2_000 },
-    { figure: "10,000 policies: peak RSS", value: mb(peak), reference: `before load ${mb(rss0)}`, ratio: "", goal: "≤ 250 MB", ok: peak <= 250 * 1024 * 1024 },
-    { figure: "one changed file re-applied (10,000 policies)", value: ms(reload10k), reference: `at 1,000: ${ms(reload1k)}`, ratio: ratio(reload10k / reload1k), goal: "≤ 200 ms, flat", ok: reload10kP95 <= 200 && reload10k / reload1k < 3 },
+    { stage: "schedule", figure: "10,000 policies: load + validate + schedule", value: ms(loadMs), reference: `YAML parse ${ms(yamlMs)}`, ratio: ratio(loadRatio), goal: "≤ 2 s", ok: loadMs <= 2_000 },
+    { stage: "schedule", figure: "10,000 policies: peak RSS", value: mb(peak), reference: `before load ${mb(rss0)}`, ratio: "", goal: "≤ 250 MB", ok: peak <= 250 * 1024 * 1024 },
+    { stage: "schedule", figure: "one changed file re-applied (10,000 policies)", value: ms(reload10k), reference: `at 1,000: ${ms(reload1k)}`, ratio: ratio(reload10k / reload1k), goal: "≤ 200 ms, flat", ok: reload10kP95 <= 200 && reload10k / reload1k < 3 },
   );
   const line = (size: number, rs: ScheduleResult[]) =>
     `| ${int(size)} | ${ms(median(rs.map((r) => r.loadMs)))} | ${ms(median(rs.map((r) => r.yamlMs)))} | ${ratio(median(rs.map((r) => r.loadMs / r.yamlMs)))} | ${mb(median(rs.map((r) => r.peakRssBytes)))} | ${mb(median(rs.map((r) => r.rssBeforeBytes)))} | ${ms(median(rs.map((r) => r.firstTickMs)))} | ${ms(median(rs.flatMap((r) => r.reloadMs)))} / ${ms(percentile(rs.flatMap((r) => r.reloadMs), 95))} | ${ms(median(rs.map((r) => r.yamlOneMs)))} |`;
@@ -143,13 +145,13 @@ async function engine(redis: BenchRedis): Promise<void> {
   const p50 = percentile(lat, 50);
   const p99 = percentile(lat, 99);
   rows.push(
-    { figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs minimal script`, value: `${ms(median(rk.map((r) => r.wallMs)))} (${rate.toFixed(0)}/s)`, reference: `minimal ${ms(median(mn.map((r) => r.wallMs)))} (${rateOf(mn).toFixed(0)}/s)`, ratio: ratio(minRatio), goal: "≤ 1.5×", ok: minRatio <= 1.5 },
-    { figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs same-calls baseline`, value: `${ms(median(rk.map((r) => r.wallMs)))}`, reference: `baseline ${ms(median(bl.map((r) => r.wallMs)))} (${rateOf(bl).toFixed(0)}/s)`, ratio: ratio(wallRatio), goal: "", ok: undefined },
-    { figure: "CPU per rotation (rekey process), rekey vs baseline", value: ms(perRot(rk, (r) => r.cpuMs)), reference: `baseline ${ms(perRot(bl, (r) => r.cpuMs))}`, ratio: ratio(cpuRatio), goal: "", ok: undefined },
-    { figure: "AWS calls per LaunchDarkly rotation", value: awsCalls.toFixed(2), reference: `minimal ${minimalAws.toFixed(2)}`, ratio: "", goal: "≤ 3", ok: awsCalls <= 3 },
-    { figure: "LaunchDarkly calls per rotation", value: ldCalls.toFixed(2), reference: `minimal ${minimalLd.toFixed(2)}`, ratio: "", goal: "≤ 4", ok: ldCalls <= 4 },
-    { figure: "Redis commands per rotation (Lua-internal included)", value: redisCmds.toFixed(0), reference: "", ratio: "", goal: "≤ 100", ok: redisCmds <= 100 },
-    { figure: "last confirmation → old token deleted, p50 / p99", value: `${ms(p50)} / ${ms(p99)}`, reference: `${int(lat.length)} rotations`, ratio: "", goal: "p99 ≤ 500 ms", ok: p99 <= 500 },
+    { stage: "engine", figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs minimal script`, value: `${ms(median(rk.map((r) => r.wallMs)))} (${rate.toFixed(0)}/s)`, reference: `minimal ${ms(median(mn.map((r) => r.wallMs)))} (${rateOf(mn).toFixed(0)}/s)`, ratio: ratio(minRatio), goal: "≤ 1.5×", ok: minRatio <= 1.5 },
+    { stage: "engine", figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs same-calls baseline`, value: `${ms(median(rk.map((r) => r.wallMs)))}`, reference: `baseline ${ms(median(bl.map((r) => r.wallMs)))} (${rateOf(bl).toFixed(0)}/s)`, ratio: ratio(wallRatio), goal: "", ok: undefined },
+    { stage: "engine", figure: "CPU per rotation (rekey process), rekey vs baseline", value: ms(perRot(rk, (r) => r.cpuMs)), reference: `baseline ${ms(perRot(bl, (r) => r.cpuMs))}`, ratio: ratio(cpuRatio), goal: "", ok: undefined },
+    { stage: "engine", figure: "AWS calls per LaunchDarkly rotation", value: awsCalls.toFixed(2), reference: `minimal ${minimalAws.toFixed(2)}`, ratio: "", goal: "≤ 3", ok: awsCalls <= 3 },
+    { stage: "engine", figure: "LaunchDarkly calls per rotation", value: ldCalls.toFixed(2), reference: `minimal ${minimalLd.toFixed(2)}`, ratio: "", goal: "≤ 4", ok: ldCalls <= 4 },
+    { stage: "engine", figure: "Redis commands per rotation (Lua-internal included)", value: redisCmds.toFixed(0), reference: "", ratio: "", goal: "≤ 100", ok: redisCmds <= 100 },
+    { stage: "engine", figure: "last confirmation → old token deleted, p50 / p99", value: `${ms(p50)} / ${ms(p99)}`, reference: `${int(lat.length)} rotations`, ratio: "", goal: "p99 ≤ 500 ms", ok: p99 <= 500 },
   );
   const runLines = res.runs.map((r) => `| ${r.kind} | ${int(r.rotations)} | ${ms(r.wallMs)} | ${((r.rotations * 1000) / r.wallMs).toFixed(1)} | ${(r.cpuMs / r.rotations).toFixed(2)} ms | ${(r.redisCpuMs / r.rotations).toFixed(2)} ms | ${(Object.values(r.redisCalls).reduce((a, b) => a + b, 0) / r.rotations).toFixed(1)} |`);
   sections.push(`## 2. Engine overhead
@@ -194,8 +196,8 @@ async function memory(redis: BenchRedis): Promise<void> {
   const drift = ((warm[warm.length - 1]?.rssBytes ?? Number.NaN) - (warm[0]?.rssBytes ?? Number.NaN)) / (warm[0]?.rssBytes ?? Number.NaN);
   const redisBytes = res.redisUsedAfter - res.redisUsedBefore;
   rows.push(
-    { figure: `worker RSS over ${int(res.rotations)} rotations (after warm-up)`, value: `${mb(min(rss))} – ${mb(max(rss))}`, reference: `first → last ${pct(drift)}`, ratio: pct(spread), goal: "flat within 10 %", ok: spread <= 0.1 },
-    { figure: `Redis used_memory after ${int(res.rotations)} rotations`, value: mb(res.redisUsedAfter), reference: `before ${mb(res.redisUsedBefore)}`, ratio: `${int(redisBytes / Math.max(1, res.rotations))} B/rotation`, goal: "bounded by retention", ok: undefined },
+    { stage: "memory", figure: `worker RSS over ${int(res.rotations)} rotations (after warm-up)`, value: `${mb(min(rss))} – ${mb(max(rss))}`, reference: `first → last ${pct(drift)}`, ratio: pct(spread), goal: "flat within 10 %", ok: spread <= 0.1 },
+    { stage: "memory", figure: `Redis used_memory after ${int(res.rotations)} rotations`, value: mb(res.redisUsedAfter), reference: `before ${mb(res.redisUsedBefore)}`, ratio: `${int(redisBytes / Math.max(1, res.rotations))} B/rotation`, goal: "bounded by retention", ok: undefined },
   );
   const keyLines = Object.entries(res.keys)
     .sort((a, b) => b[1] - a[1])
@@ -248,9 +250,9 @@ async function leak(redis: BenchRedis): Promise<void> {
   const n = plan.leakCredentials;
   const slowest = m.resources.find((q) => q.resource === m.boundResource);
   rows.push(
-    { figure: `leak over ${int(n)} credentials: every old one revoked`, value: ms(allMed), reference: `bound ${ms(boundMed)} (${slowest ? `${int(slowest.requests)} ${slowest.resource.startsWith("AWS") ? "AWS writes" : "requests"} ÷ ${int(slowest.limit)}/${ms(slowest.windowMs)}` : "?"})`, ratio: ratio(ratioMed), goal: "≤ 1.1× the bound", ok: met },
-    { figure: "leak: first old credential revoked", value: ms(firstMed), reference: `enqueue of ${int(n)}: ${ms(median(runs.map((x) => x.enqueueMs)))}`, ratio: "", goal: "", ok: undefined },
-    { figure: "leak: provider 429s / AWS throttling", value: `${tooMany.join(", ")} / ${throttles.join(", ")}`, reference: `most 429s in one window of one key: ${per429}`, ratio: "", goal: "≤ 1 per window; no storm", ok: per429 <= 1 },
+    { stage: "leak", figure: `leak over ${int(n)} credentials: every old one revoked`, value: ms(allMed), reference: `bound ${ms(boundMed)} (${slowest ? `${int(slowest.requests)} ${slowest.resource.startsWith("AWS") ? "AWS writes" : "requests"} ÷ ${int(slowest.limit)}/${ms(slowest.windowMs)}` : "?"})`, ratio: ratio(ratioMed), goal: "≤ 1.1× the bound", ok: met },
+    { stage: "leak", figure: "leak: first old credential revoked", value: ms(firstMed), reference: `enqueue of ${int(n)}: ${ms(median(runs.map((x) => x.enqueueMs)))}`, ratio: "", goal: "", ok: undefined },
+    { stage: "leak", figure: "leak: provider 429s / AWS throttling", value: `${tooMany.join(", ")} / ${throttles.join(", ")}`, reference: `most 429s in one window of one key: ${per429}`, ratio: "", goal: "≤ 1 per window; no storm", ok: per429 <= 1 },
   );
   const mixWords = Object.entries(m.mix)
     .map(([k, v]) => `${int(v)} ${k === "launchdarkly" ? "LaunchDarkly tokens" : k === "snyk-service-account" ? "Snyk service-account secrets" : k === "qstash-token" ? "QStash tokens" : "QStash signing-key pairs"}`)
@@ -308,12 +310,58 @@ await stage("memory", memory);
 await stage("leak", leak);
 const elapsed = performance.now() - t0;
 
+// ---- what an --only run keeps ------------------------------------------------------------------
+// A run of some stages rewrites their summary rows and sections and keeps the other stages' from
+// the report it replaces, so `--only leak` does not erase the rest.
+
+const STAGES = ["schedule", "engine", "memory", "leak"] as const;
+type Stage = (typeof STAGES)[number];
+/** Which stage a summary row of an earlier report belongs to, by its figure. */
+function stageOfRow(line: string): Stage {
+  const figure = line.split("|")[1]?.trim() ?? "";
+  if (figure.startsWith("leak")) return "leak";
+  if (/^(worker RSS|Redis used_memory)/.test(figure)) return "memory";
+  if (/policies: |changed file/.test(figure)) return "schedule";
+  return "engine";
+}
+/** The earlier report's summary rows and sections, by stage (empty where it has none). */
+function earlier(file: string): { rows: Record<Stage, string[]>; sections: Record<Stage, string>; generated: string; machine: string } {
+  const out = { rows: { schedule: [], engine: [], memory: [], leak: [] } as Record<Stage, string[]>, sections: { schedule: "", engine: "", memory: "", leak: "" } as Record<Stage, string>, generated: "", machine: "" };
+  if (!existsSync(file)) return out;
+  const text = readFileSync(file, "utf8");
+  out.generated = /^Generated by .*? on (\S+) in /m.exec(text)?.[1] ?? "";
+  out.machine = (/^Machine: (.*?)\. Load average when the run started: ([\d.]+(?:, [\d.]+)*?)\. The cores/m.exec(text) ?? []).slice(1).join(", load average ");
+  const lines = text.split("\n");
+  const head = lines.findIndex((l) => l.startsWith("| figure |"));
+  for (let i = head + 2; head >= 0 && i < lines.length && lines[i]?.startsWith("| "); i++) {
+    const line = lines[i] as string;
+    if (!line.includes("*see section 5*")) out.rows[stageOfRow(line)].push(line);
+  }
+  const between = (from: string, to: string) => {
+    const a = text.indexOf(from);
+    const b = text.indexOf(to, a + 1);
+    return a >= 0 && b > a ? text.slice(a, b).trimEnd() : "";
+  };
+  out.sections.schedule = between("## 1. ", "## 2. ");
+  out.sections.engine = between("## 2. ", "## 4. ");
+  out.sections.memory = between("## 4. ", "## 5. ");
+  out.sections.leak = between("<!-- leak-response-at-scale -->", "## How to reproduce").replace("<!-- leak-response-at-scale -->", "").trim();
+  if (out.sections.leak.startsWith("*Not measured")) out.sections.leak = "";
+  return out;
+}
+const outFile = values.out ?? "BENCHMARKS.md";
+const before = earlier(outFile);
+const ran = new Set(STAGES.filter((st) => only.has(st)));
+const keptStages = STAGES.filter((st) => !ran.has(st) && (before.rows[st].length > 0 || before.sections[st] !== ""));
+const fmt = (r: Row) => `| ${r.figure} | ${r.value} | ${r.reference} | ${r.ratio} | ${r.goal} | ${r.ok === undefined ? "" : r.ok ? "met" : "**missed**"} |`;
 const table = [
   "| figure | value | reference | ratio | goal | |",
   "| --- | ---: | ---: | ---: | --- | --- |",
-  ...rows.map((r) => `| ${r.figure} | ${r.value} | ${r.reference} | ${r.ratio} | ${r.goal} | ${r.ok === undefined ? "" : r.ok ? "met" : "**missed**"} |`),
-  ...(leakSection ? [] : ["| leak response at scale | *see section 5* | | | | |"]),
+  ...STAGES.flatMap((st) => (ran.has(st) ? rows.filter((r) => r.stage === st).map(fmt) : before.rows[st])),
 ].join("\n");
+const sectionOf = (st: Exclude<Stage, "leak">, prefix: string) => (ran.has(st) ? (sections.find((x) => x.startsWith(prefix)) ?? "") : before.sections[st]);
+const mergedSections = [sectionOf("schedule", "## 1. "), sectionOf("engine", "## 2. "), sectionOf("memory", "## 4. ")].filter(Boolean);
+const leakText = ran.has("leak") ? leakSection : before.sections.leak;
 
 console.log("");
 const w = [52, 22, 26, 16, 18];
@@ -323,19 +371,19 @@ for (const f of failures) console.log(`FAILED ${f}`);
 
 const md = `# rekey benchmarks
 
-Generated by \`npm run bench${quick ? " -- --quick" : ""}\` on ${startedAt.toISOString()} in ${ms(elapsed)}. Do not edit by hand: run it again.
+Generated by \`npm run bench${quick ? " -- --quick" : ""}\` on ${startedAt.toISOString()} in ${ms(elapsed)}. Do not edit by hand: run it again.${keptStages.length ? ` Kept from the report of ${before.generated || "an earlier run"} (not measured in this run): ${keptStages.join(", ")}${before.machine ? `, measured on ${before.machine}` : ""}.` : ""}
 
 Machine: ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores, ${mb(totalmem())} memory, Linux ${release()}, Node ${process.version}, Redis ${redisVersion || "?"}. Load average when the run started: ${loadAtStart.map((l) => l.toFixed(2)).join(", ")}. The cores are shared with other work, so absolute times move from run to run; each figure is measured beside its reference in the same run and reported as a ratio, as a median of several runs${quick ? " (not in a --quick run: one run each, smaller sizes)" : ""}.
 
 ${table}
 
-${failures.length ? `**Stages that failed:** ${failures.join("; ")}\n\n` : ""}${sections.join("\n\n")}
+${failures.length ? `**Stages that failed:** ${failures.join("; ")}\n\n` : ""}${mergedSections.join("\n\n")}
 
 ## 5. Leak response at scale
 
 <!-- leak-response-at-scale -->
 
-${leakSection || "*Not measured in this run: `npm run bench -- --only leak`.*"}
+${leakText || "*Not measured in this run: `npm run bench -- --only leak`.*"}
 
 ## How to reproduce
 
@@ -347,6 +395,6 @@ npm run bench -- --only schedule,engine,memory,leak
 
 Redis: \`REDIS_URL\` if set, otherwise a private \`redis-server\` on a free loopback port for each stage. Everything listens on 127.0.0.1. Sources: \`bench/run.ts\` (this report), \`bench/schedule.ts\`, \`bench/rotations.ts\`, \`bench/lib/rig.ts\` (rekey, the baseline and the minimal script), \`bench/fakes-process.ts\`, \`bench/leak.ts\` (leak response: driver, rate-limited fakes, worker processes).
 `;
-writeFileSync(values.out ?? "BENCHMARKS.md", md);
-console.log(`\nwrote ${values.out} (${ms(elapsed)})`);
+writeFileSync(outFile, md);
+console.log(`\nwrote ${outFile} (${ms(elapsed)})`);
 process.exit(failures.length ? 1 : 0);

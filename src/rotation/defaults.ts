@@ -20,7 +20,16 @@ export const rotationJobOptions: DefaultJobOptions = {
 };
 
 /** Lower is sooner in BullMQ: leaks go ahead of everything. */
-export const PRIORITY = { leak: 1, offboarding: 5, manual: 5, scheduled: 10, reconcile: 5 } as const;
+export const PRIORITY = { leak: 2, offboarding: 5, manual: 5, scheduled: 10, reconcile: 5 } as const;
+
+/**
+ * A leak rotation parked by a rate limit (a provider's budget, the AWS write quota) resumes ahead
+ * of the leak rotations that have not started yet. At its old priority it went back behind the
+ * whole backlog of a mass leak when its wait ended (BullMQ orders one priority by arrival):
+ * measured, QStash token rotations whose reset met a 429 at 12 s were reset only at 36 s, the
+ * last credentials of a 1,000-credential leak to die.
+ */
+export const LEAK_RESUME_PRIORITY = 1;
 
 /**
  * A parked rotation woken by a confirmation or a submission has one step left before the old
@@ -28,7 +37,7 @@ export const PRIORITY = { leak: 1, offboarding: 5, manual: 5, scheduled: 10, rec
  * would wait behind a whole mass rotation's backlog (measured: p99 20 s from the last confirmation
  * to revocation with 1,000 queued rotations, instead of well under 500 ms).
  */
-export const RESUME_PRIORITY = 2;
+export const RESUME_PRIORITY = 3;
 
 export const workerDefaults = {
   // A step holds its lock while it calls a provider and the store; 60 s covers the HTTP timeouts

@@ -30,6 +30,9 @@ export interface RotationJob {
   moveToDelayed(timestamp: number, token?: string): Promise<void>;
   /** A parked job runs at once. */
   promote(): Promise<void>;
+  /** BullMQ priority (lower is sooner); a delayed job is queued with it when its wait ends. */
+  readonly priority?: number;
+  changePriority?(opts: { priority: number }): Promise<void>;
 }
 
 /** The shared rate budgets (pacing.ts RateLimiter). */

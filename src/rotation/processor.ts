@@ -5,7 +5,7 @@
  */
 import { DelayedError, UnrecoverableError } from "bullmq";
 import { AttentionError, CancelledError, errorMessage, PermanentError, RateLimitedError, RekeyError } from "../errors.ts";
-import { engineDefaults } from "./defaults.ts";
+import { engineDefaults, LEAK_RESUME_PRIORITY, PRIORITY } from "./defaults.ts";
 import type { EngineDeps } from "./engine.ts";
 import { RotationJobData } from "./job.ts";
 import type { RotationJob, WakeListener } from "./ports.ts";
@@ -133,6 +133,8 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
       const until = err.retryAt + Math.floor(Math.random() * engineDefaults.rateLimitJitterMs);
       await deps.audit.record({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, outcome: "rate-limited", actor: "worker", message: err.message });
       await job.updateData(data);
+      // A leak waits out its limit ahead of the leak rotations not started yet (LEAK_RESUME_PRIORITY).
+      if (data.reason === "leak" && job.changePriority && (job.priority ?? PRIORITY.leak) > LEAK_RESUME_PRIORITY) await job.changePriority({ priority: LEAK_RESUME_PRIORITY }).catch(() => undefined);
       return await parkJob(deps, job, data, until, token);
     }
     if (err instanceof CancelledError) return await run.fail(err.message, token, { cancelled: true });

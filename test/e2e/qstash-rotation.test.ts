@@ -12,7 +12,7 @@ import type { PolicyInput } from "../../src/policy/schema.ts";
 import { encodeSigningKeys } from "../../src/providers/qstash/signing-keys.ts";
 import { QStashFake } from "../fakes/qstash.ts";
 import { confirmVersion, type Receiver, startReceiver, statusOf, WEBHOOK_KEY, WEBHOOK_KEY_ENV, webhookTarget } from "../helpers/human.ts";
-import { dumpRedis, REGION, type Stack, startStack } from "../helpers/stack.ts";
+import { dumpRedis, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
 
 const PUBLISHER_TOKEN = "qstash-publisher-token-abcdefghijklmnop";
 const RECEIVER_TOKEN = "qstash-receiver-token-abcdefghijklmnopq";
@@ -132,6 +132,39 @@ describe("QStash rotation end to end", () => {
       expect(stack.logs.text()).not.toContain(key);
     }
   });
+  it("signing keys: the rolled pair, verified, is ONE write straight to AWSCURRENT; a write that failed is retried with the live pair, never a second roll", { timeout: 40_000 }, async () => {
+    const policy: PolicyInput = {
+      id: "qstash-keys",
+      owner: "owner@example.com",
+      provider: { kind: "qstash-signing-keys", baseUrl: qstash.url, management: { env: "QSTASH_TOKEN" } },
+      target: { secretId: "prod/qstash-keys", region: REGION },
+      consumers: [{ id: "receiver", confirm: "push", tokenHash: tokenHash(RECEIVER_TOKEN) }],
+      confirmation: { timeout: "1h", onTimeout: "keep-old" },
+    };
+    stack = await startStack({ policies: [policy], env: { QSTASH_TOKEN: qstash.token() } });
+    const ref = { secretId: "prod/qstash-keys", region: REGION };
+    const before = qstash.keys();
+    await stack.store.create!(ref, encodeSigningKeys(before));
+    // Every write of the first attempt is refused (the in-process retries included): the rolled
+    // pair is then only at QStash, and the queue's next attempt must store it without rolling again.
+    stack.emulator.faults.inject({ route: "PutSecretValue", kind: "500", times: Infinity });
+
+    const req = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "manual", actor: "cli:test" });
+    const s = stack;
+    await until("the first attempt to fail", async () => ((await s.rt.queue.getJob(req.jobId))?.attemptsMade ?? 0) >= 1, 30_000);
+    expect(qstash.keyRolls()).toBe(1);
+    stack.emulator.faults.clear();
+    await statusOf(stack, req.rotationId, ["awaiting-confirmation"], 30_000);
+    expect(qstash.keyRolls()).toBe(1);
+    const stored = await stack.store.getCurrent(ref);
+    expect(stored?.versionId).toBe(req.rotationId);
+    expect(JSON.parse(stored!.value)).toEqual(qstash.keys());
+    expect(qstash.keys().current).toBe(before.next);
+    const writes = stack.emulator.calls.filter((c) => c.secretId?.includes("qstash-keys") && c.status === 200 && ["PutSecretValue", "UpdateSecretVersionStage"].includes(c.operation));
+    // The seed's create is a CreateSecret; the rotation's one accepted write is its PutSecretValue.
+    expect(writes.map((c) => c.operation)).toEqual(["PutSecretValue"]);
+  });
+
   it("token: a reset that times out here but lands at QStash later is read back, never sent twice", async () => {
     const policy: PolicyInput = {
       id: "qstash-late",

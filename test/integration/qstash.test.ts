@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { PermanentError, RateLimitedError, TransientError, VerificationError } from "../../src/errors.ts";
 import { QStashSigningKeysProvider, QStashTokenProvider, type CredentialRef, type ProviderConfigOf, type ProviderKind } from "../../src/policy/schema.ts";
 import { createQStashSigningKeysProvider, createQStashTokenProvider, decodeSigningKeys, encodeSigningKeys } from "../../src/providers/qstash/index.ts";
+import { IDENTIFY_LIST_TTL_MS } from "../../src/providers/qstash/token.ts";
 import { type ProviderContext, type RotationReason } from "../../src/providers/types.ts";
 import { HttpFake } from "../fakes/http-fake.ts";
 import { fakesClosedAfterEach } from "../helpers/fakes.ts";
@@ -104,6 +105,45 @@ describe("qstash-token", () => {
     expect(err.message).toContain("provider.userId");
     expectNoSecrets(err, [euToken, fake.apiKey]);
     expect(fake.tokenRotations("eu-central-1") + fake.tokenRotations("us-east-1")).toBe(0);
+  });
+
+  it("identify reads the account's users once for the rotations that start together; recoverIssued always reads afresh", async () => {
+    const regions = ["eu-central-1", "us-east-1", "ap-southeast-1"];
+    const fake = await start(new QStashFake({ regions }));
+    let now = 1_750_000_000_000;
+    const provider = createQStashTokenProvider();
+    const ctxOf = (region: string) => ({
+      ...ctxFor<"qstash-token">(QStashTokenProvider.parse({ kind: "qstash-token", baseUrl: fake.url, managementUrl: fake.url, email: fake.email, management: { env: "UPSTASH_API_KEY" }, userId: fake.userId(region) }), { UPSTASH_API_KEY: fake.apiKey }),
+      now: () => now,
+    });
+    const handles = await Promise.all(regions.map((r) => provider.identify(ctxOf(r), fake.token(r))));
+    expect(handles.map((h) => h.credentialId)).toEqual(regions.map((r) => fake.userId(r)));
+    expect(fake.count("GET /v2/qstash/users", 200)).toBe(1);
+    // The shared list still tells a token of another region from the policy's own.
+    const err = await caught(provider.identify(ctxOf("us-east-1"), fake.token("eu-central-1")));
+    expect(err).toBeInstanceOf(PermanentError);
+    expect(err.message).toContain(fake.userId("eu-central-1"));
+    expect(fake.count("GET /v2/qstash/users", 200)).toBe(1);
+
+    // A reset changes the token: recoverIssued reads the list again and returns the new one.
+    const issued = await provider.issue!(ctxOf("us-east-1"), undefined);
+    const recovered = await provider.recoverIssued!(ctxOf("us-east-1"));
+    expect(recovered?.value).toBe(issued.value);
+    expect(fake.count("GET /v2/qstash/users", 200)).toBe(2);
+
+    // Past IDENTIFY_LIST_TTL_MS identify reads again.
+    now += IDENTIFY_LIST_TTL_MS;
+    await provider.identify(ctxOf("us-east-1"), issued.value);
+    expect(fake.count("GET /v2/qstash/users", 200)).toBe(3);
+  });
+
+  it("a users list read that failed is not shared: the next identify reads again", async () => {
+    const { fake, ctx } = await tokenSetup();
+    const provider = createQStashTokenProvider();
+    fake.faults.inject({ route: "GET /v2/qstash/users", kind: "500" });
+    expect(await caught(provider.identify(ctx, fake.token()))).toBeInstanceOf(TransientError);
+    expect(await provider.identify(ctx, fake.token())).toEqual({ credentialId: fake.userId(), meta: { region: "eu-central-1" } });
+    expect(fake.count("GET /v2/qstash/users")).toBe(2);
   });
 
   it("falls back to the older rotatetoken path when rotate-token answers 404", async () => {

@@ -5,7 +5,14 @@
  * they load the new value. The token can be read again by `GET /v2/qstash/users`, which is how
  * an interrupted rotation recovers the value a reset produced instead of resetting twice.
  * Nothing is revoked afterwards: the old token is already dead.
+ *
+ * The Developer API key is one per Upstash account, and its burst limit is what a leak over many
+ * regions' tokens runs out of. So identify (the check before the reset) reads the users list once
+ * for all the rotations of an account that start within IDENTIFY_LIST_TTL_MS, and the reset is
+ * the only other request a rotation sends there. recoverIssued, which must see what a reset did,
+ * always reads afresh.
  */
+import { createHash } from "node:crypto";
 import { PermanentError, VerificationError } from "../../errors.ts";
 import { type ProviderConfigOf } from "../../policy/schema.ts";
 import { capabilitiesOf } from "../../policy/capabilities.ts";
@@ -28,6 +35,22 @@ import {
 type Ctx = ProviderContext<"qstash-token">;
 type Config = ProviderConfigOf<"qstash-token">;
 
+/**
+ * How long identify trusts a users list read for another rotation of the same account. It checks
+ * only that the policy's user exists and that the stored token is not another user's: neither
+ * changes within seconds but by a reconfiguration.
+ */
+export const IDENTIFY_LIST_TTL_MS = 5_000;
+
+/** What identify needs of a user: never the token itself, only its hash (the other-region check). */
+interface ListedUser {
+  id: string;
+  region?: string;
+  tokenHash: string;
+}
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
+
 const KEY_ADVICE = "the Upstash Developer API refused the account email and API key: check provider.email and the key that provider.management points to (console.upstash.com > Account > Management API)";
 
 export function createQStashTokenProvider(deps: QStashDeps = {}): Provider<"qstash-token"> {
@@ -48,7 +71,34 @@ export function createQStashTokenProvider(deps: QStashDeps = {}): Provider<"qsta
     }
   }
 
-  function pick(ctx: Ctx, users: QStashUser[]): QStashUser {
+  /** Users lists by account (the management URL and a hash of its credentials), as identify reads them. */
+  const lists = new Map<string, { at: number; users: Promise<ListedUser[]> }>();
+
+  /**
+   * The account's users for identify: one read shared by the rotations that start within
+   * IDENTIFY_LIST_TTL_MS. A shared read that failed is not reused: the caller reads itself (its
+   * own pacing, its own abort signal, its own error).
+   */
+  async function listForIdentify(ctx: Ctx, headers: Record<string, string>): Promise<ListedUser[]> {
+    const key = `${mgmtUrl(ctx.config, "/")}|${sha256(headers.authorization ?? "")}`;
+    const hit = lists.get(key);
+    if (hit && ctx.now() - hit.at < IDENTIFY_LIST_TTL_MS) {
+      try {
+        return await hit.users;
+      } catch {
+        // read below
+      }
+    }
+    const users = listUsers(ctx, headers).then((list) => list.map((u) => ({ id: u.id, region: u.region, tokenHash: sha256(u.token) })));
+    if (lists.size >= 1_000) lists.clear();
+    lists.set(key, { at: ctx.now(), users });
+    users.catch(() => {
+      if (lists.get(key)?.users === users) lists.delete(key);
+    });
+    return users;
+  }
+
+  function pick<U extends { id: string; region?: string }>(ctx: Ctx, users: U[]): U {
     const user = users.find((u) => u.id === ctx.config.userId);
     if (!user) {
       const known = users.map((u) => `${u.id}${u.region ? ` (${u.region})` : ""}`).join(", ") || "none";
@@ -59,7 +109,7 @@ export function createQStashTokenProvider(deps: QStashDeps = {}): Provider<"qsta
     return user;
   }
 
-  function handleOf(user: QStashUser): CredentialHandle {
+  function handleOf(user: { id: string; region?: string }): CredentialHandle {
     return user.region ? { credentialId: user.id, meta: { region: user.region } } : { credentialId: user.id };
   }
 
@@ -87,11 +137,12 @@ export function createQStashTokenProvider(deps: QStashDeps = {}): Provider<"qsta
     capabilities: (config) => capabilitiesOf(config),
 
     async identify(ctx, value) {
-      const users = await listUsers(ctx, await managementHeaders(ctx));
+      const users = await listForIdentify(ctx, await managementHeaders(ctx));
       const user = pick(ctx, users);
       // A token that belongs to another region means provider.userId is wrong: a reset would kill
       // that region's token and store it where this one belongs.
-      const other = users.find((u) => u.id !== user.id && u.token === value);
+      const valueHash = sha256(value);
+      const other = users.find((u) => u.id !== user.id && u.tokenHash === valueHash);
       if (other) {
         throw new PermanentError(
           `qstash: the stored token belongs to QStash user ${other.id}${other.region ? ` (${other.region})` : ""}, not to provider.userId ${user.id}; fix provider.userId (or the policy's target) before rotating`,

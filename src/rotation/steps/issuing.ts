@@ -118,10 +118,12 @@ export const issuing: StepFn = async (run) => {
   // is written first — it is the only live credential (I1) — and verified after (promoting).
   const writeFirst = run.cutover || replaced;
   // One write straight to AWSCURRENT only where a credential whose value was lost can still be
-  // found at the provider (it lists them: sweep). Elsewhere (Snyk's client secrets cannot be
-  // listed) the value goes to AWSPENDING first and is verified there (verifying): a crash or a
-  // failed undo after the issue then never leaves a live credential only memory knew (I1).
-  const oneWrite = run.deps.store.putCurrent !== undefined && run.provider.sweep !== undefined;
+  // found at the provider: it lists them (sweep), or its value can be read again (recoverIssued:
+  // QStash's signing keys, whose issue hands back the live pair instead of rolling twice).
+  // Elsewhere (Snyk's client secrets cannot be listed) the value goes to AWSPENDING first and is
+  // verified there (verifying): a crash or a failed undo after the issue then never leaves a live
+  // credential only memory knew (I1).
+  const oneWrite = run.deps.store.putCurrent !== undefined && (run.provider.sweep !== undefined || run.provider.recoverIssued !== undefined);
   if (!writeFirst && oneWrite) {
     // Verified while the value is only in memory: a value that fails is never written (I6).
     await verifyOrUndo(run, issued);
@@ -274,7 +276,8 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential, toCurrent
     if (lastErr instanceof PermanentError || lastErr instanceof SecretQuotaError) throw lastErr;
     throw new TransientError(`could not store the new credential: ${why}`);
   }
-  if (run.caps.issue === "reset" && run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
+  // A value the provider shows again (a reset's token, a roll's pair) is read back by the next attempt.
+  if (run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
   throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead`);
 }
 
