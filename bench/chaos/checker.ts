@@ -135,9 +135,20 @@ export async function check(input: CheckInput): Promise<Violations> {
       const cur = spans[i];
       if (prev && cur && cur.from < prev.to) v.I3.push(`${policyId}: ${cur.id} started while ${prev.id} was in flight`);
     }
-    // Of two requests made while one was in flight, one must have been turned away (unknown for
-    // a pair whose records a wipe took before one of them was: the span check above remains).
-    for (const t of list) if (t.partner && t.status !== "lost" && t.partner.status !== "lost" && t.rotationId < t.partner.rotationId && t.status !== "skipped" && t.partner.status !== "skipped") v.I3.push(`${policyId}: ${t.rotationId} and ${t.partner.rotationId} both ran (${t.status}, ${t.partner.status})`);
+    // Of two requests made while one was in flight, one must have been turned away — unless the
+    // second one's job started only after the first had ended: rekey turns a request away while
+    // another rotation holds the policy, not because it was made earlier (I3 is about rotations in
+    // flight at once). A pair without both spans (a wipe took a record) still counts as both ran.
+    const spanOf = new Map(spans.map((s) => [s.id, s]));
+    const apart = (a: string, b: string) => {
+      const x = spanOf.get(a);
+      const y = spanOf.get(b);
+      return x !== undefined && y !== undefined && (x.to <= y.from || y.to <= x.from);
+    };
+    for (const t of list) {
+      if (!t.partner || t.status === "lost" || t.partner.status === "lost" || t.rotationId >= t.partner.rotationId || t.status === "skipped" || t.partner.status === "skipped") continue;
+      if (!apart(t.rotationId, t.partner.rotationId)) v.I3.push(`${policyId}: ${t.rotationId} and ${t.partner.rotationId} both ran (${t.status}, ${t.partner.status})`);
+    }
   }
 
   // ---- I5: no secret value in Redis, logs or audit ----------------------------------------------

@@ -129,6 +129,8 @@ interface Lane {
   policy: PolicyWorld;
   /** AWSCURRENT version the harness expects (the seed's, then each completed rotation's). */
   currentVersion: string;
+  /** When the rotation that made `currentVersion` ended (records' endedAt; 0 for the seed's). */
+  currentEndedAt: number;
   open?: Tracked;
   /** Stopped: a rotation of this policy needs attention and holds the policy. */
   held: boolean;
@@ -172,7 +174,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
     const lanes: Lane[] = [];
     for (const p of world.policies) {
       const created = await store.create({ secretId: p.secretId, region: REGION }, p.seed);
-      lanes.push({ policy: p, currentVersion: created.versionId, held: false });
+      lanes.push({ policy: p, currentVersion: created.versionId, currentEndedAt: 0, held: false });
     }
     const laneOf = new Map(lanes.map((l) => [l.policy.id, l]));
 
@@ -372,7 +374,18 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
       }
       if (!ended) return;
       t.closed = true;
-      if (t.duplicate) return;
+      // A duplicate request whose job started only after its partner had ended ran as a rotation
+      // of its own, one after the other (rekey turns a request away only while another rotation
+      // holds the policy; the checker's span check proves they did not overlap). Its version is
+      // then the current one, for the consumer's check of the next rotation's old credential.
+      const newer = rec.status === "completed" && (rec.endedAt ?? 0) >= lane.currentEndedAt;
+      if (t.duplicate) {
+        if (newer && t.partner?.closed) {
+          lane.currentVersion = t.rotationId;
+          lane.currentEndedAt = rec.endedAt ?? 0;
+        }
+        return;
+      }
       if (rec.status === "skipped" && t.partner?.duplicate) {
         // The second request won the race for the policy: it is the rotation, this one the duplicate.
         t.duplicate = true;
@@ -382,7 +395,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         return;
       }
       lane.open = undefined;
-      if (rec.status === "completed") lane.currentVersion = t.rotationId;
+      if (newer) {
+        lane.currentVersion = t.rotationId;
+        lane.currentEndedAt = rec.endedAt ?? 0;
+      }
       if (rec.status === "failed") {
         // I6: a failure before promotion left the old credential current and working.
         const cur = world.aws.inspect(lane.policy.secretId, REGION)?.versions.find((v) => v.stages.includes("AWSCURRENT"));
