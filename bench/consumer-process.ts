@@ -11,6 +11,8 @@
  *   arm     -> confirm every manual rotation that parks from now on
  *   confirm -> confirm one job now (the rig's sweep, when an event was missed)
  *   disarm  -> stop; wait for confirmations in flight; when each was sent (jobId, epoch ms)
+ *   count   -> the Redis commands this process has sent so far, by command (its reads of the
+ *              audit stream: the rig takes them out of rekey's command counts)
  *   stop    -> close everything and exit
  */
 import type { Redis } from "ioredis";
@@ -24,6 +26,7 @@ export type ConsumerRequest =
   | { id: number; type: "arm" }
   | { id: number; type: "confirm"; jobId: string }
   | { id: number; type: "disarm" }
+  | { id: number; type: "count" }
   | { id: number; type: "stop" };
 
 export interface ConsumerReport {
@@ -35,13 +38,18 @@ export interface ConsumerReport {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let events: Redis | undefined;
+/** Redis commands this process sent, by command (lower case, as INFO commandstats names them). */
+const sent: Record<string, number> = {};
+const count = (command: string) => (sent[command] = (sent[command] ?? 0) + 1);
 let following = false;
 let followed: Promise<void> = Promise.resolve();
 
 /** Read the audit stream from its end on: a worker's "issuing" or "promoting" ok of a manual rotation is its promotion. */
 async function follow(redis: Redis, stream: string): Promise<void> {
+  count("xrevrange");
   let last = (await redis.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
   while (following) {
+    count("xread");
     const res = (await redis.xread("COUNT", 1000, "BLOCK", 1000, "STREAMS", stream, last).catch(() => null)) as [string, [string, string[]][]][] | null;
     for (const [id, fields] of res?.[0]?.[1] ?? []) {
       last = id;
@@ -90,6 +98,7 @@ async function handle(req: ConsumerRequest): Promise<unknown> {
     case "setup": {
       api = { url: req.apiUrl, token: req.token };
       events = redisConnection(req.redisUrl) as Redis;
+      count("ping");
       await events.ping();
       following = true;
       followed = follow(events, new RedisKeys(req.prefix).audit());
@@ -110,6 +119,8 @@ async function handle(req: ConsumerRequest): Promise<unknown> {
       const report: ConsumerReport = { confirmedAt: [...confirmedAt], refused };
       return report;
     }
+    case "count":
+      return { ...sent };
     case "stop":
       following = false;
       await followed;

@@ -28,8 +28,10 @@ export interface RunFigure {
   cpuMs: number;
   /** CPU time of the Redis server during the run. */
   redisCpuMs: number;
-  /** Redis commands served during the run, by command. */
+  /** Redis commands served during the run, by command, less the consumer process's own. */
   redisCalls: Record<string, number>;
+  /** The consumer process's own Redis commands during the run (its reads of the audit stream). */
+  consumerCalls: number;
 }
 
 export interface EngineResult {
@@ -135,14 +137,16 @@ async function engine(): Promise<EngineResult> {
       const after = await rig.redisCounters();
       const redisCalls: Record<string, number> = {};
       for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
-      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls });
+      const consumerCalls = Object.entries(after.consumer).reduce((s, [c, n]) => s + n - (before.consumer[c] ?? 0), 0);
+      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls, consumerCalls });
       confirmToRevokeMs.push(...res.confirmToRevokeMs);
       add(calls[kind], res.drain);
       const last = runs[runs.length - 1] as RunFigure;
       const redisCount = Object.values(last.redisCalls).reduce((a, b) => a + b, 0);
       progress(
         `${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s); ` +
-          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCount / last.rotations).toFixed(1)} commands/rotation`,
+          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCount / last.rotations).toFixed(1)} commands/rotation ` +
+          `(the consumer's own reads, not counted: ${(last.consumerCalls / last.rotations).toFixed(1)})`,
       );
     }
   }

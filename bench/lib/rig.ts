@@ -365,13 +365,19 @@ export class Rig {
   }
 
   /** Redis server CPU (ms, user + sys) and commands served so far, by command. */
-  async redisCounters(): Promise<{ cpuMs: number; calls: Record<string, number> }> {
+  /**
+   * The Redis server's CPU time and the commands it served, by command — less those the consumer
+   * process sent (its reads of the audit stream, `consumer`): a real consumer learns that its
+   * rotation waits for it from rekey's push or webhook, not from Redis.
+   */
+  async redisCounters(): Promise<{ cpuMs: number; calls: Record<string, number>; consumer: Record<string, number> }> {
     const cpu = await this.rt.redis.info("cpu");
     const stats = await this.rt.redis.info("commandstats");
+    const consumer = await this.consumer.call<Record<string, number>>({ type: "count" });
     const num = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
     const calls: Record<string, number> = {};
-    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1] as string] = Number(m[2]);
-    return { cpuMs: (num("used_cpu_user") + num("used_cpu_sys")) * 1000, calls };
+    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1] as string] = Number(m[2]) - (consumer[m[1] as string] ?? 0);
+    return { cpuMs: (num("used_cpu_user") + num("used_cpu_sys")) * 1000, calls, consumer };
   }
 
   async redisUsedMemory(): Promise<number> {

@@ -45,17 +45,26 @@ export class Audit {
    * when it happened, where that was earlier than now (an entry written with a later step).
    */
   async record(entry: AuditEntry & { at?: number }, pipe?: ChainableCommander): Promise<void> {
+    const { streams, fields } = this.appendArgs(entry);
+    const m = pipe ?? this.redis.multi();
+    for (const s of streams) m.xadd(s.key, "MAXLEN", "~", s.maxLen, "*", ...fields);
+    if (!pipe) await m.exec();
+  }
+
+  /**
+   * What record() appends: the streams (the whole trail, and the policy's own when the entry
+   * names one), each with its length bound, and the entry's fields. For a script that appends
+   * the entry together with the write it records (XADD key MAXLEN ~ maxLen * ...fields).
+   */
+  appendArgs(entry: AuditEntry & { at?: number }): { streams: { key: string; maxLen: string }[]; fields: string[] } {
     const at = entry.at ?? (this.opts.now ?? Date.now)();
     const fields: string[] = ["at", String(at), "step", entry.step, "outcome", entry.outcome, "actor", entry.actor];
     if (entry.rotationId) fields.push("rotationId", entry.rotationId);
     if (entry.policyId) fields.push("policyId", entry.policyId);
     if (entry.message) fields.push("message", entry.message);
-    const m = pipe ?? this.redis.multi();
-    m.xadd(this.streamKey(), "MAXLEN", "~", String(this.opts.maxLen), "*", ...fields);
-    if (entry.policyId) {
-      m.xadd(this.streamKey(entry.policyId), "MAXLEN", "~", String(this.opts.perPolicyMaxLen ?? 1_000), "*", ...fields);
-    }
-    if (!pipe) await m.exec();
+    const streams = [{ key: this.streamKey(), maxLen: String(this.opts.maxLen) }];
+    if (entry.policyId) streams.push({ key: this.streamKey(entry.policyId), maxLen: String(this.opts.perPolicyMaxLen ?? 1_000) });
+    return { streams, fields };
   }
 
   /** Newest first. */

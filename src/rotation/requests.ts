@@ -138,13 +138,10 @@ export class Rotations {
       return refuse(409, opts.versionId ? `version ${opts.versionId} is not the version rotation ${rotationId} is waiting for` : `the fingerprint does not match the new value of rotation ${rotationId}`);
     }
     if (!rec.promotedAt && rec.status !== "awaiting-confirmation") return refuse(409, `rotation ${rotationId} has not promoted its new version yet`);
-    const { added, confirmed } = await state.consumers.confirmAndList(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId });
+    // The confirmation, its audit entry and the wake flag: one write to Redis.
+    const entry = audit.appendArgs({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` });
+    const { added, heard, confirmed } = await state.consumers.confirmPush(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId }, entry);
     if (added) {
-      // Issued together, the audit entry and the wake flag share one write to Redis.
-      const [, heard] = await Promise.all([
-        audit.record({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` }),
-        state.wake.raise(rotationId),
-      ]);
       // Heard: the job is lingering (active) and re-reads its confirmations now; nothing to promote.
       if (!heard) await this.promoteParked(rec.jobId);
     }

@@ -3,10 +3,13 @@
  * were last polled, and failure reports. Confirmations are the only thing that lets the old
  * credential be revoked (I2).
  */
+import type { Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
+import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 import { parseRecord, type RotationRecord } from "./records.ts";
+import { WAKE_TTL_SEC } from "./signals.ts";
 
 export interface Confirmation {
   consumerId: string;
@@ -33,11 +36,66 @@ function parseConfirmations(h: Record<string, string>): Map<string, Confirmation
   return new Map(Object.entries(h).map(([id, json]) => [id, JSON.parse(json) as Confirmation]));
 }
 
+// A push confirmation, in one round trip: the confirmation (only a consumer's first counts) and,
+// when it is new, its audit entry in every stream given and the rotation's wake flag raised and
+// published (signals.ts WakeFlags.raise). Returns {added, listeners that heard the wake,
+// every confirmation of the rotation}.
+// KEYS: confirmations, wake flag, the whole audit trail, the policy's audit stream.
+// ARGV: consumerId, confirmation JSON, wake TTL (s), the two streams' length bounds, the audit
+// entry's fields.
+const CONFIRM_PUSH_LUA = `
+local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+local heard = 0
+if added == 1 then
+  for i = 1, 2 do redis.call('XADD', KEYS[2 + i], 'MAXLEN', '~', ARGV[3 + i], '*', unpack(ARGV, 6)) end
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+  heard = redis.call('PUBLISH', KEYS[2], '1')
+end
+return {added, heard, redis.call('HGETALL', KEYS[1])}
+`;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    rekeyConfirmPush(confirmations: string, wake: string, trail: string, policyTrail: string, ...args: string[]): Result<[number, number, string[]], Context>;
+  }
+}
+
 export class ConsumerReports {
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
-  ) {}
+  ) {
+    defineScripts(redis, { rekeyConfirmPush: { numberOfKeys: 4, lua: CONFIRM_PUSH_LUA } });
+  }
+
+  /**
+   * A push confirmation: confirmAndList(), and when it is new, its audit entry (`audit`: the
+   * streams and fields Audit.appendArgs gives for an entry that names its policy) and the wake
+   * flag raised (WakeFlags.raise), all in one script. `heard`: a lingering job heard the wake.
+   */
+  async confirmPush(
+    rotationId: string,
+    c: Confirmation,
+    audit: { streams: { key: string; maxLen: string }[]; fields: string[] },
+  ): Promise<{ added: boolean; heard: boolean; confirmed: Map<string, Confirmation> }> {
+    const [trail, policyTrail] = audit.streams;
+    if (!trail || !policyTrail || audit.streams.length !== 2) throw new Error("a push confirmation's audit entry names its policy: two streams");
+    const [added, heard, flat] = await this.redis.rekeyConfirmPush(
+      this.keys.confirmations(rotationId),
+      this.keys.wake(rotationId),
+      trail.key,
+      policyTrail.key,
+      c.consumerId,
+      JSON.stringify(c),
+      String(WAKE_TTL_SEC),
+      trail.maxLen,
+      policyTrail.maxLen,
+      ...audit.fields,
+    );
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
+    return { added: added === 1, heard: heard > 0, confirmed: parseConfirmations(h) };
+  }
 
   async confirm(rotationId: string, c: Confirmation): Promise<boolean> {
     const added = await this.redis.hsetnx(this.keys.confirmations(rotationId), c.consumerId, JSON.stringify(c));

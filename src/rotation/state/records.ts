@@ -87,9 +87,10 @@ if ARGV[3] == '1' and #ARGV > 5 + n and redis.call('HGET', KEYS[4], 'lastRotatio
   redis.call('HSET', KEYS[4], unpack(ARGV, 6 + n))
 end
 if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+local leak = redis.call('HMGET', KEYS[1], 'leak', 'leakFollowUp')
 local flags = 0
-if redis.call('HGET', KEYS[1], 'leak') == 'true' then flags = 1 end
-if redis.call('HGET', KEYS[1], 'leakFollowUp') == 'true' then flags = flags + 2 end
+if leak[1] == 'true' then flags = 1 end
+if leak[2] == 'true' then flags = flags + 2 end
 return flags
 `;
 
@@ -110,6 +111,9 @@ export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "l
 }
 
 export class RotationRecords {
+  /** Transactions that claimed a policy (claimPolicy): their summary already says `running`. */
+  private readonly claimed = new WeakSet<ChainableCommander>();
+
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
@@ -134,7 +138,9 @@ export class RotationRecords {
     const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
     const m = pipe ?? this.redis.multi();
     m.hset(this.keys.rotation(rotationId), fields);
-    if (patch.status && patch.policyId) m.hset(this.keys.policy(patch.policyId), { lastStatus: patch.status });
+    // A claim in the same transaction already wrote `running` (the start step): not twice.
+    const claimedRunning = patch.status === "running" && pipe !== undefined && this.claimed.has(pipe);
+    if (patch.status && patch.policyId && !claimedRunning) m.hset(this.keys.policy(patch.policyId), { lastStatus: patch.status });
     if (!pipe) await m.exec();
   }
 
@@ -144,6 +150,7 @@ export class RotationRecords {
    */
   claimPolicy(m: ChainableCommander, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
     m.hset(this.keys.policy(rec.policyId), policyClaim({ ...rec, status: "running" }));
+    this.claimed.add(m);
   }
 
   /** The credential's age (status, metrics) counts from the promotion that made it current; into `m`. */

@@ -7,6 +7,9 @@ import type { RedisClient } from "../../redis-connection.ts";
 import type { RedisKeys } from "../keys.ts";
 import type { WakeListener, WakePort } from "../ports.ts";
 
+/** How long a raised wake flag waits for its job to read it. */
+export const WAKE_TTL_SEC = 3_600;
+
 export class WakeFlags implements WakePort {
   /** The subscriber connection of this process's lingering rotations (opened on first use). */
   private sub: RedisClient | undefined;
@@ -24,7 +27,7 @@ export class WakeFlags implements WakePort {
    */
   async raise(rotationId: string): Promise<boolean> {
     const key = this.keys.wake(rotationId);
-    const [, heard] = await Promise.all([this.redis.set(key, "1", "EX", 3_600), this.redis.publish(key, "1")]);
+    const [, heard] = await Promise.all([this.redis.set(key, "1", "EX", WAKE_TTL_SEC), this.redis.publish(key, "1")]);
     return heard > 0;
   }
 
