@@ -73,8 +73,14 @@ describe("a rotation awaiting confirmation lingers before it parks", () => {
   });
 
   it("a confirmation whose message is lost is found through the wake flag when the job parks after the linger", async () => {
-    await start(600);
+    await start(1_500);
     const req = await rotateToAwaiting();
+    // The job subscribes to its wake channel, then reads the confirmations, then lingers: a
+    // confirmation written before that read would end the rotation at once, without the flag.
+    // Subscribed, and a moment for the read (the same activation, a few ms), well inside the linger.
+    const channel = stack.rt.state.keys.wake(req.rotationId);
+    await until("lingering", async () => Number(((await stack.rt.redis.pubsub("NUMSUB", channel)) as [string, number])[1]) > 0, 10_000, 5);
+    await new Promise((r) => setTimeout(r, 250));
     // The confirmation and the wake flag, but no message on the wake channel.
     await stack.rt.state.consumers.confirmAndList(req.rotationId, { consumerId: "app", at: Date.now(), via: "push", versionId: req.rotationId });
     await stack.rt.redis.set(stack.rt.state.keys.wake(req.rotationId), "1", "EX", 3_600);
