@@ -74,7 +74,12 @@ export const issuing: StepFn = async (run) => {
     // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
     // both may land without an answer. Written to the job before the call (a reset's with its marker).
     const replace = d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll !== undefined;
-    if (record(run, issueUndo(run, replace)) && run.caps.issue !== "reset") await run.job.updateData(run.data);
+    // Where a credential whose value was lost cannot be found again (no sweep), the job says a
+    // create is on its way before it is sent: a worker that dies before the store write leaves
+    // the mark, and a failure before the value is stored then alerts (Run.fail).
+    const unfindable = !replace && run.caps.issue === "overlap" && !run.provider.sweep && !d.issueUnanswered;
+    if (unfindable) run.data = { ...run.data, issueUnanswered: true };
+    if ((record(run, issueUndo(run, replace)) || unfindable) && run.caps.issue !== "reset") await run.job.updateData(run.data);
     if (run.caps.issue === "reset") {
       if (!d.issueStarted && !run.caps.oldSurvivesIssue) {
         // A cut-over by API: consumers hear of it before the reset, so a failure they see next
@@ -113,7 +118,7 @@ export const issuing: StepFn = async (run) => {
     }
   }
   run.deps.crashAt?.("after-issue");
-  run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace };
+  run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace, issueUnanswered: undefined };
   // A replace (a leak's compromise mode) killed the old value already: like a cut-over, its value
   // is written first — it is the only live credential (I1) — and verified after (promoting).
   const writeFirst = run.cutover || replaced;
