@@ -410,8 +410,9 @@ describe("a rotation queued again by reconcile after a Redis wipe", () => {
 describe("I1–I6 under seeded random fault schedules", () => {
   // INVARIANT_SEED=<n> replays one schedule; INVARIANT_SEEDS=<n> runs n of them (default 150).
   // Seeds that once found a bug run every time: 250 (a lost credential id after the one write),
-  // 5335 (a Snyk client secret created by a worker that died, then a retry refused for good: failed, no alert).
-  const regressions = [250, 5335];
+  // 5335 (a Snyk client secret created by a worker that died, then a retry refused for good: failed, no alert),
+  // 13391 (a leak's replace whose store write was refused: the new secret's value lost, no remedy named).
+  const regressions = [250, 5335, 13391];
   const seeds = process.env.INVARIANT_SEED
     ? [Number(process.env.INVARIANT_SEED)]
     : [...new Set([...Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1), ...regressions])];

@@ -280,7 +280,9 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential, toCurrent
     throw new TransientError(`could not store the new credential: ${why}`);
   }
   if (run.caps.issue === "reset" && run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
-  throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead`);
+  // After a replace the value dies with this run and the credential lives on: only another replace removes it.
+  const remedy = run.data.oldRevokedByReplace ? `; the new credential is live with its value lost: run the leak rotation again (\`rekey leak --policy ${run.policy.id}\`), whose replace drops every credential once more` : "";
+  throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead${remedy}`);
 }
 
 /** Record the new credential's id and keyed fingerprint (the leaked-value index). */
