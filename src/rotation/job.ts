@@ -76,7 +76,7 @@ export const RotationJobData = z.object({
   /**
    * A create of this rotation was sent and no answer with its value was kept yet (set before the
    * call, cleared by the answer). Only where a credential whose value was lost cannot be found
-   * again (an overlap provider without a sweep: Snyk's client secrets): a failure before the
+   * again (Run.lostIsUnfindable: Snyk's client secrets): a failure before the
    * value was stored ends needs-attention naming the remedy (a leak rotation's replace).
    */
   issueUnanswered: z.boolean().optional(),

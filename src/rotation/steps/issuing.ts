@@ -74,10 +74,10 @@ export const issuing: StepFn = async (run) => {
     // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
     // both may land without an answer. Written to the job before the call (a reset's with its marker).
     const replace = d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll !== undefined;
-    // Where a credential whose value was lost cannot be found again (no sweep), the job says a
+    // Where a credential whose value was lost cannot be found again (Run.lostIsUnfindable), the job says a
     // create is on its way before it is sent: a worker that dies before the store write leaves
     // the mark, and a failure before the value is stored then alerts (Run.fail).
-    const unfindable = !replace && run.caps.issue === "overlap" && !run.provider.sweep && !d.issueUnanswered;
+    const unfindable = !replace && run.lostIsUnfindable && !d.issueUnanswered;
     if (unfindable) run.data = { ...run.data, issueUnanswered: true };
     if ((record(run, issueUndo(run, replace)) || unfindable) && run.caps.issue !== "reset") await run.job.updateData(run.data);
     if (run.caps.issue === "reset") {

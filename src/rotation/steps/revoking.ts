@@ -28,7 +28,7 @@ export const revoking: StepFn = async (run) => {
     // version and no alert). Until it can no longer land the old one stays; landing beside the
     // old and the new one it is refused (at most two), landing earlier it made issuing refused.
     const settledAt = run.lostCreateSettledAt(d);
-    if (!d.oldRevoked && !run.provider.sweep && run.caps.issue === "overlap" && d.issueLostAt !== undefined && settledAt > run.now) {
+    if (!d.oldRevoked && run.lostIsUnfindable && d.issueLostAt !== undefined && settledAt > run.now) {
       const text = `a create of this rotation went unanswered, so the old credential is revoked at ${new Date(settledAt).toISOString()}, once that create can no longer land beside the new one`;
       await run.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
       return { data: d, waitUntil: settledAt };
