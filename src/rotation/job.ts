@@ -74,6 +74,13 @@ export const RotationJobData = z.object({
    */
   issueLostAt: z.number().int().optional(),
   /**
+   * A create of this rotation was sent and no answer with its value was kept yet (set before the
+   * call, cleared by the answer). Only where a credential whose value was lost cannot be found
+   * again (Run.lostIsUnfindable: Snyk's client secrets): a failure before the
+   * value was stored ends needs-attention naming the remedy (a leak rotation's replace).
+   */
+  issueUnanswered: z.boolean().optional(),
+  /**
    * Issuing's sweep kept the AWSPREVIOUS version's credential (its rotation may have been forgotten
    * by Redis before it revoked it, I2): the last sweep, after the confirmations, must run.
    */

@@ -95,6 +95,14 @@ export class Run<Tx> {
     return (d.issueLostAt ?? 0) + (this.deps.lostRequestSettleMs ?? engineDefaults.resetSettleMs);
   }
 
+  /**
+   * An overlap provider where a credential whose value was lost cannot be found again: it neither
+   * lists them (sweep) nor shows a value again (recoverIssued). Snyk's client secrets.
+   */
+  get lostIsUnfindable(): boolean {
+    return this.caps.issue === "overlap" && !this.provider.sweep && !this.provider.recoverIssued;
+  }
+
   /** A reset that kills the old value: from the reset on, store, promote at once, then verify. */
   get cutover(): boolean {
     return this.caps.issue === "reset" && !this.caps.oldSurvivesIssue;
@@ -346,10 +354,14 @@ export class Run<Tx> {
     d = this.data;
     const oldMayBeDead = (this.caps.issue === "reset" && d.issueStarted) || d.oldRevokedByReplace || (!this.caps.oldSurvivesIssue && this.caps.issue === "human" && d.humanRequestedAt !== undefined);
     // A human step that ended unanswered needs a person even where the old credential still works.
-    const status = oldMayBeDead || opts.attention || (d.step === "awaiting-human" && !opts.cancelled) ? "needs-attention" : "failed";
+    // A create whose value never reached the store (unanswered, or its worker died before the
+    // write) may have landed, and where such a credential cannot be found (no sweep: Snyk's client
+    // secrets) no clean-up removed it: said, with the remedy.
+    const unfindable = !mine && (d.issueUnanswered === true || d.issueLostAt !== undefined) && this.lostIsUnfindable;
+    const status = oldMayBeDead || unfindable || opts.attention || (d.step === "awaiting-human" && !opts.cancelled) ? "needs-attention" : "failed";
     const text = `${this.policy.id}: rotation failed at ${d.step}: ${message}${cleanup.length ? ` (${cleanup.join("; ")})` : ""}; ${
       oldMayBeDead ? "the old credential may already be dead — check consumers and rotate again" : "the old credential is still current and working"
-    }`;
+    }${unfindable ? `; a create of this rotation got no answer rekey kept (lost, or its worker died) and may have left a live credential whose value rekey never received, which it cannot list or delete: run a leak rotation (\`rekey leak --policy ${this.policy.id}\`) to replace every one` : ""}`;
     await this.end(status, text, { step: d.step, outcome: "failed" }, status === "failed" ? "rotation.failed" : "rotation.needs-attention");
     throw new UnrecoverableError(text);
   }

@@ -2,7 +2,7 @@
  * In-memory providers for the step-table unit tests: every credential they ever made, live or
  * not, with who made it and who killed it; every call through the world's fault plan.
  */
-import { VerificationError } from "../../src/errors.ts";
+import { AttentionError, VerificationError } from "../../src/errors.ts";
 import type { ProviderKind } from "../../src/policy/schema.ts";
 import type { CredentialHandle, IssuedCredential, Provider, ProviderContext, ProviderRegistry } from "../../src/providers/types.ts";
 import type { World } from "./memory-world.ts";
@@ -51,7 +51,17 @@ export class Credentials {
   }
 }
 
-export type ProviderMode = "overlap" | "reset" | "human";
+/**
+ * `client-secret`: Snyk's service-account client secrets (src/providers/snyk/service-account.ts):
+ * a second secret beside the old one, at most two live per policy, a create beyond that refused
+ * (the adapter turns the refusal into an AttentionError naming `rekey leak --policy <id>`); no
+ * list, no ids, no sweep — a secret is named by its value, and one whose value was lost (a lost
+ * create answer, a worker dead before the store write) can only be removed by a replace.
+ */
+export type ProviderMode = "overlap" | "reset" | "human" | "client-secret";
+
+/** Snyk's limit of live client secrets per service account. */
+export const CLIENT_SECRETS_MAX = 2;
 
 function issued(c: Credential): IssuedCredential {
   return { value: c.value, credentialId: c.credentialId };
@@ -96,6 +106,41 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
         if (c) creds.kill(c, ctx.rotationId);
       }),
   };
+  if (mode === "client-secret") {
+    return {
+      kind,
+      identify: (ctx) => call(ctx, "identify", () => ({ meta: { account: ctx.policyId } })),
+      verify: (ctx, value) =>
+        call(ctx, "verify", () => {
+          const c = creds.byValue(value);
+          if (!c || c.diedAt !== undefined || c.policyId !== ctx.policyId) throw new VerificationError(`${kind}: the new secret does not authenticate`);
+        }),
+      isLive: base.isLive,
+      capabilities: () => ({ issue: "overlap", oldSurvivesIssue: true, verify: "identity", revoke: "api", listByOwner: false, reportsLastUse: false, leakReplace: true, consumerImpact: "none" }),
+      issue: (ctx) =>
+        call(ctx, "issue", () => {
+          if (creds.live(ctx.policyId).length >= CLIENT_SECRETS_MAX) {
+            throw new AttentionError(
+              `${kind}: a new client secret was refused (the account holds ${CLIENT_SECRETS_MAX}); rekey cannot delete a secret it does not know: run \`rekey leak --policy ${ctx.policyId}\``,
+            );
+          }
+          return { value: creds.make(ctx.policyId, ctx.rotationId).value, meta: { account: ctx.policyId } };
+        }),
+      // As the adapter: nothing can be listed, so nothing is found.
+      cleanupOrphans: (ctx) => call(ctx, "cleanupOrphans", () => []),
+      // Named by value; an unknown or dead one is already gone.
+      revoke: (ctx, old) =>
+        call(ctx, "revoke", () => {
+          const c = creds.byValue(old.value);
+          if (c && c.policyId === ctx.policyId) creds.kill(c, ctx.rotationId);
+        }),
+      replaceAll: (ctx) =>
+        call(ctx, "replaceAll", () => {
+          for (const c of creds.live(ctx.policyId)) creds.kill(c, ctx.rotationId);
+          return { value: creds.make(ctx.policyId, ctx.rotationId).value, meta: { account: ctx.policyId } };
+        }),
+    };
+  }
   if (mode === "human") {
     return {
       ...base,
@@ -124,11 +169,11 @@ export function memoryProvider<K extends ProviderKind>(kind: K, mode: ProviderMo
   };
 }
 
-/** Every kind served by an in-memory provider: qstash-token resets, snyk-pat is made by a person, every other kind overlaps. */
+/** Every kind served by an in-memory provider: qstash-token resets, snyk-pat is made by a person, snyk-service-account holds client secrets, every other kind overlaps. */
 export function memoryRegistry(world: World, creds: Credentials): ProviderRegistry {
   return {
     launchdarkly: memoryProvider("launchdarkly", "overlap", world, creds),
-    "snyk-service-account": memoryProvider("snyk-service-account", "overlap", world, creds),
+    "snyk-service-account": memoryProvider("snyk-service-account", "client-secret", world, creds),
     "snyk-user-token": memoryProvider("snyk-user-token", "overlap", world, creds),
     "snyk-pat": memoryProvider("snyk-pat", "human", world, creds),
     "qstash-token": memoryProvider("qstash-token", "reset", world, creds),

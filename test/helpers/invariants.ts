@@ -17,18 +17,31 @@ function cutover(t: Tracked): boolean {
 }
 
 /**
+ * The documented exception to I1, as the fault matrix's checker (bench/chaos/checker.ts) grants
+ * it: a credential rekey cannot remove (a Snyk client secret whose value was lost: it cannot be
+ * listed, only `replace` drops it) may live outside the store while a rotation of the policy is
+ * needs-attention and says why — its message names the remedy, `rekey leak --policy <id>`.
+ */
+export function alerted(sim: Sim, policyId: string): boolean {
+  return sim.tracked.some((x) => {
+    const r = sim.state.db.records.get(x.rotationId);
+    return x.policy.id === policyId && r?.status === "needs-attention" && (r.message ?? "").includes(`rekey leak --policy ${policyId}`);
+  });
+}
+
+/**
  * I1: every live credential the rotation issued is in some version of the policy's secret. Asked
  * once the rotation ended or made its value current: between a reset and its store write (a
  * window a crash can hold open until the job is resumed) the value exists at the provider only.
+ * Allowed only where alerted (above).
  */
 export function checkI1(sim: Sim, t: Tracked): string[] {
   const rec = sim.state.db.records.get(t.rotationId);
   if (rec?.endedAt === undefined && rec?.promotedAt === undefined) return [];
   const values = stored(sim, t);
-  return sim.creds
-    .live(t.policy.id)
-    .filter((c) => c.issuedBy === t.rotationId && !values.has(c.value))
-    .map((c) => `I1 ${t.policy.id}: live credential ${c.credentialId} (issued by ${c.issuedBy}) is in no version of the secret`);
+  const lost = sim.creds.live(t.policy.id).filter((c) => c.issuedBy === t.rotationId && !values.has(c.value));
+  if (!lost.length || alerted(sim, t.policy.id)) return [];
+  return lost.map((c) => `I1 ${t.policy.id}: live credential ${c.credentialId} (issued by ${c.issuedBy}) is in no version of the secret, with no rotation of the policy needing attention for it`);
 }
 
 /**
@@ -117,15 +130,20 @@ export function checkI6(sim: Sim, t: Tracked): string[] {
   const rec = sim.state.db.records.get(t.rotationId);
   if (rec?.endedAt === undefined || rec.status === "skipped") return [];
   const current = sim.store.holder(refOf(t.policy), AWSCURRENT);
-  if (current && sim.creds.byValue(current.value)?.diedAt !== undefined) return [`I6 ${t.policy.id}: rotation ${t.rotationId} ended ${rec.status} with a dead credential in the current version ${current.versionId}`];
+  // A leak's replace (Snyk) killed every credential by declaration, like a reset: one that could
+  // not store its new value ends needs-attention saying the old one may be dead.
+  const replaced = (t.job.data as { oldRevokedByReplace?: boolean }).oldRevokedByReplace === true && rec.status === "needs-attention";
+  if (current && !replaced && sim.creds.byValue(current.value)?.diedAt !== undefined) return [`I6 ${t.policy.id}: rotation ${t.rotationId} ended ${rec.status} with a dead credential in the current version ${current.versionId}`];
   if (rec.status === "completed" || current?.versionId === t.rotationId) return [];
   const out: string[] = [];
   const issued = sim.creds.all.some((c) => c.issuedBy === t.rotationId);
-  if (cutover(t) && issued) return [];
+  if ((cutover(t) && issued) || replaced) return [];
   if (current?.versionId !== t.before?.versionId) out.push(`I6 ${t.policy.id}: rotation ${t.rotationId} failed and version ${t.before?.versionId} is no longer current`);
   const old = t.before?.value === undefined ? undefined : sim.creds.byValue(t.before.value);
   if (old?.diedAt !== undefined) out.push(`I6 ${t.policy.id}: rotation ${t.rotationId} failed and the old credential no longer works`);
-  for (const c of sim.creds.live(t.policy.id)) if (c.issuedBy === t.rotationId) out.push(`I6 ${t.policy.id}: rotation ${t.rotationId} failed and its new credential ${c.credentialId} is still live`);
+  const values = stored(sim, t);
+  // One whose value is in no version is I1's concern (allowed while alerted), not undone here.
+  for (const c of sim.creds.live(t.policy.id)) if (c.issuedBy === t.rotationId && (values.has(c.value) || !alerted(sim, t.policy.id))) out.push(`I6 ${t.policy.id}: rotation ${t.rotationId} failed and its new credential ${c.credentialId} is still live`);
   return out;
 }
 

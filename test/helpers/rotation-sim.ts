@@ -50,6 +50,20 @@ export function cutoverPolicy(id: string): Policy {
   } satisfies PolicyInput);
 }
 
+/** A Snyk service account's client secret: no list, at most two live, the value goes to AWSPENDING first. */
+export function clientSecretPolicy(id: string): Policy {
+  return PolicySchema.parse({
+    id,
+    owner: "dana.kim@example.com",
+    provider: { kind: "snyk-service-account", management: { env: "SNYK_ADMIN" }, orgId: "org-1", serviceAccountId: "sa-1", clientId: "client-1" },
+    target: { secretId: `prod/${id}`, region: "eu-central-1" },
+    consumers: [
+      { id: "checkout", confirm: "push", tokenHash: HASH },
+      { id: "billing", confirm: "push", tokenHash: HASH },
+    ],
+  } satisfies PolicyInput);
+}
+
 /** A credential only a person can make (Snyk PAT): rekey asks the owner and waits for `rekey submit`. */
 export function humanPolicy(id: string): Policy {
   return PolicySchema.parse({

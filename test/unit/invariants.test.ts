@@ -8,16 +8,17 @@
  * confirmations, and everything rekey wrote — not the calls the steps made.
  */
 import { describe, expect, it } from "vitest";
-import { PermanentError, TransientError } from "../../src/errors.ts";
+import { PermanentError, TransientError, UnansweredError } from "../../src/errors.ts";
 import type { Policy } from "../../src/policy/schema.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { AWSCURRENT, AWSPREVIOUS } from "../../src/stores/types.ts";
 import { reconcileJobId } from "../../src/rotation/job-ids.ts";
 import type { RotationJobData } from "../../src/rotation/job.ts";
 import { MemoryJob } from "../fakes/memory.ts";
+import { CLIENT_SECRETS_MAX } from "../fakes/memory-providers.ts";
 import { type FaultKind, rng } from "../fakes/memory-world.ts";
 import { checkI1, checkI2, checkI3, checkI6, runChecked } from "../helpers/invariants.ts";
-import { cutoverPolicy, humanPolicy, overlapPolicy, Sim, type SimOptions, type Tracked } from "../helpers/rotation-sim.ts";
+import { clientSecretPolicy, cutoverPolicy, humanPolicy, overlapPolicy, Sim, type SimOptions, type Tracked } from "../helpers/rotation-sim.ts";
 
 const DAY = 86_400_000;
 
@@ -106,6 +107,60 @@ describe("I1: no value is lost", () => {
     expect(violations).toEqual([]);
     expect(sim.creds.all.filter((c) => c.issuedBy === t.rotationId)).toHaveLength(1);
     expect(sim.store.holder(refOf(t.policy), AWSCURRENT)?.versionId).toBe(t.rotationId);
+  });
+});
+
+describe("I1: a Snyk client secret whose value was lost (no list: only a leak's replace removes it)", () => {
+  it("a create that timed out and lands later, while consumers confirm fast: the old secret stays until it can no longer land, and the late create is refused", async () => {
+    // Found by the fault matrix: the delayed create landed after the old secret was deleted, beside
+    // the new one, and the rotation completed — a live secret in no version, with no alert.
+    let landed = 0;
+    const { sim, t, violations, original } = await rotate(
+      clientSecretPolicy("snyk-sa"),
+      (sim) => {
+        const id = "snyk-sa";
+        sim.world.next("provider.issue", { kind: "fail", error: () => new UnansweredError("provider.issue: timed out (injected)") });
+        // Snyk carries the create out 50 s later (within the settle time), if it holds fewer than two.
+        sim.at(sim.now + 50_000, () => {
+          if (sim.creds.live(id).length >= CLIENT_SECRETS_MAX) return;
+          sim.creds.make(id, sim.tracked[0]!.rotationId);
+          landed++;
+        });
+      },
+      { confirmAfter: { checkout: 2_000, billing: 4_000 } },
+    );
+    expect(violations).toEqual([]);
+    expect(landed).toBe(0);
+    const rec = sim.state.db.records.get(t.rotationId)!;
+    expect(rec.status).toBe("completed");
+    expect(sim.creds.byValue(original.value)!.diedAt!).toBeGreaterThanOrEqual(sim.world.calls.find((c) => c.op === "provider.issue")!.at + 50_000);
+    expect(sim.creds.live(t.policy.id).map((c) => c.value)).toEqual([sim.store.holder(refOf(t.policy), AWSCURRENT)!.value]);
+  });
+
+  it.each([
+    ["its worker died after the create", "crash-after" as const],
+    ["the create's answer was lost", "lose" as const],
+  ])("%s, then the retry failed for good before storing: ends needs-attention naming `rekey leak`", async (_n, kind) => {
+    // Found by seeded schedules (seed 5335): the retry's failure ended the rotation `failed`,
+    // the lost secret live and in no version, no alert.
+    const { sim, t, violations, original } = await rotate(clientSecretPolicy("snyk-sa"), (sim) => {
+      sim.world.next("provider.issue", { kind });
+      sim.world.next("provider.issue", { kind: "fail", error: () => new PermanentError("provider.issue refused (injected)") });
+    });
+    expect(sim.world.pending()).toBe(0);
+    expect(violations).toEqual([]);
+    const rec = sim.state.db.records.get(t.rotationId)!;
+    expect(rec.status).toBe("needs-attention");
+    expect(rec.message).toContain("rekey leak --policy snyk-sa");
+    expect(sim.creds.live(t.policy.id)).toHaveLength(2);
+    expect(sim.store.holder(refOf(t.policy), AWSCURRENT)?.value).toBe(original.value);
+  });
+
+  it("a rotation that fails after its create answered does not alert: the secret it made is revoked", async () => {
+    const { sim, t, violations, original } = await rotate(clientSecretPolicy("snyk-sa"), (sim) => sim.world.next("provider.verify", { kind: "fail", error: () => new PermanentError("verify refused (injected)") }));
+    expect(violations).toEqual([]);
+    expect(sim.state.db.records.get(t.rotationId)?.status).toBe("failed");
+    expect(sim.creds.live(t.policy.id).map((c) => c.value)).toEqual([original.value]);
   });
 });
 
@@ -354,13 +409,15 @@ describe("a rotation queued again by reconcile after a Redis wipe", () => {
 
 describe("I1–I6 under seeded random fault schedules", () => {
   // INVARIANT_SEED=<n> replays one schedule; INVARIANT_SEEDS=<n> runs n of them (default 150).
-  // Seeds that once found a bug run every time: 250 (a lost credential id after the one write).
-  const regressions = [250];
+  // Seeds that once found a bug run every time: 250 (a lost credential id after the one write),
+  // 5335 (a Snyk client secret created by a worker that died, then a retry refused for good: failed, no alert),
+  // 13391 (a leak's replace whose store write was refused: the new secret's value lost, no remedy named).
+  const regressions = [250, 5335, 13391];
   const seeds = process.env.INVARIANT_SEED
     ? [Number(process.env.INVARIANT_SEED)]
     : [...new Set([...Array.from({ length: Number(process.env.INVARIANT_SEEDS ?? 150) }, (_, i) => i + 1), ...regressions])];
 
-  it(`hold for ${seeds.length} schedules (overlap, cut-over and human steps; duplicates, leaks, slow consumers; the seed is named on failure)`, async () => {
+  it(`hold for ${seeds.length} schedules (overlap, Snyk client secrets, cut-over and human steps; duplicates, leaks, slow consumers; the seed is named on failure)`, async () => {
     const outcomes = new Map<string, number>();
     for (const seed of seeds) {
       const random = rng(seed * 7_919);
@@ -370,8 +427,15 @@ describe("I1–I6 under seeded random fault schedules", () => {
       const late = () => (random() < 0.08 ? (random() < 0.5 ? undefined : minutes(25 * 60, 27 * 60)) : minutes(0.2, 20));
       sim.confirmAfter = { checkout: late(), billing: late(), reports: minutes(1, 10), publisher: late(), scanner: late() } as Record<string, number>;
       const kind = seed % 4;
+      // Half of the overlap seeds are Snyk client secrets (seed % 8 === 7: no list, at most two live).
       const policy =
-        kind === 0 ? cutoverPolicy("qstash-token") : kind === 1 ? humanPolicy("snyk-pat") : overlapPolicy("ld-api", random() < 0.3 ? { confirmation: { timeout: "1d", onTimeout: "revoke" } } : {});
+        kind === 0
+          ? cutoverPolicy("qstash-token")
+          : kind === 1
+            ? humanPolicy("snyk-pat")
+            : seed % 8 === 7
+              ? clientSecretPolicy("snyk-sa")
+              : overlapPolicy("ld-api", random() < 0.3 ? { confirmation: { timeout: "1d", onTimeout: "revoke" } } : {});
       // The owner of a human step submits in time, too late (after 6 h), or never.
       sim.humanAfter = random() < 0.8 ? minutes(1, 120) : random() < 0.5 ? minutes(7 * 60, 8 * 60) : undefined;
       sim.addPolicy(policy);

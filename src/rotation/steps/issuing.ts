@@ -74,7 +74,12 @@ export const issuing: StepFn = async (run) => {
     // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
     // both may land without an answer. Written to the job before the call (a reset's with its marker).
     const replace = d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll !== undefined;
-    if (record(run, issueUndo(run, replace)) && run.caps.issue !== "reset") await run.job.updateData(run.data);
+    // Where a credential whose value was lost cannot be found again (Run.lostIsUnfindable), the job says a
+    // create is on its way before it is sent: a worker that dies before the store write leaves
+    // the mark, and a failure before the value is stored then alerts (Run.fail).
+    const unfindable = !replace && run.lostIsUnfindable && !d.issueUnanswered;
+    if (unfindable) run.data = { ...run.data, issueUnanswered: true };
+    if ((record(run, issueUndo(run, replace)) || unfindable) && run.caps.issue !== "reset") await run.job.updateData(run.data);
     if (run.caps.issue === "reset") {
       if (!d.issueStarted && !run.caps.oldSurvivesIssue) {
         // A cut-over by API: consumers hear of it before the reset, so a failure they see next
@@ -113,7 +118,7 @@ export const issuing: StepFn = async (run) => {
     }
   }
   run.deps.crashAt?.("after-issue");
-  run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace };
+  run.data = { ...run.data, newCredentialId: issued.credentialId, newMeta: issued.meta, oldRevokedByReplace: replaced || run.data.oldRevokedByReplace, issueUnanswered: undefined };
   // A replace (a leak's compromise mode) killed the old value already: like a cut-over, its value
   // is written first — it is the only live credential (I1) — and verified after (promoting).
   const writeFirst = run.cutover || replaced;
@@ -278,7 +283,9 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential, toCurrent
   }
   // A value the provider shows again (a reset's token, a roll's pair) is read back by the next attempt.
   if (run.provider.recoverIssued) throw new TransientError(`could not store the new credential (it will be read back from the provider): ${why}`);
-  throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead`);
+  // After a replace the value dies with this run and the credential lives on: only another replace removes it.
+  const remedy = run.data.oldRevokedByReplace ? `; the new credential is live with its value lost: run the leak rotation again (\`rekey leak --policy ${run.policy.id}\`), whose replace drops every credential once more` : "";
+  throw new PermanentError(`the new credential could not be stored and cannot be read back (${why}); the old credential may already be dead${remedy}`);
 }
 
 /** Record the new credential's id and keyed fingerprint (the leaked-value index). */

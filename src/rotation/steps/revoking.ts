@@ -21,6 +21,18 @@ export const revoking: StepFn = async (run) => {
   if (run.caps.revoke === "next-roll") what = "the old pair ages out on the next roll, which this confirmation now allows";
   if (d.oldRevokedByReplace) what = "the old credential was revoked by the compromise-mode replace";
   else if (run.caps.revoke === "api" && run.provider.revoke && d.oldVersionId) {
+    // Where a credential whose value was lost cannot be found again (no sweep: Snyk's client
+    // secrets cannot be listed), an unanswered create of this rotation must not land after the
+    // old credential is gone (found by the fault matrix: a delayed create landed beside the new
+    // secret once the old one was deleted, and the rotation completed, a live secret in no
+    // version and no alert). Until it can no longer land the old one stays; landing beside the
+    // old and the new one it is refused (at most two), landing earlier it made issuing refused.
+    const settledAt = run.lostCreateSettledAt(d);
+    if (!d.oldRevoked && run.lostIsUnfindable && d.issueLostAt !== undefined && settledAt > run.now) {
+      const text = `a create of this rotation went unanswered, so the old credential is revoked at ${new Date(settledAt).toISOString()}, once that create can no longer land beside the new one`;
+      await run.transition({ status: "running", step: "revoking", message: text }, "revoking", "waiting", text);
+      return { data: d, waitUntil: settledAt };
+    }
     if (!d.oldRevoked) {
       // A provider that revokes by id needs no value: the old version is not read.
       const old = run.provider.revokesById && d.oldCredentialId ? undefined : await run.readVersion(d.oldVersionId);
