@@ -66,22 +66,25 @@ const ACTS = /^(provider\.(issue|revoke|sweep|cleanupOrphans|replaceAll)|store\.
 
 /**
  * I3: per policy, the spans in which rotations changed the world (first act to their end) never
- * overlap.
+ * overlap. The simulated clock does not move within a moment, so spans are ordered by the
+ * sequence of the world's calls, and a span that starts at the very moment another one ended
+ * (a leak rotation queued by the end of the one before it) overlaps only if the earlier rotation
+ * acted again after the later one's first act.
  */
 export function checkI3(sim: Sim): string[] {
   const out: string[] = [];
-  const spans = new Map<string, { t: Tracked; from: number; to: number }[]>();
+  const spans = new Map<string, { t: Tracked; first: number; last: number; from: number; to: number }[]>();
   for (const t of sim.tracked) {
-    const acts = sim.world.calls.filter((c) => c.rotationId === t.rotationId && ACTS.test(c.op));
+    const acts = sim.world.calls.flatMap((c, i) => (c.rotationId === t.rotationId && ACTS.test(c.op) ? [{ c, i }] : []));
     if (!acts.length) continue;
     const ended = sim.state.db.records.get(t.rotationId)?.endedAt;
     const list = spans.get(t.policy.id) ?? [];
-    list.push({ t, from: acts[0]!.at, to: Math.max(ended ?? Infinity, acts.at(-1)!.at) });
+    list.push({ t, first: acts[0]!.i, last: acts.at(-1)!.i, from: acts[0]!.c.at, to: Math.max(ended ?? Infinity, acts.at(-1)!.c.at) });
     spans.set(t.policy.id, list);
   }
   for (const [policyId, list] of spans) {
     for (const a of list)
-      for (const b of list) if (a !== b && a.from <= b.from && b.from < a.to) out.push(`I3 ${policyId}: rotations ${a.t.rotationId} and ${b.t.rotationId} were in flight at once`);
+      for (const b of list) if (a !== b && a.first < b.first && (b.from < a.to || a.last > b.first)) out.push(`I3 ${policyId}: rotations ${a.t.rotationId} and ${b.t.rotationId} were in flight at once`);
   }
   return out;
 }
