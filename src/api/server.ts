@@ -23,7 +23,7 @@ import type { RedisClient } from "../redis-connection.ts";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { openLeakIncidents, stateMetrics } from "../observe/metrics.ts";
 import { z } from "zod";
-import { closeUnread, Guard, bearerOf, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
+import { basicPasswordOf, bearerOf, closeUnread, Guard, routeOf, UNAUTHENTICATED } from "../auth/guard.ts";
 import { actorOf, hasScope, type Identity } from "../auth/identity.ts";
 import type { OidcVerifier } from "../auth/jwt.ts";
 import { REFUSAL_REASONS, Refusals } from "../auth/refusals.ts";
@@ -67,7 +67,7 @@ export interface ApiDeps {
   rotations: Rotations;
   state: RekeyState;
   audit: Audit;
-  policies: { all(): Policy[]; get(id: string): Policy | undefined };
+  policies: { all(): Policy[]; get(id: string): Policy | undefined; consumerTokenHashes?(): ReadonlySet<string> };
   log: Logger;
   /** `sha256:<hex>` of the bootstrap admin token (REKEY_ADMIN_TOKEN_HASH). */
   adminTokenHash?: string;
@@ -213,6 +213,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     oidc: deps.oidc,
     adminTokenHash: deps.adminTokenHash,
     refusals,
+    consumerTokenKnown: (hash) => (deps.policies.consumerTokenHashes?.() ?? new Set(deps.policies.all().flatMap((p) => p.consumers.flatMap((c) => (c.confirm === "push" ? [c.tokenHash] : []))))).has(hash),
     limitIdentity: limits
       ? async (req) => {
           byIdentity ??= app.createRateLimit({ keyGenerator: identityKey, max: limits.perIdentity ?? 600, timeWindow: windowMs });
@@ -245,6 +246,14 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     if (req.headers.authorization === undefined && !req.url.startsWith("/submit/")) return;
     if (boardWrite(req)) return;
     byAddress ??= app.createRateLimit({ max: limits.perAddress ?? 1_200, timeWindow: windowMs });
+    // A credential that cannot authenticate (Guard.mayAuthenticate) is refused next whatever the
+    // counter says, so the request is counted without waiting for Redis: a flood of forged tokens
+    // costs no round trip, and still uses up the address's budget, so a right guess from an
+    // address over its limit meets the 429 below.
+    if (!req.url.startsWith("/submit/") && !guard.mayAuthenticate(bearerOf(req) ?? basicPasswordOf(req))) {
+      void byAddress(req).catch(() => undefined);
+      return;
+    }
     const r = await byAddress(req);
     if (r.isAllowed || !r.isExceeded) return;
     const wait = Math.max(1, r.ttlInSeconds);
@@ -289,10 +298,11 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.get("/metrics", { onRequest: viewer }, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
   // A consumer proves itself with its own token: a named token of scope consumer for exactly this
-  // policy and consumer, or the token whose sha256 the policy holds. Without a bearer at all the
-  // body is not even read.
+  // policy and consumer, or the token whose sha256 the policy holds. Without a bearer that could
+  // be either (Guard.mayAuthenticate: no named token's shape, no consumer token of any loaded
+  // policy) the body is not even read.
   const consumerBearer = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!bearerOf(req)) return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
+    if (!guard.mayAuthenticate(bearerOf(req))) return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
   };
   /** The consumer a request authenticates as, for the policy and consumer its body names. */
   const consumerIdentity = async (req: FastifyRequest, body: { policyId: string; consumerId: string }): Promise<Identity | undefined> => {

@@ -8,11 +8,11 @@
  * hook: `app.guard.requireScope("viewer")`.
  */
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from "fastify";
-import { tokenMatches } from "../consumers/fingerprint.ts";
+import { tokenHash, tokenMatches } from "../consumers/fingerprint.ts";
 import { actorOf, hasScope, type Identity, type Scope } from "./identity.ts";
 import { looksLikeJwt, type OidcVerifier } from "./jwt.ts";
 import type { RefusalReason, Refusals } from "./refusals.ts";
-import type { ApiTokens } from "./tokens.ts";
+import { type ApiTokens, looksLikeApiToken } from "./tokens.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -36,6 +36,8 @@ export interface GuardOptions {
   /** `sha256:<hex>` of the bootstrap admin token (REKEY_ADMIN_TOKEN_HASH). */
   adminTokenHash?: string;
   refusals: Refusals;
+  /** Whether `sha256:<hex>` is the token hash of a push consumer of a loaded policy. */
+  consumerTokenKnown?: (hash: string) => boolean;
   /**
    * Per-identity rate limit, applied after authentication (keys bounded by the number of
    * identities). Resolves to the seconds to wait when the identity is over its limit.
@@ -51,7 +53,7 @@ export function bearerOf(req: FastifyRequest): string | undefined {
 }
 
 /** The password of HTTP Basic credentials (browsers cannot send a bearer header to Bull Board). */
-function basicPasswordOf(req: FastifyRequest): string | undefined {
+export function basicPasswordOf(req: FastifyRequest): string | undefined {
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(req.headers.authorization ?? "");
   if (!m?.[1] || m[1].length > MAX_CREDENTIAL * 2) return undefined;
   const decoded = Buffer.from(m[1], "base64").toString("utf8");
@@ -85,6 +87,20 @@ export class Guard {
     if (looksLikeJwt(credential)) return this.opts.oidc?.identify(credential);
     if (this.opts.adminTokenHash && tokenMatches(credential, this.opts.adminTokenHash)) return { name: "admin", via: "admin-token-hash", scopes: ["admin"] };
     return this.opts.tokens?.identify(credential);
+  }
+
+  /**
+   * Whether `credential` could authenticate at all, decided without Redis: a named token's shape
+   * (looked up next), a JWT where an issuer is configured, the admin token, or the token of a
+   * loaded policy's push consumer (its hash is in the policy). A credential that cannot is refused
+   * without a Redis round trip and, on the confirmation routes, without reading the body.
+   */
+  mayAuthenticate(credential: string | undefined): boolean {
+    if (!credential || credential.length > MAX_CREDENTIAL) return false;
+    if (looksLikeJwt(credential)) return this.opts.oidc !== undefined;
+    if (looksLikeApiToken(credential)) return this.opts.tokens !== undefined;
+    if (this.opts.adminTokenHash && tokenMatches(credential, this.opts.adminTokenHash)) return true;
+    return this.opts.consumerTokenKnown?.(tokenHash(credential)) ?? false;
   }
 
   /** Counts, logs (rate-limited) and answers a refusal. */

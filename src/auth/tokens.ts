@@ -22,6 +22,11 @@ export class TokenError extends RekeyError {
 
 /** `rk_` and 43 base64url characters (32 random bytes). Anything else is not looked up at all. */
 const TOKEN_SHAPE = /^rk_[A-Za-z0-9_-]{43}$/;
+
+/** Whether `presented` has a named token's shape (only such a credential is looked up in Redis). */
+export function looksLikeApiToken(presented: string): boolean {
+  return TOKEN_SHAPE.test(presented);
+}
 const POLICY_ID = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 const CONSUMER_ID = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 

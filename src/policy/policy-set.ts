@@ -49,6 +49,8 @@ export class PolicySet {
   private readonly fileOf = new Map<string, string>();
   private readonly listeners = new Set<(change: PolicyChange) => void>();
   private chain: Promise<unknown> = Promise.resolve();
+  /** consumerTokenHashes, worked out once per change of the set. */
+  private tokenHashes: Set<string> | undefined;
 
   constructor(
     readonly paths: string[],
@@ -71,6 +73,12 @@ export class PolicySet {
 
   all(): Policy[] {
     return [...this.byId.values()];
+  }
+
+  /** The token hashes of every push consumer of the set (the API refuses any other consumer token unread). */
+  consumerTokenHashes(): ReadonlySet<string> {
+    this.tokenHashes ??= new Set([...this.byId.values()].flatMap((p) => p.consumers.flatMap((c) => (c.confirm === "push" ? [c.tokenHash] : []))));
+    return this.tokenHashes;
   }
 
   /** Hear every change of the set from now on. Returns a function that stops listening. */
@@ -253,6 +261,7 @@ export class PolicySet {
   }
 
   private notify(change: PolicyChange): void {
+    this.tokenHashes = undefined;
     if (change.upserted.length || change.removed.length) for (const l of this.listeners) l(change);
   }
 }
