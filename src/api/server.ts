@@ -67,7 +67,8 @@ export interface ApiDeps {
   rotations: Rotations;
   state: RekeyState;
   audit: Audit;
-  policies: { all(): Policy[]; get(id: string): Policy | undefined; consumerTokenHashes?(): ReadonlySet<string> };
+  /** A PolicySet, or what the API needs of one. */
+  policies: { all(): Policy[]; get(id: string): Policy | undefined; consumerTokenHashes(): ReadonlySet<string> };
   log: Logger;
   /** `sha256:<hex>` of the bootstrap admin token (REKEY_ADMIN_TOKEN_HASH). */
   adminTokenHash?: string;
@@ -213,7 +214,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     oidc: deps.oidc,
     adminTokenHash: deps.adminTokenHash,
     refusals,
-    consumerTokenKnown: (hash) => (deps.policies.consumerTokenHashes?.() ?? new Set(deps.policies.all().flatMap((p) => p.consumers.flatMap((c) => (c.confirm === "push" ? [c.tokenHash] : []))))).has(hash),
+    consumerTokenKnown: (hash) => deps.policies.consumerTokenHashes().has(hash),
     limitIdentity: limits
       ? async (req) => {
           byIdentity ??= app.createRateLimit({ keyGenerator: identityKey, max: limits.perIdentity ?? 600, timeWindow: windowMs });

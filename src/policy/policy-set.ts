@@ -77,7 +77,7 @@ export class PolicySet {
 
   /** The token hashes of every push consumer of the set (the API refuses any other consumer token unread). */
   consumerTokenHashes(): ReadonlySet<string> {
-    this.tokenHashes ??= new Set([...this.byId.values()].flatMap((p) => p.consumers.flatMap((c) => (c.confirm === "push" ? [c.tokenHash] : []))));
+    this.tokenHashes ??= consumerTokenHashesOf(this.byId.values());
     return this.tokenHashes;
   }
 
@@ -270,4 +270,9 @@ export class PolicySet {
 export function logReload(log: Pick<Logger, "info" | "error">, set: PolicySet, report: ReloadReport): void {
   for (const i of report.issues) log.error({ file: i.file, line: i.line, path: i.path }, `${formatPolicyIssue(i)} (its policies keep their last good version)`);
   if (!report.issues.length) log.info({ policies: set.all().length, upserted: report.upserted, removed: report.removed }, "policies reloaded");
+}
+
+/** The token hashes of the push consumers of `policies`. */
+export function consumerTokenHashesOf(policies: Iterable<Policy>): Set<string> {
+  return new Set([...policies].flatMap((p) => p.consumers.flatMap((c) => (c.confirm === "push" ? [c.tokenHash] : []))));
 }

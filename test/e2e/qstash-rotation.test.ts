@@ -83,7 +83,8 @@ describe("QStash rotation end to end", () => {
     }
   });
 
-  it("signing keys: one roll stored as one JSON secret; no second roll until receivers confirmed, then the next rotation rolls", async () => {
+  /** The signing-key policy and its secret holding QStash's current pair; returns the stack, the secret and that pair. */
+  const startSigningKeys = async () => {
     const policy: PolicyInput = {
       id: "qstash-keys",
       owner: "owner@example.com",
@@ -92,10 +93,16 @@ describe("QStash rotation end to end", () => {
       consumers: [{ id: "receiver", confirm: "push", tokenHash: tokenHash(RECEIVER_TOKEN) }],
       confirmation: { timeout: "1h", onTimeout: "keep-old" },
     };
-    stack = await startStack({ policies: [policy], env: { QSTASH_TOKEN: qstash.token() } });
+    const started = await startStack({ policies: [policy], env: { QSTASH_TOKEN: qstash.token() } });
+    stack = started;
     const ref = { secretId: "prod/qstash-keys", region: REGION };
     const before = qstash.keys();
-    await stack.store.create!(ref, encodeSigningKeys(before));
+    await started.store.create!(ref, encodeSigningKeys(before));
+    return { stack: started, ref, before };
+  };
+
+  it("signing keys: one roll stored as one JSON secret; no second roll until receivers confirmed, then the next rotation rolls", async () => {
+    const { stack, ref, before } = await startSigningKeys();
 
     const first = await stack.rt.rotations.enqueue({ policyId: "qstash-keys", reason: "scheduled", actor: "scheduler", slot: Date.UTC(2026, 0, 1) });
     await statusOf(stack, first.rotationId, ["awaiting-confirmation"]);
@@ -133,18 +140,7 @@ describe("QStash rotation end to end", () => {
     }
   });
   it("signing keys: the rolled pair, verified, is ONE write straight to AWSCURRENT; a write that failed is retried with the live pair, never a second roll", { timeout: 40_000 }, async () => {
-    const policy: PolicyInput = {
-      id: "qstash-keys",
-      owner: "owner@example.com",
-      provider: { kind: "qstash-signing-keys", baseUrl: qstash.url, management: { env: "QSTASH_TOKEN" } },
-      target: { secretId: "prod/qstash-keys", region: REGION },
-      consumers: [{ id: "receiver", confirm: "push", tokenHash: tokenHash(RECEIVER_TOKEN) }],
-      confirmation: { timeout: "1h", onTimeout: "keep-old" },
-    };
-    stack = await startStack({ policies: [policy], env: { QSTASH_TOKEN: qstash.token() } });
-    const ref = { secretId: "prod/qstash-keys", region: REGION };
-    const before = qstash.keys();
-    await stack.store.create!(ref, encodeSigningKeys(before));
+    const { stack, ref, before } = await startSigningKeys();
     // Every write of the first attempt is refused (the in-process retries included): the rolled
     // pair is then only at QStash, and the queue's next attempt must store it without rolling again.
     stack.emulator.faults.inject({ route: "PutSecretValue", kind: "500", times: Infinity });

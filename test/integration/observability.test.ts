@@ -30,7 +30,7 @@ async function servedNames(): Promise<Set<string>> {
   auditSinkMetrics(registry, async () => 0);
   // The API's own (requests, confirmations, queue jobs) on a registry of its own.
   const api = new Registry();
-  buildApi({ registry: api, state: noState, audit: {} as never, rotations: {} as never, policies: { all: () => [], get: () => undefined }, log: createLogger({ level: "silent" }) });
+  buildApi({ registry: api, state: noState, audit: {} as never, rotations: {} as never, policies: { all: () => [], get: () => undefined, consumerTokenHashes: () => new Set() }, log: createLogger({ level: "silent" }) });
   const names = new Set<string>();
   for (const r of [registry, api]) {
     for (const m of await r.getMetricsAsJSON()) {

@@ -4,6 +4,7 @@
  */
 import type { Redis } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
+import { withTimeout } from "../../util/timeout.ts";
 import type { RedisKeys } from "../keys.ts";
 import type { WakeListener, WakePort } from "../ports.ts";
 
@@ -53,11 +54,11 @@ export class WakeFlags implements WakePort {
     const close = async (): Promise<boolean> => {
       // The answer to UNSUBSCRIBE comes after every message published to the channel before it:
       // a raise its sender counted as heard has been seen when this resolves.
-      await within(sub.unsubscribe(channel), timeoutMs).catch(() => undefined);
+      await withTimeout(sub.unsubscribe(channel), timeoutMs, "unsubscribe timed out").catch(() => undefined);
       this.listeners.delete(channel);
       return heard;
     };
-    if (!(await within(sub.subscribe(channel), timeoutMs).catch(() => false))) {
+    if (!(await withTimeout(sub.subscribe(channel), timeoutMs, "subscribe timed out").then(() => true, () => false))) {
       void close();
       return undefined;
     }
@@ -115,10 +116,4 @@ export class RateGates {
   async until(scope: string): Promise<number> {
     return Number((await this.redis.get(this.keys.gate(scope))) ?? 0);
   }
-}
-
-/** `p`'s value, or false when it takes longer than `ms`. */
-function within<T>(p: Promise<T>, ms: number): Promise<T | false> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]).finally(() => clearTimeout(timer));
 }
