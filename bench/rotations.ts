@@ -202,7 +202,7 @@ async function memory(): Promise<MemoryResult> {
         .slice(rig.rt.prefix.length + 1)
         .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>")
         .replace(/bench-ld-\d+/g, "<policy>")
-        .replace(/^fp:.*/, "fp:<fingerprint>")
+        .replace(/^fpi:.*/, "fpi:<fingerprint>")
         .replace(/^(pace|gate):.*/, "$1:…");
       keys[kind] = (keys[kind] ?? 0) + 1;
     }

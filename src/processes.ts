@@ -56,13 +56,14 @@ export function startRotationWorker(rt: Runtime, opts: WorkerOptions): Stoppable
   // A lost lock means another worker may already run this job: abort every provider and AWS call
   // in flight for it (the processor's signal reaches them all).
   // A job lingering for its confirmations (processor.ts, Linger) lends its slot: the worker runs one
-  // more job meanwhile, up to twice its concurrency.
+  // more job meanwhile. A lingering job only waits for a message on its subscription, so up to four
+  // times the concurrency may linger (each holds a job lock); beyond that a job parks at once.
   let lingering = 0;
   const lingerMs = opts.confirmationLingerMs ?? engineDefaults.confirmationLingerMs;
   const linger = (rt.engine.linger = {
     ms: lingerMs,
     begin: () => {
-      if (lingering >= opts.concurrency) return false;
+      if (lingering >= 4 * opts.concurrency) return false;
       worker.concurrency = opts.concurrency + ++lingering;
       return true;
     },

@@ -131,6 +131,8 @@ interface RunState {
 
 export class Rig {
   private run: RunState | undefined;
+  /** Redis commands the harness itself sent on rekey's connection (its reads of the records it reports on), by command. */
+  private readonly harnessCalls: Record<string, number> = {};
   /** The baseline's memory of what its last rotation of each policy made current. */
   private readonly baselineFacts = new Map<number, { versionId: string; credentialId: string }>();
 
@@ -265,7 +267,7 @@ export class Rig {
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
     const deletedAt = new Map(drain.deletes.map((d) => [d.id, d.at]));
     const confirmToRevokeMs: number[] = [];
-    const records = await pool([...run.jobs], 32, async ([jobId, { i, rotationId }]) => ({ jobId, i, rec: await this.rt.state.records.get(rotationId) }));
+    const records = await pool([...run.jobs], 32, async ([jobId, { i, rotationId }]) => ({ jobId, i, rec: await this.readRecord(rotationId) }));
     for (const { jobId, i, rec } of records) {
       const old = this.tokenOf[i] as string;
       const del = deletedAt.get(old);
@@ -276,10 +278,16 @@ export class Rig {
     return { wallMs, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
   }
 
+  /** A record the harness reads to report on (one HGETALL, counted apart from rekey's commands). */
+  private readRecord(rotationId: string) {
+    this.harnessCalls.hgetall = (this.harnessCalls.hgetall ?? 0) + 1;
+    return this.rt.state.records.get(rotationId);
+  }
+
   private async sweep(run: RunState): Promise<void> {
     for (const [jobId, { rotationId }] of run.jobs) {
       if (run.done.has(jobId) || run.failed.has(jobId)) continue;
-      const rec = await this.rt.state.records.get(rotationId);
+      const rec = await this.readRecord(rotationId);
       if (rec?.status === "completed") this.onEnded(jobId, true);
       else if (rec?.status === "failed" || rec?.status === "skipped") this.onEnded(jobId, false);
       else if (rec?.status === "awaiting-confirmation") await this.consumer.call({ type: "confirm", jobId });
@@ -364,11 +372,11 @@ export class Rig {
     return { wallMs, completed, drain };
   }
 
-  /** Redis server CPU (ms, user + sys) and commands served so far, by command. */
   /**
    * The Redis server's CPU time and the commands it served, by command — less those the consumer
    * process sent (its reads of the audit stream, `consumer`): a real consumer learns that its
-   * rotation waits for it from rekey's push or webhook, not from Redis.
+   * rotation waits for it from rekey's push or webhook, not from Redis — and less the harness's
+   * own reads of the records it reports on.
    */
   async redisCounters(): Promise<{ cpuMs: number; calls: Record<string, number>; consumer: Record<string, number> }> {
     const cpu = await this.rt.redis.info("cpu");
@@ -376,7 +384,10 @@ export class Rig {
     const consumer = await this.consumer.call<Record<string, number>>({ type: "count" });
     const num = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
     const calls: Record<string, number> = {};
-    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1] as string] = Number(m[2]) - (consumer[m[1] as string] ?? 0);
+    for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      const c = m[1] as string;
+      calls[c] = Number(m[2]) - (consumer[c] ?? 0) - (this.harnessCalls[c] ?? 0);
+    }
     return { cpuMs: (num("used_cpu_user") + num("used_cpu_sys")) * 1000, calls, consumer };
   }
 

@@ -4,9 +4,10 @@
  * ids, steps, outcomes and actors — never a value. Redis is a bounded cache: the audit sink
  * (sink.ts) ships the whole trail, hash-chained, to a file, stdout or an HTTP endpoint.
  */
-import type { ChainableCommander } from "ioredis";
+import type { ChainableCommander, Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+import { defineScripts } from "../util/redis-scripts.ts";
 
 export interface AuditEntry {
   rotationId?: string;
@@ -25,6 +26,19 @@ export interface AuditRecord extends AuditEntry {
   at: number;
 }
 
+// One entry into each of its streams (the whole trail, the policy's own), atomically.
+// KEYS: the streams. ARGV: each stream's length bound, then the entry's fields.
+const AUDIT_LUA = `
+local n = #KEYS
+for i = 1, n do redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[i], '*', unpack(ARGV, n + 1)) end
+`;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    rekeyAudit(numberOfKeys: number, ...keysAndArgs: string[]): Result<null, Context>;
+  }
+}
+
 export class Audit {
   private readonly keys: RedisKeys;
 
@@ -34,6 +48,8 @@ export class Audit {
     private readonly opts: { maxLen: number; perPolicyMaxLen?: number; now?: () => number },
   ) {
     this.keys = new RedisKeys(prefix);
+    // How many streams an entry goes to varies (two where it names its policy): given per call.
+    defineScripts(redis, { rekeyAudit: { lua: AUDIT_LUA } });
   }
 
   private streamKey(policyId?: string): string {
@@ -46,9 +62,12 @@ export class Audit {
    */
   async record(entry: AuditEntry & { at?: number }, pipe?: ChainableCommander): Promise<void> {
     const { streams, fields } = this.appendArgs(entry);
-    const m = pipe ?? this.redis.multi();
-    for (const s of streams) m.xadd(s.key, "MAXLEN", "~", s.maxLen, "*", ...fields);
-    if (!pipe) await m.exec();
+    if (pipe) {
+      for (const s of streams) pipe.xadd(s.key, "MAXLEN", "~", s.maxLen, "*", ...fields);
+      return;
+    }
+    // Alone: one script appends to every stream at once (no MULTI/EXEC around two XADDs).
+    await this.redis.rekeyAudit(streams.length, ...streams.map((s) => s.key), ...streams.map((s) => s.maxLen), ...fields);
   }
 
   /**

@@ -10,7 +10,7 @@ import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts"
 import { paceRequests } from "../providers/http.ts";
 import type { SecretRef } from "../stores/types.ts";
 import { engineDefaults } from "./defaults.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, ProviderPacer, type ProviderRates, rateOf } from "./pacing.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, OpenAdmits, ProviderPacer, type ProviderRates, rateOf } from "./pacing.ts";
 import type { GatePort, PaceLimiter } from "./ports.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
 
@@ -49,13 +49,15 @@ export interface Work {
 
 export class ProviderGateway {
   private readonly sleep: (ms: number) => Promise<void>;
+  /** What this process knows to be open without asking Redis, shared by every piece of work (pacing.ts). */
+  private readonly admits = new OpenAdmits();
 
   constructor(private readonly deps: GatewayDeps) {
     this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   open(policy: Policy, work: Work): PolicyCalls {
-    return new PolicyCalls(this.deps, this.deps.limiter, this.sleep, policy, work);
+    return new PolicyCalls(this.deps, this.deps.limiter, this.sleep, policy, work, this.admits);
   }
 }
 
@@ -72,6 +74,7 @@ export class PolicyCalls {
   readonly signal: AbortSignal;
   /** Until when the store's throttle gate counts as open for this work (storeWrite). */
   private storeGateOpenUntil = 0;
+  private readonly pacer: ProviderPacer;
 
   constructor(
     private readonly deps: GatewayDeps,
@@ -79,6 +82,7 @@ export class PolicyCalls {
     private readonly sleep: (ms: number) => Promise<void>,
     readonly policy: Policy,
     private readonly work: Work,
+    admits?: OpenAdmits,
   ) {
     this.provider = deps.providers[policy.provider.kind] as Provider;
     this.config = work.rotation === false ? policy.provider : (this.provider.rotationConfig?.(policy.provider as never, work.reason) ?? policy.provider);
@@ -91,10 +95,8 @@ export class PolicyCalls {
     // Every HTTP request a provider makes with this work's signal (ctx().signal) is paced against
     // the shared budgets (pacing.ts), so a mass rotation waits before a limit instead of
     // collecting 429s from requests already in flight.
-    paceRequests(
-      this.signal,
-      new ProviderPacer({ limiter: limiter, scope: this.pScope, rate: rateOf(policy.provider.kind, deps.providerRates), now: deps.now, sleep, signal: this.signal }),
-    );
+    this.pacer = new ProviderPacer({ limiter, scope: this.pScope, rate: rateOf(policy.provider.kind, deps.providerRates), now: deps.now, sleep, signal: this.signal, open: admits });
+    paceRequests(this.signal, this.pacer);
   }
 
   private get now(): number {
@@ -114,6 +116,16 @@ export class PolicyCalls {
     };
   }
 
+  /**
+   * ctx(), for calls that check a credential this work issued a moment ago: their requests with it
+   * skip the budget read no one can have written yet (ProviderPacer.fresh).
+   */
+  freshCtx(): ProviderContext {
+    const signal = AbortSignal.any([this.signal]);
+    paceRequests(signal, this.pacer.fresh());
+    return { ...this.ctx(), signal };
+  }
+
   /** A provider call (paced: see the constructor); a 429 closes the gate for every worker. */
   async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -125,6 +137,14 @@ export class PolicyCalls {
       }
       throw err;
     }
+  }
+
+  /**
+   * The store's throttle gate as read a moment ago with another request (the commit before a
+   * write): open, it counts as open for OPEN_ADMIT_MS, as storeWrite's own read would.
+   */
+  storeGateRead(until: number): void {
+    if (until <= this.now) this.storeGateOpenUntil = this.now + OPEN_ADMIT_MS;
   }
 
   /**

@@ -56,8 +56,13 @@ export class RedisKeys {
     return this.k("wake", rotationId);
   }
 
-  /** The leaked-value index: a keyed fingerprint → the policy and version that hold it. */
+  /** The leaked-value index: a keyed fingerprint → the policy and version that hold it (a string: JSON). */
   fingerprint(fingerprint: string): string {
+    return this.k("fpi", fingerprint);
+  }
+
+  /** The same index as rekey wrote it before (a hash); read until its entries expire (400 days). */
+  fingerprintHash(fingerprint: string): string {
     return this.k("fp", fingerprint);
   }
 

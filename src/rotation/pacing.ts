@@ -202,13 +202,50 @@ return {-1, ''}
 export const ADMIT_OPEN = -1;
 
 /**
- * After an ADMIT_OPEN answer, a run sends its next requests under the same budget for this long
- * without asking Redis again (a rotation's requests come in bursts of a few within milliseconds).
- * Its own answers still count: a low announced budget or a 429 ends the grace at once. What
- * another worker learns in the meantime reaches this run at most this late, which is less than
- * one request per run: well inside the margin RECORD_BUDGET_BELOW leaves for requests in flight.
+ * After an ADMIT_OPEN answer, the worker process sends its next requests under the same budget
+ * for this long without asking Redis again (a rotation's requests come in bursts of a few within
+ * milliseconds, and concurrent rotations of one account share its budgets: OpenAdmits). Its own
+ * answers still count: a low announced budget or a 429 ends the grace at once. What another
+ * worker process learns in the meantime reaches this one at most this late, a few requests of
+ * its concurrent rotations: well inside the margin RECORD_BUDGET_BELOW leaves for requests in
+ * flight.
  */
 export const OPEN_ADMIT_MS = 50;
+
+/**
+ * What a worker process knows to be open without asking Redis (OPEN_ADMIT_MS), shared by every
+ * run's ProviderPacer: budgets by name, and gates by scope (an ADMIT_OPEN answer saw the gate open).
+ */
+export class OpenAdmits {
+  private readonly names = new Map<string, number>();
+  private readonly scopes = new Map<string, number>();
+
+  isOpen(name: string, now: number): boolean {
+    return (this.names.get(name) ?? 0) > now;
+  }
+
+  scopeOpen(scope: string, now: number): boolean {
+    return (this.scopes.get(scope) ?? 0) > now;
+  }
+
+  open(scope: string, name: string, now: number): void {
+    // Entries live OPEN_ADMIT_MS: the expired ones go once there are many (one per credential used).
+    if (this.names.size > 1_000) for (const [k, until] of this.names) if (until <= now) this.names.delete(k);
+    this.names.set(name, now + OPEN_ADMIT_MS);
+    this.scopes.set(scope, now + OPEN_ADMIT_MS);
+  }
+
+  /** A budget ran low: ask Redis again before its next request. */
+  close(name: string): void {
+    this.names.delete(name);
+  }
+
+  /** A 429 in `scope`: nothing of it counts as open any more. */
+  closeScope(scope: string): void {
+    this.scopes.delete(scope);
+    for (const k of this.names.keys()) if (k.startsWith(`${scope}:`)) this.names.delete(k);
+  }
+}
 
 /**
  * Announced budgets are recorded once this few calls are left in a window: above it, requests in
@@ -343,6 +380,8 @@ export interface ProviderPacerOptions {
   sleep(ms: number): Promise<void>;
   signal?: AbortSignal;
   maxInlineWaitMs?: number;
+  /** What the worker process knows to be open (shared by its runs); one of its own by default. */
+  open?: OpenAdmits;
 }
 
 /**
@@ -352,22 +391,27 @@ export interface ProviderPacerOptions {
  * becomes a RateLimitedError, which parks the job until then without using an attempt.
  */
 export class ProviderPacer implements RequestPacer {
-  /** Budget name -> until when requests go without asking Redis (OPEN_ADMIT_MS). */
-  private readonly openUntil = new Map<string, number>();
+  /** Budget name -> until when requests go without asking Redis (OPEN_ADMIT_MS); shared by the process where given. */
+  private readonly open: OpenAdmits;
+  /** The credentials this pacer let a request through for (the work's own, not one it just issued). */
+  private readonly seen = new Set<string>();
 
-  constructor(private readonly opts: ProviderPacerOptions) {}
+  constructor(private readonly opts: ProviderPacerOptions) {
+    this.open = opts.open ?? new OpenAdmits();
+  }
 
   async before(req: PacedRequest): Promise<void> {
     const o = this.opts;
     const name = `${o.scope}:${req.credential}`;
+    this.seen.add(req.credential);
     // Entries are compared against each worker's clock: only their skew needs a margin.
     const rate = o.rate ? { limit: o.rate.limit, windowMs: o.rate.windowMs + CLOCK_SKEW_MS } : undefined;
     for (;;) {
       o.signal?.throwIfAborted();
       const now = o.now();
-      if ((this.openUntil.get(name) ?? 0) > now) return;
+      if (this.open.isOpen(name, now)) return;
       const { until, held } = await o.limiter.admitRequest(o.scope, name, rate, now);
-      if (until === ADMIT_OPEN) this.openUntil.set(name, now + OPEN_ADMIT_MS);
+      if (until === ADMIT_OPEN) this.open.open(o.scope, name, now);
       if (held) req.held = held;
       if (until <= now) return;
       if (until - now > (o.maxInlineWaitMs ?? MAX_INLINE_WAIT_MS)) {
@@ -386,11 +430,28 @@ export class ProviderPacer implements RequestPacer {
       await this.opts.limiter.settleRequest(name, held, now);
     }
     if (!res) return;
-    if (res.status === 429) this.openUntil.clear();
+    if (res.status === 429) this.open.closeScope(this.opts.scope);
     const hint = rateHint(res.headers, now);
     if (hint && hint.remaining < RECORD_BUDGET_BELOW) {
-      this.openUntil.delete(name);
+      this.open.close(name);
       await this.opts.limiter.observe(name, hint.remaining, hint.resetAt, now, hint.limit);
     }
+  }
+
+  /**
+   * The pacer of calls that use a credential the work issued a moment ago (the check of a new
+   * value): no budget can be recorded for it yet — only its answers record one, and nothing else
+   * holds it — so where the scope's gate was seen open within OPEN_ADMIT_MS and no window applies
+   * (a documented rate counts every request), its requests go without asking Redis. A credential
+   * this pacer let through before (the work's own) is paced as ever.
+   */
+  fresh(): RequestPacer {
+    return {
+      before: (req) => {
+        if (!this.opts.rate && !this.seen.has(req.credential) && this.open.scopeOpen(this.opts.scope, this.opts.now())) return Promise.resolve();
+        return this.before(req);
+      },
+      after: (req, res) => this.after(req, res),
+    };
   }
 }

@@ -52,6 +52,8 @@ export interface AuditLog<Tx> {
 /** I3: the policy's in-flight lock (state/locks.ts PolicyLocks). */
 export interface LockPort {
   begin(rec: RotationRecord): Promise<string>;
+  /** begin(), with the policy's CurrentFacts read under the lock where this rotation took it. */
+  claim(rec: RotationRecord): Promise<{ holder: string; facts?: CurrentFacts }>;
   takeOver(policyId: string, staleRotationId: string, rotationId: string): Promise<boolean>;
   mergeLeak(policyId: string, holder: string, leakedVersionId?: string): Promise<"no" | "joined" | "follow-up">;
 }
@@ -61,7 +63,8 @@ export interface RecordPort<Tx> {
   put(rec: RotationRecord, opts?: { claimsPolicy?: boolean }): Promise<void>;
   update(rotationId: string, patch: Partial<RotationRecord>, pipe?: Tx): Promise<void>;
   claimPolicy(m: Tx, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void;
-  markPromoted(m: Tx, policyId: string, promotedAt: number): void;
+  /** Into `m`: a read of the record, answered [leak, endedAt, promotedAt, status, newFingerprint] among its replies (null where unset). */
+  readBeforePromotion(m: Tx, rotationId: string): void;
   markLeakRetry(m: Tx, rotationId: string, leakRotationId: string): void;
   end(
     rec: Pick<RotationRecord, "rotationId" | "policyId">,
@@ -80,6 +83,8 @@ export interface RecordPort<Tx> {
 export interface CancelPort {
   request(rotationId: string, actor: string, reason: string, now: number): Promise<"missing" | "ended" | "committed" | "ok">;
   commit(rotationId: string, now: number, point: CommitPoint): Promise<CancelRequest | undefined>;
+  /** commit(), with the store's throttle gate (GatePort.until of `storeScope`) read alongside. */
+  commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }>;
   uncommit(rotationId: string): Promise<void>;
   requested(rotationId: string): Promise<CancelRequest | undefined>;
 }
@@ -107,9 +112,11 @@ export interface WakePort {
 
 /** A subscription to one rotation's wake flag (WakePort.listen). */
 export interface WakeListener {
-  /** Resolves true at the first raise since the last wait (at once if one came meanwhile), false after `ms` or on abort. */
+  /** Resolves true once a raise is heard and not taken (at once if one is), false after `ms` or on abort. */
   wait(ms: number, signal: AbortSignal): Promise<boolean>;
-  /** Stop listening; true when a raise was heard since the last wait (one sent before the stop is). */
+  /** The messages heard since the last take, in order (state/signals.ts WAKE_LOOK, WAKE_CONFIRMED). */
+  take(): string[];
+  /** Stop listening; true when a raise was heard and not taken (one sent before the stop is). */
   close(): Promise<boolean>;
 }
 

@@ -11,6 +11,7 @@ import { RotationJobData } from "./job.ts";
 import type { RotationJob, WakeListener } from "./ports.ts";
 import { type Data, parkJob, Run } from "./run.ts";
 import { cancelledMessage } from "./state/cancels.ts";
+import { WAKE_CONFIRMED } from "./state/signals.ts";
 import { steps } from "./steps/index.ts";
 import { describeUndo } from "./undo.ts";
 
@@ -48,16 +49,41 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
   let before: string = data.step;
   let listener: WakeListener | undefined;
   let lingerUntil = 0;
-  const stopListening = async (): Promise<boolean> => {
-    const l = listener;
-    if (!l) return false;
-    listener = undefined;
-    try {
-      return await l.close().catch(() => false);
-    } finally {
-      linger?.end();
+  let lingerAsked = false;
+  let lingerHeld = false;
+  if (mayLinger) {
+    // Subscribed from the run's start, so every wake after the promotion's record write is heard:
+    // the first look at the confirmations then needs no read (Run.known, promoted()).
+    run.listenerReady = deps.state.wake.listen!(data.rotationId).catch(() => undefined);
+  }
+  // What the run heard: confirmations extend what it knows; anything else (a leak joined, a
+  // cancel) sends the step back to reading.
+  const absorb = (l = listener) => {
+    const heard = l?.take() ?? [];
+    for (const m of heard) {
+      if (m.startsWith(WAKE_CONFIRMED) && run.known) {
+        const consumerId = m.slice(WAKE_CONFIRMED.length);
+        if (!run.known.confirmed.has(consumerId)) run.known.confirmed.set(consumerId, { consumerId, at: deps.now(), via: "push" });
+      } else run.known = undefined;
     }
   };
+  // Once per run: a stopped subscription is not taken up again (a later wake finds the flag).
+  let stopped: Promise<boolean> | undefined;
+  const stopListening = (): Promise<boolean> =>
+    (stopped ??= (async () => {
+      const l = listener ?? (await run.listenerReady);
+      listener = undefined;
+      run.listenerReady = undefined;
+      try {
+        if (!l) return false;
+        const heard = await l.close().catch(() => false);
+        absorb(l);
+        return heard;
+      } finally {
+        if (lingerHeld) linger?.end();
+        lingerHeld = false;
+      }
+    })());
   try {
     if (data.failing) return await run.fail(data.failing, token, { attention: data.failingAttention, cancelled: data.failingCancelled });
     // `rekey cancel` of a job parked before its point of no return (woken by the cancel). A job at
@@ -71,12 +97,19 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     while (data.step !== "done") {
       abort.throwIfAborted();
       const step = data.step;
-      if (step === "awaiting-confirmation" && before !== "revoking" && mayLinger && !lingerUntil && linger?.begin()) {
-        // Subscribed before the step reads the confirmations: one that lands after the read is heard.
-        lingerUntil = deps.now() + linger.ms;
-        listener = await deps.state.wake.listen?.(data.rotationId).catch(() => undefined);
-        if (!listener) linger?.end();
+      if (step === "awaiting-confirmation" && before !== "revoking" && run.listenerReady && !lingerAsked) {
+        lingerAsked = true;
+        listener = await run.listenerReady;
+        if (listener && linger?.begin()) {
+          lingerHeld = true;
+          lingerUntil = deps.now() + linger.ms;
+        } else {
+          // No room to linger: what was heard until the stop still counts; later wakes find the
+          // flag when the job parks.
+          await stopListening();
+        }
       }
+      absorb();
       const began = performance.now();
       const out = await steps[step](run);
       deps.observer?.stepDone(policy.id, policy.provider.kind, step, (performance.now() - began) / 1_000);
@@ -107,7 +140,8 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
         step === "start" || step === "verifying" || (step === "issuing" && data.promotedAt !== undefined) || (step === "awaiting-confirmation" && data.step === "revoking") || data.step === "done";
       // An undo entry a step recorded is never left to a re-run to record again: the failure path
       // of a run that never gets that far must find it (after promotion the log is never run).
-      const undoKept = data.promotedAt !== undefined || sameUndo(data, saved);
+      // The start step writes issuing's to the record (Run.undoOnRecord): kept there.
+      const undoKept = data.promotedAt !== undefined || sameUndo(data, saved) || sameUndo(data, { undo: run.undoOnRecord });
       if ((!rereadable || !undoKept || out.waitUntil !== undefined) && data !== saved) {
         await job.updateData(data);
         saved = data;
@@ -120,6 +154,7 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     return { status: "completed" };
   } catch (err) {
     void stopListening();
+    run.known = undefined;
     data = run.data;
     // What the run did before the error is audited whatever happens next (unless Redis is what failed).
     await run.flushAudit().catch(() => undefined);
@@ -158,6 +193,9 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
     deps.log.warn({ rotationId: data.rotationId, policyId: data.policyId, step: data.step, err: errorMessage(err), attempt: job.attemptsMade + 1 }, "rotation step failed; will retry");
     await job.updateData(data);
     throw err;
+  } finally {
+    // Whatever ended the run (a park, the end, the failure path): no subscription outlives it.
+    if (mayLinger) void stopListening();
   }
 }
 
@@ -177,6 +215,6 @@ function isNetworkish(err: unknown): boolean {
   return typeof code === "string" && /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|UND_ERR)/.test(code);
 }
 
-function sameUndo(a: Data, b: Data): boolean {
+function sameUndo(a: Pick<Data, "undo">, b: Pick<Data, "undo">): boolean {
   return a.undo === b.undo || JSON.stringify(a.undo) === JSON.stringify(b.undo);
 }

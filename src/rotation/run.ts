@@ -14,8 +14,9 @@ import { retryFast } from "./cutover.ts";
 import { engineDefaults } from "./defaults.ts";
 import type { EngineDeps, EngineEvent } from "./engine.ts";
 import type { PolicyCalls } from "./gateway.ts";
-import type { RotationJobData } from "./job.ts";
-import type { RotationJob } from "./ports.ts";
+import type { RotationJobData, UndoEntry } from "./job.ts";
+import type { RotationJob, WakeListener } from "./ports.ts";
+import type { Confirmation } from "./state/confirmations.ts";
 import { cancelledMessage, type CommitPoint } from "./state/cancels.ts";
 import { leakHandOffDue, type RotationRecord } from "./state/records.ts";
 import { describeUndo, legacyUndo, runUndo } from "./undo.ts";
@@ -68,6 +69,19 @@ export class Run<Tx> {
    * the same version current — in this job's first activation: issuing need not sweep first.
    */
   startedClean = false;
+  /**
+   * The subscription to this rotation's wake this run opened at its start (processor.ts), where
+   * it may linger for its confirmations; undefined once stopped.
+   */
+  listenerReady: Promise<WakeListener | undefined> | undefined;
+  /**
+   * What awaitingConfirmation would read (the record's fields it uses, the confirmations), known
+   * without reading: set by the promotion where this run heard every wake since (promoted()), and
+   * kept true by the confirmations it hears (processor.ts); undefined: read them.
+   */
+  known: { rec: Partial<Pick<RotationRecord, "leak" | "status" | "message" | "newFingerprint">>; confirmed: Map<string, Confirmation> } | undefined;
+  /** The undo log as this run wrote it to the record (start), so the job need not hold it yet. */
+  undoOnRecord: UndoEntry[] | undefined;
   /** Audit entries waiting for this run's next write (deferAudit). */
   private pendingAudit: (AuditEntry & { at: number })[] = [];
 
@@ -103,6 +117,11 @@ export class Run<Tx> {
     return this.caps.issue === "overlap" && !this.provider.sweep && !this.provider.recoverIssued;
   }
 
+  /** A leak's issue replaces every credential at once (compromise mode, Provider.replaceAll). */
+  get leakReplaces(): boolean {
+    return this.data.reason === "leak" && this.caps.leakReplace === true && this.provider.replaceAll !== undefined;
+  }
+
   /** A reset that kills the old value: from the reset on, store, promote at once, then verify. */
   get cutover(): boolean {
     return this.caps.issue === "reset" && !this.caps.oldSurvivesIssue;
@@ -117,9 +136,16 @@ export class Run<Tx> {
     return this.calls.ctx();
   }
 
+  /** ctx() for the check of a credential this run issued a moment ago (PolicyCalls.freshCtx). */
+  freshCtx(): ProviderContext {
+    return this.calls.freshCtx();
+  }
+
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
+    const entry = { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message };
+    if (!this.pendingAudit.length) return this.deps.audit.record(entry);
     const m = this.deps.state.transaction();
-    this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
+    this.auditInto(m, entry);
     await this.deps.state.commit(m);
   }
 
@@ -163,20 +189,19 @@ export class Run<Tx> {
 
   /**
    * A step transition: the record patch and its audit entry in one Redis transaction (`also`
-   * adds more commands to it).
+   * adds more commands to it, first — a start's claim of the policy aside — so a read it adds
+   * answers first among the replies, which are returned).
    */
-  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker", also?: (m: Tx) => Promise<void>): Promise<void> {
+  async transition(patch: Partial<RotationRecord>, step: string, outcome: string, message?: string, actor = "worker", also?: (m: Tx) => Promise<void>): Promise<unknown[]> {
     const m = this.deps.state.transaction();
     if (step === "start" && outcome === "ok") {
       // The claim: from here on the policy's last rotation may leave something behind (CurrentFacts).
       this.deps.state.records.claimPolicy(m, { rotationId: this.data.rotationId, policyId: this.policy.id, startedAt: this.data.startedAt });
     }
     await also?.(m);
-    // The credential's age (status, metrics) counts from the promotion that made it current.
-    if (patch.promotedAt !== undefined) this.deps.state.records.markPromoted(m, this.policy.id, patch.promotedAt);
     await this.deps.state.records.update(this.data.rotationId, { ...patch, policyId: this.policy.id }, m);
     this.auditInto(m, { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message });
-    await this.deps.state.commit(m);
+    return this.deps.state.commit(m);
   }
 
   async event(type: EngineEvent["type"], message: string, extra: Partial<EngineEvent> = {}): Promise<void> {
@@ -282,17 +307,29 @@ export class Run<Tx> {
 
   /**
    * The point of no return (a promotion, a cut-over's reset): throws CancelledError when
-   * `rekey cancel` came first, so the failure path cleans up instead.
+   * `rekey cancel` came first, so the failure path cleans up instead. `storeWriteNext`: a store
+   * write follows at once (its throttle gate is read with the commit).
    */
-  async commit(point: CommitPoint): Promise<void> {
-    const cancel = await this.deps.state.cancels.commit(this.data.rotationId, this.now, point);
+  async commit(point: CommitPoint, opts: { storeWriteNext?: boolean } = {}): Promise<void> {
+    if (!opts.storeWriteNext) {
+      const cancel = await this.deps.state.cancels.commit(this.data.rotationId, this.now, point);
+      if (cancel) throw new CancelledError(cancelledMessage(cancel));
+      return;
+    }
+    // A store write follows: its throttle gate is read in the same round trip.
+    const { cancel, gateUntil } = await this.deps.state.cancels.commitBeforeWrite(this.data.rotationId, this.now, point, this.calls.sScope);
     if (cancel) throw new CancelledError(cancelledMessage(cancel));
+    this.calls.storeGateRead(gateUntil);
   }
 
   /** `cancelled`: by `rekey cancel`; a human step cancelled is not one that timed out. */
   async fail(message: string, token: string | undefined, opts: { attention?: boolean; transient?: boolean; cancelled?: boolean } = {}): Promise<{ status: string }> {
-    // A job queued by an older rekey holds no undo log: derived once, written with the marker.
-    const undo = this.data.undo ?? (await legacyUndo(this, this.data));
+    // A job still at start (its outcome is not written to the job) may have issued: the start step
+    // wrote issuing's undo log to the record. A job queued by an older rekey holds no log: derived
+    // once. Either is written with the marker.
+    const held = this.data.undo;
+    const fromRecord = held === undefined || (this.data.step === "start" && !this.data.failing && held.length === 0);
+    const undo = fromRecord ? await legacyUndo(this, this.data) : held;
     let d: Data = { ...this.data, undo, failing: message, failingAttention: opts.attention || undefined, failingCancelled: opts.cancelled || undefined };
     this.data = d;
     await this.job.updateData(d);

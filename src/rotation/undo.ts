@@ -64,12 +64,16 @@ export function storedAs<Tx>(run: Run<Tx>, credentialId: string | undefined, met
 }
 
 /**
- * The log of a job queued by an older rekey, which kept none: derived once from its fields, as
- * that rekey's failure path worked it out. Something may have been issued once a run got past
+ * The log of a job whose data holds none: the one the start step wrote to the record, or for a job
+ * queued by an older rekey, which kept none, derived once from its fields, as that rekey's
+ * failure path worked it out. Something may have been issued once a run got past
  * start — the cursor or the record (start's outcome is not written to the job) says so.
  */
 export async function legacyUndo<Tx>(run: Run<Tx>, d: Data): Promise<UndoEntry[]> {
-  const pastStart = d.step !== "start" || (await run.deps.state.records.get(d.rotationId))?.step !== "start";
+  const rec = d.step === "start" ? await run.deps.state.records.get(d.rotationId) : undefined;
+  // The start step wrote the log to the record with its move to issuing (the job may not hold it yet).
+  if (rec?.undo) return rec.undo;
+  const pastStart = d.step !== "start" || rec?.step !== "start";
   if (!pastStart) return [];
   if (run.caps.issue === "human") return humanUndo(run);
   return issueUndo(run, d.oldRevokedByReplace === true);

@@ -8,7 +8,8 @@ import type { RedisClient } from "../redis-connection.ts";
 const defined = new WeakMap<RedisClient, Set<string>>();
 
 /** Define `scripts` on `redis` unless they already are (each name once per connection). */
-export function defineScripts(redis: RedisClient, scripts: Record<string, { numberOfKeys: number; lua: string }>): void {
+/** `numberOfKeys` left out: each call passes the number of keys first (EVALSHA's own form). */
+export function defineScripts(redis: RedisClient, scripts: Record<string, { numberOfKeys?: number; lua: string }>): void {
   let names = defined.get(redis);
   if (!names) defined.set(redis, (names = new Set()));
   for (const [name, script] of Object.entries(scripts)) {

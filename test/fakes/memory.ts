@@ -19,7 +19,7 @@ import type {
 } from "../../src/rotation/ports.ts";
 import type { CancelRequest, CommitPoint } from "../../src/rotation/state/cancels.ts";
 import type { Confirmation } from "../../src/rotation/state/confirmations.ts";
-import type { CurrentFacts, RotationRecord, RotationStatus } from "../../src/rotation/state/records.ts";
+import { type CurrentFacts, parseFacts, type RotationRecord, type RotationStatus } from "../../src/rotation/state/records.ts";
 import type { World } from "./memory-world.ts";
 
 /** A transaction: writes applied together at commit, each answering in order. */
@@ -95,7 +95,11 @@ class Access {
 class MemoryLocks implements LockPort {
   constructor(private readonly a: Access) {}
 
-  begin(rec: RotationRecord): Promise<string> {
+  async begin(rec: RotationRecord): Promise<string> {
+    return (await this.claim(rec)).holder;
+  }
+
+  claim(rec: RotationRecord): Promise<{ holder: string; facts?: CurrentFacts }> {
     const { db } = this.a;
     return this.a.call("begin", () => {
       // A record without its id (fields a forgotten worker patched in after a wipe) is replaced.
@@ -104,9 +108,10 @@ class MemoryLocks implements LockPort {
         db.active.add(rec.rotationId);
       }
       const holder = db.locks.get(rec.policyId);
-      if (holder !== undefined) return holder;
+      if (holder !== undefined) return { holder };
       db.locks.set(rec.policyId, rec.rotationId);
-      return rec.rotationId;
+      const p = db.policies.get(rec.policyId) ?? {};
+      return { holder: rec.rotationId, facts: parseFacts(p.currentVersionId, p.currentCredentialId, p.currentMeta, p.cleanAfter) };
     });
   }
 
@@ -151,6 +156,7 @@ class MemoryRecords implements RecordPort<MemoryTx> {
     const act = () => {
       db.patch(rotationId, { ...patch, updatedAt: patch.updatedAt ?? this.a.world.clock.t });
       if (patch.status && patch.policyId) db.patchPolicy(patch.policyId, { lastStatus: patch.status });
+      if (patch.promotedAt !== undefined && patch.policyId) db.patchPolicy(patch.policyId, { lastPromotedAt: String(patch.promotedAt) });
     };
     return this.a.write("update", act, pipe);
   }
@@ -159,8 +165,12 @@ class MemoryRecords implements RecordPort<MemoryTx> {
     m.ops.push(() => this.a.db.patchPolicy(rec.policyId, { lastRotationId: rec.rotationId, lastStatus: "running", lastStartedAt: String(rec.startedAt), cleanAfter: "" }));
   }
 
-  markPromoted(m: MemoryTx, policyId: string, promotedAt: number): void {
-    m.ops.push(() => this.a.db.patchPolicy(policyId, { lastPromotedAt: String(promotedAt) }));
+  readBeforePromotion(m: MemoryTx, rotationId: string): void {
+    m.ops.push(() => {
+      const r = this.a.db.records.get(rotationId);
+      const str = (v: unknown) => (v === undefined ? null : typeof v === "string" ? v : JSON.stringify(v));
+      return [r?.leak ? "true" : null, str(r?.endedAt), str(r?.promotedAt), str(r?.status), str(r?.newFingerprint)];
+    });
   }
 
   markLeakRetry(m: MemoryTx, rotationId: string, leakRotationId: string): void {
@@ -195,14 +205,7 @@ class MemoryRecords implements RecordPort<MemoryTx> {
   currentFacts(policyId: string): Promise<CurrentFacts> {
     return this.a.call("currentFacts", () => {
       const p = this.a.db.policies.get(policyId) ?? {};
-      const facts: CurrentFacts = {};
-      if (p.currentVersionId && p.currentCredentialId) {
-        facts.versionId = p.currentVersionId;
-        facts.credentialId = p.currentCredentialId;
-        if (p.currentMeta) facts.meta = JSON.parse(p.currentMeta) as Record<string, string>;
-      }
-      if (p.cleanAfter) facts.cleanAfter = p.cleanAfter;
-      return facts;
+      return parseFacts(p.currentVersionId, p.currentCredentialId, p.currentMeta, p.cleanAfter);
     });
   }
 
@@ -240,6 +243,16 @@ class MemoryCancels implements CancelPort {
       if (r?.cancelRequestedAt !== undefined) return { by: r.cancelledBy ?? "unknown", reason: r.cancelReason || undefined };
       if (r?.committedAt === undefined) db.patch(rotationId, { committedAt: now, commitPoint: point });
       return undefined;
+    });
+  }
+
+  commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
+    const { db } = this.a;
+    return this.a.call("commit", () => {
+      const r = db.records.get(rotationId);
+      if (r?.cancelRequestedAt !== undefined) return { cancel: { by: r.cancelledBy ?? "unknown", reason: r.cancelReason || undefined }, gateUntil: 0 };
+      if (r?.committedAt === undefined) db.patch(rotationId, { committedAt: now, commitPoint: point });
+      return { gateUntil: db.gates.get(storeScope) ?? 0 };
     });
   }
 

@@ -45,13 +45,15 @@ async function history<Tx>(s: RotationState<Tx>): Promise<unknown[]> {
   log("B passes its point of no return", await s.cancels.commit(B, NOW + 4, "reset"));
   log("a cancel after it", await s.cancels.request(B, "ops", "too late", NOW + 4));
   log("passing it again keeps the first time", [await s.cancels.commit(B, NOW + 6, "promotion"), (await s.records.get(B))?.committedAt, (await s.records.get(B))?.commitPoint]);
+  log("a commit before a store write reads its gate too", await s.cancels.commitBeforeWrite(B, NOW + 6, "promotion", "scope"));
+  log("and meets a cancel as commit does", await s.cancels.commitBeforeWrite(A, NOW + 6, "promotion", "scope"));
   await s.cancels.uncommit(B);
   log("back before it (a refused promotion)", [(await s.records.get(B))?.committedAt, await s.cancels.request(B, "ops", "now", NOW + 7), await s.cancels.requested(B)]);
   tx = s.transaction();
+  s.records.readBeforePromotion(tx, A);
   await s.records.update(A, { step: "awaiting-confirmation", status: "awaiting-confirmation", promotedAt: NOW + 5, policyId: "p1", updatedAt: NOW + 5 }, tx);
-  s.records.markPromoted(tx, "p1", NOW + 5);
   await s.fingerprints.index("fp-a", { policyId: "p1", versionId: A }, tx);
-  await s.commit(tx);
+  log("the leak flag read with the promotion", (await s.commit(tx))[0]);
   log("a cancel after promotion", await s.cancels.request(A, "ops", "late", NOW + 6));
   log("a leak after promotion owes a follow-up", await s.locks.mergeLeak("p1", A, undefined));
   log("a leak naming A's version owes one too", await s.locks.mergeLeak("p1", A, A));
@@ -65,14 +67,18 @@ async function history<Tx>(s: RotationState<Tx>): Promise<unknown[]> {
   await s.wake.raise(A);
   log("a raised wake flag", [await s.wake.take(A), await s.wake.take(A)]);
   tx = s.transaction();
-  await s.records.end({ rotationId: A, policyId: "p1" }, "completed", "done", NOW + 10, 60, { release: true, pipe: tx });
+  await s.records.end({ rotationId: A, policyId: "p1" }, "completed", "done", NOW + 10, 60, {
+    release: true,
+    pipe: tx,
+    policy: { currentVersionId: A, currentCredentialId: "cred-a", currentMeta: JSON.stringify({ project: "p" }), cleanAfter: A },
+  });
   s.records.markLeakRetry(tx, A, C);
   log("the end's leak flags", (await s.commit(tx))[0]);
   log("ended", await s.records.leakAndEnded(A));
   log("a cancel of an ended rotation", await s.cancels.request(A, "ops", "", NOW + 11));
   log("a leak cannot join an ended rotation", await s.locks.mergeLeak("p1", A));
   log("the record", await s.records.get(A));
-  log("the lock is free again", await s.locks.begin(rec(C)));
+  log("the lock is free again, and comes with the policy's facts", await s.locks.claim(rec(C)));
   log("a stale holder is taken over", await s.locks.takeOver("p1", C, B));
   await s.records.end({ rotationId: B, policyId: "p1" }, "skipped", undefined, NOW + 11, 60);
   log("skipped", await s.records.get(B));
@@ -88,6 +94,7 @@ async function history<Tx>(s: RotationState<Tx>): Promise<unknown[]> {
   await s.gates.close("scope", NOW + 500);
   log("an earlier gate does not shorten a later one", await s.gates.until("scope"));
   log("no gate", await s.gates.until("other"));
+  log("a commit before a store write reads a closed gate", (await s.cancels.commitBeforeWrite(C, NOW + 13, "promotion", "scope")).gateUntil);
   return out;
 }
 

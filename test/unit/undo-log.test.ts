@@ -43,11 +43,12 @@ async function rotate(s: Setup) {
   s.before?.(sim);
   const t = sim.enqueue(s.policy.id);
   if (s.data) t.job.data = s.data(t.job.data as RotationJobData);
-  // The job data as written when each call of the world was made (the spy sees every call).
-  const seen: { op: string; data: RotationJobData }[] = [];
+  // The job data as written when each call of the world was made (the spy sees every call), and
+  // the log the start step wrote to the record (the failure path's, while the job holds none).
+  const seen: { op: string; data: RotationJobData; onRecord?: UndoEntry[] }[] = [];
   const random = sim.world.random;
   sim.world.random = (op) => {
-    seen.push({ op, data: structuredClone(t.job.data) as RotationJobData });
+    seen.push({ op, data: structuredClone(t.job.data) as RotationJobData, onRecord: structuredClone(sim.state.db.records.get(t.rotationId)?.undo) });
     return s.onCall?.(sim, t, op) ?? random?.(op);
   };
   const violations = await runChecked(sim);
@@ -62,8 +63,10 @@ function undoCallsAfter(sim: Sim, t: Tracked, failedOp: string): string[] {
   return calls.slice(at + 1).filter((c) => UNDO_OPS.has(c.op)).map((c) => c.op);
 }
 
-function undoWhen(seen: { op: string; data: RotationJobData }[], op: string): UndoEntry[] | undefined {
-  return seen.find((s) => s.op === op)?.data.undo;
+/** The undo log the failure path would have found when `op` was called: the job's, or while the job holds none, the record's. */
+function undoWhen(seen: { op: string; data: RotationJobData; onRecord?: UndoEntry[] }[], op: string): UndoEntry[] | undefined {
+  const s = seen.find((x) => x.op === op);
+  return s?.data.undo?.length ? s.data.undo : s?.onRecord;
 }
 
 function record(sim: Sim, t: Tracked) {
@@ -77,7 +80,8 @@ describe("the steps record their undo", () => {
     const { sim, t, violations, seen } = await rotate({ policy: overlapPolicy("ld-api"), before: pendingOnly });
     expect(violations).toEqual([]);
     const v = t.rotationId;
-    // Written to the job before the create went out: a worker that died during it leaves it there.
+    // Written before the create went out (to the record, with the start step's move to issuing):
+    // a worker that died during it leaves it there.
     expect(undoWhen(seen, "provider.issue")).toEqual([{ undo: "cleanup-orphans" }, { undo: "discard-pending", versionId: v }, { undo: "revoke-stored", versionId: v }]);
     const issued = sim.creds.all.find((c) => c.issuedBy === v)!;
     // Issuing's outcome (the value stored as AWSPENDING) is written with the credential it holds.

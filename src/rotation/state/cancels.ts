@@ -42,10 +42,23 @@ if redis.call('HSETNX', KEYS[1], 'committedAt', ARGV[1]) == 1 then redis.call('H
 return {}
 `;
 
+// COMMIT_WRITE: COMMIT, then the store's throttle gate (RateGates: epoch ms, or none), read for
+// the store write that follows the point of no return: one round trip for both.
+// KEYS: record, gate. ARGV: now, point. Returns {'c', actor, reason} (cancelled) or {'ok', gate}.
+const COMMIT_WRITE_LUA = `
+if redis.call('HEXISTS', KEYS[1], 'cancelRequestedAt') == 1 then
+  local c = redis.call('HMGET', KEYS[1], 'cancelledBy', 'cancelReason')
+  return {'c', c[1], c[2]}
+end
+if redis.call('HSETNX', KEYS[1], 'committedAt', ARGV[1]) == 1 then redis.call('HSET', KEYS[1], 'commitPoint', ARGV[2]) end
+return {'ok', redis.call('GET', KEYS[2])}
+`;
+
 declare module "ioredis" {
   interface RedisCommander<Context> {
     rekeyCancel(record: string, now: string, actor: string, reason: string): Result<"missing" | "ended" | "committed" | "ok", Context>;
     rekeyCommit(record: string, now: string, point: string): Result<(string | null)[], Context>;
+    rekeyCommitWrite(record: string, gate: string, now: string, point: string): Result<(string | null)[], Context>;
   }
 }
 
@@ -57,6 +70,7 @@ export class CancelRequests {
     defineScripts(redis, {
       rekeyCancel: { numberOfKeys: 1, lua: CANCEL_LUA },
       rekeyCommit: { numberOfKeys: 1, lua: COMMIT_LUA },
+      rekeyCommitWrite: { numberOfKeys: 2, lua: COMMIT_WRITE_LUA },
     });
   }
 
@@ -69,6 +83,16 @@ export class CancelRequests {
   async commit(rotationId: string, now: number, point: CommitPoint): Promise<CancelRequest | undefined> {
     const [by, reason] = await this.redis.rekeyCommit(this.keys.rotation(rotationId), String(now), point);
     return by === undefined ? undefined : { by: by ?? "unknown", reason: reason || undefined };
+  }
+
+  /**
+   * commit(), for a point of no return a store write follows: the throttle gate of the store's
+   * scope (RateGates.until, 0 when open) is read in the same round trip.
+   */
+  async commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
+    const [kind, a, b] = await this.redis.rekeyCommitWrite(this.keys.rotation(rotationId), this.keys.gate(storeScope), String(now), point);
+    if (kind === "c") return { cancel: { by: a ?? "unknown", reason: b || undefined }, gateUntil: 0 };
+    return { gateUntil: Number(a ?? 0) };
   }
 
   /** Back before the point of no return (the promotion was refused by a throttle: nothing moved). */

@@ -9,7 +9,7 @@ import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 import { parseRecord, type RotationRecord } from "./records.ts";
-import { WAKE_TTL_SEC } from "./signals.ts";
+import { WAKE_CONFIRMED, WAKE_TTL_SEC } from "./signals.ts";
 
 export interface Confirmation {
   consumerId: string;
@@ -37,19 +37,20 @@ function parseConfirmations(h: Record<string, string>): Map<string, Confirmation
 }
 
 // A push confirmation, in one round trip: the confirmation (only a consumer's first counts) and,
-// when it is new, its audit entry in every stream given and the rotation's wake flag raised and
-// published (signals.ts WakeFlags.raise). Returns {added, listeners that heard the wake,
-// every confirmation of the rotation}.
+// when it is new, its audit entry in every stream given and the rotation's wake published as
+// `confirmed:<consumerId>` (signals.ts WAKE_CONFIRMED); where no worker listening on the rotation
+// heard it, the wake flag is raised for its job to find (WakeFlags.raise). Returns {added,
+// listeners that heard the wake, every confirmation of the rotation}.
 // KEYS: confirmations, wake flag, the whole audit trail, the policy's audit stream.
-// ARGV: consumerId, confirmation JSON, wake TTL (s), the two streams' length bounds, the audit
-// entry's fields.
+// ARGV: consumerId, confirmation JSON, wake TTL (s), the two streams' length bounds, the wake
+// message's prefix, the audit entry's fields.
 const CONFIRM_PUSH_LUA = `
 local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 local heard = 0
 if added == 1 then
-  for i = 1, 2 do redis.call('XADD', KEYS[2 + i], 'MAXLEN', '~', ARGV[3 + i], '*', unpack(ARGV, 6)) end
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
-  heard = redis.call('PUBLISH', KEYS[2], '1')
+  for i = 1, 2 do redis.call('XADD', KEYS[2 + i], 'MAXLEN', '~', ARGV[3 + i], '*', unpack(ARGV, 7)) end
+  heard = redis.call('PUBLISH', KEYS[2], ARGV[6] .. ARGV[1])
+  if heard == 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
 end
 return {added, heard, redis.call('HGETALL', KEYS[1])}
 `;
@@ -90,6 +91,7 @@ export class ConsumerReports {
       String(WAKE_TTL_SEC),
       trail.maxLen,
       policyTrail.maxLen,
+      WAKE_CONFIRMED,
       ...audit.fields,
     );
     const h: Record<string, string> = {};

@@ -3,24 +3,29 @@ import type { Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
 import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
-import { type RotationRecord, toHash } from "./records.ts";
+import { type CurrentFacts, parseFacts, type RotationRecord, toHash } from "./records.ts";
 
 const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end`;
 
 // A rotation's first write: its record unless it exists (a resumed job keeps its record), then
-// the policy's in-flight lock. Returns the lock's holder (the rotation itself when it took it).
+// the policy's in-flight lock. Returns the lock's holder (the rotation itself when it took it),
+// and where it took it, what the policy's last completed rotation left (CurrentFacts: the
+// summary's currentVersionId, currentCredentialId, currentMeta, cleanAfter), read under the lock.
 // A record without its id is no record: the fields a forgotten worker patched in after Redis was
 // wiped (its job gone, it ran one more step). Kept, they would shadow the record of the rotation
 // that reconcile queues again under the same id (an ended-at from the dead run ends it at once).
-// KEYS: record, active set, lock. ARGV: startedAt, rotationId, record field/value pairs.
+// KEYS: record, active set, lock, policy summary. ARGV: startedAt, rotationId, record field/value pairs.
 const BEGIN_LUA = `
 if redis.call('HEXISTS', KEYS[1], 'rotationId') == 0 then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 end
-if redis.call('SET', KEYS[3], ARGV[2], 'NX') then return ARGV[2] end
-return redis.call('GET', KEYS[3])
+if redis.call('SET', KEYS[3], ARGV[2], 'NX') then
+  local f = redis.call('HMGET', KEYS[4], 'currentVersionId', 'currentCredentialId', 'currentMeta', 'cleanAfter')
+  return {ARGV[2], f[1], f[2], f[3], f[4]}
+end
+return {redis.call('GET', KEYS[3])}
 `;
 
 // A leak request joins the rotation holding the policy, only while it still holds it and has not
@@ -44,7 +49,7 @@ return 1
 declare module "ioredis" {
   interface RedisCommander<Context> {
     rekeyTakeOver(lock: string, stale: string, rotationId: string): Result<number, Context>;
-    rekeyBegin(record: string, active: string, lock: string, ...args: string[]): Result<string, Context>;
+    rekeyBegin(record: string, active: string, lock: string, policy: string, ...args: string[]): Result<(string | null)[], Context>;
     rekeyMergeLeak(lock: string, record: string, holder: string, leakedVersionId: string): Result<number, Context>;
   }
 }
@@ -56,7 +61,7 @@ export class PolicyLocks {
   ) {
     defineScripts(redis, {
       rekeyTakeOver: { numberOfKeys: 1, lua: TAKEOVER_LUA },
-      rekeyBegin: { numberOfKeys: 3, lua: BEGIN_LUA },
+      rekeyBegin: { numberOfKeys: 4, lua: BEGIN_LUA },
       rekeyMergeLeak: { numberOfKeys: 2, lua: MERGE_LEAK_LUA },
     });
   }
@@ -82,8 +87,26 @@ export class PolicyLocks {
    * (`rec.rotationId` when this rotation took it).
    */
   async begin(rec: RotationRecord): Promise<string> {
+    return (await this.claim(rec)).holder;
+  }
+
+  /**
+   * begin(), and where this rotation took the lock, the policy's CurrentFacts as the lock found
+   * them (RotationRecords.currentFacts), in the same round trip.
+   */
+  async claim(rec: RotationRecord): Promise<{ holder: string; facts?: CurrentFacts }> {
     const flat = Object.entries(toHash(rec)).flat();
-    return this.redis.rekeyBegin(this.keys.rotation(rec.rotationId), this.keys.active(), this.keys.inflight(rec.policyId), String(rec.startedAt), rec.rotationId, ...flat);
+    const [holder, versionId, credentialId, meta, cleanAfter] = await this.redis.rekeyBegin(
+      this.keys.rotation(rec.rotationId),
+      this.keys.active(),
+      this.keys.inflight(rec.policyId),
+      this.keys.policy(rec.policyId),
+      String(rec.startedAt),
+      rec.rotationId,
+      ...flat,
+    );
+    if (holder !== rec.rotationId) return { holder: holder ?? "" };
+    return { holder, facts: parseFacts(versionId, credentialId, meta, cleanAfter) };
   }
 
   /** The rotation holding the policy, if any. */

@@ -6,6 +6,8 @@ import type { ChainableCommander, Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
 import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
+import { z } from "zod";
+import { UndoEntry } from "../job.ts";
 import type { CommitPoint } from "./cancels.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 
@@ -57,6 +59,11 @@ export interface RotationRecord {
   /** When the rotation passed its point of no return (state/cancels.ts), and which: it can no longer be cancelled. */
   committedAt?: number;
   commitPoint?: CommitPoint;
+  /**
+   * The undo log (undo.ts) as the start step wrote it with its move to issuing, before anything
+   * was issued: the failure path of a job whose data holds none takes it from here.
+   */
+  undo?: UndoEntry[];
 }
 
 /**
@@ -140,8 +147,21 @@ export class RotationRecords {
     m.hset(this.keys.rotation(rotationId), fields);
     // A claim in the same transaction already wrote `running` (the start step): not twice.
     const claimedRunning = patch.status === "running" && pipe !== undefined && this.claimed.has(pipe);
-    if (patch.status && patch.policyId && !claimedRunning) m.hset(this.keys.policy(patch.policyId), { lastStatus: patch.status });
+    // The credential's age (status, metrics) counts from the promotion that made it current.
+    const summary: Record<string, string> = {};
+    if (patch.status && !claimedRunning) summary.lastStatus = patch.status;
+    if (patch.promotedAt !== undefined) summary.lastPromotedAt = String(patch.promotedAt);
+    if (patch.policyId && Object.keys(summary).length) m.hset(this.keys.policy(patch.policyId), summary);
     if (!pipe) await m.exec();
+  }
+
+  /**
+   * Into transaction `m`, ahead of the promotion's writes: a read of what the record held just
+   * before them, answered among the transaction's replies as [leak, endedAt, promotedAt, status,
+   * newFingerprint] (HMGET; null where unset).
+   */
+  readBeforePromotion(m: ChainableCommander, rotationId: string): void {
+    m.hmget(this.keys.rotation(rotationId), "leak", "endedAt", "promotedAt", "status", "newFingerprint");
   }
 
   /**
@@ -151,11 +171,6 @@ export class RotationRecords {
   claimPolicy(m: ChainableCommander, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
     m.hset(this.keys.policy(rec.policyId), policyClaim({ ...rec, status: "running" }));
     this.claimed.add(m);
-  }
-
-  /** The credential's age (status, metrics) counts from the promotion that made it current; into `m`. */
-  markPromoted(m: ChainableCommander, policyId: string, promotedAt: number): void {
-    m.hset(this.keys.policy(policyId), { lastPromotedAt: String(promotedAt) });
   }
 
   /** The leak rotation queued in an ended rotation's place or after it (leakHandOffDue); into `m`. */
@@ -221,14 +236,7 @@ export class RotationRecords {
    */
   async currentFacts(policyId: string): Promise<CurrentFacts> {
     const [versionId, credentialId, meta, cleanAfter] = await this.redis.hmget(this.keys.policy(policyId), "currentVersionId", "currentCredentialId", "currentMeta", "cleanAfter");
-    const facts: CurrentFacts = {};
-    if (versionId && credentialId) {
-      facts.versionId = versionId;
-      facts.credentialId = credentialId;
-      if (meta) facts.meta = JSON.parse(meta) as Record<string, string>;
-    }
-    if (cleanAfter) facts.cleanAfter = cleanAfter;
-    return facts;
+    return parseFacts(versionId, credentialId, meta, cleanAfter);
   }
 
   /**
@@ -239,6 +247,18 @@ export class RotationRecords {
     const [leak, endedAt] = await this.redis.hmget(this.keys.rotation(rotationId), "leak", "endedAt");
     return { leak: leak === "true", ended: endedAt !== null };
   }
+}
+
+/** CurrentFacts from the policy summary's fields currentVersionId, currentCredentialId, currentMeta, cleanAfter. */
+export function parseFacts(versionId?: string | null, credentialId?: string | null, meta?: string | null, cleanAfter?: string | null): CurrentFacts {
+  const facts: CurrentFacts = {};
+  if (versionId && credentialId) {
+    facts.versionId = versionId;
+    facts.credentialId = credentialId;
+    if (meta) facts.meta = JSON.parse(meta) as Record<string, string>;
+  }
+  if (cleanAfter) facts.cleanAfter = cleanAfter;
+  return facts;
 }
 
 /** A claim of the policy's summary; it clears `cleanAfter` (CurrentFacts): the claimant may leave something behind. */
@@ -259,6 +279,16 @@ export function toHash(rec: Partial<RotationRecord>): Record<string, string> {
 const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline", "cancelRequestedAt", "committedAt"]);
 const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
+/** The record's undo log (JSON, ids only); left out where it does not parse as one. */
+function parseUndo(v: string): UndoEntry[] | undefined {
+  try {
+    const parsed = z.array(UndoEntry).safeParse(JSON.parse(v));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A record read back (HGETALL); undefined where there is none. */
 export function parseRecord(h: Record<string, string>): RotationRecord | undefined {
   if (!h.rotationId) return undefined;
@@ -266,6 +296,7 @@ export function parseRecord(h: Record<string, string>): RotationRecord | undefin
   for (const [k, v] of Object.entries(h)) {
     if (NUMERIC.has(k)) out[k] = Number(v);
     else if (BOOLEAN.has(k)) out[k] = v === "true";
+    else if (k === "undo") out[k] = parseUndo(v);
     else out[k] = v;
   }
   return out as unknown as RotationRecord;

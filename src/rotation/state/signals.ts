@@ -11,10 +11,18 @@ import type { WakeListener, WakePort } from "../ports.ts";
 /** How long a raised wake flag waits for its job to read it. */
 export const WAKE_TTL_SEC = 3_600;
 
+/**
+ * What a raise publishes on the rotation's channel: "look" (read what the rotation waits for:
+ * a leak joined, a cancel came), or a push confirmation's `confirmed:<consumerId>`, published by
+ * the confirmation's own script once it is stored (state/confirmations.ts).
+ */
+export const WAKE_LOOK = "look";
+export const WAKE_CONFIRMED = "confirmed:";
+
 export class WakeFlags implements WakePort {
   /** The subscriber connection of this process's lingering rotations (opened on first use). */
   private sub: RedisClient | undefined;
-  private readonly listeners = new Map<string, () => void>();
+  private readonly listeners = new Map<string, (message: string) => void>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -28,7 +36,7 @@ export class WakeFlags implements WakePort {
    */
   async raise(rotationId: string): Promise<boolean> {
     const key = this.keys.wake(rotationId);
-    const [, heard] = await Promise.all([this.redis.set(key, "1", "EX", WAKE_TTL_SEC), this.redis.publish(key, "1")]);
+    const [, heard] = await Promise.all([this.redis.set(key, "1", "EX", WAKE_TTL_SEC), this.redis.publish(key, WAKE_LOOK)]);
     return heard > 0;
   }
 
@@ -45,10 +53,11 @@ export class WakeFlags implements WakePort {
   async listen(rotationId: string, timeoutMs = 1_000): Promise<WakeListener | undefined> {
     const channel = this.keys.wake(rotationId);
     const sub = this.subscriber();
-    let heard = false;
+    // What was published since the last take(), in order.
+    let heard: string[] = [];
     let wakeUp: (() => void) | undefined;
-    this.listeners.set(channel, () => {
-      heard = true;
+    this.listeners.set(channel, (message) => {
+      heard.push(message);
       wakeUp?.();
     });
     const close = async (): Promise<boolean> => {
@@ -56,7 +65,7 @@ export class WakeFlags implements WakePort {
       // a raise its sender counted as heard has been seen when this resolves.
       await withTimeout(sub.unsubscribe(channel), timeoutMs, "unsubscribe timed out").catch(() => undefined);
       this.listeners.delete(channel);
-      return heard;
+      return heard.length > 0;
     };
     if (!(await withTimeout(sub.subscribe(channel), timeoutMs, "subscribe timed out").then(() => true, () => false))) {
       void close();
@@ -69,15 +78,18 @@ export class WakeFlags implements WakePort {
             clearTimeout(timer);
             signal.removeEventListener("abort", done);
             wakeUp = undefined;
-            const was = heard;
-            heard = false;
-            resolve(was);
+            resolve(heard.length > 0);
           };
-          if (heard || signal.aborted) return done();
+          if (heard.length || signal.aborted) return done();
           const timer = setTimeout(done, ms);
           signal.addEventListener("abort", done);
           wakeUp = done;
         }),
+      take: () => {
+        const out = heard;
+        heard = [];
+        return out;
+      },
       close,
     };
   }
@@ -94,7 +106,7 @@ export class WakeFlags implements WakePort {
     const sub: RedisClient = (this.redis as Redis).duplicate();
     // A lost subscription only costs a linger's time (the flag is still read at the park).
     sub.on("error", () => undefined);
-    sub.on("message", (channel: string) => this.listeners.get(channel)?.());
+    sub.on("message", (channel: string, message: string) => this.listeners.get(channel)?.(message));
     return (this.sub = sub);
   }
 }

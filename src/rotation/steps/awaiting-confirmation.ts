@@ -13,13 +13,19 @@ export function waitingMessage(consumers: string[]): string {
 export const awaitingConfirmation: StepFn = async (run) => {
   const d = run.data;
   const now = run.now;
-  const { rec, confirmed } = await run.deps.state.consumers.confirmationState(d.rotationId);
-  // Ended already: a run that stopped between the end and the job's completion, or a leak whose
-  // probe consumers are still watched (watchProbes).
-  if (rec?.endedAt !== undefined) {
-    await run.handOffLeakIfDue(rec);
-    return (await watchProbes(run, rec, confirmed)) ?? { data: { ...d, step: "done" } };
+  // Known where this run promoted the version and has heard every wake since (Run.known): not ended.
+  let seen: NonNullable<typeof run.known> | undefined = run.known;
+  if (!seen) {
+    const read = await run.deps.state.consumers.confirmationState(d.rotationId);
+    // Ended already: a run that stopped between the end and the job's completion, or a leak whose
+    // probe consumers are still watched (watchProbes).
+    if (read.rec?.endedAt !== undefined) {
+      await run.handOffLeakIfDue(read.rec);
+      return (await watchProbes(run, read.rec, read.confirmed)) ?? { data: { ...d, step: "done" } };
+    }
+    seen = { rec: read.rec ?? {}, confirmed: read.confirmed };
   }
+  const { rec, confirmed } = seen;
   run.leakSeen = rec?.leak === true;
   if (rec?.leak) {
     await run.auditStep("awaiting-confirmation", "leak", "a leak took this rotation over: revoking the old credential now");
@@ -75,7 +81,10 @@ export const awaitingConfirmation: StepFn = async (run) => {
   }
   const status = d.attentionSince ? "needs-attention" : "awaiting-confirmation";
   const message = waitingMessage(waiting);
-  if (rec?.status !== status || rec.message !== message) await run.deps.state.records.update(d.rotationId, { status, message, policyId: run.policy.id });
+  if (rec?.status !== status || rec.message !== message) {
+    await run.deps.state.records.update(d.rotationId, { status, message, policyId: run.policy.id });
+    if (run.known) run.known.rec = { ...run.known.rec, status, message };
+  }
   return { data: d, waitUntil: Math.min(nextCheck, deadline) };
 };
 

@@ -73,7 +73,7 @@ export const issuing: StepFn = async (run) => {
     const old = d.oldVersionId ? (run.currentValue !== undefined ? { value: run.currentValue } : await run.readVersion(d.oldVersionId)) : undefined;
     // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
     // both may land without an answer. Written to the job before the call (a reset's with its marker).
-    const replace = d.reason === "leak" && run.caps.leakReplace && run.provider.replaceAll !== undefined;
+    const replace = run.leakReplaces;
     // Where a credential whose value was lost cannot be found again (Run.lostIsUnfindable), the job says a
     // create is on its way before it is sent: a worker that dies before the store write leaves
     // the mark, and a failure before the value is stored then alerts (Run.fail).
@@ -165,7 +165,7 @@ export const issuing: StepFn = async (run) => {
  */
 async function verifyOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
   try {
-    await run.providerCall(() => run.provider.verify(run.ctx(), issued.value, { credentialId: issued.credentialId, meta: issued.meta }));
+    await run.providerCall(() => run.provider.verify(run.freshCtx(), issued.value, { credentialId: issued.credentialId, meta: issued.meta }));
   } catch (err) {
     await undo(run, issued, `the new credential failed its check (${errorMessage(err)}); it was revoked again and the old one stays current`);
     throw err;
@@ -175,7 +175,7 @@ async function verifyOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise
 /** Run.commit before the overlap's one write; cancelled, the new credential is revoked (its value is only in memory). */
 async function commitOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
   try {
-    await run.commit("promotion");
+    await run.commit("promotion", { storeWriteNext: true });
   } catch (err) {
     if (!(err instanceof CancelledError)) throw err;
     await undo(run, issued, `${err.message}; the new credential was revoked before it was written and the old one stays current`);

@@ -30,7 +30,7 @@ export const promoting: StepFn = async (run) => {
     }
   };
   // The point of no return: a `rekey cancel` that came first ends the rotation here instead.
-  if (d.promotedAt === undefined && !run.wroteCurrent) await run.commit("promotion");
+  if (d.promotedAt === undefined && !run.wroteCurrent) await run.commit("promotion", { storeWriteNext: true });
   if (!run.wroteCurrent) await (run.cutover ? run.fast(promote) : promote());
   const promotedAt = d.promotedAt ?? run.now;
   run.deps.crashAt?.("after-promote");
@@ -54,19 +54,23 @@ export const promoting: StepFn = async (run) => {
 export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: string | undefined, message: string, auditStep = "promoting"): Promise<StepOutcome> {
   const d = run.data;
   run.data = { ...d, promotedAt };
-  const leak = d.reason === "leak" || (await run.deps.state.records.leakAndEnded(d.rotationId)).leak;
-  run.leakSeen = leak;
+  const leak = d.reason === "leak";
   const required = run.policy.consumers.filter((c) => c.required).map((c) => c.id);
   const key = run.deps.fingerprintKey;
   const fp = key && value !== undefined ? keyedFingerprint(key, value) : undefined;
-  await run.transition(
+  const waiting = !leak && required.length ? waitingMessage(required) : undefined;
+  // Subscribed to the rotation's wake before the promotion is on the record (processor.ts): then
+  // every confirmation — none is taken before it — and every leak that joins after is heard.
+  const listening = run.listenerReady !== undefined && (await run.listenerReady) !== undefined;
+  // A leak that joined this rotation before (its record's flag) is read with the transition.
+  const [before] = (await run.transition(
     // The message awaitingConfirmation shows while nobody has confirmed yet, so its first look
     // finds the record as it would write it.
     {
       status: leak ? "running" : "awaiting-confirmation",
       step: leak ? "revoking" : "awaiting-confirmation",
       promotedAt,
-      message: !leak && required.length ? waitingMessage(required) : undefined,
+      message: waiting,
       newCredentialId: value !== undefined ? d.newCredentialId : undefined,
       newFingerprint: fp,
     },
@@ -74,8 +78,18 @@ export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: stri
     "ok",
     message,
     "worker",
-    fp ? (m) => run.deps.state.fingerprints.index(fp, { policyId: run.policy.id, versionId: d.rotationId }, m) : undefined,
-  );
+    async (m) => {
+      run.deps.state.records.readBeforePromotion(m, d.rotationId);
+      if (fp) await run.deps.state.fingerprints.index(fp, { policyId: run.policy.id, versionId: d.rotationId }, m);
+    },
+  )) as [(string | null)[]];
+  const [joinedFlag, endedAt, promotedBefore, statusBefore, fpBefore] = before ?? [];
+  const joined = joinedFlag === "true";
+  run.leakSeen = leak || joined;
+  // What awaitingConfirmation would read now: the record as just written and no confirmation,
+  // where this is the rotation's first promotion (an earlier one may have been confirmed since).
+  const first = promotedBefore == null && endedAt == null && statusBefore !== "awaiting-confirmation";
+  run.known = !leak && listening && first ? { rec: { leak: joined, status: "awaiting-confirmation", message: waiting, newFingerprint: fp ?? fpBefore ?? undefined }, confirmed: new Map() } : undefined;
   if (leak) {
     await run.event("rotation.leak", `${run.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${run.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
   } else {

@@ -6,7 +6,8 @@ import { CancelledError, TransientError } from "../../errors.ts";
 import type { CredentialHandle } from "../../providers/types.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
-import { type RotationRecord, TERMINAL } from "../state/records.ts";
+import { issueUndo, record as recordUndo } from "../undo.ts";
+import { type CurrentFacts, type RotationRecord, TERMINAL } from "../state/records.ts";
 
 export const start: StepFn = async (run) => {
   const d = run.data;
@@ -31,8 +32,11 @@ export const start: StepFn = async (run) => {
   };
   // A leak that finds the holder ending as it tries to join it asks for the lock again: the
   // holder has released it by then (its end and the release are one step).
+  let facts: CurrentFacts | undefined;
   for (let attempt = 0; ; attempt++) {
-    let holder = await state.locks.begin(record);
+    const claim = await state.locks.claim(record);
+    let holder = claim.holder;
+    facts = claim.facts;
     if (holder !== d.rotationId) {
       const other = await state.records.get(holder);
       const stale = !other || TERMINAL.has(other.status);
@@ -45,7 +49,9 @@ export const start: StepFn = async (run) => {
     if (attempt >= 5) throw new TransientError(`${d.policyId}: rotation ${holder} holds the policy but is ending; the leak rotation will try again`);
   }
 
-  const [current, facts] = await Promise.all([run.deps.store.getCurrent(run.ref, run.signal), state.records.currentFacts(d.policyId)]);
+  // A lock taken over from a stale holder came without the facts: read them now.
+  const [current, known] = await Promise.all([run.deps.store.getCurrent(run.ref, run.signal), facts ?? state.records.currentFacts(d.policyId)]);
+  facts = known;
   if (d.reason === "reconcile" && current?.versionId !== d.rotationId) {
     // Queued again to finish version d.rotationId, which another rotation has replaced since:
     // that one revokes what is left (its last sweep). Promoting this one again would go back.
@@ -94,12 +100,21 @@ export const start: StepFn = async (run) => {
     oldCredentialId: oldHandle.credentialId ?? d.oldCredentialId,
     oldMeta: oldHandle.meta ?? d.oldMeta,
   };
+  // What issuing undoes (undo.ts) is on the record with the move to it, before anything is sent:
+  // issuing need not write the job first. (A human step records its own before it asks.)
+  if (next.step === "issuing") {
+    run.data = next;
+    recordUndo(run, issueUndo(run, run.leakReplaces));
+    next.undo = run.data.undo;
+    run.data = d;
+  }
   // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
   const began =
     d.reason === "reconcile"
       ? `queued again by reconcile: version ${d.rotationId} is current and the previous credential (version ${d.oldVersionId ?? "unknown"}) was never revoked; it is revoked once every consumer confirms ${d.rotationId}`
       : `${d.reason} rotation started by ${d.actor}${next.oldVersionId ? `; replacing version ${next.oldVersionId}` : "; the secret holds no value yet"}`;
-  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running" }, "start", "ok", began, d.actor);
+  await run.transition({ step: next.step, oldVersionId: next.oldVersionId, status: "running", undo: next.undo }, "start", "ok", began, d.actor);
+  run.undoOnRecord = next.undo;
   await run.event("rotation.started", `${d.reason} rotation of ${run.policy.id} started`, { versionId: d.rotationId });
   return { data: next };
 };
