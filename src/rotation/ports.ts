@@ -12,7 +12,7 @@ import type { AuditEntry } from "../audit/audit.ts";
 import type { Rate } from "./pacing.ts";
 import type { CancelRequest, CommitPoint } from "./state/cancels.ts";
 import type { Confirmation } from "./state/confirmations.ts";
-import type { CurrentFacts, RotationRecord, RotationStatus } from "./state/records.ts";
+import type { AuditAppend, CurrentFacts, RotationRecord, RotationStatus } from "./state/records.ts";
 
 /** The queue's job as a rotation sees it (BullMQ's Job). */
 export interface RotationJob {
@@ -47,6 +47,8 @@ export interface PaceLimiter {
 /** The audit trail as the steps write it (audit.ts Audit). */
 export interface AuditLog<Tx> {
   record(entry: AuditEntry & { at?: number }, pipe?: Tx): Promise<void>;
+  /** The streams and fields of an entry, for a script that appends it with its write (RecordPort.end's `audit`). */
+  appendArgs?(entry: AuditEntry & { at?: number }): AuditAppend;
 }
 
 /** I3: the policy's in-flight lock (state/locks.ts PolicyLocks). */
@@ -72,8 +74,8 @@ export interface RecordPort<Tx> {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts?: { release?: boolean; pipe?: Tx; policy?: Record<string, string> },
-  ): Promise<void>;
+    opts?: { release?: boolean; pipe?: Tx; policy?: Record<string, string>; audit?: AuditAppend[] },
+  ): Promise<number | undefined>;
   get(rotationId: string): Promise<RotationRecord | undefined>;
   currentFacts(policyId: string): Promise<CurrentFacts>;
   leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }>;

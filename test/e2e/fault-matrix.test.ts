@@ -122,17 +122,17 @@ describe("I3 regression: the lock and the record", () => {
     await stack.store.create!({ secretId: "prod/ld-i3", region: REGION }, managed.value);
     // The first rotation pauses right after it took the lock, before anything else it does.
     const state = stack.rt.state;
-    const begin = state.locks.begin.bind(state.locks);
+    const claim = state.locks.claim.bind(state.locks);
     let first: string | undefined;
     let release!: () => void;
     const paused = new Promise<void>((r) => (release = r));
-    state.locks.begin = async (rec) => {
-      const holder = await begin(rec);
+    state.locks.claim = async (rec) => {
+      const claimed = await claim(rec);
       if (first === undefined) {
         first = rec.rotationId;
         await paused;
       }
-      return holder;
+      return claimed;
     };
     const a = await stack.rt.rotations.enqueue({ policyId: "ld-i3", reason: "manual", actor: "test" });
     await until("the first rotation holds the lock", () => first === a.rotationId, 20_000);

@@ -184,7 +184,7 @@ class MemoryRecords implements RecordPort<MemoryTx> {
     now: number,
     _ttlSec: number,
     opts: { release?: boolean; pipe?: MemoryTx; policy?: Record<string, string> } = {},
-  ): Promise<void> {
+  ): Promise<number | undefined> {
     const { db } = this.a;
     const act = (): number => {
       const r = db.patch(rec.rotationId, { status, message, updatedAt: now, endedAt: now });
@@ -195,7 +195,11 @@ class MemoryRecords implements RecordPort<MemoryTx> {
       if (opts.release && db.locks.get(rec.policyId) === rec.rotationId) db.locks.delete(rec.policyId);
       return (r.leak ? 1 : 0) + (r.leakFollowUp ? 2 : 0);
     };
-    return this.a.write("end", act, opts.pipe);
+    if (opts.pipe) {
+      opts.pipe.ops.push(act);
+      return Promise.resolve(undefined);
+    }
+    return this.a.call("end", act);
   }
 
   get(rotationId: string): Promise<RotationRecord | undefined> {

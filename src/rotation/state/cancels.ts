@@ -37,8 +37,9 @@ return 'ok'
 
 // COMMIT: KEYS: record. ARGV: now, point. Returns {} (committed) or the cancel's {actor, reason}.
 const COMMIT_LUA = `
-if redis.call('HEXISTS', KEYS[1], 'cancelRequestedAt') == 1 then return redis.call('HMGET', KEYS[1], 'cancelledBy', 'cancelReason') end
-if redis.call('HSETNX', KEYS[1], 'committedAt', ARGV[1]) == 1 then redis.call('HSET', KEYS[1], 'commitPoint', ARGV[2]) end
+local r = redis.call('HMGET', KEYS[1], 'cancelRequestedAt', 'committedAt', 'cancelledBy', 'cancelReason')
+if r[1] then return {r[3], r[4]} end
+if not r[2] then redis.call('HSET', KEYS[1], 'committedAt', ARGV[1], 'commitPoint', ARGV[2]) end
 return {}
 `;
 
@@ -46,11 +47,9 @@ return {}
 // the store write that follows the point of no return: one round trip for both.
 // KEYS: record, gate. ARGV: now, point. Returns {'c', actor, reason} (cancelled) or {'ok', gate}.
 const COMMIT_WRITE_LUA = `
-if redis.call('HEXISTS', KEYS[1], 'cancelRequestedAt') == 1 then
-  local c = redis.call('HMGET', KEYS[1], 'cancelledBy', 'cancelReason')
-  return {'c', c[1], c[2]}
-end
-if redis.call('HSETNX', KEYS[1], 'committedAt', ARGV[1]) == 1 then redis.call('HSET', KEYS[1], 'commitPoint', ARGV[2]) end
+local r = redis.call('HMGET', KEYS[1], 'cancelRequestedAt', 'committedAt', 'cancelledBy', 'cancelReason')
+if r[1] then return {'c', r[3], r[4]} end
+if not r[2] then redis.call('HSET', KEYS[1], 'committedAt', ARGV[1], 'commitPoint', ARGV[2]) end
 return {'ok', redis.call('GET', KEYS[2])}
 `;
 

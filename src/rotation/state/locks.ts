@@ -16,8 +16,9 @@ const TAKEOVER_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('
 // that reconcile queues again under the same id (an ended-at from the dead run ends it at once).
 // KEYS: record, active set, lock, policy summary. ARGV: startedAt, rotationId, record field/value pairs.
 const BEGIN_LUA = `
-if redis.call('HEXISTS', KEYS[1], 'rotationId') == 0 then
-  redis.call('DEL', KEYS[1])
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+if fresh or redis.call('HEXISTS', KEYS[1], 'rotationId') == 0 then
+  if not fresh then redis.call('DEL', KEYS[1]) end
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 end

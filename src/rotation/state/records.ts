@@ -9,7 +9,6 @@ import type { RedisKeys } from "../keys.ts";
 import { z } from "zod";
 import { UndoEntry } from "../job.ts";
 import type { CommitPoint } from "./cancels.ts";
-import { execOrThrow } from "../../util/redis-exec.ts";
 
 export type RotationStatus =
   | "running"
@@ -81,29 +80,44 @@ export interface CurrentFacts {
 }
 
 // A rotation's end: the record's final fields and retention, out of the active set, the policy's
-// summary (only while this rotation is the policy's latest), and the lock (only while it holds it).
-// KEYS: record, its confirmations, active set, policy summary, lock.
-// ARGV: rotationId, ttl (s), claim '1'|'0', release '1'|'0', n, n record items, policy items.
+// summary (only while this rotation is the policy's latest), and the lock (only while it holds it);
+// then the audit entries that record it, appended in the same step.
+// KEYS: record, its confirmations, active set, policy summary, lock, then each entry's streams.
+// ARGV: rotationId, ttl (s), claim '1'|'0', release '1'|'0', n, n record items, m, m policy
+// items, e, then per entry: s, s stream length bounds, f, f fields.
 const END_LUA = `
 local n = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[3] == '1' and #ARGV > 5 + n and redis.call('HGET', KEYS[4], 'lastRotationId') == ARGV[1] then
-  redis.call('HSET', KEYS[4], unpack(ARGV, 6 + n))
+local i = 6 + n
+local m = tonumber(ARGV[i])
+if ARGV[3] == '1' and m > 0 and redis.call('HGET', KEYS[4], 'lastRotationId') == ARGV[1] then
+  redis.call('HSET', KEYS[4], unpack(ARGV, i + 1, i + m))
 end
+i = i + m + 1
 if ARGV[4] == '1' and redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
 local leak = redis.call('HMGET', KEYS[1], 'leak', 'leakFollowUp')
 local flags = 0
 if leak[1] == 'true' then flags = 1 end
 if leak[2] == 'true' then flags = flags + 2 end
+local k = 6
+for _ = 1, tonumber(ARGV[i]) do
+  local s = tonumber(ARGV[i + 1])
+  local f = tonumber(ARGV[i + s + 2])
+  for j = 1, s do
+    redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[i + 1 + j], '*', unpack(ARGV, i + s + 3, i + s + 2 + f))
+    k = k + 1
+  end
+  i = i + s + 2 + f
+end
 return flags
 `;
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    rekeyEnd(record: string, confirmed: string, active: string, policy: string, lock: string, ...args: string[]): Result<number, Context>;
+    rekeyEnd(numberOfKeys: number, ...keysAndArgs: string[]): Result<number, Context>;
   }
 }
 
@@ -117,6 +131,12 @@ export function leakHandOffDue(rec: Pick<RotationRecord, "endedAt" | "leak" | "l
   return rec.leakFollowUp === true || (rec.status !== "completed" && rec.promotedAt === undefined && rec.reason !== "leak");
 }
 
+/** An audit entry as Audit.appendArgs gives it: its streams with their length bounds, and its fields. */
+export interface AuditAppend {
+  streams: { key: string; maxLen: string }[];
+  fields: string[];
+}
+
 export class RotationRecords {
   /** Transactions that claimed a policy (claimPolicy): their summary already says `running`. */
   private readonly claimed = new WeakSet<ChainableCommander>();
@@ -125,7 +145,8 @@ export class RotationRecords {
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
   ) {
-    defineScripts(redis, { rekeyEnd: { numberOfKeys: 5, lua: END_LUA } });
+    // The number of keys varies with the audit entries written with the end: given per call.
+    defineScripts(redis, { rekeyEnd: { lua: END_LUA } });
   }
 
   /**
@@ -184,7 +205,9 @@ export class RotationRecords {
    * transaction (the caller runs it). Its reply holds the leak flags as they were when the
    * rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a follow-up owed.
    * `policy`: more fields for the policy's summary, written with it (a completed rotation's
-   * CurrentFacts: currentVersionId, currentCredentialId, currentMeta, cleanAfter).
+   * CurrentFacts: currentVersionId, currentCredentialId, currentMeta, cleanAfter). `audit`: the
+   * entries that record the end (Audit.appendArgs), appended by the same script. Run alone, it
+   * answers the leak flags.
    */
   async end(
     rec: Pick<RotationRecord, "rotationId" | "policyId">,
@@ -192,28 +215,39 @@ export class RotationRecords {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts: { release?: boolean; pipe?: ChainableCommander; policy?: Record<string, string> } = {},
-  ): Promise<void> {
+    opts: { release?: boolean; pipe?: ChainableCommander; policy?: Record<string, string>; audit?: AuditAppend[] } = {},
+  ): Promise<number | undefined> {
     const policyFields: Record<string, string> = { ...opts.policy, lastStatus: status, lastEndedAt: String(now) };
     if (status === "completed") policyFields.lastCompletedAt = String(now);
     const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
-    const m = opts.pipe ?? this.redis.multi();
-    // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
-    m.rekeyEnd(
+    const policy = Object.entries(policyFields).flat();
+    const audit = opts.audit ?? [];
+    const keys = [
       this.keys.rotation(rec.rotationId),
       this.keys.confirmations(rec.rotationId),
       this.keys.active(),
       this.keys.policy(rec.policyId),
       this.keys.inflight(rec.policyId),
+      ...audit.flatMap((a) => a.streams.map((st) => st.key)),
+    ];
+    const args = [
       rec.rotationId,
       String(ttlSec),
+      // Only the policy's latest rotation speaks for the policy (a skipped duplicate does not).
       status === "skipped" ? "0" : "1",
       opts.release ? "1" : "0",
       String(fields.length),
       ...fields,
-      ...Object.entries(policyFields).flat(),
-    );
-    if (!opts.pipe) await execOrThrow(m);
+      String(policy.length),
+      ...policy,
+      String(audit.length),
+      ...audit.flatMap((a) => [String(a.streams.length), ...a.streams.map((st) => st.maxLen), String(a.fields.length), ...a.fields]),
+    ];
+    if (opts.pipe) {
+      opts.pipe.rekeyEnd(keys.length, ...keys, ...args);
+      return undefined;
+    }
+    return this.redis.rekeyEnd(keys.length, ...keys, ...args);
   }
 
   async get(rotationId: string): Promise<RotationRecord | undefined> {
