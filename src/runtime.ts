@@ -5,6 +5,7 @@
  */
 import { Queue } from "bullmq";
 import { Audit } from "./audit/audit.ts";
+import type { RedisBatch } from "./util/redis-batch.ts";
 import { readEnvOrFile } from "./config.ts";
 import { ApiTokens } from "./auth/tokens.ts";
 import { ConfigError, PolicyError, RedisUnavailableError } from "./errors.ts";
@@ -204,7 +205,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // One gateway for every provider call and store write of this process: the engine's, a
   // submission's, offboarding's (context, pacing, the 429 gate, the AWS write pacing).
   const gateway = new ProviderGateway({ state, limiter: new RateLimiter(state.redis, state.keys), providers, resolve, now, providerRates: opts.providerRates, awsWritesPerSecond: opts.awsWritesPerSecond });
-  const engine = new RotationEngine({
+  const engine = new RotationEngine<RedisBatch>({
     gateway,
     state,
     audit,

@@ -4,9 +4,10 @@
  * ids, steps, outcomes and actors — never a value. Redis is a bounded cache: the audit sink
  * (sink.ts) ships the whole trail, hash-chained, to a file, stdout or an HTTP endpoint.
  */
-import type { ChainableCommander, Result } from "ioredis";
+import type { Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+import type { RedisTx } from "../util/redis-batch.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
 
 export interface AuditEntry {
@@ -60,7 +61,7 @@ export class Audit {
    * Append an entry; with `pipe`, the commands join that transaction (the caller runs it). `at`:
    * when it happened, where that was earlier than now (an entry written with a later step).
    */
-  async record(entry: AuditEntry & { at?: number }, pipe?: ChainableCommander): Promise<void> {
+  async record(entry: AuditEntry & { at?: number }, pipe?: RedisTx): Promise<void> {
     const { streams, fields } = this.appendArgs(entry);
     if (pipe) {
       for (const s of streams) pipe.xadd(s.key, "MAXLEN", "~", s.maxLen, "*", ...fields);

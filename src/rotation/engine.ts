@@ -13,7 +13,7 @@
  * The steps, one file each, form a table (steps/index.ts); the processor (processor.ts) runs them
  * from the job's cursor; a Run (run.ts) is what they share within one execution of a job.
  */
-import type { ChainableCommander } from "ioredis";
+import type { RedisBatch } from "../util/redis-batch.ts";
 import type { Logger } from "../log.ts";
 import type { RotationObserver } from "../observe/metrics.ts";
 import type { NotificationInput } from "../notify/outbox.ts";
@@ -38,7 +38,7 @@ export type CrashPoint = "after-issue" | "after-store" | "after-promote";
  * What the engine works with. `Tx` is the state's transaction (ports.ts): a Redis MULTI in
  * production (RekeyState, Audit), an in-memory one in the unit tests.
  */
-export interface EngineDeps<Tx = ChainableCommander> {
+export interface EngineDeps<Tx = RedisBatch> {
   state: RotationState<Tx>;
   audit: AuditLog<Tx>;
   store: SecretStore;
@@ -72,7 +72,7 @@ export interface EngineDeps<Tx = ChainableCommander> {
   observer?: RotationObserver;
 }
 
-export class RotationEngine<Tx = ChainableCommander> {
+export class RotationEngine<Tx = RedisBatch> {
   private readonly sleep: (ms: number) => Promise<void>;
   /** Set by the worker that runs this engine (processes.ts): jobs linger before parking for confirmations. */
   linger: Linger | undefined;

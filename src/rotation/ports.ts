@@ -48,7 +48,7 @@ export interface PaceLimiter {
 export interface AuditLog<Tx> {
   record(entry: AuditEntry & { at?: number }, pipe?: Tx): Promise<void>;
   /** The streams and fields of an entry, for a script that appends it with its write (RecordPort.end's `audit`). */
-  appendArgs?(entry: AuditEntry & { at?: number }): AuditAppend;
+  appendArgs(entry: AuditEntry & { at?: number }): AuditAppend;
 }
 
 /** I3: the policy's in-flight lock (state/locks.ts PolicyLocks). */
@@ -74,8 +74,8 @@ export interface RecordPort<Tx> {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts?: { release?: boolean; pipe?: Tx; policy?: Record<string, string>; audit?: AuditAppend[] },
-  ): Promise<number | undefined>;
+    opts?: { release?: boolean; policy?: Record<string, string>; audit?: AuditAppend[] },
+  ): Promise<number>;
   get(rotationId: string): Promise<RotationRecord | undefined>;
   currentFacts(policyId: string): Promise<CurrentFacts>;
   leakAndEnded(rotationId: string): Promise<{ leak: boolean; ended: boolean }>;

@@ -265,21 +265,11 @@ export class Run<Tx> {
   /** End the rotation: record, lock, audit and notification, in that order. */
   async end(status: "completed" | "failed" | "needs-attention", text: string, audit: { step: string; outcome: string }, event: EngineEvent["type"], eventText = text, policy?: Record<string, string>): Promise<void> {
     const d = this.data;
-    // Record, lock and audit in one step: a crash cannot leave the policy locked by an ended
-    // rotation, or an ended rotation without its audit entry. One script where the audit gives
-    // its entries' streams (the entries deferred until this write first), else one transaction.
+    // Record, lock and audit in one script: a crash cannot leave the policy locked by an ended
+    // rotation, or an ended rotation without its audit entry (those deferred until this write first).
     const entry = { rotationId: d.rotationId, policyId: d.policyId, step: audit.step, outcome: audit.outcome, actor: "worker", message: text };
-    let flags: number;
-    const appendArgs = this.deps.audit.appendArgs?.bind(this.deps.audit);
-    if (appendArgs) {
-      const entries = [...this.pendingAudit.splice(0), entry].map((e) => appendArgs(e));
-      flags = (await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, policy, audit: entries })) ?? 0;
-    } else {
-      const m = this.deps.state.transaction();
-      await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, pipe: m, policy });
-      this.auditInto(m, entry);
-      [flags] = (await this.deps.state.commit(m)) as [number];
-    }
+    const entries = [...this.pendingAudit.splice(0), entry].map((e) => this.deps.audit.appendArgs(e));
+    const flags = await this.deps.state.records.end(d, status, text, this.now, engineDefaults.recordTtlSec, { release: true, policy, audit: entries });
     // A leak joined this rotation and its work is not done (leakHandOffDue): the leak gets a
     // rotation of its own. Queued after the lock's release (before, it could find this rotation
     // still holding the policy and join it again). A crash before this: the failure path runs

@@ -5,9 +5,8 @@
  * by every worker, and the records of leaks, offboardings and reconcile passes. Every key is named
  * in keys.ts; keys hold ids and keyed fingerprints, never values.
  */
-import type { ChainableCommander } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
-import { execOrThrow } from "../util/redis-exec.ts";
+import { RedisBatch } from "../util/redis-batch.ts";
 import { RedisKeys } from "./keys.ts";
 import type { RotationState } from "./ports.ts";
 import { CancelRequests } from "./state/cancels.ts";
@@ -18,7 +17,7 @@ import { LeakIncidents, OffboardRecords, ReconcileMarks } from "./state/operatio
 import { RotationRecords } from "./state/records.ts";
 import { RateGates, WakeFlags } from "./state/signals.ts";
 
-export class RekeyState implements RotationState<ChainableCommander> {
+export class RekeyState implements RotationState<RedisBatch> {
   readonly keys: RedisKeys;
   readonly locks: PolicyLocks;
   readonly records: RotationRecords;
@@ -53,12 +52,12 @@ export class RekeyState implements RotationState<ChainableCommander> {
    * entries): the writers above and the audit join it through their `pipe` argument; run it with
    * commit.
    */
-  transaction(): ChainableCommander {
-    return this.redis.multi();
+  transaction(): RedisBatch {
+    return new RedisBatch(this.redis);
   }
 
   /** Run a transaction; rejects when any write in it failed. Answers with each write's reply. */
-  commit(m: ChainableCommander): Promise<unknown[]> {
-    return execOrThrow(m);
+  commit(m: RedisBatch): Promise<unknown[]> {
+    return m.exec();
   }
 }

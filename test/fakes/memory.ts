@@ -19,7 +19,7 @@ import type {
 } from "../../src/rotation/ports.ts";
 import type { CancelRequest, CommitPoint } from "../../src/rotation/state/cancels.ts";
 import type { Confirmation } from "../../src/rotation/state/confirmations.ts";
-import { type CurrentFacts, parseFacts, type RotationRecord, type RotationStatus } from "../../src/rotation/state/records.ts";
+import { type AuditAppend, type CurrentFacts, parseFacts, type RotationRecord, type RotationStatus } from "../../src/rotation/state/records.ts";
 import type { World } from "./memory-world.ts";
 
 /** A transaction: writes applied together at commit, each answering in order. */
@@ -139,7 +139,10 @@ class MemoryLocks implements LockPort {
 }
 
 class MemoryRecords implements RecordPort<MemoryTx> {
-  constructor(private readonly a: Access) {}
+  constructor(
+    private readonly a: Access,
+    private readonly audit?: MemoryAudit,
+  ) {}
 
   put(rec: RotationRecord, opts: { claimsPolicy?: boolean } = {}): Promise<void> {
     const { db } = this.a;
@@ -183,8 +186,8 @@ class MemoryRecords implements RecordPort<MemoryTx> {
     message: string | undefined,
     now: number,
     _ttlSec: number,
-    opts: { release?: boolean; pipe?: MemoryTx; policy?: Record<string, string> } = {},
-  ): Promise<number | undefined> {
+    opts: { release?: boolean; policy?: Record<string, string>; audit?: AuditAppend[] } = {},
+  ): Promise<number> {
     const { db } = this.a;
     const act = (): number => {
       const r = db.patch(rec.rotationId, { status, message, updatedAt: now, endedAt: now });
@@ -193,12 +196,10 @@ class MemoryRecords implements RecordPort<MemoryTx> {
         db.patchPolicy(rec.policyId, { ...opts.policy, lastStatus: status, lastEndedAt: String(now), ...(status === "completed" ? { lastCompletedAt: String(now) } : {}) });
       }
       if (opts.release && db.locks.get(rec.policyId) === rec.rotationId) db.locks.delete(rec.policyId);
+      // The entries that record the end land with it (MemoryAudit.appendArgs: no streams, the fields).
+      for (const a of opts.audit ?? []) this.audit?.rows.push(rowOf(a.fields));
       return (r.leak ? 1 : 0) + (r.leakFollowUp ? 2 : 0);
     };
-    if (opts.pipe) {
-      opts.pipe.ops.push(act);
-      return Promise.resolve(undefined);
-    }
     return this.a.call("end", act);
   }
 
@@ -321,11 +322,15 @@ export class MemoryState implements RotationState<MemoryTx> {
   readonly fingerprints: FingerprintPort<MemoryTx>;
   readonly wake: WakePort;
   readonly gates: GatePort;
-  constructor(private readonly world: World) {
+  /** `audit`: where a rotation's end appends the entries it carries (RecordPort.end). */
+  constructor(
+    private readonly world: World,
+    audit?: MemoryAudit,
+  ) {
     const at = (concern: string) => new Access(world, this.db, concern);
     const { db } = this;
     this.locks = new MemoryLocks(at("locks"));
-    this.records = new MemoryRecords(at("records"));
+    this.records = new MemoryRecords(at("records"), audit);
     this.cancels = new MemoryCancels(at("cancels"));
     this.consumers = new MemoryConsumers(at("consumers"));
     const fp = at("fingerprints");
@@ -370,10 +375,26 @@ export interface AuditRow extends AuditEntry {
   at: number;
 }
 
+/** An audit row from an entry's fields (MemoryAudit.appendArgs). */
+function rowOf(fields: string[]): AuditRow {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
+  return { at: Number(f.at), step: f.step ?? "", outcome: f.outcome ?? "", actor: f.actor ?? "", rotationId: f.rotationId, policyId: f.policyId, message: f.message };
+}
+
 export class MemoryAudit implements AuditLog<MemoryTx> {
   readonly rows: AuditRow[] = [];
 
   constructor(private readonly world: World) {}
+
+  /** An entry as RecordPort.end's `audit` carries it: no streams here, its fields as Audit writes them. */
+  appendArgs(entry: AuditEntry & { at?: number }): AuditAppend {
+    const fields = ["at", String(entry.at ?? this.world.clock.t), "step", entry.step, "outcome", entry.outcome, "actor", entry.actor];
+    if (entry.rotationId) fields.push("rotationId", entry.rotationId);
+    if (entry.policyId) fields.push("policyId", entry.policyId);
+    if (entry.message) fields.push("message", entry.message);
+    return { streams: [], fields };
+  }
 
   record(entry: AuditEntry & { at?: number }, pipe?: MemoryTx): Promise<void> {
     const act = () => void this.rows.push({ ...entry, at: entry.at ?? this.world.clock.t });

@@ -115,8 +115,8 @@ export class Sim {
 
   constructor(opts: SimOptions = {}) {
     this.world = new World(rng(opts.seed ?? 1));
-    this.state = new MemoryState(this.world);
     this.audit = new MemoryAudit(this.world);
+    this.state = new MemoryState(this.world, this.audit);
     this.store = new MemoryStore(this.world);
     this.creds = new Credentials(this.world);
     this.confirmAfter = opts.confirmAfter ?? { checkout: 60_000, billing: 120_000, reports: 30_000, publisher: 10_000, scanner: 90_000 };

@@ -66,14 +66,16 @@ async function history<Tx>(s: RotationState<Tx>): Promise<unknown[]> {
   log("the wake flag was taken with the read", await s.wake.take(A));
   await s.wake.raise(A);
   log("a raised wake flag", [await s.wake.take(A), await s.wake.take(A)]);
+  log(
+    "the end's leak flags",
+    await s.records.end({ rotationId: A, policyId: "p1" }, "completed", "done", NOW + 10, 60, {
+      release: true,
+      policy: { currentVersionId: A, currentCredentialId: "cred-a", currentMeta: JSON.stringify({ project: "p" }), cleanAfter: A },
+    }),
+  );
   tx = s.transaction();
-  await s.records.end({ rotationId: A, policyId: "p1" }, "completed", "done", NOW + 10, 60, {
-    release: true,
-    pipe: tx,
-    policy: { currentVersionId: A, currentCredentialId: "cred-a", currentMeta: JSON.stringify({ project: "p" }), cleanAfter: A },
-  });
   s.records.markLeakRetry(tx, A, C);
-  log("the end's leak flags", (await s.commit(tx))[0]);
+  await s.commit(tx);
   log("ended", await s.records.leakAndEnded(A));
   log("a cancel of an ended rotation", await s.cancels.request(A, "ops", "", NOW + 11));
   log("a leak cannot join an ended rotation", await s.locks.mergeLeak("p1", A));

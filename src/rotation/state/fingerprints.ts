@@ -1,5 +1,5 @@
 /** The leaked-value index: a stored value's keyed fingerprint → the policy and version that hold it. */
-import type { ChainableCommander } from "ioredis";
+import type { RedisTx } from "../../util/redis-batch.ts";
 import type { RedisClient } from "../../redis-connection.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 import type { RedisKeys } from "../keys.ts";
@@ -18,7 +18,7 @@ export class FingerprintIndex {
   ) {}
 
   /** Index a stored value's fingerprint (INDEX_TTL_SEC); with `pipe`, the write joins that transaction. */
-  async index(fingerprint: string, entry: { policyId: string; versionId: string }, pipe?: ChainableCommander): Promise<void> {
+  async index(fingerprint: string, entry: { policyId: string; versionId: string }, pipe?: RedisTx): Promise<void> {
     // One command: the entry and its expiry together.
     const value = JSON.stringify({ policyId: entry.policyId, versionId: entry.versionId });
     if (pipe) pipe.set(this.keys.fingerprint(fingerprint), value, "EX", INDEX_TTL_SEC);

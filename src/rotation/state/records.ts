@@ -2,8 +2,9 @@
  * Rotation records (`rekey status`, the dashboard, reports) and the policy summaries they keep:
  * the only writer of both. Records hold ids, steps and messages, never a value.
  */
-import type { ChainableCommander, Result } from "ioredis";
+import type { Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
+import { RedisBatch, type RedisTx } from "../../util/redis-batch.ts";
 import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
 import { z } from "zod";
@@ -139,7 +140,7 @@ export interface AuditAppend {
 
 export class RotationRecords {
   /** Transactions that claimed a policy (claimPolicy): their summary already says `running`. */
-  private readonly claimed = new WeakSet<ChainableCommander>();
+  private readonly claimed = new WeakSet<RedisTx>();
 
   constructor(
     private readonly redis: RedisClient,
@@ -162,9 +163,9 @@ export class RotationRecords {
   }
 
   /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
-  async update(rotationId: string, patch: Partial<RotationRecord>, pipe?: ChainableCommander): Promise<void> {
+  async update(rotationId: string, patch: Partial<RotationRecord>, pipe?: RedisTx): Promise<void> {
     const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
-    const m = pipe ?? this.redis.multi();
+    const m = pipe ?? new RedisBatch(this.redis);
     m.hset(this.keys.rotation(rotationId), fields);
     // A claim in the same transaction already wrote `running` (the start step): not twice.
     const claimedRunning = patch.status === "running" && pipe !== undefined && this.claimed.has(pipe);
@@ -173,7 +174,7 @@ export class RotationRecords {
     if (patch.status && !claimedRunning) summary.lastStatus = patch.status;
     if (patch.promotedAt !== undefined) summary.lastPromotedAt = String(patch.promotedAt);
     if (patch.policyId && Object.keys(summary).length) m.hset(this.keys.policy(patch.policyId), summary);
-    if (!pipe) await m.exec();
+    if (!pipe) await (m as RedisBatch).exec();
   }
 
   /**
@@ -181,7 +182,7 @@ export class RotationRecords {
    * before them, answered among the transaction's replies as [leak, endedAt, promotedAt, status,
    * newFingerprint] (HMGET; null where unset).
    */
-  readBeforePromotion(m: ChainableCommander, rotationId: string): void {
+  readBeforePromotion(m: RedisTx, rotationId: string): void {
     m.hmget(this.keys.rotation(rotationId), "leak", "endedAt", "promotedAt", "status", "newFingerprint");
   }
 
@@ -189,25 +190,24 @@ export class RotationRecords {
    * A rotation that took its policy's lock now speaks for the policy (`rekey status`: last
    * rotation, running since), into transaction `m`.
    */
-  claimPolicy(m: ChainableCommander, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
+  claimPolicy(m: RedisTx, rec: Pick<RotationRecord, "rotationId" | "policyId" | "startedAt">): void {
     m.hset(this.keys.policy(rec.policyId), policyClaim({ ...rec, status: "running" }));
     this.claimed.add(m);
   }
 
   /** The leak rotation queued in an ended rotation's place or after it (leakHandOffDue); into `m`. */
-  markLeakRetry(m: ChainableCommander, rotationId: string, leakRotationId: string): void {
+  markLeakRetry(m: RedisTx, rotationId: string, leakRotationId: string): void {
     m.hset(this.keys.rotation(rotationId), { leakRetry: leakRotationId });
   }
 
   /**
    * Mark a rotation ended: out of the active set, record kept for `ttlSec`; with `release`, the
-   * policy's lock too (when this rotation holds it). One script; with `pipe`, it joins that
-   * transaction (the caller runs it). Its reply holds the leak flags as they were when the
-   * rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a follow-up owed.
+   * policy's lock too (when this rotation holds it). One script. It answers the leak flags as they
+   * were when the rotation ended (mergeLeak cannot join it later): 1 taken over by a leak, 2 a
+   * follow-up owed.
    * `policy`: more fields for the policy's summary, written with it (a completed rotation's
    * CurrentFacts: currentVersionId, currentCredentialId, currentMeta, cleanAfter). `audit`: the
-   * entries that record the end (Audit.appendArgs), appended by the same script. Run alone, it
-   * answers the leak flags.
+   * entries that record the end (Audit.appendArgs), appended by the same script.
    */
   async end(
     rec: Pick<RotationRecord, "rotationId" | "policyId">,
@@ -215,8 +215,8 @@ export class RotationRecords {
     message: string | undefined,
     now: number,
     ttlSec: number,
-    opts: { release?: boolean; pipe?: ChainableCommander; policy?: Record<string, string>; audit?: AuditAppend[] } = {},
-  ): Promise<number | undefined> {
+    opts: { release?: boolean; policy?: Record<string, string>; audit?: AuditAppend[] } = {},
+  ): Promise<number> {
     const policyFields: Record<string, string> = { ...opts.policy, lastStatus: status, lastEndedAt: String(now) };
     if (status === "completed") policyFields.lastCompletedAt = String(now);
     const fields = Object.entries(toHash({ status, message, updatedAt: now, endedAt: now })).flat();
@@ -243,10 +243,6 @@ export class RotationRecords {
       String(audit.length),
       ...audit.flatMap((a) => [String(a.streams.length), ...a.streams.map((st) => st.maxLen), String(a.fields.length), ...a.fields]),
     ];
-    if (opts.pipe) {
-      opts.pipe.rekeyEnd(keys.length, ...keys, ...args);
-      return undefined;
-    }
     return this.redis.rekeyEnd(keys.length, ...keys, ...args);
   }
 
