@@ -6,7 +6,7 @@
  * in keys.ts; keys hold ids and keyed fingerprints, never values.
  */
 import type { RedisClient } from "../redis-connection.ts";
-import { RedisBatch } from "../util/redis-batch.ts";
+import { defineBatch, RedisBatch } from "../util/redis-batch.ts";
 import { RedisKeys } from "./keys.ts";
 import type { RotationState } from "./ports.ts";
 import { CancelRequests } from "./state/cancels.ts";
@@ -35,6 +35,7 @@ export class RekeyState implements RotationState<RedisBatch> {
     readonly prefix: string,
   ) {
     const keys = (this.keys = new RedisKeys(prefix));
+    defineBatch(redis);
     this.locks = new PolicyLocks(redis, keys);
     this.records = new RotationRecords(redis, keys);
     this.cancels = new CancelRequests(redis, keys);

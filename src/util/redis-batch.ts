@@ -36,13 +36,20 @@ declare module "ioredis" {
   }
 }
 
+/**
+ * Define the batch script on a connection: once, when the connection's users are set up — not
+ * at a first transaction, where an auto-pipeline of the same tick would not know the command.
+ */
+export function defineBatch(redis: RedisClient): void {
+  defineScripts(redis, { rekeyBatch: { lua: BATCH_LUA } });
+}
+
 export class RedisBatch implements RedisTx {
   private readonly keys: string[] = [];
   private readonly args: string[] = [];
 
-  constructor(private readonly redis: RedisClient) {
-    defineScripts(redis, { rekeyBatch: { lua: BATCH_LUA } });
-  }
+  /** `redis`: a connection defineBatch was called on. */
+  constructor(private readonly redis: RedisClient) {}
 
   private add(name: string, key: string, rest: (string | number)[]): this {
     this.keys.push(key);

@@ -4,7 +4,7 @@
  */
 import type { Result } from "ioredis";
 import type { RedisClient } from "../../redis-connection.ts";
-import { RedisBatch, type RedisTx } from "../../util/redis-batch.ts";
+import { defineBatch, RedisBatch, type RedisTx } from "../../util/redis-batch.ts";
 import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
 import { z } from "zod";
@@ -148,6 +148,7 @@ export class RotationRecords {
   ) {
     // The number of keys varies with the audit entries written with the end: given per call.
     defineScripts(redis, { rekeyEnd: { lua: END_LUA } });
+    defineBatch(redis);
   }
 
   /**
