@@ -10,7 +10,8 @@ import type { CredentialRef, Policy, ProviderConfig } from "../policy/schema.ts"
 import { paceRequests } from "../providers/http.ts";
 import type { SecretRef } from "../stores/types.ts";
 import { engineDefaults } from "./defaults.ts";
-import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, OPEN_ADMIT_MS, OpenAdmits, ProviderPacer, type ProviderRates, rateOf } from "./pacing.ts";
+import { AWS_WRITE_HOLD_MS, AWS_WRITE_POLL_MS, CLOCK_SKEW_MS, type ProviderRates, rateOf } from "./pacing.ts";
+import { OPEN_ADMIT_MS, OpenAdmits, ProviderPacer } from "./provider-pacer.ts";
 import type { GatePort, PaceLimiter } from "./ports.ts";
 import { providerScope, refOf, storeScope } from "./scope.ts";
 

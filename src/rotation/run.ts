@@ -117,11 +117,6 @@ export class Run<Tx> {
     return this.caps.issue === "overlap" && !this.provider.sweep && !this.provider.recoverIssued;
   }
 
-  /** A leak's issue replaces every credential at once (compromise mode, Provider.replaceAll). */
-  get leakReplaces(): boolean {
-    return this.data.reason === "leak" && this.caps.leakReplace === true && this.provider.replaceAll !== undefined;
-  }
-
   /** A reset that kills the old value: from the reset on, store, promote at once, then verify. */
   get cutover(): boolean {
     return this.caps.issue === "reset" && !this.caps.oldSurvivesIssue;
@@ -136,10 +131,6 @@ export class Run<Tx> {
     return this.calls.ctx();
   }
 
-  /** ctx() for the check of a credential this run issued a moment ago (PolicyCalls.freshCtx). */
-  freshCtx(): ProviderContext {
-    return this.calls.freshCtx();
-  }
 
   async auditStep(step: string, outcome: string, message?: string, actor = "worker"): Promise<void> {
     const entry = { rotationId: this.data.rotationId, policyId: this.data.policyId, step, outcome, actor, message };

@@ -30,6 +30,11 @@ export async function intend<Tx>(run: Run<Tx>, entries: UndoEntry[]): Promise<vo
   if (record(run, entries)) await run.job.updateData(run.data);
 }
 
+/** A leak's issue replaces every credential at once (compromise mode, Provider.replaceAll). */
+export function leakReplaces<Tx>(run: Run<Tx>): boolean {
+  return run.data.reason === "leak" && run.caps.leakReplace === true && run.provider.replaceAll !== undefined;
+}
+
 /** A new credential stored under the rotation's version can be revoked (a reset's keeps the old one's id). */
 function revocable<Tx>(run: Run<Tx>): boolean {
   return run.caps.issue !== "reset" && run.caps.revoke === "api" && run.provider.revoke !== undefined;

@@ -12,7 +12,7 @@ import { AWSPREVIOUS, type StoredVersion } from "../../stores/types.ts";
 import { hedge } from "../cutover.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
-import { issueUndo, record, storedAs } from "../undo.ts";
+import { issueUndo, leakReplaces, record, storedAs } from "../undo.ts";
 import { promoted } from "./promoting.ts";
 
 export const issuing: StepFn = async (run) => {
@@ -73,7 +73,7 @@ export const issuing: StepFn = async (run) => {
     const old = d.oldVersionId ? (run.currentValue !== undefined ? { value: run.currentValue } : await run.readVersion(d.oldVersionId)) : undefined;
     // What the issue and the store write after it undo (undo.ts), recorded before either is sent:
     // both may land without an answer. Written to the job before the call (a reset's with its marker).
-    const replace = run.leakReplaces;
+    const replace = leakReplaces(run);
     // Where a credential whose value was lost cannot be found again (Run.lostIsUnfindable), the job says a
     // create is on its way before it is sent: a worker that dies before the store write leaves
     // the mark, and a failure before the value is stored then alerts (Run.fail).
@@ -165,7 +165,7 @@ export const issuing: StepFn = async (run) => {
  */
 async function verifyOrUndo<Tx>(run: Run<Tx>, issued: IssuedCredential): Promise<void> {
   try {
-    await run.providerCall(() => run.provider.verify(run.freshCtx(), issued.value, { credentialId: issued.credentialId, meta: issued.meta }));
+    await run.providerCall(() => run.provider.verify(run.calls.freshCtx(), issued.value, { credentialId: issued.credentialId, meta: issued.meta }));
   } catch (err) {
     await undo(run, issued, `the new credential failed its check (${errorMessage(err)}); it was revoked again and the old one stays current`);
     throw err;

@@ -6,7 +6,7 @@ import { CancelledError, TransientError } from "../../errors.ts";
 import type { CredentialHandle } from "../../providers/types.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
-import { issueUndo, record as recordUndo } from "../undo.ts";
+import { issueUndo, leakReplaces, record as recordUndo } from "../undo.ts";
 import { type CurrentFacts, type RotationRecord, TERMINAL } from "../state/records.ts";
 
 export const start: StepFn = async (run) => {
@@ -104,7 +104,7 @@ export const start: StepFn = async (run) => {
   // issuing need not write the job first. (A human step records its own before it asks.)
   if (next.step === "issuing") {
     run.data = next;
-    recordUndo(run, issueUndo(run, run.leakReplaces));
+    recordUndo(run, issueUndo(run, leakReplaces(run)));
     next.undo = run.data.undo;
     run.data = d;
   }
