@@ -9,8 +9,16 @@
  *     `sample` completed rotations; Redis used_memory before and after, and what rekey keeps.
  *
  *   tsx bench/rotations.ts --mode engine|memory --redis <url> --policies <n> [--runs n]
- *     [--rounds n] [--concurrency n] [--sample n]
+ *     [--rounds n] [--concurrency n] [--sample n] [--cpu-prof <dir>] [--cpu-prof-interval-us n]
+ *
+ *   --cpu-prof <dir>: a V8 CPU profile of this process for each measured run (engine mode),
+ *     `<dir>/<kind>-<round>.cpuprofile`, sampled every 250 µs unless --cpu-prof-interval-us says
+ *     otherwise; warm-up runs are not profiled. Summarize them with
+ *     `tsx bench/profile-report.ts <dir> --kind rekey`.
  */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { emitResult, progress } from "./lib/child.ts";
 import { type FakesDrain } from "./fakes-process.ts";
@@ -81,6 +89,8 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "" },
     "warmup-runs": { type: "string", default: "2" },
     kinds: { type: "string", default: "rekey,baseline,minimal" },
+    "cpu-prof": { type: "string", default: "" },
+    "cpu-prof-interval-us": { type: "string", default: "250" },
   },
 });
 const redisUrl = values.redis ?? "";
@@ -124,6 +134,14 @@ async function engine(): Promise<EngineResult> {
   const add = (into: Record<string, number>, d: FakesDrain) => {
     for (const [route, n] of Object.entries(d.routes)) into[route] = (into[route] ?? 0) + n;
   };
+  const profileDir = values["cpu-prof"] ?? "";
+  const inspector = profileDir ? new Session() : undefined;
+  if (inspector) {
+    mkdirSync(profileDir, { recursive: true });
+    inspector.connect();
+    await inspector.post("Profiler.enable");
+    await inspector.post("Profiler.setSamplingInterval", { interval: Number(values["cpu-prof-interval-us"]) });
+  }
   const rounds = Math.min(20, Number(values.runs));
   for (let r = 0; r < rounds; r++) {
     // Each kind goes first, second and last in turn, so a drift of the machine spreads evenly.
@@ -131,9 +149,11 @@ async function engine(): Promise<EngineResult> {
     for (const kind of order) {
       if (!kinds.includes(kind)) continue;
       const before = await rig.redisCounters();
+      if (inspector) await inspector.post("Profiler.start");
       const cpu0 = process.cpuUsage();
       const res = await run(kind, all);
       const cpu = process.cpuUsage(cpu0);
+      if (inspector) writeFileSync(join(profileDir, `${kind}-${r}.cpuprofile`), JSON.stringify((await inspector.post("Profiler.stop")).profile));
       const after = await rig.redisCounters();
       const redisCalls: Record<string, number> = {};
       for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
