@@ -3,7 +3,7 @@
  * (REKEY_FINGERPRINT_KEY). A consumer proves which value it loaded without ever sending it, and
  * rekey finds a leaked value among the versions it stored without keeping any value.
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, hash, timingSafeEqual } from "node:crypto";
 
 export function fingerprint(key: string, value: string): string {
   return createHmac("sha256", key).update(value, "utf8").digest("hex");
@@ -11,7 +11,7 @@ export function fingerprint(key: string, value: string): string {
 
 /** `sha256:<hex>` of a bearer token, the form policy files hold for consumer tokens. */
 export function tokenHash(token: string): string {
-  return `sha256:${createHash("sha256").update(token, "utf8").digest("hex")}`;
+  return `sha256:${hash("sha256", token, "hex")}`;
 }
 
 /** Constant-time check of a presented bearer token against a configured `sha256:<hex>`. */

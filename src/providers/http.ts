@@ -4,7 +4,7 @@
  * method, path (without query) and status, and the provider's own error text, never a header or a
  * request body.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { z } from "zod";
 import { PermanentError, RateLimitedError, TransientError, UnansweredError } from "../errors.ts";
 
@@ -37,9 +37,14 @@ export function paceRequests(signal: AbortSignal, pacer: RequestPacer): void {
 }
 
 function credentialTag(headers: Record<string, string>): string {
-  const auth = Object.entries(headers).find(([k]) => k.toLowerCase() === "authorization")?.[1];
+  let auth: string | undefined;
+  for (const k in headers) {
+    if (k.toLowerCase() !== "authorization") continue;
+    auth = headers[k];
+    break;
+  }
   if (!auth) return "anonymous";
-  return createHash("sha256").update("rekey-rate-budget\0").update(auth).digest("hex").slice(0, 12);
+  return hash("sha256", `rekey-rate-budget\0${auth}`, "hex").slice(0, 12);
 }
 
 export interface HttpRequest {
@@ -100,10 +105,31 @@ export class ProviderHttp {
   }
 
   async request(req: HttpRequest): Promise<HttpResponse> {
+    // One controller and one timer, cleared once the answer is read. AbortSignal.timeout would
+    // fire for every request, long after its answer (an AbortError and its stack each time), and
+    // AbortSignal.any would tie one more composite signal to the work's long-lived one.
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError"));
+    }, req.timeoutMs ?? 15_000);
+    const caller = req.signal;
+    const onAbort = () => controller.abort(caller?.reason);
+    if (caller?.aborted) onAbort();
+    else caller?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await this.send(req, controller.signal, () => timedOut);
+    } finally {
+      clearTimeout(timer);
+      caller?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private async send(req: HttpRequest, signal: AbortSignal, timedOut: () => boolean): Promise<HttpResponse> {
     const now = this.opts.now ?? Date.now;
-    const call = `${this.opts.provider} ${describeCall(req.method, req.url)}`;
-    const timeout = AbortSignal.timeout(req.timeoutMs ?? 15_000);
-    const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
+    // Named in errors only: not built for the requests that succeed.
+    const call = () => `${this.opts.provider} ${describeCall(req.method, req.url)}`;
     const headers: Record<string, string> = { accept: "application/json", ...req.headers };
     let body: string | undefined;
     if (req.body !== undefined) {
@@ -119,9 +145,9 @@ export class ProviderHttp {
     } catch (err) {
       // It may have reached the provider all the same: it counts from now.
       if (pacer && paced) await pacer.after(paced).catch(() => undefined);
-      if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new UnansweredError(`${call}: aborted`);
-      const why = timeout.aborted ? "timed out" : `connection failed (${causeOf(err)})`;
-      throw new UnansweredError(`${call}: ${why}`);
+      if (req.signal?.aborted) throw req.signal.reason instanceof Error ? req.signal.reason : new UnansweredError(`${call()}: aborted`);
+      const why = timedOut() ? "timed out" : `connection failed (${causeOf(err)})`;
+      throw new UnansweredError(`${call()}: ${why}`);
     }
     // The provider counted the request by the time it answered: the status and headers are enough.
     if (pacer && paced) await pacer.after(paced, res);
@@ -129,14 +155,14 @@ export class ProviderHttp {
     try {
       text = await res.text();
     } catch (err) {
-      throw new TransientError(`${call}: connection dropped while reading the answer (${causeOf(err)})`);
+      throw new TransientError(`${call()}: connection dropped while reading the answer (${causeOf(err)})`);
     }
     let parsed: unknown = text;
     if (text && (res.headers.get("content-type") ?? "").includes("json")) {
       try {
         parsed = JSON.parse(text);
       } catch {
-        if (res.ok) throw new TransientError(`${call}: answered ${res.status} with a body that is not valid JSON`);
+        if (res.ok) throw new TransientError(`${call()}: answered ${res.status} with a body that is not valid JSON`);
       }
     }
     const out: HttpResponse = { status: res.status, headers: res.headers, body: parsed };
@@ -146,10 +172,10 @@ export class ProviderHttp {
     const suffix = detail ? `: ${detail}` : "";
     if (res.status === 429) {
       const at = this.opts.retryAt(out, now()) ?? now() + (this.opts.defaultBackoffMs ?? 60_000);
-      throw new RateLimitedError(this.scope(req.url), at, `${call}: rate limited (429) until ${new Date(at).toISOString()}${suffix}`);
+      throw new RateLimitedError(this.scope(req.url), at, `${call()}: rate limited (429) until ${new Date(at).toISOString()}${suffix}`);
     }
-    if (res.status >= 500 || res.status === 408) throw new TransientError(`${call}: provider error ${res.status}${suffix}`);
-    throw new HttpStatusError(res.status, `${call}: ${res.status}${suffix}`, out);
+    if (res.status >= 500 || res.status === 408) throw new TransientError(`${call()}: provider error ${res.status}${suffix}`);
+    throw new HttpStatusError(res.status, `${call()}: ${res.status}${suffix}`, out);
   }
 
   /** request() and validate the JSON body with a zod schema; a malformed body is a clear error. */

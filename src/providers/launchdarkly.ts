@@ -23,7 +23,7 @@
  *
  * Every call sends `Authorization: <token>` (no Bearer prefix) and pins `LD-API-Version`.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { z } from "zod";
 import { PermanentError, VerificationError } from "../errors.ts";
 import { type ProviderConfigOf } from "../policy/schema.ts";
@@ -175,7 +175,7 @@ export function createLaunchDarklyProvider(deps: LaunchDarklyDeps = {}): Provide
   // for good (a reset gives a new value), so it is asked once per process, not once per revoke.
   const selfIds = new Map<string, string>();
   async function selfId(ctx: Ctx, mgmt: string): Promise<string> {
-    const key = createHash("sha256").update(mgmt).digest("hex");
+    const key = hash("sha256", mgmt, "hex");
     let id = selfIds.get(key);
     if (id === undefined) {
       id = (await identity(ctx, "management", mgmt)).tokenId;

@@ -1,5 +1,5 @@
 /** Where a policy's secret lives and which shared rate budgets its provider and store calls count against. */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Policy, ProviderConfig } from "../policy/schema.ts";
 import type { SecretRef } from "../stores/types.ts";
 
@@ -10,7 +10,7 @@ export function refOf(policy: Policy): SecretRef {
 /** Rate-limit scope of a provider: kind, host and management credential (limits are per key). */
 export function providerScope(config: ProviderConfig): string {
   const host = "baseUrl" in config && config.baseUrl ? new URL(config.baseUrl).host : "crewUrl" in config ? new URL(config.crewUrl).host : "default";
-  const mgmt = "management" in config ? createHash("sha256").update(JSON.stringify(config.management)).digest("hex").slice(0, 12) : "none";
+  const mgmt = "management" in config ? hash("sha256", JSON.stringify(config.management), "hex").slice(0, 12) : "none";
   return `${config.kind}:${host}:${mgmt}`;
 }
 
