@@ -150,15 +150,13 @@ async function engine(): Promise<EngineResult> {
       if (!kinds.includes(kind)) continue;
       const before = await rig.redisCounters();
       if (inspector) await inspector.post("Profiler.start");
-      const cpu0 = process.cpuUsage();
       const res = await run(kind, all);
-      const cpu = process.cpuUsage(cpu0);
       if (inspector) writeFileSync(join(profileDir, `${kind}-${r}.cpuprofile`), JSON.stringify((await inspector.post("Profiler.stop")).profile));
       const after = await rig.redisCounters();
       const redisCalls: Record<string, number> = {};
       for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
       const consumerCalls = Object.entries(after.consumer).reduce((s, [c, n]) => s + n - (before.consumer[c] ?? 0), 0);
-      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: (cpu.user + cpu.system) / 1000, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls, consumerCalls });
+      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: res.cpuMs, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls, consumerCalls });
       confirmToRevokeMs.push(...res.confirmToRevokeMs);
       add(calls[kind], res.drain);
       const last = runs[runs.length - 1] as RunFigure;

@@ -107,6 +107,8 @@ export interface RigOptions {
 
 export interface RekeyRun {
   wallMs: number;
+  /** This process's CPU (user + system) from the first rotation's start to the last one's end. */
+  cpuMs: number;
   completed: number;
   failed: number;
   /** Confirmation sent -> old token deleted at the fake, ms, per rotation. */
@@ -116,6 +118,8 @@ export interface RekeyRun {
 
 export interface BaselineRun {
   wallMs: number;
+  /** This process's CPU (user + system) from the first rotation's start to the last one's end. */
+  cpuMs: number;
   completed: number;
   drain: FakesDrain;
 }
@@ -239,6 +243,7 @@ export class Rig {
     this.run = run;
     await this.consumer.call({ type: "arm" });
     const deadline = Date.now() + opts.deadlineMs;
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await pool(indices, 16, async (i) => {
       const policy = this.policies[i] as Policy;
@@ -261,6 +266,9 @@ export class Rig {
       }
     }
     const wallMs = performance.now() - t0;
+    // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
     const report = await this.consumer.call<ConsumerReport>({ type: "disarm" });
     const confirmedAt = new Map(report.confirmedAt);
     this.run = undefined;
@@ -275,7 +283,7 @@ export class Rig {
       if (del !== undefined && conf !== undefined && rec?.status === "completed") confirmToRevokeMs.push(del - conf);
       if (rec?.newCredentialId && rec.status === "completed") this.tokenOf[i] = rec.newCredentialId;
     }
-    return { wallMs, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
+    return { wallMs, cpuMs, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
   }
 
   /** A record the harness reads to report on (one HGETALL, counted apart from rekey's commands). */
@@ -354,6 +362,7 @@ export class Rig {
     const store = this.rt.store;
     if (!store.putCurrent) throw new Error(`${name}: the store cannot write straight to AWSCURRENT`);
     let completed = 0;
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await pool(indices, this.opts.concurrency, async (i) => {
       if (Date.now() > deadline) throw new Error(`${name}: past the deadline`);
@@ -368,8 +377,11 @@ export class Rig {
       completed++;
     });
     const wallMs = performance.now() - t0;
+    // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
-    return { wallMs, completed, drain };
+    return { wallMs, cpuMs, completed, drain };
   }
 
   /**
