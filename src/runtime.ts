@@ -140,7 +140,11 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   if (!target) throw new ConfigError("createRuntime: give redis (a Redis target) or redisUrl");
   // On a Cluster, a prefix without a hash tag would fail at the first multi-key script.
   assertPrefixFits(target, opts.prefix);
-  const redis = redisConnection(target, { pipelined: true });
+  // Not auto-pipelined: a rotation awaits each of its few Redis round trips in turn, so a flush
+  // rarely holds more than one command, and auto-pipelining only deferred each write to the next
+  // tick and built a pipeline (with every script copied onto it) per flush — measured side by
+  // side in the engine benchmark, rekey's CPU per rotation 3.8 → 3.5 ms and its wall time 5.1 → 3.9 s.
+  const redis = redisConnection(target);
   const connection = redisConnection(target);
   // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
   // printed as an "Unhandled error event". Log it once per outage instead.
