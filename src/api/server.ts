@@ -16,7 +16,7 @@ import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
 import type { TlsOptions } from "node:tls";
-import rateLimit from "@fastify/rate-limit";
+import rateLimit, { normalizeIP } from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { RedisClient } from "../redis-connection.ts";
@@ -38,6 +38,7 @@ import { RequestError, type Rotations } from "../rotation/requests.ts";
 import { collectStatus, type JobView, type PolicyStatus } from "../rotation/status.ts";
 import { persistedNextDue } from "../scheduler/next-due.ts";
 import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
+import { RateLimitCounters } from "./rate-limit-store.ts";
 import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
 import { RedisKeys } from "../rotation/keys.ts";
 
@@ -214,14 +215,20 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
 
   const limits = deps.rateLimits;
   const windowMs = limits?.windowMs ?? 60_000;
-  if (limits) {
-    // Counters in Redis, so every replica counts the same client; `global: false`: the hooks
-    // below decide the order (the address's limit before authentication, the identity's after).
-    void app.register(rateLimit, { global: false, redis: limits.redis, nameSpace: new RedisKeys(limits.prefix).apiRateLimitNamespace(), skipOnError: true });
+  // Counters in Redis, so every replica counts the same client (./rate-limit-store.ts: the
+  // plugin's fixed window, plus counts nobody waits for, sent together).
+  const counters = limits ? new RateLimitCounters(limits.redis, new RedisKeys(limits.prefix).apiRateLimitNamespace()) : undefined;
+  if (limits && counters) {
+    // `global: false`: the hooks below decide the order (the address's limit before
+    // authentication, the identity's after).
+    void app.register(rateLimit, { global: false, store: counters.store(), skipOnError: true });
+    app.addHook("onClose", async () => counters.close());
   }
   let byAddress: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
   let byIdentity: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
-  // One counter per identity: a token's name, a JWT's subject, a policy consumer (policy/consumer).
+  // One counter per client address (the plugin's own key: IPv6 grouped by /64), one per identity:
+  // a token's name, a JWT's subject, a policy consumer (policy/consumer).
+  const addressKey = (req: FastifyRequest) => normalizeIP(req.ip);
   const identityKey = (req: FastifyRequest) => `id:${req.identity ? `${req.identity.via}:${req.identity.name}` : "none"}`;
 
   const guard = new Guard({
@@ -267,7 +274,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     // costs no round trip, and still uses up the address's budget, so a right guess from an
     // address over its limit meets the 429 below.
     if (!req.url.startsWith("/submit/") && !guard.mayAuthenticate(bearerOf(req) ?? basicPasswordOf(req))) {
-      void countAddress(req);
+      counters?.defer(addressKey(req), windowMs);
       return;
     }
     const counted = countAddress(req);
@@ -281,7 +288,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   });
   /** Counts the request against its address's limit: the seconds to wait when it is over it. */
   const countAddress = async (req: FastifyRequest): Promise<number | undefined> => {
-    byAddress ??= app.createRateLimit({ max: limits!.perAddress ?? 1_200, timeWindow: windowMs });
+    byAddress ??= app.createRateLimit({ keyGenerator: addressKey, max: limits!.perAddress ?? 1_200, timeWindow: windowMs });
     // skipOnError: a counter Redis cannot keep limits nothing.
     const r = await byAddress(req).catch(() => undefined);
     return r && !r.isAllowed && r.isExceeded ? Math.max(1, r.ttlInSeconds) : undefined;
