@@ -13,6 +13,7 @@ import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from "@fastify/
 import type { Result } from "ioredis";
 import type { RedisClient } from "../redis-connection.ts";
 import { defineScripts } from "../util/redis-scripts.ts";
+import { withTimeout } from "../util/timeout.ts";
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
@@ -99,13 +100,18 @@ export class RateLimitCounters {
     this.timer ??= setTimeout(() => void this.flush(), this.flushMs).unref();
   }
 
-  /** Sends the pending counts now, in one round trip. A Redis that errors loses them (as skipOnError would). */
+  /**
+   * Sends the pending counts now, in one round trip. A Redis that errors or is not connected loses
+   * them (as the plugin's skipOnError does with a count it cannot take): they would otherwise wait
+   * in the client's offline queue, growing with the flood.
+   */
   async flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (!this.pending.size) return this.flushing;
     const batch = this.pending;
     this.pending = new Map();
+    if (this.redis.status !== "ready") return;
     const pipe = this.redis.pipeline();
     for (const [key, { n, windowMs }] of batch) pipe.rekeyRateLimitCount(key, n, windowMs);
     const sent = pipe.exec().then(
@@ -116,8 +122,8 @@ export class RateLimitCounters {
     await sent;
   }
 
-  /** Sends what is pending (the API is closing). */
-  async close(): Promise<void> {
-    await this.flush();
+  /** Sends what is pending (the API is closing), waiting at most `waitMs` for Redis. */
+  async close(waitMs = 1_000): Promise<void> {
+    await withTimeout(this.flush(), waitMs, "rate-limit counts not sent").catch(() => undefined);
   }
 }

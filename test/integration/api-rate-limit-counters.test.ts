@@ -75,6 +75,23 @@ describe("RateLimitCounters", () => {
     expect(await probe.get(`${NS}10.2.0.1`)).toBe("6");
   });
 
+  it("drops the counts nobody waits for while Redis is not connected, and closes without waiting for it", async () => {
+    const gone = connect(server.url);
+    await until("connected", () => gone.status === "ready");
+    const counters = new RateLimitCounters(gone, NS, 60_000);
+    gone.disconnect(true);
+    await until("disconnected", () => gone.status !== "ready");
+    for (let i = 0; i < 100; i++) counters.defer("10.4.0.1", 60_000);
+    const started = Date.now();
+    await counters.close(200);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    // Nothing waits in the client's offline queue to be sent once it is back.
+    await until("reconnected", () => gone.status === "ready", 5_000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await probe.get(`${NS}10.4.0.1`)).toBeNull();
+    gone.disconnect();
+  });
+
   it("is a @fastify/rate-limit store of the fixed window only", async () => {
     const Store = new RateLimitCounters(a, NS).store();
     const store = new Store({});
