@@ -9,7 +9,7 @@
  */
 import { Agent, request } from "node:http";
 import { setPriority } from "node:os";
-import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
+import { ATTACK_SENDING, HOSTILE_VARIANTS } from "./lib/attack-protocol.ts";
 import { emitResult, progress } from "./lib/child.ts";
 
 export interface AttackerInput {
@@ -26,6 +26,8 @@ export interface AttackerInput {
   viewer: string;
   consumerToken: string;
   otherToken: string;
+  /** Send only these variants (indices into the cycle of HOSTILE_VARIANTS), and no replays; default all. */
+  only?: number[];
 }
 
 export interface AttackerResult {
@@ -91,6 +93,8 @@ function hostile(i: number, ids: AttackerInput): Sent {
   ];
   // Every 50th: a replay of an earlier real confirmation, token and all (no TLS on this test
   // network), for a version no longer waited for.
+  if (kinds.length !== HOSTILE_VARIANTS) throw new Error(`HOSTILE_VARIANTS is ${HOSTILE_VARIANTS}, the cycle holds ${kinds.length}`);
+  if (ids.only) return kinds[ids.only[i % ids.only.length]!]!();
   if (i % 50 === 49 && ids.oldVersions.length) {
     return { kind: "replayed confirmation (captured consumer token)", replay: true, ...confirm({ policyId, consumerId: "app", versionId: ids.oldVersions[i % ids.oldVersions.length] }, { authorization: `Bearer ${ids.consumerToken}` }) };
   }

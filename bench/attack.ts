@@ -12,7 +12,9 @@
  *
  * A private redis-server, the AWS emulator and the LaunchDarkly fake, all on 127.0.0.1. The
  * attacker sends from 127.0.0.2…127.0.0.N (Linux routes all of 127/8 to loopback): it is another
- * host as far as the per-address rate limit is concerned; the consumer sends from 127.0.0.1.
+ * host as far as the per-address rate limit is concerned. Each slot's consumer sends from its own
+ * address, 127.0.1.1 … (five services on five hosts): one address confirming for every slot
+ * would meet the per-address limit (1,200 a minute) once rounds take under 250 ms.
  */
 import { Agent, request } from "node:http";
 import type { AttackerInput, AttackerResult } from "./attack-process.ts";
@@ -190,7 +192,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   const base = new URL(api.url);
   const viewer = (await rt.tokens.create({ name: "attack-viewer", scopes: ["viewer"] }, "attack run")).token;
   const probe = new Redis(redisServer.url);
-  const consumerAgent = new Agent({ keepAlive: true, maxSockets: 16, localAddress: "127.0.0.1" });
+  const consumerAgents = slots.map((s) => new Agent({ keepAlive: true, maxSockets: 4, localAddress: `127.0.1.${s.slot + 1}` }));
   const oldVersions: string[] = [];
   const jobIds: string[] = [];
   let revokedEarly = 0;
@@ -220,7 +222,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           // I2: the old token is alive until the consumer confirmed.
           if (old && !ld.isLive(old.value)) revokedEarly++;
           const started = performance.now();
-          const status = await post(consumerAgent, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
+          const status = await post(consumerAgents[slot.slot]!, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
           samples.push(performance.now() - started);
           if (status !== 200) outcomes[`consumer answered ${status}`] = (outcomes[`consumer answered ${status}`] ?? 0) + 1;
         }
@@ -369,7 +371,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   } finally {
     await api.stop().catch(() => undefined);
     await worker.stop();
-    consumerAgent.destroy();
+    for (const a of consumerAgents) a.destroy();
     probe.disconnect();
     await rt.close();
     await ld.close();

@@ -2,3 +2,6 @@
 
 /** Printed as the attacker starts sending: rotations count as "under attack" from then on. */
 export const ATTACK_SENDING = "attack: sending";
+
+/** How many variants the attacker's cycle holds (bench/attack-kinds.ts measures each alone). */
+export const HOSTILE_VARIANTS = 15;

@@ -16,7 +16,7 @@ import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
 import type { TlsOptions } from "node:tls";
-import rateLimit from "@fastify/rate-limit";
+import rateLimit, { normalizeIP } from "@fastify/rate-limit";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { RedisClient } from "../redis-connection.ts";
@@ -38,8 +38,24 @@ import { RequestError, type Rotations } from "../rotation/requests.ts";
 import { collectStatus, type JobView, type PolicyStatus } from "../rotation/status.ts";
 import { persistedNextDue } from "../scheduler/next-due.ts";
 import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
+import { RateLimitCounters } from "./rate-limit-store.ts";
 import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /**
+     * The address's rate-limit count of a route that defers it (`config.deferAddressLimit`):
+     * resolves to the seconds to wait when the address is over its limit. The route awaits it
+     * before it answers anything but a refusal of a credential that cannot authenticate.
+     */
+    addressLimit: Promise<number | undefined> | null;
+  }
+  interface FastifyContextConfig {
+    /** The route awaits `req.addressLimit` itself, beside its own round trips (see the address hook). */
+    deferAddressLimit?: boolean;
+  }
+}
 
 export interface ApiExtensions {
   /** Leak response (POST /v1/leaks): added by the leak module. */
@@ -199,14 +215,20 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
 
   const limits = deps.rateLimits;
   const windowMs = limits?.windowMs ?? 60_000;
-  if (limits) {
-    // Counters in Redis, so every replica counts the same client; `global: false`: the hooks
-    // below decide the order (the address's limit before authentication, the identity's after).
-    void app.register(rateLimit, { global: false, redis: limits.redis, nameSpace: new RedisKeys(limits.prefix).apiRateLimitNamespace(), skipOnError: true });
+  // Counters in Redis, so every replica counts the same client (./rate-limit-store.ts: the
+  // plugin's fixed window, plus counts nobody waits for, sent together).
+  const counters = limits ? new RateLimitCounters(limits.redis, new RedisKeys(limits.prefix).apiRateLimitNamespace()) : undefined;
+  if (limits && counters) {
+    // `global: false`: the hooks below decide the order (the address's limit before
+    // authentication, the identity's after).
+    void app.register(rateLimit, { global: false, store: counters.store(), skipOnError: true });
+    app.addHook("onClose", async () => counters.close());
   }
   let byAddress: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
   let byIdentity: ReturnType<FastifyInstance["createRateLimit"]> | undefined;
-  // One counter per identity: a token's name, a JWT's subject, a policy consumer (policy/consumer).
+  // One counter per client address (the plugin's own key: IPv6 grouped by /64), one per identity:
+  // a token's name, a JWT's subject, a policy consumer (policy/consumer).
+  const addressKey = (req: FastifyRequest) => normalizeIP(req.ip);
   const identityKey = (req: FastifyRequest) => `id:${req.identity ? `${req.identity.via}:${req.identity.name}` : "none"}`;
 
   const guard = new Guard({
@@ -225,6 +247,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   });
   app.decorate("guard", guard);
   app.decorateRequest("identity", null);
+  app.decorateRequest("addressLimit", null);
 
   app.addHook("onResponse", async (req, reply) => {
     requests.inc({ route: routeOf(req), status: `${Math.floor(reply.statusCode / 100)}xx` });
@@ -246,23 +269,47 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     if (!limits || OPEN.has(req.url.split("?")[0] ?? "")) return;
     if (req.headers.authorization === undefined && !req.url.startsWith("/submit/")) return;
     if (boardWrite(req)) return;
-    byAddress ??= app.createRateLimit({ max: limits.perAddress ?? 1_200, timeWindow: windowMs });
     // A credential that cannot authenticate (Guard.mayAuthenticate) is refused next whatever the
     // counter says, so the request is counted without waiting for Redis: a flood of forged tokens
     // costs no round trip, and still uses up the address's budget, so a right guess from an
     // address over its limit meets the 429 below.
     if (!req.url.startsWith("/submit/") && !guard.mayAuthenticate(bearerOf(req) ?? basicPasswordOf(req))) {
-      void byAddress(req).catch(() => undefined);
+      counters?.defer(addressKey(req), windowMs);
       return;
     }
-    const r = await byAddress(req);
-    if (r.isAllowed || !r.isExceeded) return;
-    const wait = Math.max(1, r.ttlInSeconds);
+    const counted = countAddress(req);
+    // A route that defers the count awaits it beside its own round trips (the confirmation).
+    if (req.routeOptions.config?.deferAddressLimit) {
+      req.addressLimit = counted;
+      return;
+    }
+    const wait = await counted;
+    if (wait !== undefined) return tooManyFromAddress(req, reply, wait);
+  });
+  /** Counts the request against its address's limit: the seconds to wait when it is over it. */
+  const countAddress = async (req: FastifyRequest): Promise<number | undefined> => {
+    byAddress ??= app.createRateLimit({ keyGenerator: addressKey, max: limits!.perAddress ?? 1_200, timeWindow: windowMs });
+    // skipOnError: a counter Redis cannot keep limits nothing.
+    const r = await byAddress(req).catch(() => undefined);
+    return r && !r.isAllowed && r.isExceeded ? Math.max(1, r.ttlInSeconds) : undefined;
+  };
+  const tooManyFromAddress = (req: FastifyRequest, reply: FastifyReply, wait: number) => {
     refusals.note("rate-limited", routeOf(req), { ip: req.ip });
     return reply.code(429).header("retry-after", String(wait)).send({ error: `too many requests from this address; retry in ${wait} s` });
-  });
+  };
+  /** For a route that defers its address's count: answers its 429 when the address is over its limit. */
+  const overAddressLimit = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
+    if (!req.addressLimit) return false;
+    const wait = await req.addressLimit;
+    if (wait === undefined || wait === null) return false;
+    tooManyFromAddress(req, reply, wait);
+    return true;
+  };
 
   app.setErrorHandler(async (err: unknown, req, reply) => {
+    // A route that defers its address's count answers its 429 before any refusal of what was sent
+    // (a body that does not parse, one too large).
+    if (await overAddressLimit(req, reply)) return reply;
     if (err instanceof RequestError) {
       refusals.note(err.status === 400 ? "bad-request" : err.status === 404 ? "not-found" : err.status === 409 || err.status === 422 ? "conflict" : err.status === 401 ? "unauthenticated" : "forbidden", routeOf(req), { ip: req.ip, identity: req.identity ? actorOf(req.identity) : undefined });
       return reply.code(err.status).send({ error: err.message });
@@ -314,17 +361,27 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       ? { name: `${body.policyId}/${body.consumerId}`, via: "policy-consumer-token", scopes: ["consumer"], consumer: { policyId: body.policyId, consumerId: body.consumerId } }
       : undefined;
   };
-  app.post("/v1/confirmations", { bodyLimit: BODY_LIMITS.confirmation, onRequest: consumerBearer }, async (req, reply) => {
+  // Each round trip a confirmation waits for lets the requests queued meanwhile go first, so its
+  // reads share one: the address's count (deferred by the address hook, already under way while
+  // the body is read), the identity's count and the rotation the confirmation is checked against
+  // are awaited together; then the confirmation's one script. The address's 429 comes before any
+  // other answer, as where the hook awaits it; the identity's count is taken even when the
+  // address is over its limit (it is that identity's request all the same).
+  app.post("/v1/confirmations", { bodyLimit: BODY_LIMITS.confirmation, onRequest: consumerBearer, config: { deferAddressLimit: true } }, async (req, reply) => {
+    // A refusal thrown here reaches the error handler, which answers the address's 429 first.
     const body = parse(ConfirmBody, req.body);
     const identity = await consumerIdentity(req, body);
     if (!identity) {
+      if (await overAddressLimit(req, reply)) return reply;
       confirmations.inc({ outcome: "refused" });
       return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
     }
     req.identity = identity;
-    if (await guard.overLimit(req, reply, identity)) return reply;
+    const [addressWait, identityWait, target] = await Promise.all([req.addressLimit, guard.identityLimit(req, identity), deps.rotations.confirmationTarget(body.policyId, body.versionId)]);
+    if (addressWait !== undefined && addressWait !== null) return tooManyFromAddress(req, reply, addressWait);
+    if (identityWait !== undefined) return guard.tooMany(req, reply, identity, identityWait);
     try {
-      const res = await deps.rotations.confirm({ ...body, consumer: identity.consumer, actor: actorOf(identity) });
+      const res = await deps.rotations.confirm({ ...body, consumer: identity.consumer, actor: actorOf(identity), target });
       confirmations.inc({ outcome: res.alreadyConfirmed ? "repeat" : "accepted" });
       return reply.code(200).send(res);
     } catch (err) {

@@ -111,12 +111,22 @@ export class Guard {
     return reply.code(status).send({ error: message });
   }
 
+  /** Counts the request against the identity's own limit: the seconds to wait when it is over it. */
+  async identityLimit(req: FastifyRequest, identity: Identity): Promise<number | undefined> {
+    return this.opts.limitIdentity?.(req, identity);
+  }
+
+  /** Counts and answers an identity's request over its limit: 429 with Retry-After. */
+  tooMany(req: FastifyRequest, reply: FastifyReply, identity: Identity, wait: number): FastifyReply {
+    this.opts.refusals.note("rate-limited", routeOf(req), { ip: req.ip, identity: actorOf(identity) });
+    return reply.code(429).header("retry-after", String(wait)).send({ error: `too many requests from ${actorOf(identity)}; retry in ${wait} s` });
+  }
+
   /** Answers 429 with Retry-After when the identity is over its own limit; true when it did. */
   async overLimit(req: FastifyRequest, reply: FastifyReply, identity: Identity): Promise<boolean> {
-    const wait = await this.opts.limitIdentity?.(req, identity);
+    const wait = await this.identityLimit(req, identity);
     if (wait === undefined) return false;
-    this.opts.refusals.note("rate-limited", routeOf(req), { ip: req.ip, identity: actorOf(identity) });
-    reply.code(429).header("retry-after", String(wait)).send({ error: `too many requests from ${actorOf(identity)}; retry in ${wait} s` });
+    this.tooMany(req, reply, identity, wait);
     return true;
   }
 

@@ -18,6 +18,7 @@ import type { PolicyCalls, ProviderGateway } from "./gateway.ts";
 import { type Reason, type RotationJobData } from "./job.ts";
 import { leakJobId, manualJobId, scheduledJobId } from "./job-ids.ts";
 import type { RekeyState } from "./state.ts";
+import type { RotationRecord } from "./state/records.ts";
 import { cancelledMessage } from "./state/cancels.ts";
 
 /** A refusal the API turns into a 4xx with this status. Never carries a value. */
@@ -44,6 +45,14 @@ export interface RequestDeps {
   fingerprintKey?: string;
   /** Sends a notification to the policy's targets (consumer failures are alerted). */
   notify?(policy: Policy, event: NotificationInput): Promise<void>;
+}
+
+/** What a confirmation is checked against (Rotations.confirmationTarget). */
+export interface ConfirmationTarget {
+  policyId: string;
+  /** The rotation in flight, or the leak rotation that ended without waiting; none: nothing waits. */
+  rotationId?: string;
+  rec?: RotationRecord;
 }
 
 export interface Enqueued {
@@ -119,15 +128,15 @@ export class Rotations {
    * counts them and sums an authenticated consumer's refusals into the audit once a minute.
    * `actor`: who the audit names (default `consumer:<id>`; a named token's `token:<name>`).
    */
-  async confirm(opts: { policyId: string; consumerId: string; bearer?: string; consumer?: { policyId: string; consumerId: string }; actor?: string; versionId?: string; fingerprint?: string }): Promise<{ rotationId: string; alreadyConfirmed: boolean; waitingFor: string[] }> {
+  async confirm(opts: { policyId: string; consumerId: string; bearer?: string; consumer?: { policyId: string; consumerId: string }; actor?: string; versionId?: string; fingerprint?: string; target?: ConfirmationTarget }): Promise<{ rotationId: string; alreadyConfirmed: boolean; waitingFor: string[] }> {
     const { state, audit } = this.deps;
     const refuse = (status: RequestError["status"], message: string): never => {
       throw new RequestError(status, message);
     };
     const { policy, consumer } = this.consumerOf(opts);
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
-    const rotationId = (await state.locks.inFlight(policy.id)) ?? (await this.lastLeakRotation(policy.id));
-    const rec = rotationId ? await state.records.get(rotationId) : undefined;
+    if (opts.target && opts.target.policyId !== policy.id) throw new Error(`a confirmation of ${policy.id} was given the rotation of ${opts.target.policyId} to check`);
+    const { rotationId, rec } = opts.target ?? (await this.confirmationTarget(policy.id, opts.versionId));
     if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
     if (opts.fingerprint && !opts.versionId && rec.newFingerprint === undefined) {
       return refuse(409, `rotation ${rotationId} has no fingerprint to compare (rekey runs without REKEY_FINGERPRINT_KEY, or the new value is not stored yet); confirm with versionId`);
@@ -147,6 +156,19 @@ export class Rotations {
     }
     const waitingFor = policy.consumers.filter((c) => c.required && !confirmed.has(c.id)).map((c) => c.id);
     return { rotationId, alreadyConfirmed: !added, waitingFor };
+  }
+
+  /**
+   * The rotation a confirmation of `policyId` is checked against, and its record: the one in
+   * flight, or the leak rotation that ended without waiting. Reads only, in one round trip when
+   * `versionId` names the rotation in flight (ConsumerReports.waitingRotation); the API reads it
+   * beside the rate-limit counters and hands it to confirm() as `target`.
+   */
+  async confirmationTarget(policyId: string, versionId?: string): Promise<ConfirmationTarget> {
+    const waiting = await this.deps.state.consumers.waitingRotation(policyId, versionId);
+    if (waiting.rotationId) return { policyId, ...waiting };
+    const leak = await this.lastLeakRotation(policyId);
+    return { policyId, rotationId: leak, rec: leak ? await this.deps.state.records.get(leak) : undefined };
   }
 
   /**

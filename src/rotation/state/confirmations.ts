@@ -29,6 +29,12 @@ export interface ConsumerFailure {
   versionId?: string;
 }
 
+/**
+ * A rotation id's shape (randomUUID). Only a version id of this shape names a record key to read
+ * beside the in-flight lock: no other key under `rot:` has it.
+ */
+const ROTATION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** How long a rotation's consumer-failure reports are kept (its record is kept as long or less). */
 const FAILURES_TTL_SEC = 30 * 86_400;
 
@@ -125,6 +131,26 @@ export class ConsumerReports {
       this.redis.pipeline().del(this.keys.wake(rotationId)).hgetall(this.keys.rotation(rotationId)).hgetall(this.keys.confirmations(rotationId)),
     )) as [number, Record<string, string>, Record<string, string>];
     return { rec: parseRecord(h), confirmed: parseConfirmations(c) };
+  }
+
+  /**
+   * What a push confirmation for `policyId` is checked against: the rotation holding the policy
+   * (I3's in-flight lock) and its record. A consumer names the version it loaded, and a version id
+   * is its rotation's id, so when `versionId` has a rotation id's shape its record is read beside
+   * the lock, in one round trip; it is the answer when the lock names it (the consumer confirms
+   * what is waited for), else the record of the rotation the lock names is read next.
+   */
+  async waitingRotation(policyId: string, versionId: string | undefined): Promise<{ rotationId?: string; rec?: RotationRecord }> {
+    const inflight = this.keys.inflight(policyId);
+    if (versionId === undefined || !ROTATION_ID.test(versionId)) return this.recordOf(await this.redis.get(inflight));
+    const [rotationId, h] = (await execOrThrow(this.redis.pipeline().get(inflight).hgetall(this.keys.rotation(versionId)))) as [string | null, Record<string, string>];
+    if (rotationId !== versionId) return this.recordOf(rotationId);
+    return { rotationId, rec: parseRecord(h) };
+  }
+
+  private async recordOf(rotationId: string | null): Promise<{ rotationId?: string; rec?: RotationRecord }> {
+    if (!rotationId) return {};
+    return { rotationId, rec: parseRecord(await this.redis.hgetall(this.keys.rotation(rotationId))) };
   }
 
   /** When rekey last polled these probe consumers of a rotation (reports show it); kept as long as records. */
