@@ -149,6 +149,7 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
       `${ID}\ttwo-live\tversion ${req.rotationId} is AWSCURRENT and the previous credential ${managed.id} (version ${previousVersion}, AWSPREVIOUS) is still live, and Redis has no rotation for it: rotation ${req.rotationId} would be queued again, so that consumers confirm version ${req.rotationId} and the previous credential is revoked once they have (dry run: nothing queued)`,
     );
     expect(await stack.rt.queue.getJob(`reconcile@${ID}@${req.rotationId}`)).toBeUndefined();
+    const reconciledAt = Date.now();
     const run = await cli(["reconcile", "--settle", "1s", "--json"]);
     expect(run.code, run.err).toBe(0);
     const { findings } = JSON.parse(run.out) as { findings: { kind: string; message: string; repaired: boolean; rotationId?: string }[] };
@@ -157,7 +158,16 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     expect(findings[0]!.message).toContain(`version ${req.rotationId} is AWSCURRENT and the previous credential ${managed.id}`);
     // The same rotation (its id is the version's): it waits for both consumers again; the library
     // confirms again when the rotation asks, although it had confirmed this version before.
-    await until("the library confirmed again", async () => (await stack.rt.state.consumers.confirmations(req.rotationId)).has("node-app"), 30_000);
+    // A confirmation sent just before the wipe may still land on the wiped keys: "again" is one
+    // sent after the rotation was queued again, to the record that waits for it.
+    await until(
+      "the library confirmed again",
+      async () => {
+        const c = (await stack.rt.state.consumers.confirmations(req.rotationId)).get("node-app");
+        return c !== undefined && c.at >= reconciledAt && (await record(req.rotationId))?.message === "waiting for ops";
+      },
+      30_000,
+    );
     const waiting = await record(req.rotationId);
     expect(waiting).toMatchObject({ status: "awaiting-confirmation", reason: "reconcile", oldVersionId: expect.any(String) });
     expect(waiting!.message).toBe("waiting for ops");
