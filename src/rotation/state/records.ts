@@ -165,7 +165,7 @@ export class RotationRecords {
 
   /** Patch a record; with `pipe`, the commands join that transaction (the caller runs it). */
   async update(rotationId: string, patch: Partial<RotationRecord>, pipe?: RedisTx): Promise<void> {
-    const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() });
+    const fields = toHash({ ...patch, updatedAt: patch.updatedAt ?? Date.now() }, rotationId);
     const m = pipe ?? new RedisBatch(this.redis);
     m.hset(this.keys.rotation(rotationId), fields);
     // A claim in the same transaction already wrote `running` (the start step): not twice.
@@ -298,26 +298,42 @@ function policyClaim(rec: Pick<RotationRecord, "rotationId" | "status" | "starte
 }
 
 /** A record as stored: every field a string (JSON for numbers and flags). */
-export function toHash(rec: Partial<RotationRecord>): Record<string, string> {
+export function toHash(rec: Partial<RotationRecord>, rotationId = rec.rotationId): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(rec)) {
     if (v === undefined) continue;
-    out[k] = typeof v === "string" ? v : JSON.stringify(v);
+    out[k] = k === "undo" ? formatUndo(v as UndoEntry[], rotationId) : typeof v === "string" ? v : JSON.stringify(v);
   }
   return out;
+}
+
+/**
+ * The record's undo log, short: `cleanup-orphans discard-pending revoke-stored`, a version id
+ * after a colon only where it is not the rotation's own (JSON where an entry holds more). A hash
+ * value over 64 bytes would turn every record from Redis's compact encoding into a hash table
+ * (about 900 bytes more per rotation, kept 30 days).
+ */
+function formatUndo(log: UndoEntry[], rotationId: string | undefined): string {
+  if (log.some((e) => Object.keys(e).some((k) => k !== "undo" && k !== "versionId"))) return JSON.stringify(log);
+  return log.map((e) => ("versionId" in e && e.versionId !== rotationId ? `${e.undo}:${e.versionId}` : e.undo)).join(" ");
 }
 
 const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "humanDeadline", "cancelRequestedAt", "committedAt"]);
 const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
 /** The record's undo log (JSON, ids only); left out where it does not parse as one. */
-function parseUndo(v: string): UndoEntry[] | undefined {
+function parseUndo(v: string, rotationId: string): UndoEntry[] | undefined {
+  let raw: unknown;
   try {
-    const parsed = z.array(UndoEntry).safeParse(JSON.parse(v));
-    return parsed.success ? parsed.data : undefined;
+    raw = v.startsWith("[") ? JSON.parse(v) : v.split(" ").filter(Boolean).map((e) => {
+      const [undo, versionId] = e.split(":");
+      return undo === "cleanup-orphans" ? { undo } : { undo, versionId: versionId ?? rotationId };
+    });
   } catch {
     return undefined;
   }
+  const parsed = z.array(UndoEntry).safeParse(raw);
+  return parsed.success ? parsed.data : undefined;
 }
 
 /** A record read back (HGETALL); undefined where there is none. */
@@ -327,7 +343,7 @@ export function parseRecord(h: Record<string, string>): RotationRecord | undefin
   for (const [k, v] of Object.entries(h)) {
     if (NUMERIC.has(k)) out[k] = Number(v);
     else if (BOOLEAN.has(k)) out[k] = v === "true";
-    else if (k === "undo") out[k] = parseUndo(v);
+    else if (k === "undo") out[k] = parseUndo(v, h.rotationId);
     else out[k] = v;
   }
   return out as unknown as RotationRecord;
