@@ -74,6 +74,8 @@ export interface Latency {
   p99: number;
   /** The slowest samples, slowest first (the p99 of a few hundred samples is one of them). */
   slowest: number[];
+  /** The segment (1-based) each of `slowest` came from: a stall of the machine holds several of one. */
+  slowestSegments: number[];
 }
 
 export interface AttackReport {
@@ -127,8 +129,17 @@ function post(agent: Agent, url: URL, path: string, token: string, body: string)
   });
 }
 
-function latency(sorted: number[]): Latency {
-  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), slowest: sorted.slice(-8).reverse() };
+/** One confirmation's latency (ms), and the segment it was measured in. */
+interface Sample {
+  ms: number;
+  segment: number;
+}
+
+function latency(samples: Sample[]): Latency {
+  const bySpeed = [...samples].sort((a, b) => a.ms - b.ms);
+  const sorted = bySpeed.map((x) => x.ms);
+  const slowest = bySpeed.slice(-8).reverse();
+  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), slowest: slowest.map((x) => x.ms), slowestSegments: slowest.map((x) => x.segment) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -196,11 +207,13 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   const oldVersions: string[] = [];
   const jobIds: string[] = [];
   let revokedEarly = 0;
+  /** The segment the rounds now running belong to (1-based; 0: the warm-up). */
+  let segment = 0;
 
   const usedMemory = async () => Number(/^used_memory:(\d+)/m.exec(await probe.info("memory"))?.[1]);
 
   /** One round: every policy rotates; its consumer confirms once the rotation waits for it. */
-  const round = async (samples: number[], outcomes: Record<string, number>) => {
+  const round = async (samples: Sample[], outcomes: Record<string, number>) => {
     await Promise.all(
       slots.map(async (slot) => {
         const policyId = await policyFor(slot);
@@ -223,7 +236,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           if (old && !ld.isLive(old.value)) revokedEarly++;
           const started = performance.now();
           const status = await post(consumerAgents[slot.slot]!, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
-          samples.push(performance.now() - started);
+          samples.push({ ms: performance.now() - started, segment });
           if (status !== 200) outcomes[`consumer answered ${status}`] = (outcomes[`consumer answered ${status}`] ?? 0) + 1;
         }
         while (!rec?.endedAt && Date.now() < deadline) {
@@ -245,9 +258,9 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     const auditFirstId = (await probe.xrevrange(`${prefix}:audit`, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
     const memStart = await usedMemory();
     const measured = new Set<string>();
-    const attackSamples: number[] = [];
+    const attackSamples: Sample[] = [];
     const attackOutcomes: Record<string, number> = {};
-    const quietSamples: number[] = [];
+    const quietSamples: Sample[] = [];
     const quietOutcomes: Record<string, number> = {};
     let attackGrowth = 0;
     let quietGrowth = 0;
@@ -268,7 +281,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       if (side) loopDelay[side].record(Math.max(1, Math.round((now - lastTick - LAG_TICK_MS) * 1000)));
       lastTick = now;
     }, LAG_TICK_MS).unref();
-    const rounds = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
+    const rounds = async (n: number | ((done: number) => boolean), samples: Sample[], outcomes: Record<string, number>): Promise<number> => {
       side = samples === attackSamples ? "attack" : "quiet";
       lastTick = performance.now();
       try {
@@ -277,7 +290,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
         side = undefined;
       }
     };
-    const roundsOf = async (n: number | ((done: number) => boolean), samples: number[], outcomes: Record<string, number>): Promise<number> => {
+    const roundsOf = async (n: number | ((done: number) => boolean), samples: Sample[], outcomes: Record<string, number>): Promise<number> => {
       let done = 0;
       while (typeof n === "number" ? done < n : n(done)) {
         const before = oldVersions.length;
@@ -291,6 +304,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     // segment before it: the machine's background load drifts, and both sides see the same drift.
     const segments = Math.max(1, opts.segments ?? 1);
     for (let seg = 0; seg < segments; seg++) {
+      segment = seg + 1;
       const requests = Math.ceil(opts.requests / segments);
       const input: AttackerInput = { apiUrl: api.url, requests, concurrency: opts.concurrency, rate: opts.rate, addresses: opts.addresses, policyIds: policyIds(), oldVersions: oldVersions.slice(0, 50), jobIds: jobIds.slice(-50), viewer, consumerToken: CONSUMER_TOKEN, otherToken: OTHER_TOKEN };
       let done = false;
@@ -341,8 +355,6 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       else unexplained++;
     }
     say(`${sent} hostile requests, ${attackRounds} rounds under attack and as many quiet, audit ${auditBefore} → ${auditBefore + added.length}`);
-    const q = [...quietSamples].sort((a, b) => a - b);
-    const a = [...attackSamples].sort((a, b) => a - b);
     return {
       hostile: sent,
       hostileRate: sent / (elapsedMs / 1000),
@@ -357,8 +369,8 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       refusalSummaries: summaries,
       rotations: { quiet: quietOutcomes, attack: attackOutcomes },
       revokedEarly,
-      quiet: latency(q),
-      attack: latency(a),
+      quiet: latency(quietSamples),
+      attack: latency(attackSamples),
       eventLoopDelay: {
         quiet: { p99: loopDelay.quiet.percentile(99) / 1e3, max: loopDelay.quiet.max / 1e3 },
         attack: { p99: loopDelay.attack.percentile(99) / 1e3, max: loopDelay.attack.max / 1e3 },
@@ -381,6 +393,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
 }
 
 export function formatAttackReport(r: AttackReport): string[] {
+  const slowest = (l: Latency) => l.slowest.map((x, i) => `${x.toFixed(0)} (${l.slowestSegments[i]})`).join(", ") + " ms";
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MB`;
   const ms = (n: number) => `${n.toFixed(1)} ms`;
   const lines = [
@@ -390,7 +403,7 @@ export function formatAttackReport(r: AttackReport): string[] {
     `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
     `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
     `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
-    `slowest confirmations: quiet ${r.quiet.slowest.map((x) => x.toFixed(0)).join(", ")} ms; under attack ${r.attack.slowest.map((x) => x.toFixed(0)).join(", ")} ms`,
+    `slowest confirmations (segment): quiet ${slowest(r.quiet)}; under attack ${slowest(r.attack)}`,
     `rekey process event-loop delay: quiet p99 ${ms(r.eventLoopDelay.quiet.p99)} max ${ms(r.eventLoopDelay.quiet.max)}; under attack p99 ${ms(r.eventLoopDelay.attack.p99)} max ${ms(r.eventLoopDelay.attack.max)}`,
     `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
     `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
