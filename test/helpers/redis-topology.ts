@@ -249,12 +249,25 @@ export async function startClusterTopology(opts: { masters?: number; replicasPer
     await Promise.all(nodes.map((p) => p.kill("SIGKILL")));
     rmSync(root, { recursive: true, force: true });
   };
-  try {
+  // Ports come free from the OS but are only taken when a server binds them: another server
+  // started meanwhile (tests run side by side) can take one first. Distinct ports for every node
+  // and bus, and the whole set started again where a node did not come up.
+  const startNodes = async (): Promise<void> => {
+    const taken = new Set<number>();
+    const pick = async (): Promise<number> => {
+      for (;;) {
+        const p = await freePort();
+        if (taken.has(p)) continue;
+        taken.add(p);
+        return p;
+      }
+    };
     for (let i = 0; i < masters * (1 + perMaster); i++) {
-      const port = await freePort();
+      const port = await pick();
       // The cluster bus gets a port of its own (default: port + 10000, which may be taken or out of range).
-      const busPort = await freePort();
+      const busPort = await pick();
       const dir = join(root, `node-${i}`);
+      rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir);
       nodes.push(
         spawnRedis(
@@ -264,7 +277,18 @@ export async function startClusterTopology(opts: { masters?: number; replicasPer
         ),
       );
     }
-    for (const n of nodes) await waitFor("a cluster node to start", n.port, async (c) => (await c.ping()) === "PONG");
+    for (const n of nodes) await waitFor("a cluster node to start", n.port, async (c) => (await c.ping()) === "PONG", 10_000);
+  };
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await startNodes();
+        break;
+      } catch (err) {
+        await Promise.all(nodes.splice(0).map((p) => p.kill("SIGKILL")));
+        if (attempt >= 3) throw err;
+      }
+    }
     await run("redis-cli", ["--cluster", "create", ...nodes.map((n) => `127.0.0.1:${n.port}`), "--cluster-replicas", String(perMaster), "--cluster-yes"], { timeout: 60_000 });
     for (const n of nodes) {
       await waitFor("cluster_state:ok on every node", n.port, async (c) => {
