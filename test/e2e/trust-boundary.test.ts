@@ -317,6 +317,8 @@ describe("trust boundary", () => {
     // Reading stays open to a viewer (an operator here), and closed to everyone else.
     expect((await call(`${stack.apiUrl}/admin/queues`, "GET")).status).toBe(401);
     expect((await call(`${stack.apiUrl}/admin/queues`, "GET", { basic: tokens.ops })).status).toBe(200);
+    // A rotation awaiting confirmation lingers in the worker for a moment before it parks.
+    await until("the rotation parked", async () => (await (await stack.rt.queue.getJob(rotation.jobId))?.isDelayed()) === true, 10_000);
     const jobs = await call(`${stack.apiUrl}/admin/queues/api/queues?activeQueue=rotations&status=delayed&page=1`, "GET", { basic: tokens.ops });
     expect(jobs.status).toBe(200);
     expect(jobs.body).toContain(rotation.rotationId);
