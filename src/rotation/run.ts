@@ -301,15 +301,13 @@ export class Run<Tx> {
    * write follows at once (its throttle gate is read with the commit).
    */
   async commit(point: CommitPoint, opts: { storeWriteNext?: boolean } = {}): Promise<void> {
-    if (!opts.storeWriteNext) {
-      const cancel = await this.deps.state.cancels.commit(this.data.rotationId, this.now, point);
-      if (cancel) throw new CancelledError(cancelledMessage(cancel));
-      return;
-    }
+    const { rotationId } = this.data;
     // A store write follows: its throttle gate is read in the same round trip.
-    const { cancel, gateUntil } = await this.deps.state.cancels.commitBeforeWrite(this.data.rotationId, this.now, point, this.calls.sScope);
+    const { cancel, gateUntil } = opts.storeWriteNext
+      ? await this.deps.state.cancels.commitBeforeWrite(rotationId, this.now, point, this.calls.sScope)
+      : { cancel: await this.deps.state.cancels.commit(rotationId, this.now, point), gateUntil: undefined };
     if (cancel) throw new CancelledError(cancelledMessage(cancel));
-    this.calls.storeGateRead(gateUntil);
+    if (gateUntil !== undefined) this.calls.storeGateRead(gateUntil);
   }
 
   /** `cancelled`: by `rekey cancel`; a human step cancelled is not one that timed out. */

@@ -13,12 +13,19 @@ function same(a: UndoEntry, b: UndoEntry): boolean {
   return a.undo === b.undo && (a.undo === "cleanup-orphans" || a.versionId === (b as { versionId?: string }).versionId);
 }
 
+/** `log` with the entries it does not hold yet appended (the same array where none is new). */
+export function withEntries(log: UndoEntry[] | undefined, entries: UndoEntry[]): UndoEntry[] {
+  const held = log ?? [];
+  const add = entries.filter((e) => !held.some((x) => same(x, e)));
+  return add.length ? [...held, ...add] : held;
+}
+
 /** Append to the run's log the entries it does not hold yet; true where it grew. */
 export function record<Tx>(run: Run<Tx>, entries: UndoEntry[]): boolean {
   const log = run.data.undo ?? [];
-  const add = entries.filter((e) => !log.some((x) => same(x, e)));
-  if (!add.length) return false;
-  run.data = { ...run.data, undo: [...log, ...add] };
+  const undo = withEntries(log, entries);
+  if (undo === log) return false;
+  run.data = { ...run.data, undo };
   return true;
 }
 

@@ -241,23 +241,21 @@ class MemoryCancels implements CancelPort {
     return this.a.call("request", () => cancelInto(this.a.db, rotationId, actor, reason, now));
   }
 
-  commit(rotationId: string, now: number, point: CommitPoint): Promise<CancelRequest | undefined> {
-    const { db } = this.a;
-    return this.a.call("commit", () => {
-      const r = db.records.get(rotationId);
-      if (r?.cancelRequestedAt !== undefined) return { by: r.cancelledBy ?? "unknown", reason: r.cancelReason || undefined };
-      if (r?.committedAt === undefined) db.patch(rotationId, { committedAt: now, commitPoint: point });
-      return undefined;
-    });
+  async commit(rotationId: string, now: number, point: CommitPoint): Promise<CancelRequest | undefined> {
+    return (await this.pass(rotationId, now, point)).cancel;
   }
 
   commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
+    return this.pass(rotationId, now, point, storeScope);
+  }
+
+  private pass(rotationId: string, now: number, point: CommitPoint, storeScope?: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
     const { db } = this.a;
     return this.a.call("commit", () => {
       const r = db.records.get(rotationId);
       if (r?.cancelRequestedAt !== undefined) return { cancel: { by: r.cancelledBy ?? "unknown", reason: r.cancelReason || undefined }, gateUntil: 0 };
       if (r?.committedAt === undefined) db.patch(rotationId, { committedAt: now, commitPoint: point });
-      return { gateUntil: db.gates.get(storeScope) ?? 0 };
+      return { gateUntil: storeScope === undefined ? 0 : (db.gates.get(storeScope) ?? 0) };
     });
   }
 

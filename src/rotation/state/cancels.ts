@@ -35,29 +35,22 @@ end
 return 'ok'
 `;
 
-// COMMIT: KEYS: record. ARGV: now, point. Returns {} (committed) or the cancel's {actor, reason}.
+// COMMIT: the point of no return, unless a cancel came first; with a second key, the store's
+// throttle gate (RateGates: epoch ms, or none) read too, for the store write that follows it: one
+// round trip for both. KEYS: record [, gate]. ARGV: now, point.
+// Returns {'c', actor, reason} (cancelled) or {'ok', gate}.
 const COMMIT_LUA = `
-local r = redis.call('HMGET', KEYS[1], 'cancelRequestedAt', 'committedAt', 'cancelledBy', 'cancelReason')
-if r[1] then return {r[3], r[4]} end
-if not r[2] then redis.call('HSET', KEYS[1], 'committedAt', ARGV[1], 'commitPoint', ARGV[2]) end
-return {}
-`;
-
-// COMMIT_WRITE: COMMIT, then the store's throttle gate (RateGates: epoch ms, or none), read for
-// the store write that follows the point of no return: one round trip for both.
-// KEYS: record, gate. ARGV: now, point. Returns {'c', actor, reason} (cancelled) or {'ok', gate}.
-const COMMIT_WRITE_LUA = `
 local r = redis.call('HMGET', KEYS[1], 'cancelRequestedAt', 'committedAt', 'cancelledBy', 'cancelReason')
 if r[1] then return {'c', r[3], r[4]} end
 if not r[2] then redis.call('HSET', KEYS[1], 'committedAt', ARGV[1], 'commitPoint', ARGV[2]) end
-return {'ok', redis.call('GET', KEYS[2])}
+if #KEYS > 1 then return {'ok', redis.call('GET', KEYS[2])} end
+return {'ok'}
 `;
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
     rekeyCancel(record: string, now: string, actor: string, reason: string): Result<"missing" | "ended" | "committed" | "ok", Context>;
-    rekeyCommit(record: string, now: string, point: string): Result<(string | null)[], Context>;
-    rekeyCommitWrite(record: string, gate: string, now: string, point: string): Result<(string | null)[], Context>;
+    rekeyCommit(numberOfKeys: number, ...keysAndArgs: string[]): Result<(string | null)[], Context>;
   }
 }
 
@@ -68,8 +61,8 @@ export class CancelRequests {
   ) {
     defineScripts(redis, {
       rekeyCancel: { numberOfKeys: 1, lua: CANCEL_LUA },
-      rekeyCommit: { numberOfKeys: 1, lua: COMMIT_LUA },
-      rekeyCommitWrite: { numberOfKeys: 2, lua: COMMIT_WRITE_LUA },
+      // One key, or two where the store's gate is read too: given per call.
+      rekeyCommit: { lua: COMMIT_LUA },
     });
   }
 
@@ -80,16 +73,19 @@ export class CancelRequests {
 
   /** The engine passes its point of no return: undefined when it may go on, else the cancel that came first. */
   async commit(rotationId: string, now: number, point: CommitPoint): Promise<CancelRequest | undefined> {
-    const [by, reason] = await this.redis.rekeyCommit(this.keys.rotation(rotationId), String(now), point);
-    return by === undefined ? undefined : { by: by ?? "unknown", reason: reason || undefined };
+    return (await this.pass([this.keys.rotation(rotationId)], now, point)).cancel;
   }
 
   /**
    * commit(), for a point of no return a store write follows: the throttle gate of the store's
    * scope (RateGates.until, 0 when open) is read in the same round trip.
    */
-  async commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
-    const [kind, a, b] = await this.redis.rekeyCommitWrite(this.keys.rotation(rotationId), this.keys.gate(storeScope), String(now), point);
+  commitBeforeWrite(rotationId: string, now: number, point: CommitPoint, storeScope: string): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
+    return this.pass([this.keys.rotation(rotationId), this.keys.gate(storeScope)], now, point);
+  }
+
+  private async pass(keys: string[], now: number, point: CommitPoint): Promise<{ cancel?: CancelRequest; gateUntil: number }> {
+    const [kind, a, b] = await this.redis.rekeyCommit(keys.length, ...keys, String(now), point);
     if (kind === "c") return { cancel: { by: a ?? "unknown", reason: b || undefined }, gateUntil: 0 };
     return { gateUntil: Number(a ?? 0) };
   }

@@ -6,7 +6,7 @@ import { CancelledError, TransientError } from "../../errors.ts";
 import type { CredentialHandle } from "../../providers/types.ts";
 import { engineDefaults } from "../defaults.ts";
 import type { Data, Run, StepFn, StepOutcome } from "../run.ts";
-import { issueUndo, leakReplaces, record as recordUndo } from "../undo.ts";
+import { issueUndo, leakReplaces, withEntries } from "../undo.ts";
 import { type CurrentFacts, type RotationRecord, TERMINAL } from "../state/records.ts";
 
 export const start: StepFn = async (run) => {
@@ -102,12 +102,7 @@ export const start: StepFn = async (run) => {
   };
   // What issuing undoes (undo.ts) is on the record with the move to it, before anything is sent:
   // issuing need not write the job first. (A human step records its own before it asks.)
-  if (next.step === "issuing") {
-    run.data = next;
-    recordUndo(run, issueUndo(run, leakReplaces(run)));
-    next.undo = run.data.undo;
-    run.data = d;
-  }
+  if (next.step === "issuing") next.undo = withEntries(d.undo, issueUndo(run, leakReplaces(run)));
   // Holding the lock, this rotation now speaks for the policy (claimed with the transition).
   const began =
     d.reason === "reconcile"
