@@ -3,7 +3,7 @@
  * the same meaning as RekeyState's Redis scripts and BullMQ's Job, no Redis and no queue. Every
  * call goes through World.call, so a test can crash the process around any state write.
  */
-import type { AuditEntry } from "../../src/audit/audit.ts";
+import { type AuditEntry, parseRow } from "../../src/audit/audit.ts";
 import type {
   AuditLog,
   CancelPort,
@@ -373,11 +373,10 @@ export interface AuditRow extends AuditEntry {
   at: number;
 }
 
-/** An audit row from an entry's fields (MemoryAudit.appendArgs). */
+/** An audit row from an entry's fields (MemoryAudit.appendArgs), read as Audit reads a stream entry. */
 function rowOf(fields: string[]): AuditRow {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
-  return { at: Number(f.at), step: f.step ?? "", outcome: f.outcome ?? "", actor: f.actor ?? "", rotationId: f.rotationId, policyId: f.policyId, message: f.message };
+  const { id: _id, ...row } = parseRow(["", fields]);
+  return row;
 }
 
 export class MemoryAudit implements AuditLog<MemoryTx> {
