@@ -234,6 +234,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     observer: opts.observer,
   });
   const rotations = new Rotations({ queue, state, audit, policies, now, store, gateway, fingerprintKey: opts.fingerprintKey, notify });
+  // A wake this process's channel got for a rotation no run here listens to any more.
+  state.wake.unheard = (rotationId) => rotations.wakeUnheard(rotationId);
   return {
     redis,
     queue,

@@ -56,6 +56,20 @@ export class RedisKeys {
     return this.k("wake", rotationId);
   }
 
+  /**
+   * The pub/sub channel of one worker process's lingering rotations (state/signals.ts), named by
+   * the process's listener id; a rotation's record names the channel its wakes go to
+   * (`listener`). A channel, not a key: it holds nothing.
+   */
+  wakeChannel(listenerId: string): string {
+    return this.wakeChannels() + listenerId;
+  }
+
+  /** What every process wake channel's name starts with (the scripts that publish add the id). */
+  wakeChannels(): string {
+    return this.k("wakes", "");
+  }
+
   /** The leaked-value index: a keyed fingerprint → the policy and version that hold it (a string: JSON). */
   fingerprint(fingerprint: string): string {
     return this.k("fpi", fingerprint);

@@ -114,11 +114,13 @@ export interface WakePort {
 
 /** A subscription to one rotation's wake flag (WakePort.listen). */
 export interface WakeListener {
+  /** The process channel the wakes come to: written on the record (`listener`) with the promotion. */
+  readonly id: string;
   /** Resolves true once a raise is heard and not taken (at once if one is), false after `ms` or on abort. */
   wait(ms: number, signal: AbortSignal): Promise<boolean>;
   /** The messages heard since the last take, in order (state/signals.ts WAKE_LOOK, WAKE_CONFIRMED). */
   take(): string[];
-  /** Stop listening; true when a raise was heard and not taken (one sent before the stop is). */
+  /** Stop listening; true when a raise was heard and not taken (one that comes later is handled as unheard). */
   close(): Promise<boolean>;
 }
 

@@ -52,8 +52,9 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
   let lingerAsked = false;
   let lingerHeld = false;
   if (mayLinger) {
-    // Subscribed from the run's start, so every wake after the promotion's record write is heard:
-    // the first look at the confirmations then needs no read (Run.known, promoted()).
+    // Listening from the run's start, so every wake after the promotion's record write (which names
+    // this process's wake channel) is heard: the first look at the confirmations then needs no read
+    // (Run.known, promoted()).
     run.listenerReady = deps.state.wake.listen!(data.rotationId).catch(() => undefined);
   }
   // What the run heard: confirmations extend what it knows; anything else (a leak joined, a
@@ -123,7 +124,8 @@ export async function processRotation<Tx>(deps: EngineDeps<Tx>, sleep: (ms: numb
         await run.flushAudit();
         if (wait > 0 && (await listener.wait(wait, abort))) continue;
         abort.throwIfAborted();
-        // A raise its sender counted as heard (and so promoted nothing) arrives before the stop.
+        // A wake heard before the stop re-runs the step here; one that comes after it is handled
+        // as unheard (the flag, which the park takes: WakeFlags).
         if (await stopListening()) continue;
       }
       // Start, verifying and the decision to revoke only read the outside truth (until

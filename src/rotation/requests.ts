@@ -245,6 +245,16 @@ export class Rotations {
     if (!(await this.deps.state.wake.raise(rotationId))) await this.promoteParked(jobId);
   }
 
+  /**
+   * A wake that reached a worker process after its run stopped listening (WakeFlags.unheard): its
+   * sender counted it as heard and promoted nothing, so promote the parked job now, as the sender
+   * does when nobody hears a wake. The flag is up already.
+   */
+  async wakeUnheard(rotationId: string): Promise<void> {
+    const rec = await this.deps.state.records.get(rotationId);
+    if (rec?.jobId) await this.promoteParked(rec.jobId);
+  }
+
   /** Queue a parked (delayed) rotation job now, ahead of rotations not started yet. */
   private async promoteParked(jobId: string): Promise<void> {
     const job = await this.deps.queue.getJob(jobId);

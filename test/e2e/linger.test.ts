@@ -75,11 +75,13 @@ describe("a rotation awaiting confirmation lingers before it parks", () => {
   it("a confirmation whose message is lost is found through the wake flag when the job parks after the linger", async () => {
     await start(1_500);
     const req = await rotateToAwaiting();
-    // The job subscribes to its wake channel, then reads the confirmations, then lingers: a
-    // confirmation written before that read would end the rotation at once, without the flag.
-    // Subscribed, and a moment for the read (the same activation, a few ms), well inside the linger.
-    const channel = stack.rt.state.keys.wake(req.rotationId);
-    await until("lingering", async () => Number(((await stack.rt.redis.pubsub("NUMSUB", channel)) as [string, number])[1]) > 0, 10_000, 5);
+    // The promotion names the worker process's wake channel on the record, and the process is
+    // subscribed to it; a moment more for the run to begin its linger (the same activation, a few
+    // ms), well inside the linger.
+    const rec = await stack.rt.state.records.get(req.rotationId);
+    expect(rec?.listener).toBe(stack.rt.state.wake.listenerId);
+    const channel = stack.rt.state.keys.wakeChannel(rec!.listener!);
+    expect(Number(((await stack.rt.redis.pubsub("NUMSUB", channel)) as [string, number])[1])).toBe(1);
     await new Promise((r) => setTimeout(r, 250));
     // The confirmation and the wake flag, but no message on the wake channel.
     await stack.rt.state.consumers.confirmAndList(req.rotationId, { consumerId: "app", at: Date.now(), via: "push", versionId: req.rotationId });
@@ -89,5 +91,45 @@ describe("a rotation awaiting confirmation lingers before it parks", () => {
     expect(ld.isLive(old.value)).toBe(false);
     const job = await stack.rt.queue.getJob(req.jobId);
     expect(job?.attemptsStarted).toBe(2);
+  });
+
+  const confirmOverHttp = async (rotationId: string) => {
+    const res = await fetch(`${stack.apiUrl}/v1/confirmations`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${CONSUMER_TOKEN}` },
+      body: JSON.stringify({ policyId: "ld-linger", consumerId: "app", versionId: rotationId }),
+    });
+    expect(res.status).toBe(200);
+  };
+
+  const parked = async (req: { rotationId: string; jobId: string }) => {
+    await until("parked", async () => (await (await stack.rt.queue.getJob(req.jobId))?.isDelayed()) === true, 10_000, 10);
+    // The park took this process's wake channel off the record: wakes go to the flag from now on.
+    expect((await stack.rt.state.records.get(req.rotationId))?.listener).toBeUndefined();
+  };
+
+  it("a wake that reaches the worker process after its run stopped listening still resumes the parked job at once", async () => {
+    await start(300);
+    const req = await rotateToAwaiting();
+    await parked(req);
+    // As if the confirmation crossed the park: the record still names this process's channel, so
+    // the API's wake is heard by the process (the API promotes nothing), not by the run.
+    await stack.rt.redis.hset(stack.rt.state.keys.rotation(req.rotationId), "listener", stack.rt.state.wake.listenerId);
+    await confirmOverHttp(req.rotationId);
+    // Long before the 30 s re-check: the process raised the flag and promoted the job itself.
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 10_000, 10);
+    expect(ld.isLive(old.value)).toBe(false);
+    expect((await stack.rt.queue.getJob(req.jobId))?.attemptsStarted).toBe(2);
+  });
+
+  it("a record naming the channel of a worker process that is gone: the wake reaches nobody, so the API promotes the parked job", async () => {
+    await start(300);
+    const req = await rotateToAwaiting();
+    await parked(req);
+    await stack.rt.redis.hset(stack.rt.state.keys.rotation(req.rotationId), "listener", "00000000-0000-4000-8000-000000000000");
+    await confirmOverHttp(req.rotationId);
+    await until("completed", async () => (await stack.rt.state.records.get(req.rotationId))?.status === "completed", 10_000, 10);
+    expect(ld.isLive(old.value)).toBe(false);
+    expect((await stack.rt.queue.getJob(req.jobId))?.attemptsStarted).toBe(2);
   });
 });

@@ -9,7 +9,7 @@ import { defineScripts } from "../../util/redis-scripts.ts";
 import type { RedisKeys } from "../keys.ts";
 import { execOrThrow } from "../../util/redis-exec.ts";
 import { parseRecord, type RotationRecord } from "./records.ts";
-import { WAKE_CONFIRMED, WAKE_TTL_SEC } from "./signals.ts";
+import { PUBLISH_WAKE_LUA, WAKE_CONFIRMED, WAKE_TTL_SEC } from "./signals.ts";
 
 export interface Confirmation {
   consumerId: string;
@@ -44,18 +44,20 @@ function parseConfirmations(h: Record<string, string>): Map<string, Confirmation
 
 // A push confirmation, in one round trip: the confirmation (only a consumer's first counts) and,
 // when it is new, its audit entry in every stream given and the rotation's wake published as
-// `confirmed:<consumerId>` (signals.ts WAKE_CONFIRMED); where no worker listening on the rotation
-// heard it, the wake flag is raised for its job to find (WakeFlags.raise). Returns {added,
-// listeners that heard the wake, every confirmation of the rotation}.
-// KEYS: confirmations, wake flag, the whole audit trail, the policy's audit stream.
+// `confirmed:<consumerId>` (signals.ts WAKE_CONFIRMED, PUBLISH_WAKE_LUA: to the worker process
+// lingering on it); where no worker heard it, the wake flag is raised for its job to find
+// (WakeFlags.raise). Returns {added, listeners that heard the wake, every confirmation of the
+// rotation}.
+// KEYS: confirmations, wake flag, the whole audit trail, the policy's audit stream, the record.
 // ARGV: consumerId, confirmation JSON, wake TTL (s), the two streams' length bounds, the wake
-// message's prefix, the audit entry's fields.
+// message's prefix, the process channels' prefix, the rotation id, the audit entry's fields.
 const CONFIRM_PUSH_LUA = `
 local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 local heard = 0
 if added == 1 then
-  for i = 1, 2 do redis.call('XADD', KEYS[2 + i], 'MAXLEN', '~', ARGV[3 + i], '*', unpack(ARGV, 7)) end
-  heard = redis.call('PUBLISH', KEYS[2], ARGV[6] .. ARGV[1])
+  for i = 1, 2 do redis.call('XADD', KEYS[2 + i], 'MAXLEN', '~', ARGV[3 + i], '*', unpack(ARGV, 9)) end
+  local flag, record, channels, rotationId, message = KEYS[2], KEYS[5], ARGV[7], ARGV[8], ARGV[6] .. ARGV[1]
+  ${PUBLISH_WAKE_LUA}
   if heard == 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[3]) end
 end
 return {added, heard, redis.call('HGETALL', KEYS[1])}
@@ -63,7 +65,7 @@ return {added, heard, redis.call('HGETALL', KEYS[1])}
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    rekeyConfirmPush(confirmations: string, wake: string, trail: string, policyTrail: string, ...args: string[]): Result<[number, number, string[]], Context>;
+    rekeyConfirmPush(confirmations: string, wake: string, trail: string, policyTrail: string, record: string, ...args: string[]): Result<[number, number, string[]], Context>;
   }
 }
 
@@ -72,7 +74,7 @@ export class ConsumerReports {
     private readonly redis: RedisClient,
     private readonly keys: RedisKeys,
   ) {
-    defineScripts(redis, { rekeyConfirmPush: { numberOfKeys: 4, lua: CONFIRM_PUSH_LUA } });
+    defineScripts(redis, { rekeyConfirmPush: { numberOfKeys: 5, lua: CONFIRM_PUSH_LUA } });
   }
 
   /**
@@ -92,12 +94,15 @@ export class ConsumerReports {
       this.keys.wake(rotationId),
       trail.key,
       policyTrail.key,
+      this.keys.rotation(rotationId),
       c.consumerId,
       JSON.stringify(c),
       String(WAKE_TTL_SEC),
       trail.maxLen,
       policyTrail.maxLen,
       WAKE_CONFIRMED,
+      this.keys.wakeChannels(),
+      rotationId,
       ...audit.fields,
     );
     const h: Record<string, string> = {};

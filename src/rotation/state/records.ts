@@ -64,6 +64,11 @@ export interface RotationRecord {
    * was issued: the failure path of a job whose data holds none takes it from here.
    */
   undo?: UndoEntry[];
+  /**
+   * The wake channel of the worker process lingering on this rotation (state/signals.ts
+   * WakeFlags): written with the promotion by a run that listens, taken down when it parks.
+   */
+  listener?: string;
 }
 
 /**
@@ -322,6 +327,9 @@ const NUMERIC = new Set(["startedAt", "updatedAt", "promotedAt", "endedAt", "hum
 const BOOLEAN = new Set(["leak", "leakFollowUp"]);
 
 /** The record's undo log (JSON, ids only); left out where it does not parse as one. */
+// Built once: a zod schema made per call costs more than the parse.
+const UndoLog = z.array(UndoEntry);
+
 function parseUndo(v: string, rotationId: string): UndoEntry[] | undefined {
   let raw: unknown;
   try {
@@ -332,7 +340,7 @@ function parseUndo(v: string, rotationId: string): UndoEntry[] | undefined {
   } catch {
     return undefined;
   }
-  const parsed = z.array(UndoEntry).safeParse(raw);
+  const parsed = UndoLog.safeParse(raw);
   return parsed.success ? parsed.data : undefined;
 }
 

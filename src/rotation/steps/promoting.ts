@@ -59,9 +59,11 @@ export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: stri
   const key = run.deps.fingerprintKey;
   const fp = key && value !== undefined ? keyedFingerprint(key, value) : undefined;
   const waiting = !leak && required.length ? waitingMessage(required) : undefined;
-  // Subscribed to the rotation's wake before the promotion is on the record (processor.ts): then
-  // every confirmation — none is taken before it — and every leak that joins after is heard.
-  const listening = run.listenerReady !== undefined && (await run.listenerReady) !== undefined;
+  // Listening for the rotation's wakes from before the promotion is on the record (processor.ts),
+  // which names this process's channel (`listener`): then every confirmation — none is taken
+  // before it — and every leak that joins after comes to this run.
+  const listener = run.listenerReady ? await run.listenerReady : undefined;
+  const listening = listener !== undefined;
   // A leak that joined this rotation before (its record's flag) is read with the transition.
   const [before] = (await run.transition(
     // The message awaitingConfirmation shows while nobody has confirmed yet, so its first look
@@ -73,6 +75,7 @@ export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: stri
       message: waiting,
       newCredentialId: value !== undefined ? d.newCredentialId : undefined,
       newFingerprint: fp,
+      listener: listener?.id,
     },
     auditStep,
     "ok",
