@@ -36,13 +36,17 @@ function policy(ld: LaunchDarklyFake, id: string): PolicyInput {
 }
 
 /** A TCP proxy to Redis that holds each of its answers for `delayMs`: every round trip takes that long. */
-async function slowProxy(target: URL, delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
+async function slowProxy(target: URL, delayMs: number): Promise<{ url: string; writes(): number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
+  let writes = 0;
   const server: Server = createServer((client) => {
     const upstream = new Socket();
     sockets.add(client).add(upstream);
     upstream.connect(Number(target.port), target.hostname);
-    client.on("data", (chunk) => upstream.write(chunk));
+    client.on("data", (chunk) => {
+      writes++;
+      upstream.write(chunk);
+    });
     upstream.on("data", (chunk) => setTimeout(() => client.destroyed || client.write(chunk), delayMs));
     for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
       a.on("error", () => b.destroy());
@@ -52,6 +56,7 @@ async function slowProxy(target: URL, delayMs: number): Promise<{ url: string; c
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    writes: () => writes,
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
@@ -116,8 +121,12 @@ describe("a push confirmation's path", () => {
       expect(Math.min(...stales)).toBeLessThan(3 * RTT_MS);
       // The version waited for: the counts, the lock and the record (one round trip), the
       // confirmation's script (the second). One after the other, five.
+      const writesBefore = proxy.writes();
       const ok = await confirm(api.url, CONSUMER_TOKEN, { policyId: "ld-path-a", consumerId: "billing", versionId: rotations["ld-path-a"] });
       expect(ok.status, ok.body).toBe(200);
+      // Three writes to Redis in all: both counts (the counters' connection sends what one turn of
+      // the event loop asks for in one write), the reads, the confirmation's script.
+      expect(proxy.writes() - writesBefore).toBeLessThanOrEqual(3);
       expect(ok.ms).toBeGreaterThanOrEqual(2 * RTT_MS);
       expect(ok.ms).toBeLessThan(3.5 * RTT_MS);
       // A named consumer token is looked up first (beside the address's count): three; one after
