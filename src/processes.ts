@@ -164,7 +164,8 @@ export async function startApiServer(rt: Runtime, opts: ApiServerOptions): Promi
     adminTokenHash: opts.adminTokenHash,
     tokens: rt.tokens,
     oidc: opts.oidc ? new OidcVerifier(opts.oidc) : undefined,
-    // Its own connection: a flood's counter updates do not queue ahead of rekey's own commands.
+    // Its own connection, pipelined: a flood's counter updates do not queue ahead of rekey's own
+    // commands, and a confirmation's counts and reads leave in one write.
     rateLimits: { redis: limiter, prefix: rt.prefix, ...opts.rateLimit },
     refusalAuditWindowMs: opts.refusalAuditWindowMs,
     nextDue: opts.nextDue,

@@ -41,6 +41,7 @@ import { type DashboardDeps, registerDashboard } from "./dashboard/routes.ts";
 import { RateLimitCounters } from "./rate-limit-store.ts";
 import { registerSubmitPage, type SubmitPageDeps } from "./submit-page.ts";
 import { RedisKeys } from "../rotation/keys.ts";
+import { ConsumerReports } from "../rotation/state/confirmations.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -65,7 +66,11 @@ export interface ApiExtensions {
 }
 
 export interface ApiRateLimits {
-  /** The Redis the counters live in, shared by every API replica. */
+  /**
+   * The Redis the counters live in, shared by every API replica: a connection of the API's own,
+   * auto-pipelined (what one turn of the event loop sends leaves in one write). A confirmation's
+   * first reads go on it too, beside its counts.
+   */
   redis: RedisClient;
   /** Key prefix (rekey's own): counters are `<prefix>:ratelimit:*`, each with a TTL of the window. */
   prefix: string;
@@ -218,6 +223,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // Counters in Redis, so every replica counts the same client (./rate-limit-store.ts: the
   // plugin's fixed window, plus counts nobody waits for, sent together).
   const counters = limits ? new RateLimitCounters(limits.redis, new RedisKeys(limits.prefix).apiRateLimitNamespace()) : undefined;
+  // A confirmation's reads, sent with its counts in one write (the connection is pipelined).
+  const confirmationReads = limits ? new ConsumerReports(limits.redis, new RedisKeys(limits.prefix)) : undefined;
   if (limits && counters) {
     // `global: false`: the hooks below decide the order (the address's limit before
     // authentication, the identity's after).
@@ -364,7 +371,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // Each round trip a confirmation waits for lets the requests queued meanwhile go first, so its
   // reads share one: the address's count (deferred by the address hook, already under way while
   // the body is read), the identity's count and the rotation the confirmation is checked against
-  // are awaited together; then the confirmation's one script. The address's 429 comes before any
+  // are awaited together, the last two sent in one write on the API's pipelined connection; then
+  // the confirmation's one script. The address's 429 comes before any
   // other answer, as where the hook awaits it; the identity's count is taken even when the
   // address is over its limit (it is that identity's request all the same).
   app.post("/v1/confirmations", { bodyLimit: BODY_LIMITS.confirmation, onRequest: consumerBearer, config: { deferAddressLimit: true } }, async (req, reply) => {
@@ -377,7 +385,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       return guard.refuse(req, reply, 401, "unauthenticated", UNAUTHENTICATED);
     }
     req.identity = identity;
-    const [addressWait, identityWait, target] = await Promise.all([req.addressLimit, guard.identityLimit(req, identity), deps.rotations.confirmationTarget(body.policyId, body.versionId)]);
+    const [addressWait, identityWait, target] = await Promise.all([req.addressLimit, guard.identityLimit(req, identity), deps.rotations.confirmationTarget(body.policyId, body.versionId, confirmationReads)]);
     if (addressWait !== undefined && addressWait !== null) return tooManyFromAddress(req, reply, addressWait);
     if (identityWait !== undefined) return guard.tooMany(req, reply, identity, identityWait);
     try {

@@ -18,6 +18,7 @@ import type { PolicyCalls, ProviderGateway } from "./gateway.ts";
 import { type Reason, type RotationJobData } from "./job.ts";
 import { leakJobId, manualJobId, scheduledJobId } from "./job-ids.ts";
 import type { RekeyState } from "./state.ts";
+import type { ConsumerReports } from "./state/confirmations.ts";
 import type { RotationRecord } from "./state/records.ts";
 import { cancelledMessage } from "./state/cancels.ts";
 
@@ -162,10 +163,11 @@ export class Rotations {
    * The rotation a confirmation of `policyId` is checked against, and its record: the one in
    * flight, or the leak rotation that ended without waiting. Reads only, in one round trip when
    * `versionId` names the rotation in flight (ConsumerReports.waitingRotation); the API reads it
-   * beside the rate-limit counters and hands it to confirm() as `target`.
+   * beside the rate-limit counters and hands it to confirm() as `target`. `reads`: where that
+   * first read goes (the API's pipelined connection, so it leaves with the counts in one write).
    */
-  async confirmationTarget(policyId: string, versionId?: string): Promise<ConfirmationTarget> {
-    const waiting = await this.deps.state.consumers.waitingRotation(policyId, versionId);
+  async confirmationTarget(policyId: string, versionId?: string, reads: ConsumerReports = this.deps.state.consumers): Promise<ConfirmationTarget> {
+    const waiting = await reads.waitingRotation(policyId, versionId);
     if (waiting.rotationId) return { policyId, ...waiting };
     const leak = await this.lastLeakRotation(policyId);
     return { policyId, rotationId: leak, rec: leak ? await this.deps.state.records.get(leak) : undefined };
