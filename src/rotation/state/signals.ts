@@ -25,10 +25,11 @@ export const WAKE_CONFIRMED = "confirmed:";
  * Where a rotation's wake is published, in a script (the raise's and the confirmation's): to the
  * channel of the worker process its record names (`listener`, written with the promotion by a
  * run that lingers), as `<rotationId> <message>`; where none is named, on the rotation's own
- * channel (the flag's key), where a worker of an earlier rekey may listen. `heard`: how many
- * subscribers got it, assigned to `heard`, a local the caller declares. Needs `record` (the
- * rotation's record key), `flag`, `channels` (the prefix of the process channels), `rotationId`
- * and `message` in scope.
+ * channel (the flag's key), where a worker of an earlier rekey may listen. It assigns how many
+ * subscribers got it to `heard`, a local the caller declares, and needs `record` (the rotation's
+ * record key), `flag`, `channels` (the prefix of the process channels), `rotationId` and
+ * `message` in scope. A record keeps its `listener` after it ends: a late wake (a confirmation of
+ * an ended leak rotation) reaches that process, which handles it as unheard.
  */
 export const PUBLISH_WAKE_LUA = `
 local listener = redis.call('HGET', record, 'listener')
