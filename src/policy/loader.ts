@@ -16,6 +16,7 @@ import { formatDuration, parseDuration } from "../util/duration.ts";
 import { fastYaml, UNSUPPORTED } from "./fast-yaml.ts";
 import { Policy, PROVIDER_KINDS, type ProviderConfig, type ProviderKind } from "./schema.ts";
 import { looksLikeSecret, redactSecrets } from "./secret-like.ts";
+import { StringPool } from "../util/string-pool.ts";
 
 export interface LoadedPolicy {
   policy: Policy;
@@ -56,9 +57,11 @@ export async function loadPolicies(paths: string[], opts: LoadOptions = {}): Pro
   const found = await findPolicyFiles(paths);
   const perFile: LoadResult[] = [];
   const batch = Math.max(1, opts.batchSize ?? 100);
+  // One pool for the whole load: policies share the texts they have in common.
+  const pool = new StringPool();
   for (let i = 0; i < found.files.length; i++) {
     if (i > 0 && i % batch === 0) await yieldToEventLoop();
-    perFile.push(loadOne(found.files[i] as string));
+    perFile.push(loadOne(found.files[i] as string, pool));
   }
   const issues = [...found.issues];
   const policies: LoadedPolicy[] = [];
@@ -146,22 +149,23 @@ async function walk(dir: string, files: string[], issues: PolicyIssue[]): Promis
   }
 }
 
-function loadOne(file: string): LoadResult {
+function loadOne(file: string, pool?: StringPool): LoadResult {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
     return { policies: [], issues: [{ file, path: "", message: `cannot read: ${fsReason(err)}` }] };
   }
-  return parsePolicyText(text, file);
+  return parsePolicyText(text, file, pool);
 }
 
 /**
  * Parses and validates the text of one policy file. `file` names it in issues; a name ending in
  * .json is read as JSON, anything else as YAML (which may hold several `---` documents; a broken
- * document does not hide the problems of the others).
+ * document does not hide the problems of the others). The texts of the policies are copies from
+ * `pool`, so a policy does not keep the file's text alive.
  */
-export function parsePolicyText(text: string, file: string): LoadResult {
+export function parsePolicyText(text: string, file: string, pool: StringPool = new StringPool()): LoadResult {
   const docs = file.endsWith(".json") ? parseJson(text) : parseYaml(text);
   const policies: LoadedPolicy[] = [];
   const problems: Array<{ doc: number; issue: FieldProblem }> = [];
@@ -174,7 +178,7 @@ export function parsePolicyText(text: string, file: string): LoadResult {
       syntax.push(...d.syntax.map((s) => ({ file, ...s })));
       return;
     }
-    const raw = d.value;
+    const raw = pool.detach(d.value);
     if (raw === null || raw === undefined) return;
     nonEmpty++;
     if (!isRecord(raw)) {

@@ -14,6 +14,7 @@ import { formatPolicyIssue, type PolicyIssue } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type LoadResult, loadPolicies, loadPolicyFile } from "./loader.ts";
 import type { Policy } from "./schema.ts";
+import { StringPool } from "../util/string-pool.ts";
 
 export interface ReloadReport {
   /** Policies added or updated. */
@@ -101,8 +102,11 @@ export class PolicySet {
       const bad = loaded.issues.map((i) => resolve(i.file));
       const isBad = (file: string) => bad.some((b) => file === b || file.startsWith(b + sep));
       const next = new Map<string, Policy[]>();
+      // The paths are kept as long as the policies: one flat copy per file rather than the
+      // pieces resolve() assembled it from.
+      const paths = new StringPool();
       for (const { policy, file } of loaded.policies) {
-        const abs = resolve(file);
+        const abs = paths.intern(resolve(file));
         if (isBad(abs)) continue;
         next.set(abs, [...(next.get(abs) ?? []), policy]);
       }

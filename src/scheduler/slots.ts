@@ -51,7 +51,7 @@ export function scheduleKey(schedule: Schedule): string {
 
 export function slotSource(schedule: Schedule, policyId: string): SlotSource {
   if ("cron" in schedule) return cronSource(schedule.cron.trim(), schedule.timezone);
-  return everySource(schedule.every, everyOffset(policyId, schedule.every));
+  return new EverySlots(schedule.every, everyOffset(policyId, schedule.every));
 }
 
 /**
@@ -66,9 +66,20 @@ export function everyOffset(policyId: string, periodMs: number): number {
   return (digest.readUIntBE(0, 6) % Math.max(1, Math.floor(periodMs / grain))) * grain;
 }
 
-function everySource(period: number, offset: number): SlotSource {
-  const latest = (now: number): number => now - mod(now - offset, period);
-  return { latest, next: (after) => latest(after) + period };
+/** A class rather than closures: the scheduler holds one per `every` policy, thousands of them. */
+class EverySlots implements SlotSource {
+  constructor(
+    private readonly period: number,
+    private readonly offset: number,
+  ) {}
+
+  latest(now: number): number {
+    return now - mod(now - this.offset, this.period);
+  }
+
+  next(after: number): number {
+    return this.latest(after) + this.period;
+  }
 }
 
 function mod(a: number, n: number): number {

@@ -1,6 +1,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PolicyError, type PolicyIssue } from "../../src/errors.ts";
 import { isCutover } from "../../src/policy/capabilities.ts";
@@ -389,6 +391,29 @@ describe("several files", () => {
     expect(loaded?.policy.confirmation).toEqual({ timeout: 86_400_000, onTimeout: "keep-old" });
     expect(loaded?.policy.consumers).toEqual([{ id: "api", confirm: "probe", url: "https://api.example.com/v", interval: 30_000, required: true }]);
     expect(loaded?.policy.provider).toMatchObject({ kind: "launchdarkly", strategy: "create-delete" });
+  });
+
+  it("keeps none of the files' text with the policies it loaded", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    // 200 files of 20 kB (a long comment): 4 MB of text. Every value is long enough that V8 would
+    // keep it as a view into its file's text.
+    const comment = `# ${"x".repeat(78)}\n`.repeat(250);
+    const policy = (i: number) => comment + ldPolicy(`policy-number-${i}`, `description: the policy with the number ${i}\n`);
+    for (let i = 0; i < 200; i++) write(`team/p-${i}.yaml`, policy(i));
+    // The first load compiles what a first load compiles; it stays referenced, so the second
+    // is measured beside it rather than in the space the first one left.
+    const first = await loadPolicies([dir]);
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const { policies } = await loadPolicies([dir]);
+    gc();
+    const held = process.memoryUsage().heapUsed - before;
+    expect(first.policies).toHaveLength(200);
+    expect(policies).toHaveLength(200);
+    expect(policies.find((p) => p.policy.id === "policy-number-7")?.policy.description).toBe("the policy with the number 7");
+    // The policies themselves take some 200 kB.
+    expect(held).toBeLessThan(1_500_000);
   });
 });
 
