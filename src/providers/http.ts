@@ -7,6 +7,7 @@
 import { hash } from "node:crypto";
 import type { z } from "zod";
 import { PermanentError, RateLimitedError, TransientError, UnansweredError } from "../errors.ts";
+import { type HttpAnswer, nodeHttpRequest } from "./node-http-transport.ts";
 
 /**
  * Paces provider requests against rekey's shared rate budgets (src/rotation/pacing.ts). The
@@ -79,6 +80,7 @@ export interface ProviderHttpOptions {
   /** Extracts the provider's error text from an error body (never a secret). */
   errorText?: (body: unknown) => string | undefined;
   now?: () => number;
+  /** Replaces the transport (tests, fakes); by default requests go over node:http(s) (node-http-transport.ts). */
   fetch?: typeof fetch;
 }
 
@@ -139,9 +141,10 @@ export class ProviderHttp {
     const pacer = req.signal ? pacers.get(req.signal) : undefined;
     const paced: PacedRequest | undefined = pacer ? { credential: credentialTag(headers) } : undefined;
     if (pacer && paced) await pacer.before(paced);
-    let res: Response;
+    let res: HttpAnswer;
     try {
-      res = await (this.opts.fetch ?? fetch)(req.url, { method: req.method, headers, body, signal });
+      const init = { method: req.method, headers, body, signal };
+      res = await (this.opts.fetch ? this.opts.fetch(req.url, init) : nodeHttpRequest(req.url, init));
     } catch (err) {
       // It may have reached the provider all the same: it counts from now.
       if (pacer && paced) await pacer.after(paced).catch(() => undefined);

@@ -8,8 +8,8 @@ import { getEventListeners } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TransientError, UnansweredError } from "../../src/errors.ts";
-import { ProviderHttp } from "../../src/providers/http.ts";
+import { PermanentError, TransientError, UnansweredError } from "../../src/errors.ts";
+import { HttpStatusError, ProviderHttp } from "../../src/providers/http.ts";
 
 describe("ProviderHttp request budget", () => {
   let server: Server;
@@ -28,6 +28,21 @@ describe("ProviderHttp request budget", () => {
         res.write('{"items": [');
         return;
       }
+      if (path === "/echo") {
+        let text = "";
+        req.setEncoding("utf8");
+        req.on("data", (c: string) => (text += c));
+        req.on("end", () => {
+          res.writeHead(201, { "content-type": "application/json; charset=utf-8", "x-ratelimit-remaining": "7" });
+          res.end(JSON.stringify({ method: req.method, type: req.headers["content-type"], length: req.headers["content-length"], body: text }));
+        });
+        return;
+      }
+      if (path === "/moved") {
+        res.writeHead(302, { location: "/ok" });
+        res.end();
+        return;
+      }
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ ok: true }));
     });
@@ -41,6 +56,31 @@ describe("ProviderHttp request budget", () => {
   });
 
   const http = new ProviderHttp({ provider: "fake", retryAt: () => undefined });
+
+  it("sends the method, headers and body and reads status, headers and body back (the default transport, node:http)", async () => {
+    const res = await http.request({ method: "POST", url: `${base}/echo`, body: { name: "rekey-é" } });
+    expect(res.status).toBe(201);
+    expect(res.headers.get("x-ratelimit-remaining")).toBe("7");
+    const sent = JSON.stringify({ name: "rekey-é" });
+    expect(res.body).toEqual({ method: "POST", type: "application/json", length: String(Buffer.byteLength(sent)), body: sent });
+  });
+
+  it("does not follow a redirect: the 3xx is the answer", async () => {
+    const err = await http.request({ method: "GET", url: `${base}/moved` }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HttpStatusError);
+    expect(err).toBeInstanceOf(PermanentError);
+    expect((err as HttpStatusError).status).toBe(302);
+  });
+
+  it("no server listening: UnansweredError naming the socket's error", async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", () => r()));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const err = await http.request({ method: "GET", url: `http://127.0.0.1:${port}/x` }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnansweredError);
+    expect((err as Error).message).toBe("fake GET /x: connection failed (ECONNREFUSED)");
+  });
 
   it("an answer that never comes: UnansweredError naming the call, after the budget", async () => {
     const t0 = performance.now();
