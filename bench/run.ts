@@ -121,6 +121,10 @@ async function engine(redis: BenchRedis): Promise<void> {
   const wallRatio = median(ratios);
   const minRatio = median(minRatios);
   const cpuRatio = median(rk.map((r, k) => r.cpuMs / (bl[k]?.cpuMs ?? Number.NaN)));
+  // What rekey adds to the calls, in CPU ms per rotation (within each round, then the median): the
+  // references share rekey's provider adapters, store and HTTP transport, so a cheaper call
+  // lowers both sides alike and raises the ratio, while this stays rekey's own work.
+  const ownCpu = median(rk.map((r, k) => r.cpuMs / r.rotations - (mn[k]?.cpuMs ?? Number.NaN) / (mn[k]?.rotations ?? Number.NaN)));
   const rateOf = (xs: typeof rk) => median(xs.map((r) => (r.rotations * 1000) / r.wallMs));
   const rate = rateOf(rk);
   const perRot = (xs: typeof rk, f: (r: (typeof rk)[number]) => number) => median(xs.map((r) => f(r) / r.rotations));
@@ -149,6 +153,7 @@ async function engine(redis: BenchRedis): Promise<void> {
     { stage: "engine", figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs minimal script`, value: `${ms(median(rk.map((r) => r.wallMs)))} (${rate.toFixed(0)}/s)`, reference: `minimal ${ms(median(mn.map((r) => r.wallMs)))} (${rateOf(mn).toFixed(0)}/s)`, ratio: ratio(minRatio), goal: "≤ 1.5×", ok: minRatio <= 1.5 },
     { stage: "engine", figure: `${int(plan.enginePolicies)} rotations: wall time, rekey vs same-calls baseline`, value: `${ms(median(rk.map((r) => r.wallMs)))}`, reference: `baseline ${ms(median(bl.map((r) => r.wallMs)))} (${rateOf(bl).toFixed(0)}/s)`, ratio: ratio(wallRatio), goal: "", ok: undefined },
     { stage: "engine", figure: "CPU per rotation (rekey process), rekey vs baseline", value: ms(perRot(rk, (r) => r.cpuMs)), reference: `baseline ${ms(perRot(bl, (r) => r.cpuMs))}`, ratio: ratio(cpuRatio), goal: "", ok: undefined },
+    { stage: "engine", figure: "rekey's own CPU per rotation (rekey − minimal script)", value: ms(ownCpu), reference: `minimal ${ms(perRot(mn, (r) => r.cpuMs))}`, ratio: "", goal: "", ok: undefined },
     { stage: "engine", figure: "AWS calls per LaunchDarkly rotation", value: awsCalls.toFixed(2), reference: `minimal ${minimalAws.toFixed(2)}`, ratio: "", goal: "≤ 3", ok: awsCalls <= 3 },
     { stage: "engine", figure: "LaunchDarkly calls per rotation", value: ldCalls.toFixed(2), reference: `minimal ${minimalLd.toFixed(2)}`, ratio: "", goal: "≤ 4", ok: ldCalls <= 4 },
     { stage: "engine", figure: "Redis commands per rotation (Lua-internal included)", value: redisCmds.toFixed(0), reference: "", ratio: "", goal: "≤ 100", ok: redisCmds <= 100 },
@@ -165,7 +170,7 @@ Each round runs every kind once, the order rotating from round to round, after t
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 ${runLines.join("\n")}
 
-Wall-time ratio against the minimal script (median of rounds): **${ratio(minRatio)}** (rounds: ${minRatios.map((x) => x.toFixed(2)).join(", ")}); goal ≤ 1.5×: **${minRatio <= 1.5 ? "met" : "missed"}**. Against the same-calls baseline: ${ratio(wallRatio)} (rounds: ${ratios.map((x) => x.toFixed(2)).join(", ")}). rekey: ${rate.toFixed(0)} rotations/s. CPU ratio against the baseline: ${ratio(cpuRatio)}. Per rotation: ${awsCalls.toFixed(2)} AWS calls (goal ≤ 3: **${awsCalls <= 3 ? "met" : "missed"}**), ${ldCalls.toFixed(2)} LaunchDarkly calls (goal ≤ 4: **${ldCalls <= 4 ? "met" : "missed"}**), ${redisCmds.toFixed(0)} Redis commands, Lua-internal calls included (rekey's: the consumer's own ${consumerCmds.toFixed(1)} reads of the audit stream not counted) (goal ≤ 100: **${redisCmds <= 100 ? "met" : "missed"}**); most frequent: ${topCmds}.
+Wall-time ratio against the minimal script (median of rounds): **${ratio(minRatio)}** (rounds: ${minRatios.map((x) => x.toFixed(2)).join(", ")}); goal ≤ 1.5×: **${minRatio <= 1.5 ? "met" : "missed"}**. Against the same-calls baseline: ${ratio(wallRatio)} (rounds: ${ratios.map((x) => x.toFixed(2)).join(", ")}). rekey: ${rate.toFixed(0)} rotations/s. CPU ratio against the baseline: ${ratio(cpuRatio)}. rekey's own CPU per rotation, what it spends beyond the minimal script's calls (its queue, records, audit, locks, pacing, the API request that takes the confirmation): ${ms(ownCpu)}; the references make their calls through rekey's own provider adapters, store and HTTP transport, so a change that makes those calls cheaper lowers both sides by the same amount and raises the ratio while rekey's own CPU stays where it was. Per rotation: ${awsCalls.toFixed(2)} AWS calls (goal ≤ 3: **${awsCalls <= 3 ? "met" : "missed"}**), ${ldCalls.toFixed(2)} LaunchDarkly calls (goal ≤ 4: **${ldCalls <= 4 ? "met" : "missed"}**), ${redisCmds.toFixed(0)} Redis commands, Lua-internal calls included (rekey's: the consumer's own ${consumerCmds.toFixed(1)} reads of the audit stream not counted) (goal ≤ 100: **${redisCmds <= 100 ? "met" : "missed"}**); most frequent: ${topCmds}.
 
 ## 3. Confirmation to revocation
 
