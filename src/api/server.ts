@@ -372,9 +372,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   // reads share one: the address's count (deferred by the address hook, already under way while
   // the body is read), the identity's count and the rotation the confirmation is checked against
   // are awaited together, the last two sent in one write on the API's pipelined connection; then
-  // the confirmation's one script. The address's 429 comes before any
-  // other answer, as where the hook awaits it; the identity's count is taken even when the
-  // address is over its limit (it is that identity's request all the same).
+  // the confirmation's one script. The address's 429 comes before any other answer, as where the
+  // hook awaits it; the identity's count is taken even when the address is over its limit (it is
+  // that identity's request all the same).
   app.post("/v1/confirmations", { bodyLimit: BODY_LIMITS.confirmation, onRequest: consumerBearer, config: { deferAddressLimit: true } }, async (req, reply) => {
     // A refusal thrown here reaches the error handler, which answers the address's 429 first.
     const body = parse(ConfirmBody, req.body);

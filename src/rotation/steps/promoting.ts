@@ -63,7 +63,6 @@ export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: stri
   // which names this process's channel (`listener`): then every confirmation — none is taken
   // before it — and every leak that joins after comes to this run.
   const listener = run.listenerReady ? await run.listenerReady : undefined;
-  const listening = listener !== undefined;
   // A leak that joined this rotation before (its record's flag) is read with the transition.
   const [before] = (await run.transition(
     // The message awaitingConfirmation shows while nobody has confirmed yet, so its first look
@@ -92,7 +91,7 @@ export async function promoted<Tx>(run: Run<Tx>, promotedAt: number, value: stri
   // What awaitingConfirmation would read now: the record as just written and no confirmation,
   // where this is the rotation's first promotion (an earlier one may have been confirmed since).
   const first = promotedBefore == null && endedAt == null && statusBefore !== "awaiting-confirmation";
-  run.known = !leak && listening && first ? { rec: { leak: joined, status: "awaiting-confirmation", message: waiting, newFingerprint: fp ?? fpBefore ?? undefined }, confirmed: new Map() } : undefined;
+  run.known = !leak && listener !== undefined && first ? { rec: { leak: joined, status: "awaiting-confirmation", message: waiting, newFingerprint: fp ?? fpBefore ?? undefined }, confirmed: new Map() } : undefined;
   if (leak) {
     await run.event("rotation.leak", `${run.policy.id}: the credential leaked and was rotated; load version ${d.rotationId} of ${run.policy.target.secretId} now — the old credential is being revoked`, { versionId: d.rotationId, consumers: required });
   } else {
