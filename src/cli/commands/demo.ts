@@ -80,6 +80,18 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
     const consumerToken = "demo-consumer-token";
     let apiUrl = "";
     let loaded: { versionId: string; value: string } | undefined = await store.getCurrent(secret);
+    // One printer, in the order things happened: a consumer's line first prints the audit
+    // entries written before it (the audit is otherwise read every 100 ms, so a consumer's
+    // reaction could print ahead of the steps that caused it).
+    let auditLines = async (): Promise<void> => undefined;
+    let printing = Promise.resolve();
+    const printed = (line?: string): Promise<void> =>
+      (printing = printing
+        .then(async () => {
+          await auditLines();
+          if (line !== undefined) say(line);
+        })
+        .catch(() => undefined));
     const consumer = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
@@ -89,13 +101,13 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
         if (event.event !== "rotation.awaiting-confirmation") return;
         void (async () => {
           loaded = await store.getCurrent(secret);
-          say(`consumer         reloaded the secret: now on version ${loaded?.versionId}; confirming with a fingerprint`);
+          await printed(`consumer         reloaded the secret: now on version ${loaded?.versionId}; confirming with a fingerprint`);
           const r = await fetch(`${apiUrl}/v1/confirmations`, {
             method: "POST",
             headers: { "content-type": "application/json", authorization: `Bearer ${consumerToken}` },
             body: JSON.stringify({ policyId: "demo-checkout-ld", consumerId: "checkout", fingerprint: fingerprint(fpKey, loaded!.value) }),
           });
-          say(`consumer         confirmation answered ${r.status}`);
+          await printed(`consumer         confirmation answered ${r.status}`);
         })();
       });
     });
@@ -140,16 +152,21 @@ async function runDemo(io: CliIo, timeoutMs: number): Promise<number> {
     const req = await rt.rotations.enqueue({ policyId: policy.id, reason: "manual", actor: "demo" });
     say(`rotation ${req.rotationId} of ${policy.id} queued\n`);
     const seen = new Set<string>();
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    auditLines = async () => {
       const rows = (await rt.audit.history({ policyId: policy.id, limit: 100 })).reverse();
       for (const r of rows) {
         if (seen.has(r.id)) continue;
         seen.add(r.id);
         say(`audit            ${esc(r.step).padEnd(22)} ${esc(r.outcome).padEnd(8)} ${esc(r.message)}`);
       }
+    };
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      await printed();
       const rec = await rt.state.records.get(req.rotationId);
       if (rec && ["completed", "failed", "needs-attention"].includes(rec.status)) {
+        // The entries the rotation's last step wrote with its end, read after the record.
+        await printed();
         say(`\nrotation ${rec.status}`);
         const cur = await store.getCurrent(secret);
         say(`AWSCURRENT       version ${cur?.versionId}, works at LaunchDarkly: ${cur ? ld.isLive(cur.value) : false}`);
