@@ -21,7 +21,7 @@ import type { AttackerInput, AttackerResult } from "./attack-process.ts";
 import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
 import { availableParallelism, loadavg } from "node:os";
-import { createHistogram } from "node:perf_hooks";
+import { constants as perfConstants, createHistogram, PerformanceObserver } from "node:perf_hooks";
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Redis } from "ioredis";
@@ -76,6 +76,8 @@ export interface Latency {
   slowest: number[];
   /** The segment (1-based) each of `slowest` came from: a stall of the machine holds several of one. */
   slowestSegments: number[];
+  /** How much of each of `slowest` the rekey process spent in garbage-collection pauses (ms). */
+  slowestGcMs: number[];
 }
 
 export interface AttackReport {
@@ -105,6 +107,12 @@ export interface AttackReport {
   /** The rekey process's event-loop delay (ms), p99 and max, in the quiet and the attack segments. */
   eventLoopDelay: { quiet: { p99: number; max: number }; attack: { p99: number; max: number } };
   /**
+   * Where a slow confirmation's time may have gone besides rekey's own work, per side: the rekey
+   * process's garbage-collection pauses (total, longest, major collections) and the times the
+   * kernel took a core from it (involuntary context switches: it waited for a core).
+   */
+  process: Record<"quiet" | "attack", { gcMs: number; gcMaxMs: number; majorGcs: number; involuntarySwitches: number }>;
+  /**
    * CPU time of the rekey process (API, worker) per hostile request: its CPU in the attack
    * segments minus in the quiet ones, over the hostile requests.
    */
@@ -129,17 +137,25 @@ function post(agent: Agent, url: URL, path: string, token: string, body: string)
   });
 }
 
-/** One confirmation's latency (ms), and the segment it was measured in. */
+/** One confirmation's latency (ms), when it was sent (performance.now()), and the segment it was measured in. */
 interface Sample {
   ms: number;
+  start: number;
   segment: number;
 }
 
-function latency(samples: Sample[]): Latency {
+/** A garbage-collection pause of the rekey process, on performance.now()'s clock. */
+interface Pause {
+  start: number;
+  end: number;
+}
+
+function latency(samples: Sample[], pauses: Pause[]): Latency {
   const bySpeed = [...samples].sort((a, b) => a.ms - b.ms);
   const sorted = bySpeed.map((x) => x.ms);
   const slowest = bySpeed.slice(-8).reverse();
-  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), slowest: slowest.map((x) => x.ms), slowestSegments: slowest.map((x) => x.segment) };
+  const gcWithin = (x: Sample) => pauses.reduce((sum, p) => sum + Math.max(0, Math.min(p.end, x.start + x.ms) - Math.max(p.start, x.start)), 0);
+  return { samples: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), slowest: slowest.map((x) => x.ms), slowestSegments: slowest.map((x) => x.segment), slowestGcMs: slowest.map(gcWithin) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -236,7 +252,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           if (old && !ld.isLive(old.value)) revokedEarly++;
           const started = performance.now();
           const status = await post(consumerAgents[slot.slot]!, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
-          samples.push({ ms: performance.now() - started, segment });
+          samples.push({ ms: performance.now() - started, start: started, segment });
           if (status !== 200) outcomes[`consumer answered ${status}`] = (outcomes[`consumer answered ${status}`] ?? 0) + 1;
         }
         while (!rec?.endedAt && Date.now() < deadline) {
@@ -275,6 +291,20 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     // The event loop's lag, sampled every 5 ms, per side (µs in the histograms).
     const loopDelay = { attack: createHistogram(), quiet: createHistogram() };
     let side: keyof typeof loopDelay | undefined;
+    const proc: AttackReport["process"] = { quiet: { gcMs: 0, gcMaxMs: 0, majorGcs: 0, involuntarySwitches: 0 }, attack: { gcMs: 0, gcMaxMs: 0, majorGcs: 0, involuntarySwitches: 0 } };
+    // Entries arrive a little after the pause: one at a side's edge may count on the other.
+    const pauses: Pause[] = [];
+    const gcs = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) pauses.push({ start: e.startTime, end: e.startTime + e.duration });
+      if (!side) return;
+      for (const e of list.getEntries()) {
+        const p = proc[side];
+        p.gcMs += e.duration;
+        p.gcMaxMs = Math.max(p.gcMaxMs, e.duration);
+        if ((e as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) p.majorGcs++;
+      }
+    });
+    gcs.observe({ entryTypes: ["gc"] });
     let lastTick = performance.now();
     const ticker = setInterval(() => {
       const now = performance.now();
@@ -282,11 +312,13 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       lastTick = now;
     }, LAG_TICK_MS).unref();
     const rounds = async (n: number | ((done: number) => boolean), samples: Sample[], outcomes: Record<string, number>): Promise<number> => {
-      side = samples === attackSamples ? "attack" : "quiet";
+      const current = (side = samples === attackSamples ? "attack" : "quiet");
       lastTick = performance.now();
+      const switches = process.resourceUsage().involuntaryContextSwitches;
       try {
         return await roundsOf(n, samples, outcomes);
       } finally {
+        proc[current].involuntarySwitches += process.resourceUsage().involuntaryContextSwitches - switches;
         side = undefined;
       }
     };
@@ -341,6 +373,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       say(`segment ${seg + 1}/${segments}: ${result.sent} hostile requests, ${n} rounds under attack, ${n} quiet`);
     }
     clearInterval(ticker);
+    gcs.disconnect();
     // Stopping the API writes a pending refusal summary; then count what the audit gained.
     await api.stop();
     const memEnd = await usedMemory();
@@ -369,12 +402,13 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       refusalSummaries: summaries,
       rotations: { quiet: quietOutcomes, attack: attackOutcomes },
       revokedEarly,
-      quiet: latency(quietSamples),
-      attack: latency(attackSamples),
+      quiet: latency(quietSamples, pauses),
+      attack: latency(attackSamples, pauses),
       eventLoopDelay: {
         quiet: { p99: loopDelay.quiet.percentile(99) / 1e3, max: loopDelay.quiet.max / 1e3 },
         attack: { p99: loopDelay.attack.percentile(99) / 1e3, max: loopDelay.attack.max / 1e3 },
       },
+      process: proc,
       apiCpuPerHostileMs: (attackCpuMs - quietCpuMs) / Math.max(1, sent),
       loadAverage: [loadBefore, loadavg()[0]!],
       refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length,
@@ -393,7 +427,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
 }
 
 export function formatAttackReport(r: AttackReport): string[] {
-  const slowest = (l: Latency) => l.slowest.map((x, i) => `${x.toFixed(0)} (${l.slowestSegments[i]})`).join(", ") + " ms";
+  const slowest = (l: Latency) => l.slowest.map((x, i) => `${x.toFixed(0)} (${l.slowestSegments[i]}, GC ${l.slowestGcMs[i]!.toFixed(0)})`).join(", ") + " ms";
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MB`;
   const ms = (n: number) => `${n.toFixed(1)} ms`;
   const lines = [
@@ -403,8 +437,9 @@ export function formatAttackReport(r: AttackReport): string[] {
     `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
     `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
     `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
-    `slowest confirmations (segment): quiet ${slowest(r.quiet)}; under attack ${slowest(r.attack)}`,
+    `slowest confirmations (segment, ms of it in the rekey process's GC pauses): quiet ${slowest(r.quiet)}; under attack ${slowest(r.attack)}`,
     `rekey process event-loop delay: quiet p99 ${ms(r.eventLoopDelay.quiet.p99)} max ${ms(r.eventLoopDelay.quiet.max)}; under attack p99 ${ms(r.eventLoopDelay.attack.p99)} max ${ms(r.eventLoopDelay.attack.max)}`,
+    `rekey process, quiet / under attack: GC pauses ${ms(r.process.quiet.gcMs)} / ${ms(r.process.attack.gcMs)} in all, longest ${ms(r.process.quiet.gcMaxMs)} / ${ms(r.process.attack.gcMaxMs)}, major collections ${r.process.quiet.majorGcs} / ${r.process.attack.majorGcs}; times it waited for a core (involuntary context switches) ${r.process.quiet.involuntarySwitches} / ${r.process.attack.involuntarySwitches}`,
     `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
     `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
