@@ -17,19 +17,21 @@
  * would meet the per-address limit (1,200 a minute) once rounds take under 250 ms.
  */
 import { Agent, request } from "node:http";
+import type { ApiReport, ApiSetup } from "./api-process.ts";
 import type { AttackerInput, AttackerResult } from "./attack-process.ts";
 import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
+import { type Pause, ProcessMeter, type Side } from "./lib/process-meter.ts";
+import { FakesClient } from "./lib/rig.ts";
 import { availableParallelism, loadavg } from "node:os";
-import { constants as perfConstants, createHistogram, PerformanceObserver } from "node:perf_hooks";
 import { Writable } from "node:stream";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Redis } from "ioredis";
 import { tokenHash } from "../src/consumers/fingerprint.ts";
-import { createLogger } from "../src/log.ts";
+import { createLogger, type Logger } from "../src/log.ts";
 import { Policy } from "../src/policy/schema.ts";
 import { startApiServer, startRotationWorker } from "../src/processes.ts";
-import { createRuntime } from "../src/runtime.ts";
+import { createRuntime, type Runtime } from "../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
 import { startAwsEmulator } from "../test/fakes/aws/emulator.ts";
 import { startLaunchDarklyFake } from "../test/fakes/launchdarkly.ts";
@@ -40,8 +42,6 @@ const ADMIN_TOKEN = "attack-admin-token-0123456789abcdef";
 const CONSUMER_TOKEN = "attack-consumer-token-0123456789abcdef";
 const OTHER_TOKEN = "attack-other-consumer-token-0123456789";
 const FINGERPRINT_KEY = "attack-fingerprint-key-0123456789abcdef0123";
-/** How often the run samples its event loop's lag, in ms. */
-const LAG_TICK_MS = 5;
 /** Rotations of one secret before the run moves on to a fresh one (AWS: 100 versions per 24 h). */
 const VERSIONS_PER_SECRET = 90;
 
@@ -65,6 +65,11 @@ export interface AttackOptions {
   addresses: number;
   /** How long a consumer takes to reload before it confirms, in ms (slot i takes (1 + i/policies) × this). */
   reloadMs?: number;
+  /**
+   * Where the API runs: "api", alone in a process of its own, as `rekey api` is deployed (the
+   * default); "run", in the run's process beside the rotation worker, as `rekey run` does.
+   */
+  topology?: "api" | "run";
   progress?: (line: string) => void;
 }
 
@@ -81,6 +86,8 @@ export interface Latency {
 }
 
 export interface AttackReport {
+  /** Where the API ran (AttackOptions.topology). */
+  topology: "api" | "run";
   hostile: number;
   /** Hostile requests per second achieved. */
   hostileRate: number;
@@ -104,17 +111,18 @@ export interface AttackReport {
   revokedEarly: number;
   quiet: Latency;
   attack: Latency;
-  /** The rekey process's event-loop delay (ms), p99 and max, in the quiet and the attack segments. */
+  /** The API process's event-loop delay (ms), p99 and max, in the quiet and the attack segments. */
   eventLoopDelay: { quiet: { p99: number; max: number }; attack: { p99: number; max: number } };
   /**
-   * Where a slow confirmation's time may have gone besides rekey's own work, per side: the rekey
+   * Where a slow confirmation's time may have gone besides rekey's own work, per side: the API
    * process's garbage-collection pauses (total, longest, major collections) and the times the
    * kernel took a core from it (involuntary context switches: it waited for a core).
    */
   process: Record<"quiet" | "attack", { gcMs: number; gcMaxMs: number; majorGcs: number; involuntarySwitches: number }>;
   /**
-   * CPU time of the rekey process (API, worker) per hostile request: its CPU in the attack
-   * segments minus in the quiet ones, over the hostile requests.
+   * CPU time of the process serving the API (with the worker in it where topology is "run") per
+   * hostile request: its CPU in the attack segments minus in the quiet ones, over the hostile
+   * requests.
    */
   apiCpuPerHostileMs: number;
   /** The machine's 1-minute load average at the start and the end of the measured run. */
@@ -137,17 +145,11 @@ function post(agent: Agent, url: URL, path: string, token: string, body: string)
   });
 }
 
-/** One confirmation's latency (ms), when it was sent (performance.now()), and the segment it was measured in. */
+/** One confirmation's latency (ms), when it was sent (epoch ms), and the segment it was measured in. */
 interface Sample {
   ms: number;
   start: number;
   segment: number;
-}
-
-/** A garbage-collection pause of the rekey process, on performance.now()'s clock. */
-interface Pause {
-  start: number;
-  end: number;
 }
 
 function latency(samples: Sample[], pauses: Pause[]): Latency {
@@ -181,10 +183,12 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   // AWS Secrets Manager refuses a secret's 101st version within 24 hours (LimitExceededException,
   // which rekey rightly waits an hour on). A full run rotates hundreds of times, so each of the
   // `policies` slots moves to a fresh policy (and secret) after VERSIONS_PER_SECRET rotations.
-  const loaded: { policy: Policy; file: string }[] = [];
+  const topology = opts.topology ?? "api";
+  const api = await apiUnderAttack(topology, rt, log, logLines, { redisUrl: redisServer.url, prefix, fingerprintKey: FINGERPRINT_KEY, region: REGION, awsUrl: emulator.url, adminTokenHash: tokenHash(ADMIN_TOKEN) });
+  const loaded: { input: unknown; file: string }[] = [];
   const addPolicy = async (id: string) => {
     loaded.push({
-      policy: Policy.parse({
+      input: {
         id,
         owner: "owner@example.com",
         provider: { kind: "launchdarkly", baseUrl: ld.url, management: { env: "LD_ADMIN_TOKEN" } },
@@ -194,10 +198,11 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           { id: "other", confirm: "push", tokenHash: tokenHash(OTHER_TOKEN), required: false },
         ],
         confirmation: { timeout: "1h", onTimeout: "keep-old" },
-      }),
+      },
       file: `${id}.yaml`,
     });
-    rt.policies.replace(loaded);
+    rt.policies.replace(loaded.map((l) => ({ policy: Policy.parse(l.input), file: l.file })));
+    await api.policies(loaded);
     await store.create!({ secretId: `attack/${id}`, region: REGION }, ld.addToken({ name: id }).value);
   };
   const slots = Array.from({ length: opts.policies }, (_, i) => ({ slot: i, generation: 0, rotations: 0, policyId: `ld-attack-${i}` }));
@@ -215,7 +220,6 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   };
   const policyIds = () => slots.map((s) => s.policyId);
   const worker = startRotationWorker(rt, { concurrency: Math.max(4, opts.policies), log });
-  const api = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, adminTokenHash: tokenHash(ADMIN_TOKEN) });
   const base = new URL(api.url);
   const viewer = (await rt.tokens.create({ name: "attack-viewer", scopes: ["viewer"] }, "attack run")).token;
   const probe = new Redis(redisServer.url);
@@ -252,7 +256,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
           if (old && !ld.isLive(old.value)) revokedEarly++;
           const started = performance.now();
           const status = await post(consumerAgents[slot.slot]!, base, "/v1/confirmations", CONSUMER_TOKEN, JSON.stringify({ policyId, consumerId: "app", versionId: req.rotationId }));
-          samples.push({ ms: performance.now() - started, start: started, segment });
+          samples.push({ ms: performance.now() - started, start: performance.timeOrigin + started, segment });
           if (status !== 200) outcomes[`consumer answered ${status}`] = (outcomes[`consumer answered ${status}`] ?? 0) + 1;
         }
         while (!rec?.endedAt && Date.now() < deadline) {
@@ -283,43 +287,16 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     let sent = 0;
     let elapsedMs = 0;
     let attackRounds = 0;
-    let attackCpuMs = 0;
-    let quietCpuMs = 0;
     const loadBefore = loadavg()[0]!;
     const byKind: Record<string, Record<string, number>> = {};
     const failures: string[] = [];
-    // The event loop's lag, sampled every 5 ms, per side (µs in the histograms).
-    const loopDelay = { attack: createHistogram(), quiet: createHistogram() };
-    let side: keyof typeof loopDelay | undefined;
-    const proc: AttackReport["process"] = { quiet: { gcMs: 0, gcMaxMs: 0, majorGcs: 0, involuntarySwitches: 0 }, attack: { gcMs: 0, gcMaxMs: 0, majorGcs: 0, involuntarySwitches: 0 } };
-    // Entries arrive a little after the pause: one at a side's edge may count on the other.
-    const pauses: Pause[] = [];
-    const gcs = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) pauses.push({ start: e.startTime, end: e.startTime + e.duration });
-      if (!side) return;
-      for (const e of list.getEntries()) {
-        const p = proc[side];
-        p.gcMs += e.duration;
-        p.gcMaxMs = Math.max(p.gcMaxMs, e.duration);
-        if ((e as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) p.majorGcs++;
-      }
-    });
-    gcs.observe({ entryTypes: ["gc"] });
-    let lastTick = performance.now();
-    const ticker = setInterval(() => {
-      const now = performance.now();
-      if (side) loopDelay[side].record(Math.max(1, Math.round((now - lastTick - LAG_TICK_MS) * 1000)));
-      lastTick = now;
-    }, LAG_TICK_MS).unref();
+    // The API process measures itself on each side (ProcessMeter).
     const rounds = async (n: number | ((done: number) => boolean), samples: Sample[], outcomes: Record<string, number>): Promise<number> => {
-      const current = (side = samples === attackSamples ? "attack" : "quiet");
-      lastTick = performance.now();
-      const switches = process.resourceUsage().involuntaryContextSwitches;
+      await api.side(samples === attackSamples ? "attack" : "quiet");
       try {
         return await roundsOf(n, samples, outcomes);
       } finally {
-        proc[current].involuntarySwitches += process.resourceUsage().involuntaryContextSwitches - switches;
-        side = undefined;
+        await api.side(undefined);
       }
     };
     const roundsOf = async (n: number | ((done: number) => boolean), samples: Sample[], outcomes: Record<string, number>): Promise<number> => {
@@ -343,7 +320,6 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       let sending!: () => void;
       const underWay = new Promise<void>((resolve) => (sending = resolve));
       const memBefore = await usedMemory();
-      const cpuBefore = process.cpuUsage();
       const attack = runChild<AttackerResult>("attack-process.ts", [JSON.stringify(input)], { timeoutMs: 30 * 60_000, label: "attacker", onLine: (line) => line === ATTACK_SENDING && sending() }).finally(() => {
         done = true;
         sending();
@@ -353,8 +329,6 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       const minRounds = Math.ceil(opts.minRounds / segments);
       const n = await rounds((finished) => !done || finished < minRounds, attackSamples, attackOutcomes);
       const result = await attack;
-      const cpu = process.cpuUsage(cpuBefore);
-      attackCpuMs += (cpu.user + cpu.system) / 1000;
       attackGrowth += (await usedMemory()) - memBefore;
       attackRounds += n;
       sent += result.sent;
@@ -365,17 +339,12 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
         for (const [st, c] of Object.entries(statuses)) k[st] = (k[st] ?? 0) + c;
       }
       const quietBefore = await usedMemory();
-      const quietCpuBefore = process.cpuUsage();
       await rounds(n, quietSamples, quietOutcomes);
-      const qcpu = process.cpuUsage(quietCpuBefore);
-      quietCpuMs += (qcpu.user + qcpu.system) / 1000;
       quietGrowth += (await usedMemory()) - quietBefore;
       say(`segment ${seg + 1}/${segments}: ${result.sent} hostile requests, ${n} rounds under attack, ${n} quiet`);
     }
-    clearInterval(ticker);
-    gcs.disconnect();
     // Stopping the API writes a pending refusal summary; then count what the audit gained.
-    await api.stop();
+    const measuredApi = await api.stop();
     const memEnd = await usedMemory();
     const added = await probe.xrange(`${prefix}:audit`, `(${auditFirstId}`, "+");
     let summaries = 0;
@@ -388,7 +357,9 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       else unexplained++;
     }
     say(`${sent} hostile requests, ${attackRounds} rounds under attack and as many quiet, audit ${auditBefore} → ${auditBefore + added.length}`);
+    const side = (x: "quiet" | "attack") => measuredApi[x];
     return {
+      topology,
       hostile: sent,
       hostileRate: sent / (elapsedMs / 1000),
       byKind,
@@ -402,16 +373,19 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       refusalSummaries: summaries,
       rotations: { quiet: quietOutcomes, attack: attackOutcomes },
       revokedEarly,
-      quiet: latency(quietSamples, pauses),
-      attack: latency(attackSamples, pauses),
+      quiet: latency(quietSamples, measuredApi.pauses),
+      attack: latency(attackSamples, measuredApi.pauses),
       eventLoopDelay: {
-        quiet: { p99: loopDelay.quiet.percentile(99) / 1e3, max: loopDelay.quiet.max / 1e3 },
-        attack: { p99: loopDelay.attack.percentile(99) / 1e3, max: loopDelay.attack.max / 1e3 },
+        quiet: { p99: side("quiet").loopP99Ms, max: side("quiet").loopMaxMs },
+        attack: { p99: side("attack").loopP99Ms, max: side("attack").loopMaxMs },
       },
-      process: proc,
-      apiCpuPerHostileMs: (attackCpuMs - quietCpuMs) / Math.max(1, sent),
+      process: {
+        quiet: { gcMs: side("quiet").gcMs, gcMaxMs: side("quiet").gcMaxMs, majorGcs: side("quiet").majorGcs, involuntarySwitches: side("quiet").involuntarySwitches },
+        attack: { gcMs: side("attack").gcMs, gcMaxMs: side("attack").gcMaxMs, majorGcs: side("attack").majorGcs, involuntarySwitches: side("attack").involuntarySwitches },
+      },
+      apiCpuPerHostileMs: (side("attack").cpuMs - side("quiet").cpuMs) / Math.max(1, sent),
       loadAverage: [loadBefore, loadavg()[0]!],
-      refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length,
+      refusalLogLines: measuredApi.refusalLogLines,
       durationMs: Date.now() - t0,
     };
   } finally {
@@ -426,21 +400,72 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   }
 }
 
+/** The API the attack targets, wherever it runs, with a ProcessMeter of its process. */
+interface ApiUnderAttack {
+  url: string;
+  /** The policies the API checks confirmations against (the run adds some as it goes). */
+  policies(loaded: { input: unknown; file: string }[]): Promise<void>;
+  /** What follows is measured as this side of the run (undefined: neither). */
+  side(side: Side | undefined): Promise<void>;
+  /** Stop it (it writes its pending refusal summary) and report what its process measured. Once. */
+  stop(): Promise<ApiReport>;
+}
+
+async function apiUnderAttack(topology: "api" | "run", rt: Runtime, log: Logger, logLines: string[], setup: ApiSetup): Promise<ApiUnderAttack> {
+  let stopped: Promise<ApiReport> | undefined;
+  if (topology === "run") {
+    const meter = new ProcessMeter();
+    const server = await startApiServer(rt, { host: "127.0.0.1", port: 0, log, adminTokenHash: setup.adminTokenHash });
+    return {
+      url: server.url,
+      policies: async () => {},
+      side: async (side) => (side ? meter.enter(side) : meter.leave()),
+      stop: () =>
+        (stopped ??= (async () => {
+          meter.stop();
+          await server.stop();
+          return { ...meter.report(), refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length };
+        })()),
+    };
+  }
+  const child = await FakesClient.start("api-process.ts");
+  try {
+    const url = await child.call<string>({ type: "setup", ...setup });
+    return {
+      url,
+      policies: async (loaded) => void (await child.call({ type: "policies", policies: loaded })),
+      side: async (side) => void (await child.call({ type: "side", side })),
+      stop: () =>
+        (stopped ??= (async () => {
+          const report = await child.call<ApiReport>({ type: "stop" }, 30_000);
+          await child.stop();
+          return report;
+        })()),
+    };
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+}
+
+const who = (r: AttackReport) => (r.topology === "api" ? "rekey api process" : "rekey process");
+
 export function formatAttackReport(r: AttackReport): string[] {
   const slowest = (l: Latency) => l.slowest.map((x, i) => `${x.toFixed(0)} (${l.slowestSegments[i]}, GC ${l.slowestGcMs[i]!.toFixed(0)})`).join(", ") + " ms";
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MB`;
   const ms = (n: number) => `${n.toFixed(1)} ms`;
   const lines = [
+    `topology: ${r.topology === "api" ? "the API alone in its own process, as rekey api is deployed; the worker, the fakes and the consumers in the run's process" : "the API and the worker in one process, as rekey run"}`,
     `hostile requests: ${r.hostile} at ${Math.round(r.hostileRate)}/s (${r.failures.length} answered 5xx or not at all)`,
     ...Object.entries(r.byKind).map(([k, v]) => `  ${k}: ${Object.entries(v).sort().map(([s, n]) => `${s}×${n}`).join(", ")}`),
     `Redis used_memory: ${mb(r.usedMemoryBefore)} → ${mb(r.usedMemoryAfter)} over the run; growth during attack segments ${mb(r.attackGrowth)}, during the quiet segments' same rotations ${mb(r.quietGrowth)}; growth from the attack ${mb(r.growthFromAttack)} (goal ≤ 1 MB)`,
     `audit entries added by unauthenticated requests: ${r.unauthenticatedAuditEntries} (goal 0); refused-confirmation summaries (replays with a captured consumer token): ${r.refusalSummaries}`,
     `rotations: quiet ${JSON.stringify(r.rotations.quiet)}, under attack ${JSON.stringify(r.rotations.attack)}; old token revoked before its consumer confirmed: ${r.revokedEarly}`,
     `consumer confirmation latency: quiet p50 ${ms(r.quiet.p50)} p99 ${ms(r.quiet.p99)} (${r.quiet.samples}); under attack p50 ${ms(r.attack.p50)} p99 ${ms(r.attack.p99)} (${r.attack.samples}); p99 ratio ${(r.attack.p99 / r.quiet.p99).toFixed(2)} (goal ≤ 2)`,
-    `slowest confirmations (segment, ms of it in the rekey process's GC pauses): quiet ${slowest(r.quiet)}; under attack ${slowest(r.attack)}`,
-    `rekey process event-loop delay: quiet p99 ${ms(r.eventLoopDelay.quiet.p99)} max ${ms(r.eventLoopDelay.quiet.max)}; under attack p99 ${ms(r.eventLoopDelay.attack.p99)} max ${ms(r.eventLoopDelay.attack.max)}`,
-    `rekey process, quiet / under attack: GC pauses ${ms(r.process.quiet.gcMs)} / ${ms(r.process.attack.gcMs)} in all, longest ${ms(r.process.quiet.gcMaxMs)} / ${ms(r.process.attack.gcMaxMs)}, major collections ${r.process.quiet.majorGcs} / ${r.process.attack.majorGcs}; times it waited for a core (involuntary context switches) ${r.process.quiet.involuntarySwitches} / ${r.process.attack.involuntarySwitches}`,
-    `rekey's CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
+    `slowest confirmations (segment, ms of it in the ${who(r)}'s GC pauses): quiet ${slowest(r.quiet)}; under attack ${slowest(r.attack)}`,
+    `${who(r)} event-loop delay: quiet p99 ${ms(r.eventLoopDelay.quiet.p99)} max ${ms(r.eventLoopDelay.quiet.max)}; under attack p99 ${ms(r.eventLoopDelay.attack.p99)} max ${ms(r.eventLoopDelay.attack.max)}`,
+    `${who(r)}, quiet / under attack: GC pauses ${ms(r.process.quiet.gcMs)} / ${ms(r.process.attack.gcMs)} in all, longest ${ms(r.process.quiet.gcMaxMs)} / ${ms(r.process.attack.gcMaxMs)}, major collections ${r.process.quiet.majorGcs} / ${r.process.attack.majorGcs}; times it waited for a core (involuntary context switches) ${r.process.quiet.involuntarySwitches} / ${r.process.attack.involuntarySwitches}`,
+    `${who(r)}'s CPU per hostile request: ${r.apiCpuPerHostileMs.toFixed(2)} ms; machine load average ${r.loadAverage[0].toFixed(1)} → ${r.loadAverage[1].toFixed(1)} on ${availableParallelism()} cores`,
     `refusal log lines: ${r.refusalLogLines}; duration ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
   return lines;

@@ -9,6 +9,8 @@
  *   npm run chaos                   # ≥ 500 rotations, kills, a Redis restart, 20 % faults
  *   CHAOS_ROTATIONS=100 npm run chaos   # a shorter run
  *   CHAOS_ONLY=attack npm run chaos     # the attack run alone
+ *   CHAOS_ATTACK_TOPOLOGY=run npm run chaos   # the attack on the API and the worker in one
+ *                                       # process (`rekey run`) instead of the API alone
  *   npm run chaos -- --failover         # the fault matrix on Sentinel (a master, two replicas,
  *                                       # three sentinels): the master is SIGKILLed 3 times
  *                                       # (CHAOS_FAILOVERS)
@@ -37,6 +39,8 @@ const failovers = num("CHAOS_FAILOVERS", 3);
 const t0 = Date.now();
 
 const only = flags.failover || flags.wipe ? "matrix" : process.env.CHAOS_ONLY;
+// Checked before anything runs, not after the fault matrix.
+const topology = attackTopology();
 let failed = false;
 
 if (!only || only === "matrix") {
@@ -85,6 +89,7 @@ if (!only || only === "attack") {
     rate: num("CHAOS_ATTACK_RATE", 500),
     segments: num("CHAOS_ATTACK_SEGMENTS", 4),
     addresses: num("CHAOS_ATTACK_ADDRESSES", 16),
+    topology,
     progress: (line) => console.log(line),
   });
   for (const line of formatAttackReport(attack)) console.log(line);
@@ -95,3 +100,10 @@ if (!only || only === "attack") {
 
 console.log(`\n${failed ? "FAILED" : "OK"} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(failed ? 1 : 0);
+
+/** Where the attack run's API runs: alone, as `rekey api` is deployed (default), or as `rekey run`. */
+function attackTopology(): "api" | "run" {
+  const t = process.env.CHAOS_ATTACK_TOPOLOGY ?? "api";
+  if (t !== "api" && t !== "run") throw new Error(`CHAOS_ATTACK_TOPOLOGY: "api" or "run" (got ${JSON.stringify(t)})`);
+  return t;
+}
