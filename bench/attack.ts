@@ -10,6 +10,11 @@
  * into one entry per policy and minute), every rotation's outcome, and the real consumer's
  * confirmation latency p50/p99 under attack against the quiet run.
  *
+ * `rekey api` runs alone in a process of its own (bench/api-process.ts), as it is deployed; the
+ * rotation worker, the fakes and the consumers run in this process (`topology: "run"` puts the
+ * API here too, as `rekey run` does). The API's process measures its GC pauses, event-loop lag,
+ * CPU and waits for a core on each side (bench/lib/process-meter.ts).
+ *
  * A private redis-server, the AWS emulator and the LaunchDarkly fake, all on 127.0.0.1. The
  * attacker sends from 127.0.0.2…127.0.0.N (Linux routes all of 127/8 to loopback): it is another
  * host as far as the per-address rate limit is concerned. Each slot's consumer sends from its own
@@ -81,7 +86,7 @@ export interface Latency {
   slowest: number[];
   /** The segment (1-based) each of `slowest` came from: a stall of the machine holds several of one. */
   slowestSegments: number[];
-  /** How much of each of `slowest` the rekey process spent in garbage-collection pauses (ms). */
+  /** How much of each of `slowest` the API's process spent in garbage-collection pauses (ms). */
   slowestGcMs: number[];
 }
 
