@@ -150,7 +150,9 @@ export class Rotations {
     if (!rec.promotedAt && rec.status !== "awaiting-confirmation") return refuse(409, `rotation ${rotationId} has not promoted its new version yet`);
     // The confirmation, its audit entry and the wake flag: one write to Redis.
     const entry = audit.appendArgs({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` });
-    const { added, heard, confirmed } = await state.consumers.confirmPush(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId }, entry);
+    const { added, heard, confirmed, gone } = await state.consumers.confirmPush(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId }, entry);
+    // Its record went between the reads and the write (a Redis that lost its data): nothing waits.
+    if (gone) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
     if (added) {
       // Heard: the job is lingering (active) and re-reads its confirmations now; nothing to promote.
       if (!heard) await this.promoteParked(rec.jobId);

@@ -5,6 +5,7 @@
  * the hostile requests queued meanwhile go first. Its limits still hold: the address's 429 comes
  * before any other answer, the identity's after authentication, both with Retry-After.
  */
+import { randomUUID } from "node:crypto";
 import { type AddressInfo, createServer, type Server, Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
@@ -12,6 +13,7 @@ import { createLogger } from "../../src/log.ts";
 import { Policy, type PolicyInput } from "../../src/policy/schema.ts";
 import { startApiServer } from "../../src/processes.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import type { RotationRecord } from "../../src/rotation/state/records.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { redisUrl } from "../helpers/redis.ts";
 import { FINGERPRINT_KEY, LogCapture, REGION, type Stack, startStack, until } from "../helpers/stack.ts";
@@ -159,6 +161,19 @@ describe("a push confirmation's path", () => {
     // A repeat is answered from the same reads: already confirmed, or nothing waits any more.
     expect([200, 409]).toContain((await confirm(stack.apiUrl, CONSUMER_TOKEN, { policyId: "ld-path-c", consumerId: "billing", versionId: c })).status);
   }, 30_000);
+
+  it("a confirmation whose rotation's record went between the API's reads and its write (Redis lost it) is refused and writes nothing", async () => {
+    // What the API read before Redis lost the rotation: it was waiting for this consumer.
+    const rotationId = randomUUID();
+    const rec: RotationRecord = { rotationId, policyId: "ld-path-a", reason: "manual", actor: "test", status: "awaiting-confirmation", step: "awaiting-confirmation", jobId: `manual@ld-path-a@${rotationId}`, startedAt: Date.now(), updatedAt: Date.now(), promotedAt: Date.now() };
+    const auditBefore = await stack.rt.redis.xlen(`${stack.prefix}:audit`);
+    await expect(
+      stack.rt.rotations.confirm({ policyId: "ld-path-a", consumerId: "billing", bearer: CONSUMER_TOKEN, versionId: rotationId, target: { policyId: "ld-path-a", rotationId, rec } }),
+    ).rejects.toMatchObject({ status: 409, message: "no rotation of ld-path-a is waiting for confirmations" });
+    // No confirmation (a key nothing would ever expire), no audit entry, no wake flag.
+    expect(await stack.rt.redis.exists(stack.rt.state.keys.confirmations(rotationId), stack.rt.state.keys.wake(rotationId))).toBe(0);
+    expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(auditBefore);
+  });
 
   it("per address: over its limit, 429 with Retry-After before any other answer; a credential that cannot authenticate is refused without waiting for the count", async () => {
     const log = createLogger({ level: "warn", destination: new LogCapture() });

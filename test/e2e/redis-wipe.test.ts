@@ -158,8 +158,10 @@ describe("a Redis wipe mid-rotation", { timeout: 90_000 }, () => {
     expect(findings[0]!.message).toContain(`version ${req.rotationId} is AWSCURRENT and the previous credential ${managed.id}`);
     // The same rotation (its id is the version's): it waits for both consumers again; the library
     // confirms again when the rotation asks, although it had confirmed this version before.
-    // A confirmation sent just before the wipe may still land on the wiped keys: "again" is one
-    // sent after the rotation was queued again, to the record that waits for it.
+    // A confirmation sent just before the wipe whose write comes after it finds no record and is
+    // refused (it used to land on the wiped keys and count, with the time of before the wipe, so
+    // this wait never ended): "again" is one sent after the rotation was queued again, to the
+    // record that waits for it.
     await until(
       "the library confirmed again",
       async () => {

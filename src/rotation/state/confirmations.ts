@@ -47,11 +47,13 @@ function parseConfirmations(h: Record<string, string>): Map<string, Confirmation
 // `confirmed:<consumerId>` (signals.ts WAKE_CONFIRMED, PUBLISH_WAKE_LUA: to the worker process
 // lingering on it); where no worker heard it, the wake flag is raised for its job to find
 // (WakeFlags.raise). Returns {added, listeners that heard the wake, every confirmation of the
-// rotation}.
+// rotation}; {-1, 0, {}} and nothing written where the rotation's record is gone (Redis lost it
+// after the API read it: the rotation is not waiting for anything now).
 // KEYS: confirmations, wake flag, the whole audit trail, the policy's audit stream, the record.
 // ARGV: consumerId, confirmation JSON, wake TTL (s), the two streams' length bounds, the wake
 // message's prefix, the process channels' prefix, the rotation id, the audit entry's fields.
 const CONFIRM_PUSH_LUA = `
+if redis.call('EXISTS', KEYS[5]) == 0 then return {-1, 0, {}} end
 local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 local heard = 0
 if added == 1 then
@@ -81,12 +83,14 @@ export class ConsumerReports {
    * A push confirmation: confirmAndList(), and when it is new, its audit entry (`audit`: the
    * streams and fields Audit.appendArgs gives for an entry that names its policy) and the wake
    * flag raised (WakeFlags.raise), all in one script. `heard`: a lingering job heard the wake.
+   * `gone`: the rotation's record no longer exists (Redis lost it between the API's reads and
+   * this write): nothing was written, no confirmation, no audit entry, no key without an expiry.
    */
   async confirmPush(
     rotationId: string,
     c: Confirmation,
     audit: { streams: { key: string; maxLen: string }[]; fields: string[] },
-  ): Promise<{ added: boolean; heard: boolean; confirmed: Map<string, Confirmation> }> {
+  ): Promise<{ added: boolean; heard: boolean; confirmed: Map<string, Confirmation>; gone: boolean }> {
     const [trail, policyTrail] = audit.streams;
     if (!trail || !policyTrail || audit.streams.length !== 2) throw new Error("a push confirmation's audit entry names its policy: two streams");
     const [added, heard, flat] = await this.redis.rekeyConfirmPush(
@@ -107,7 +111,7 @@ export class ConsumerReports {
     );
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
-    return { added: added === 1, heard: heard > 0, confirmed: parseConfirmations(h) };
+    return { added: added === 1, heard: heard > 0, confirmed: parseConfirmations(h), gone: added === -1 };
   }
 
   async confirm(rotationId: string, c: Confirmation): Promise<boolean> {
