@@ -18,6 +18,7 @@ import { Policy } from "../src/policy/schema.ts";
 import { startApiServer } from "../src/processes.ts";
 import { createRuntime, type Runtime } from "../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
+import { refusalLogLines } from "./lib/attack-protocol.ts";
 import { serveIpc } from "./lib/child.ts";
 import { type MeterReport, ProcessMeter, type Side } from "./lib/process-meter.ts";
 
@@ -45,7 +46,7 @@ let rt: Runtime | undefined;
 let api: Awaited<ReturnType<typeof startApiServer>> | undefined;
 const meter = new ProcessMeter();
 const logLines: string[] = [];
-const report = (): ApiReport => ({ ...meter.report(), refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length });
+const report = (): ApiReport => ({ ...meter.report(), refusalLogLines: refusalLogLines(logLines) });
 
 serveIpc<ApiRequest>(async (msg) => {
   switch (msg.type) {

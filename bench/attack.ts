@@ -24,9 +24,9 @@
 import { Agent, request } from "node:http";
 import type { ApiReport, ApiSetup } from "./api-process.ts";
 import type { AttackerInput, AttackerResult } from "./attack-process.ts";
-import { ATTACK_SENDING } from "./lib/attack-protocol.ts";
+import { ATTACK_SENDING, refusalLogLines } from "./lib/attack-protocol.ts";
 import { runChild } from "./lib/child.ts";
-import { type Pause, ProcessMeter, type Side } from "./lib/process-meter.ts";
+import { type Pause, ProcessMeter, type Side, type SideFigures } from "./lib/process-meter.ts";
 import { FakesClient } from "./lib/rig.ts";
 import { availableParallelism, loadavg } from "node:os";
 import { Writable } from "node:stream";
@@ -123,7 +123,7 @@ export interface AttackReport {
    * process's garbage-collection pauses (total, longest, major collections) and the times the
    * kernel took a core from it (involuntary context switches: it waited for a core).
    */
-  process: Record<"quiet" | "attack", { gcMs: number; gcMaxMs: number; majorGcs: number; involuntarySwitches: number }>;
+  process: Record<Side, SideFigures>;
   /**
    * CPU time of the process serving the API (with the worker in it where topology is "run") per
    * hostile request: its CPU in the attack segments minus in the quiet ones, over the hostile
@@ -362,7 +362,6 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       else unexplained++;
     }
     say(`${sent} hostile requests, ${attackRounds} rounds under attack and as many quiet, audit ${auditBefore} → ${auditBefore + added.length}`);
-    const side = (x: "quiet" | "attack") => measuredApi[x];
     return {
       topology,
       hostile: sent,
@@ -381,14 +380,11 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
       quiet: latency(quietSamples, measuredApi.pauses),
       attack: latency(attackSamples, measuredApi.pauses),
       eventLoopDelay: {
-        quiet: { p99: side("quiet").loopP99Ms, max: side("quiet").loopMaxMs },
-        attack: { p99: side("attack").loopP99Ms, max: side("attack").loopMaxMs },
+        quiet: { p99: measuredApi.quiet.loopP99Ms, max: measuredApi.quiet.loopMaxMs },
+        attack: { p99: measuredApi.attack.loopP99Ms, max: measuredApi.attack.loopMaxMs },
       },
-      process: {
-        quiet: { gcMs: side("quiet").gcMs, gcMaxMs: side("quiet").gcMaxMs, majorGcs: side("quiet").majorGcs, involuntarySwitches: side("quiet").involuntarySwitches },
-        attack: { gcMs: side("attack").gcMs, gcMaxMs: side("attack").gcMaxMs, majorGcs: side("attack").majorGcs, involuntarySwitches: side("attack").involuntarySwitches },
-      },
-      apiCpuPerHostileMs: (side("attack").cpuMs - side("quiet").cpuMs) / Math.max(1, sent),
+      process: { quiet: measuredApi.quiet, attack: measuredApi.attack },
+      apiCpuPerHostileMs: (measuredApi.attack.cpuMs - measuredApi.quiet.cpuMs) / Math.max(1, sent),
       loadAverage: [loadBefore, loadavg()[0]!],
       refusalLogLines: measuredApi.refusalLogLines,
       durationMs: Date.now() - t0,
@@ -429,7 +425,7 @@ async function apiUnderAttack(topology: "api" | "run", rt: Runtime, log: Logger,
         (stopped ??= (async () => {
           meter.stop();
           await server.stop();
-          return { ...meter.report(), refusalLogLines: logLines.filter((l) => l.includes("api request refused")).length };
+          return { ...meter.report(), refusalLogLines: refusalLogLines(logLines) };
         })()),
     };
   }

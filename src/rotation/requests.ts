@@ -138,7 +138,8 @@ export class Rotations {
     if (!opts.versionId && !opts.fingerprint) return refuse(400, "name the version you loaded: versionId or fingerprint");
     if (opts.target && opts.target.policyId !== policy.id) throw new Error(`a confirmation of ${policy.id} was given the rotation of ${opts.target.policyId} to check`);
     const { rotationId, rec } = opts.target ?? (await this.confirmationTarget(policy.id, opts.versionId));
-    if (!rotationId || !rec) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
+    const nothingWaits = () => refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
+    if (!rotationId || !rec) return nothingWaits();
     if (opts.fingerprint && !opts.versionId && rec.newFingerprint === undefined) {
       return refuse(409, `rotation ${rotationId} has no fingerprint to compare (rekey runs without REKEY_FINGERPRINT_KEY, or the new value is not stored yet); confirm with versionId`);
     }
@@ -152,7 +153,7 @@ export class Rotations {
     const entry = audit.appendArgs({ rotationId, policyId: policy.id, step: "confirmation", outcome: "ok", actor: opts.actor ?? `consumer:${consumer.id}`, message: `confirmed version ${rotationId} (${byVersion ? "version id" : "fingerprint"})` });
     const { added, heard, confirmed, gone } = await state.consumers.confirmPush(rotationId, { consumerId: consumer.id, at: this.deps.now(), via: "push", versionId: rotationId }, entry);
     // Its record went between the reads and the write (a Redis that lost its data): nothing waits.
-    if (gone) return refuse(409, `no rotation of ${policy.id} is waiting for confirmations`);
+    if (gone) return nothingWaits();
     if (added) {
       // Heard: the job is lingering (active) and re-reads its confirmations now; nothing to promote.
       if (!heard) await this.promoteParked(rec.jobId);
