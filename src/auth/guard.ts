@@ -13,6 +13,7 @@ import { actorOf, hasScope, type Identity, type Scope } from "./identity.ts";
 import { looksLikeJwt, type OidcVerifier } from "./jwt.ts";
 import type { RefusalReason, Refusals } from "./refusals.ts";
 import { type ApiTokens, looksLikeApiToken } from "./tokens.ts";
+import { lingerOnClose } from "../util/linger-close.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -66,12 +67,15 @@ const DRAIN_AT_MOST = 4 * 1024;
 
 /**
  * A refusal answered before the body was read (or a 413) would otherwise make Node read and drop
- * the rest of a large body to keep the connection alive: close it instead, so a flood of big
- * bodies costs rekey the headers only.
+ * the rest of a large body to keep the connection alive: close it instead, in stages and without
+ * reading on (src/util/linger-close.ts), so a flood of big bodies costs rekey little more than
+ * their headers, and the client still reads the answer.
  */
 export function closeUnread(req: FastifyRequest, reply: FastifyReply): void {
   const length = Number(req.headers["content-length"] ?? 0);
-  if (length > DRAIN_AT_MOST || req.headers["transfer-encoding"] !== undefined) reply.header("connection", "close");
+  if (req.raw.complete || (length <= DRAIN_AT_MOST && req.headers["transfer-encoding"] === undefined)) return;
+  reply.header("connection", "close");
+  lingerOnClose(req.raw.socket);
 }
 
 export function routeOf(req: FastifyRequest): string {

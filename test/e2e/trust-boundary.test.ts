@@ -5,7 +5,7 @@
  * that either go through the API with a token or say they act with direct Redis access.
  */
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { directActor } from "../../src/cli/context.ts";
@@ -14,6 +14,7 @@ import { createLogger } from "../../src/log.ts";
 import type { PolicyInput } from "../../src/policy/schema.ts";
 import { DEFERRED_FLUSH_MS } from "../../src/api/rate-limit-store.ts";
 import { startApiServer } from "../../src/processes.ts";
+import { LINGER_MS } from "../../src/util/linger-close.ts";
 import type { Runtime } from "../../src/runtime.ts";
 import { type LaunchDarklyFake, startLaunchDarklyFake } from "../fakes/launchdarkly.ts";
 import { runCli } from "../helpers/human.ts";
@@ -65,6 +66,44 @@ async function call(url: string, method: string, opts: { token?: string; basic?:
   if (opts.body !== undefined || opts.raw !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(url, { method, headers, body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)) });
   return { status: res.status, body: await res.text(), headers: res.headers };
+}
+
+/**
+ * POSTs a body of `total` bytes (declared in Content-Length) over a raw socket, writing as fast as
+ * the server takes it, until the server closes the connection: what the client saw.
+ */
+function bigBodyRefusal(apiUrl: string, path: string, total: number, token?: string): Promise<{ answer: string; finAfterAnswer: boolean; bytesWritten: number; msFromAnswerToReset: number }> {
+  const url = new URL(apiUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname);
+    let answer = "";
+    let answeredAt = 0;
+    let fin = false;
+    let written = 0;
+    const chunk = Buffer.alloc(64 * 1024, "x");
+    const done = () => resolve({ answer, finAfterAnswer: fin && answer.length > 0, bytesWritten: written, msFromAnswerToReset: performance.now() - answeredAt });
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => {
+      answer += d;
+      answeredAt ||= performance.now();
+    });
+    socket.on("end", () => {
+      fin = true;
+    });
+    socket.on("error", (err: NodeJS.ErrnoException) => (err.code === "EPIPE" || err.code === "ECONNRESET" ? done() : reject(err)));
+    socket.on("close", () => done());
+    socket.on("connect", () => {
+      const auth = token ? `authorization: Bearer ${token}\r\n` : "";
+      socket.write(`POST ${path} HTTP/1.1\r\nhost: ${url.host}\r\ncontent-type: application/json\r\ncontent-length: ${total}\r\n${auth}\r\n`);
+      const pump = () => {
+        while (written < total && !socket.destroyed) {
+          written += chunk.length;
+          if (!socket.write(chunk)) return void socket.once("drain", pump);
+        }
+      };
+      pump();
+    });
+  });
 }
 
 /** Runs `fn` over `items` with at most `n` at once. */
@@ -172,6 +211,24 @@ describe("trust boundary", () => {
     // Too large for the route (413), or refused before the body is read (401): never stored.
     for (const [i, a] of answers.entries()) expect(shapes[i % shapes.length]!.token ? 413 : 401).toBe(a.status);
   }, 60_000);
+
+  it("a refused big body is not read: the answer arrives whole, the connection is closed for writing, and closed for good only after a delay", async () => {
+    // 64 MB declared and sent as fast as the server takes it: the kernel's buffers hold a few MB,
+    // so a server that read the body on would take it all.
+    const total = 64 * 1024 * 1024;
+    for (const [token, status] of [[undefined, 401], [CONSUMER_TOKEN, 413]] as const) {
+      const r = await bigBodyRefusal(stack.apiUrl, "/v1/confirmations", total, token);
+      expect(r.answer).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+      expect(r.answer.toLowerCase()).toContain("connection: close");
+      // The whole answer, then the server's FIN: the client read it before anything was reset.
+      expect(r.answer).toMatch(/\r\n\r\n\{"error":"[^"]+"\}$/);
+      expect(r.finAfterAnswer).toBe(true);
+      // The body was not drained: what the client could hand over is what the kernels buffer.
+      expect(r.bytesWritten).toBeLessThan(total / 2);
+      // The reset comes only once the connection has lingered (LINGER_MS), not with the answer.
+      expect(r.msFromAnswerToReset).toBeGreaterThanOrEqual(LINGER_MS / 2);
+    }
+  }, 30_000);
 
   it("one 401 for anything unauthenticated, whether the ids exist or not", async () => {
     const requests: [string, string, unknown?][] = [
