@@ -41,6 +41,7 @@ import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
 import { startAwsEmulator } from "../test/fakes/aws/emulator.ts";
 import { startLaunchDarklyFake } from "../test/fakes/launchdarkly.ts";
 import { startRedisServer } from "../test/helpers/redis-server.ts";
+import { NODE_FLAGS } from "../src/node-flags.ts";
 
 const REGION = "us-east-1";
 const ADMIN_TOKEN = "attack-admin-token-0123456789abcdef";
@@ -75,6 +76,11 @@ export interface AttackOptions {
    * default); "run", in the run's process beside the rotation worker, as `rekey run` does.
    */
   topology?: "api" | "run";
+  /**
+   * Node flags of the API's process (topology "api"): default, the flags rekey's image starts
+   * Node with (src/node-flags.ts).
+   */
+  apiNodeFlags?: readonly string[];
   progress?: (line: string) => void;
 }
 
@@ -93,6 +99,8 @@ export interface Latency {
 export interface AttackReport {
   /** Where the API ran (AttackOptions.topology). */
   topology: "api" | "run";
+  /** The Node flags of the API's process (topology "api"). */
+  apiNodeFlags: readonly string[];
   hostile: number;
   /** Hostile requests per second achieved. */
   hostileRate: number;
@@ -189,7 +197,8 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
   // which rekey rightly waits an hour on). A full run rotates hundreds of times, so each of the
   // `policies` slots moves to a fresh policy (and secret) after VERSIONS_PER_SECRET rotations.
   const topology = opts.topology ?? "api";
-  const api = await apiUnderAttack(topology, rt, log, logLines, { redisUrl: redisServer.url, prefix, fingerprintKey: FINGERPRINT_KEY, region: REGION, awsUrl: emulator.url, adminTokenHash: tokenHash(ADMIN_TOKEN) });
+  const apiNodeFlags = opts.apiNodeFlags ?? NODE_FLAGS;
+  const api = await apiUnderAttack(topology, apiNodeFlags, rt, log, logLines, { redisUrl: redisServer.url, prefix, fingerprintKey: FINGERPRINT_KEY, region: REGION, awsUrl: emulator.url, adminTokenHash: tokenHash(ADMIN_TOKEN) });
   const loaded: { input: unknown; file: string }[] = [];
   const addPolicy = async (id: string) => {
     loaded.push({
@@ -364,6 +373,7 @@ export async function runAttack(opts: AttackOptions): Promise<AttackReport> {
     say(`${sent} hostile requests, ${attackRounds} rounds under attack and as many quiet, audit ${auditBefore} → ${auditBefore + added.length}`);
     return {
       topology,
+      apiNodeFlags: topology === "api" ? apiNodeFlags : [],
       hostile: sent,
       hostileRate: sent / (elapsedMs / 1000),
       byKind,
@@ -412,7 +422,7 @@ interface ApiUnderAttack {
   stop(): Promise<ApiReport>;
 }
 
-async function apiUnderAttack(topology: "api" | "run", rt: Runtime, log: Logger, logLines: string[], setup: ApiSetup): Promise<ApiUnderAttack> {
+async function apiUnderAttack(topology: "api" | "run", nodeFlags: readonly string[], rt: Runtime, log: Logger, logLines: string[], setup: ApiSetup): Promise<ApiUnderAttack> {
   let stopped: Promise<ApiReport> | undefined;
   if (topology === "run") {
     const meter = new ProcessMeter();
@@ -429,7 +439,7 @@ async function apiUnderAttack(topology: "api" | "run", rt: Runtime, log: Logger,
         })()),
     };
   }
-  const child = await FakesClient.start("api-process.ts");
+  const child = await FakesClient.start("api-process.ts", [], nodeFlags);
   try {
     const url = await child.call<string>({ type: "setup", ...setup });
     return {
@@ -456,7 +466,7 @@ export function formatAttackReport(r: AttackReport): string[] {
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MB`;
   const ms = (n: number) => `${n.toFixed(1)} ms`;
   const lines = [
-    `topology: ${r.topology === "api" ? "the API alone in its own process, as rekey api is deployed; the worker, the fakes and the consumers in the run's process" : "the API and the worker in one process, as rekey run"}`,
+    `topology: ${r.topology === "api" ? `the API alone in its own process, as rekey api is deployed (Node flags: ${r.apiNodeFlags.join(" ") || "none"}); the worker, the fakes and the consumers in the run's process` : "the API and the worker in one process, as rekey run"}`,
     `hostile requests: ${r.hostile} at ${Math.round(r.hostileRate)}/s (${r.failures.length} answered 5xx or not at all)`,
     ...Object.entries(r.byKind).map(([k, v]) => `  ${k}: ${Object.entries(v).sort().map(([s, n]) => `${s}×${n}`).join(", ")}`),
     `Redis used_memory: ${mb(r.usedMemoryBefore)} → ${mb(r.usedMemoryAfter)} over the run; growth during attack segments ${mb(r.attackGrowth)}, during the quiet segments' same rotations ${mb(r.quietGrowth)}; growth from the attack ${mb(r.growthFromAttack)} (goal ≤ 1 MB)`,

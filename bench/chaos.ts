@@ -11,6 +11,8 @@
  *   CHAOS_ONLY=attack npm run chaos     # the attack run alone
  *   CHAOS_ATTACK_TOPOLOGY=run npm run chaos   # the attack on the API and the worker in one
  *                                       # process (`rekey run`) instead of the API alone
+ *   CHAOS_API_NODE_FLAGS= npm run chaos # the API's process without the image's Node flags
+ *                                       # (src/node-flags.ts); or with other flags
  *   npm run chaos -- --failover         # the fault matrix on Sentinel (a master, two replicas,
  *                                       # three sentinels): the master is SIGKILLed 3 times
  *                                       # (CHAOS_FAILOVERS)
@@ -90,6 +92,7 @@ if (!only || only === "attack") {
     segments: num("CHAOS_ATTACK_SEGMENTS", 4),
     addresses: num("CHAOS_ATTACK_ADDRESSES", 16),
     topology,
+    apiNodeFlags: apiNodeFlags(),
     progress: (line) => console.log(line),
   });
   for (const line of formatAttackReport(attack)) console.log(line);
@@ -100,6 +103,12 @@ if (!only || only === "attack") {
 
 console.log(`\n${failed ? "FAILED" : "OK"} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(failed ? 1 : 0);
+
+/** The Node flags of the attack run's API process: the image's (default), or CHAOS_API_NODE_FLAGS. */
+function apiNodeFlags(): readonly string[] | undefined {
+  const f = process.env.CHAOS_API_NODE_FLAGS;
+  return f === undefined ? undefined : f.split(/\s+/).filter(Boolean);
+}
 
 /** Where the attack run's API runs: alone, as `rekey api` is deployed (default), or as `rekey run`. */
 function attackTopology(): "api" | "run" {

@@ -8,6 +8,7 @@ import { Ajv, type ValidateFunction } from "ajv";
 import addFormatsModule from "ajv-formats";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { NODE_FLAGS } from "../../src/node-flags.ts";
 
 // ajv-formats is CommonJS with a default export; under NodeNext its type is the module object.
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -83,6 +84,10 @@ describe("Dockerfile", () => {
     expect(final).toMatch(/^USER 1000:1000$/m);
     expect(final).toMatch(/REKEY_HEALTH_PORT=9090/);
     expect(final).toMatch(/REKEY_HEALTH_HOST=0\.0\.0\.0/);
-    expect(final).toMatch(/^ENTRYPOINT \["node", "bin\/rekey\.js"\]$/m);
+  });
+
+  it("starts Node with rekey's flags (src/node-flags.ts)", () => {
+    const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(final)?.[1];
+    expect(entrypoint && JSON.parse(entrypoint)).toEqual(["node", ...NODE_FLAGS, "bin/rekey.js"]);
   });
 });
