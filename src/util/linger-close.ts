@@ -15,8 +15,9 @@
  * unread bytes stay in the kernel's receive buffer, whose size bounds them, and the reset that
  * the final close sends comes after the client has had the answer for `LINGER_MS`.
  *
- * This leans on two undocumented details of Node's http server (listed in docs/security.md, and
- * tried by test/e2e/trust-boundary.test.ts on the Node rekey runs on): Node calls a socket's
+ * This leans on two undocumented details of Node's http server (listed in docs/operating.md, and
+ * tried by test/integration/linger-close.test.ts and test/e2e/trust-boundary.test.ts on the Node
+ * rekey runs on): Node calls a socket's
  * `destroySoon()` to close it after an answer with `Connection: close`, and it does not resume a
  * socket whose `_paused` flag is set (its own flag for "reading stopped on purpose"). Should a
  * later Node change either, the close falls back to Node's own: the body is drained and the
@@ -44,14 +45,15 @@ type NodeHttpSocket = Socket & { _paused?: boolean; destroySoon?: () => void };
 
 /**
  * Makes the close that follows this connection's current answer a staged one. The answer must
- * carry `Connection: close` (which makes Node close the socket once it is written).
+ * carry `Connection: close` (which makes Node close the socket once it is written). `max`: how
+ * many connections may linger at once in this process (default MAX_LINGERING).
  */
-export function lingerOnClose(socket: Socket | null | undefined): void {
+export function lingerOnClose(socket: Socket | null | undefined, { max = MAX_LINGERING }: { max?: number } = {}): void {
   const s = socket as NodeHttpSocket | null | undefined;
   if (!s || typeof s.destroySoon !== "function" || s.destroyed) return;
   const nodeDestroySoon = s.destroySoon.bind(s);
   s.destroySoon = () => {
-    if (lingering >= MAX_LINGERING) {
+    if (lingering >= max) {
       nodeDestroySoon();
       return;
     }
