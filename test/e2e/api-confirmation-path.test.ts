@@ -166,13 +166,16 @@ describe("a push confirmation's path", () => {
     // What the API read before Redis lost the rotation: it was waiting for this consumer.
     const rotationId = randomUUID();
     const rec: RotationRecord = { rotationId, policyId: "ld-path-a", reason: "manual", actor: "test", status: "awaiting-confirmation", step: "awaiting-confirmation", jobId: `manual@ld-path-a@${rotationId}`, startedAt: Date.now(), updatedAt: Date.now(), promotedAt: Date.now() };
-    const auditBefore = await stack.rt.redis.xlen(`${stack.prefix}:audit`);
+    // The newest audit entry now: entries after it are this test's (or a refusal summary another
+    // test's 409s flush on its own timer, which names no rotation).
+    const auditBefore = (await stack.rt.redis.xrevrange(`${stack.prefix}:audit`, "+", "-", "COUNT", 1))[0]?.[0] ?? "0";
     await expect(
       stack.rt.rotations.confirm({ policyId: "ld-path-a", consumerId: "billing", bearer: CONSUMER_TOKEN, versionId: rotationId, target: { policyId: "ld-path-a", rotationId, rec } }),
     ).rejects.toMatchObject({ status: 409, message: "no rotation of ld-path-a is waiting for confirmations" });
     // No confirmation (a key nothing would ever expire), no audit entry, no wake flag.
     expect(await stack.rt.redis.exists(stack.rt.state.keys.confirmations(rotationId), stack.rt.state.keys.wake(rotationId))).toBe(0);
-    expect(await stack.rt.redis.xlen(`${stack.prefix}:audit`)).toBe(auditBefore);
+    const added = await stack.rt.redis.xrange(`${stack.prefix}:audit`, `(${auditBefore}`, "+");
+    expect(added.filter(([, fields]) => fields.includes(rotationId))).toEqual([]);
   });
 
   it("per address: over its limit, 429 with Retry-After before any other answer; a credential that cannot authenticate is refused without waiting for the count", async () => {
