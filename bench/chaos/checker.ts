@@ -37,6 +37,8 @@ export interface Tracked {
   lost?: boolean;
   /** Queued again by reconcile after a wipe (its id is the version it made current). */
   recreated?: boolean;
+  /** The API's last answer to its consumer's confirmation (status and the start of the body). */
+  lastAnswer?: string;
   /** The version it revokes, where it is not the one the harness last saw completed (re-queued). */
   oldVersionId?: string;
 }

@@ -204,6 +204,10 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
 
     const tracked: Tracked[] = [];
     const confirmations = { push: 0, probe: 0 };
+    // Rotation ids whose push confirmation the API accepted. After a wipe, a rotation reconcile
+    // queued again keeps its id, so two tracked entries (the forgotten one and the new one) may
+    // confirm it: either one's 200 answers both.
+    const accepted = new Set<string>();
     const i2Early: string[] = [];
     const i6Broken: string[] = [];
     let requested = 0;
@@ -315,6 +319,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         confirmations.probe++;
       }
       for (let attempt = 0; attempt < 400 && Date.now() < deadline + opts.settleMs; attempt++) {
+        if (accepted.has(t.rotationId)) return;
         try {
           const res = await fetch(`${apiUrl}/v1/confirmations`, {
             method: "POST",
@@ -322,8 +327,9 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
             body: JSON.stringify({ policyId: t.policyId, consumerId: "app", versionId: t.rotationId }),
             signal: AbortSignal.timeout(10_000),
           });
-          await res.arrayBuffer();
+          t.lastAnswer = `${res.status} ${(await res.text()).slice(0, 160)}`;
           if (res.status === 200) {
+            accepted.add(t.rotationId);
             confirmations.push++;
             return;
           }
@@ -335,7 +341,7 @@ export async function runMatrix(opts: MatrixOptions): Promise<MatrixReport> {
         await sleep(250);
       }
       // A rotation Redis forgot that reconcile did not queue again has nothing to confirm.
-      if (!t.lost) notes.push(`confirmation of ${t.rotationId} never accepted`);
+      if (!t.lost) notes.push(`confirmation of ${t.rotationId} (${t.policyId}${t.recreated ? ", queued again by reconcile" : ""}, ${t.status}) never accepted; the API's last answer: ${t.lastAnswer ?? "none"}`);
     };
 
     const enqueue = async (lane: Lane, duplicate: boolean) => {

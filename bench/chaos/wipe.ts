@@ -32,6 +32,8 @@ export interface WipeFigures {
   unlistable: number;
   /** Then: policies with more than one live credential (their consumers had confirmed). */
   multiLive: string[];
+  /** Policies not yet found whole, each with what the last pass that could look at it found. */
+  notWhole: string[];
 }
 
 /** Nothing for reconcile to do on the policy. */
@@ -43,13 +45,15 @@ export class WipeRepair {
   private lastPassAt = 0;
   /** Per policy: whether the last pass that could look at it (no error) found nothing to do. */
   private readonly settled = new Map<string, boolean>();
+  /** Per policy: what the last pass that could look at it found. */
+  private readonly lastSeen = new Map<string, string>();
 
   constructor(
     private readonly deps: ReconcileDeps,
     private readonly policies: () => Policy[],
     private readonly opts: { settleMs: number; everyMs: number; wipedAt: number; startedAt: number; lostRotations: number },
   ) {
-    this.figures = { writesLostMs: opts.wipedAt - opts.startedAt, lostRotations: opts.lostRotations, recreated: 0, passes: 0, findings: {}, orphanedLive: 0, unlistable: 0, multiLive: [] };
+    this.figures = { writesLostMs: opts.wipedAt - opts.startedAt, lostRotations: opts.lostRotations, recreated: 0, passes: 0, findings: {}, orphanedLive: 0, unlistable: 0, multiLive: [], notWhole: [] };
   }
 
   /**
@@ -69,8 +73,14 @@ export class WipeRepair {
     this.figures.recreated += recreated.length;
     const byPolicy = new Map<string, Finding[]>();
     for (const f of r.findings) byPolicy.set(f.policyId, [...(byPolicy.get(f.policyId) ?? []), f]);
-    for (const [id, fs] of byPolicy) if (!fs.some((f) => f.kind === "error")) this.settled.set(id, fs.every((f) => SETTLED.has(f.kind)));
-    const open = this.policies().filter((p) => this.settled.get(p.id) !== true).length;
+    for (const [id, fs] of byPolicy) {
+      if (fs.some((f) => f.kind === "error")) continue;
+      this.settled.set(id, fs.every((f) => SETTLED.has(f.kind)));
+      this.lastSeen.set(id, fs.map((f) => `${f.kind}: ${f.message.slice(0, 140)}`).join("; "));
+    }
+    const notWhole = this.policies().filter((p) => this.settled.get(p.id) !== true);
+    this.figures.notWhole = notWhole.map((p) => `${p.id} (${this.lastSeen.get(p.id) ?? "no pass without an error yet"})`);
+    const open = notWhole.length;
     return { recreated, whole: open === 0, line: `reconcile pass ${this.figures.passes} (${((Date.now() - now) / 1000).toFixed(1)} s): ${open} polic(ies) not yet whole; ${countKinds(r.findings)}` };
   }
 
@@ -120,7 +130,7 @@ export function formatWipe(w: WipeFigures): string {
     `Redis wiped after ${(w.writesLostMs / 1000).toFixed(1)} s of writes (all lost), ${w.lostRotations} rotation(s) in flight forgotten; ` +
     `reconcile: ${w.passes} passes (${kinds}), ${w.recreated} rotation(s) queued again; ` +
     (w.wholeAfterMs === undefined
-      ? "NOT every policy whole by the end"
+      ? `NOT every policy whole by the end: ${w.notWhole.slice(0, 5).join(" | ")}`
       : `every policy whole ${(w.wholeAfterMs / 1000).toFixed(1)} s after the wipe, with ${w.orphanedLive - w.unlistable} orphaned live credential(s)` +
         `${w.unlistable ? ` (and ${w.unlistable} Snyk client secret(s) whose create answer was lost: never received, not listable, alerted)` : ""}` +
         ` and ${w.multiLive.length} polic(ies) with more than one live credential${w.multiLive.length ? ` (${w.multiLive.slice(0, 5).join(", ")})` : ""}`)
