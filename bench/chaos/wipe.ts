@@ -43,10 +43,11 @@ export class WipeRepair {
   readonly figures: WipeFigures;
   private previous?: Map<string, Observation>;
   private lastPassAt = 0;
-  /** Per policy: whether the last pass that could look at it (no error) found nothing to do. */
-  private readonly settled = new Map<string, boolean>();
-  /** Per policy: what the last pass that could look at it found. */
-  private readonly lastSeen = new Map<string, string>();
+  /**
+   * Per policy: what the last pass that could look at it (no error) found, and whether that was
+   * nothing to do.
+   */
+  private readonly lastSeen = new Map<string, { settled: boolean; findings: string }>();
 
   constructor(
     private readonly deps: ReconcileDeps,
@@ -75,11 +76,10 @@ export class WipeRepair {
     for (const f of r.findings) byPolicy.set(f.policyId, [...(byPolicy.get(f.policyId) ?? []), f]);
     for (const [id, fs] of byPolicy) {
       if (fs.some((f) => f.kind === "error")) continue;
-      this.settled.set(id, fs.every((f) => SETTLED.has(f.kind)));
-      this.lastSeen.set(id, fs.map((f) => `${f.kind}: ${f.message.slice(0, 140)}`).join("; "));
+      this.lastSeen.set(id, { settled: fs.every((f) => SETTLED.has(f.kind)), findings: fs.map((f) => `${f.kind}: ${f.message.slice(0, 140)}`).join("; ") });
     }
-    const notWhole = this.policies().filter((p) => this.settled.get(p.id) !== true);
-    this.figures.notWhole = notWhole.map((p) => `${p.id} (${this.lastSeen.get(p.id) ?? "no pass without an error yet"})`);
+    const notWhole = this.policies().filter((p) => this.lastSeen.get(p.id)?.settled !== true);
+    this.figures.notWhole = notWhole.map((p) => `${p.id} (${this.lastSeen.get(p.id)?.findings ?? "no pass without an error yet"})`);
     const open = notWhole.length;
     return { recreated, whole: open === 0, line: `reconcile pass ${this.figures.passes} (${((Date.now() - now) / 1000).toFixed(1)} s): ${open} polic(ies) not yet whole; ${countKinds(r.findings)}` };
   }

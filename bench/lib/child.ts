@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 const MARK = "BENCH_RESULT ";
 
 /** Node flags a bench child runs with: tsx as loader, plus `extra`. */
-export function tsxExecArgv(extra: string[] = []): string[] {
+export function tsxExecArgv(extra: readonly string[] = []): string[] {
   return ["--import", "tsx", ...extra];
 }
 

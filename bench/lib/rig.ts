@@ -53,7 +53,7 @@ export class FakesClient {
 
   /** `script` (a file in bench/) and `args`: another fakes process speaking the same protocol (bench/leak.ts). */
   static async start(script = "fakes-process.ts", args: string[] = [], nodeFlags: readonly string[] = []): Promise<FakesClient> {
-    const child = fork(benchFile(script), args, { execArgv: tsxExecArgv([...nodeFlags]), stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = fork(benchFile(script), args, { execArgv: tsxExecArgv(nodeFlags), stdio: ["ignore", "inherit", "inherit", "ipc"] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("fakes process did not start within 30 s")), 30_000);
       child.once("message", () => {

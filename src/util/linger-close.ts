@@ -17,11 +17,10 @@
  *
  * This leans on two undocumented details of Node's http server (listed in docs/operating.md, and
  * tried by test/integration/linger-close.test.ts and test/e2e/trust-boundary.test.ts on the Node
- * rekey runs on): Node calls a socket's
- * `destroySoon()` to close it after an answer with `Connection: close`, and it does not resume a
- * socket whose `_paused` flag is set (its own flag for "reading stopped on purpose"). Should a
- * later Node change either, the close falls back to Node's own: the body is drained and the
- * socket closed once the answer is written, as before.
+ * rekey runs on): Node calls a socket's `destroySoon()` to close it after an answer with
+ * `Connection: close`, and it does not resume a socket whose `_paused` flag is set (its own flag
+ * for "reading stopped on purpose"). Should a later Node change either, the close falls back to
+ * Node's own: the body is drained and the socket closed once the answer is written, as before.
  */
 import type { Socket } from "node:net";
 
@@ -36,7 +35,7 @@ export const MAX_LINGERING = 512;
 
 let lingering = 0;
 
-/** Connections lingering now (for tests and metrics). */
+/** Connections lingering now (for tests). */
 export function lingeringConnections(): number {
   return lingering;
 }
