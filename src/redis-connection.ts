@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import { ConfigError } from "./errors.ts";
+import { coalesceWrites } from "./util/coalesce-writes.ts";
 
 /** Either client: everything in src/ that talks to Redis takes this. */
 export type RedisClient = Redis | Cluster;
@@ -105,11 +106,22 @@ export function readTlsCa(variable: string, path: string): string {
 }
 
 /**
- * A new client for `target`. BullMQ needs `maxRetriesPerRequest: null` (blocking commands);
- * `pipelined` sends the commands issued in one tick in one write (rekey's own connection, which
- * never blocks). `lazy`: connect on first use.
+ * A new client for `target`. BullMQ needs `maxRetriesPerRequest: null` (blocking commands).
+ * Every client coalesces its writes per turn of the event loop (coalesce-writes.ts); `pipelined`
+ * also turns on ioredis's auto-pipelining, which sends the commands one callback issues as one
+ * pipeline (the API's limiter connection). `lazy`: connect on first use.
  */
 export function createRedisClient(target: RedisTarget, opts: { pipelined?: boolean; lazy?: boolean } = {}): RedisClient {
+  const client = newClient(target, opts);
+  // Each connection (a Cluster's: each node's) writes what one turn of the event loop sends in
+  // one write (coalesce-writes.ts), from its first connect and again after each reconnect.
+  const install = (c: Redis) => c.on("connect", () => coalesceWrites(c.stream));
+  if (client instanceof Cluster) client.on("+node", install);
+  else install(client);
+  return client;
+}
+
+function newClient(target: RedisTarget, opts: { pipelined?: boolean; lazy?: boolean }): RedisClient {
   const common: RedisOptions = {
     maxRetriesPerRequest: null,
     enableReadyCheck: true,

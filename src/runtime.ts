@@ -144,6 +144,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // rarely holds more than one command, and auto-pipelining only deferred each write to the next
   // tick and built a pipeline (with every script copied onto it) per flush — measured side by
   // side in the engine benchmark, rekey's CPU per rotation 3.8 → 3.5 ms and its wall time 5.1 → 3.9 s.
+  // What concurrent rotations send in one turn of the event loop still leaves in one write: every
+  // client coalesces its writes (util/coalesce-writes.ts).
   const redis = redisConnection(target);
   const connection = redisConnection(target);
   // ioredis reconnects by itself (a Redis restart); without a listener each error would also be
