@@ -34,6 +34,8 @@ export interface RunFigure {
   failed: number;
   /** CPU time of this process (user + system) during the run. */
   cpuMs: number;
+  /** The share of the run this process's event loop was busy (1: never waiting). */
+  busy: number;
   /** CPU time of the Redis server during the run. */
   redisCpuMs: number;
   /** Redis commands served during the run, by command, less the consumer process's own. */
@@ -156,14 +158,14 @@ async function engine(): Promise<EngineResult> {
       const redisCalls: Record<string, number> = {};
       for (const [c, n] of Object.entries(after.calls)) if (n - (before.calls[c] ?? 0) > 0) redisCalls[c] = n - (before.calls[c] ?? 0);
       const consumerCalls = Object.entries(after.consumer).reduce((s, [c, n]) => s + n - (before.consumer[c] ?? 0), 0);
-      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: res.cpuMs, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls, consumerCalls });
+      runs.push({ kind, wallMs: res.wallMs, rotations: res.completed, failed: res.failed, cpuMs: res.cpuMs, busy: res.busy, redisCpuMs: after.cpuMs - before.cpuMs, redisCalls, consumerCalls });
       confirmToRevokeMs.push(...res.confirmToRevokeMs);
       add(calls[kind], res.drain);
       const last = runs[runs.length - 1] as RunFigure;
       const redisCount = Object.values(last.redisCalls).reduce((a, b) => a + b, 0);
       progress(
         `${kind.padEnd(8)} ${last.rotations} rotations in ${(last.wallMs / 1000).toFixed(2)} s (${((last.rotations * 1000) / last.wallMs).toFixed(0)}/s); ` +
-          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCount / last.rotations).toFixed(1)} commands/rotation ` +
+          `cpu ${(last.cpuMs / last.rotations).toFixed(2)} ms/rotation, loop busy ${(last.busy * 100).toFixed(0)}%, redis cpu ${(last.redisCpuMs / last.rotations).toFixed(2)} ms and ${(redisCount / last.rotations).toFixed(1)} commands/rotation ` +
           `(the consumer's own reads, not counted: ${(last.consumerCalls / last.rotations).toFixed(1)})`,
       );
     }

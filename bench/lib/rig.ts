@@ -109,6 +109,8 @@ export interface RekeyRun {
   wallMs: number;
   /** This process's CPU (user + system) from the first rotation's start to the last one's end. */
   cpuMs: number;
+  /** The share of the run the event loop was busy (not waiting for I/O or timers): 1 = never idle. */
+  busy: number;
   completed: number;
   failed: number;
   /** Confirmation sent -> old token deleted at the fake, ms, per rotation. */
@@ -120,6 +122,8 @@ export interface BaselineRun {
   wallMs: number;
   /** This process's CPU (user + system) from the first rotation's start to the last one's end. */
   cpuMs: number;
+  /** The share of the run the event loop was busy (not waiting for I/O or timers): 1 = never idle. */
+  busy: number;
   completed: number;
   drain: FakesDrain;
 }
@@ -244,6 +248,7 @@ export class Rig {
     await this.consumer.call({ type: "arm" });
     const deadline = Date.now() + opts.deadlineMs;
     const cpu0 = process.cpuUsage();
+    const elu0 = performance.eventLoopUtilization();
     const t0 = performance.now();
     await pool(indices, 16, async (i) => {
       const policy = this.policies[i] as Policy;
@@ -269,6 +274,7 @@ export class Rig {
     // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
     const cpu = process.cpuUsage(cpu0);
     const cpuMs = (cpu.user + cpu.system) / 1000;
+    const busy = performance.eventLoopUtilization(elu0).utilization;
     const report = await this.consumer.call<ConsumerReport>({ type: "disarm" });
     const confirmedAt = new Map(report.confirmedAt);
     this.run = undefined;
@@ -283,7 +289,7 @@ export class Rig {
       if (del !== undefined && conf !== undefined && rec?.status === "completed") confirmToRevokeMs.push(del - conf);
       if (rec?.newCredentialId && rec.status === "completed") this.tokenOf[i] = rec.newCredentialId;
     }
-    return { wallMs, cpuMs, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
+    return { wallMs, cpuMs, busy, completed: run.done.size, failed: run.failed.size, confirmToRevokeMs, drain };
   }
 
   /** A record the harness reads to report on (one HGETALL, counted apart from rekey's commands). */
@@ -363,6 +369,7 @@ export class Rig {
     if (!store.putCurrent) throw new Error(`${name}: the store cannot write straight to AWSCURRENT`);
     let completed = 0;
     const cpu0 = process.cpuUsage();
+    const elu0 = performance.eventLoopUtilization();
     const t0 = performance.now();
     await pool(indices, this.opts.concurrency, async (i) => {
       if (Date.now() > deadline) throw new Error(`${name}: past the deadline`);
@@ -380,8 +387,9 @@ export class Rig {
     // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
     const cpu = process.cpuUsage(cpu0);
     const cpuMs = (cpu.user + cpu.system) / 1000;
+    const busy = performance.eventLoopUtilization(elu0).utilization;
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
-    return { wallMs, cpuMs, completed, drain };
+    return { wallMs, cpuMs, busy, completed, drain };
   }
 
   /**
