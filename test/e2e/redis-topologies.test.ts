@@ -8,6 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Cluster, Redis } from "ioredis";
 import { tokenHash } from "../../src/consumers/fingerprint.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { createLogger } from "../../src/log.ts";
@@ -183,6 +184,11 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     // rekey's client is on the promoted master.
     expect(world.stack.rt.redis.status).toBe("ready");
     expect(await world.stack.rt.redis.call("ROLE").then((r) => (r as string[])[0])).toBe("master");
+    // Its connection to the promoted master still writes a turn's commands in one write.
+    const redis = world.stack.rt.redis as Redis;
+    const reply = redis.ping();
+    expect(redis.stream.writableCorked).toBe(1);
+    expect(await reply).toBe("PONG");
   });
 });
 
@@ -212,6 +218,15 @@ describe("Redis Cluster: three masters with a replica each", () => {
     expect(keys.length).toBeGreaterThan(10);
     const slots = new Set(await Promise.all(keys.map((k) => w!.stack.rt.redis.call("CLUSTER", "KEYSLOT", k))));
     expect([...slots]).toEqual([await w.stack.rt.redis.call("CLUSTER", "KEYSLOT", tag)]);
+    // Each node's connection writes what one turn of the event loop sends in one write
+    // (src/util/coalesce-writes.ts): corked from a command until the turn ends.
+    const masters = (w.stack.rt.redis as Cluster).nodes("master");
+    expect(masters.length).toBe(3);
+    for (const node of masters) {
+      const reply = node.ping();
+      expect(node.stream.writableCorked).toBe(1);
+      expect(await reply).toBe("PONG");
+    }
   });
 
   it("refuses a prefix without a hash tag before it connects", async () => {
