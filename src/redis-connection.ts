@@ -113,8 +113,7 @@ export function readTlsCa(variable: string, path: string): string {
  */
 export function createRedisClient(target: RedisTarget, opts: { pipelined?: boolean; lazy?: boolean } = {}): RedisClient {
   const client = newClient(target, opts);
-  // Each connection (a Cluster's: each node's) writes what one turn of the event loop sends in
-  // one write (coalesce-writes.ts), from its first connect and again after each reconnect.
+  // On each connect: a reconnect brings a new socket; a Cluster, a client per node.
   const install = (c: Redis) => c.on("connect", () => coalesceWrites(c.stream));
   if (client instanceof Cluster) client.on("+node", install);
   else install(client);

@@ -97,6 +97,23 @@ export class FakesClient {
   }
 }
 
+/**
+ * Wall time, this process's CPU (user + system) and its event loop's busy share, from now until
+ * `stop()`: what every kind of engine run reports.
+ */
+function startMeter(): { stop(): { wallMs: number; cpuMs: number; busy: number } } {
+  const cpu0 = process.cpuUsage();
+  const elu0 = performance.eventLoopUtilization();
+  const t0 = performance.now();
+  return {
+    stop() {
+      const wallMs = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
+      return { wallMs, cpuMs: (cpu.user + cpu.system) / 1000, busy: performance.eventLoopUtilization(elu0).utilization };
+    },
+  };
+}
+
 export interface RigOptions {
   redisUrl: string;
   policies: number;
@@ -247,9 +264,7 @@ export class Rig {
     this.run = run;
     await this.consumer.call({ type: "arm" });
     const deadline = Date.now() + opts.deadlineMs;
-    const cpu0 = process.cpuUsage();
-    const elu0 = performance.eventLoopUtilization();
-    const t0 = performance.now();
+    const meter = startMeter();
     await pool(indices, 16, async (i) => {
       const policy = this.policies[i] as Policy;
       const rotationJob = await this.rt.rotations.enqueue({ policyId: policy.id, reason: "manual", actor: "bench" });
@@ -270,11 +285,8 @@ export class Rig {
         lastProgress = Date.now();
       }
     }
-    const wallMs = performance.now() - t0;
     // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
-    const cpu = process.cpuUsage(cpu0);
-    const cpuMs = (cpu.user + cpu.system) / 1000;
-    const busy = performance.eventLoopUtilization(elu0).utilization;
+    const { wallMs, cpuMs, busy } = meter.stop();
     const report = await this.consumer.call<ConsumerReport>({ type: "disarm" });
     const confirmedAt = new Map(report.confirmedAt);
     this.run = undefined;
@@ -368,9 +380,7 @@ export class Rig {
     const store = this.rt.store;
     if (!store.putCurrent) throw new Error(`${name}: the store cannot write straight to AWSCURRENT`);
     let completed = 0;
-    const cpu0 = process.cpuUsage();
-    const elu0 = performance.eventLoopUtilization();
-    const t0 = performance.now();
+    const meter = startMeter();
     await pool(indices, this.opts.concurrency, async (i) => {
       if (Date.now() > deadline) throw new Error(`${name}: past the deadline`);
       const policy = this.policies[i] as Policy;
@@ -383,11 +393,8 @@ export class Rig {
       if (newId) this.tokenOf[i] = newId;
       completed++;
     });
-    const wallMs = performance.now() - t0;
     // The process's CPU over the rotations alone, not the harness's bookkeeping after them.
-    const cpu = process.cpuUsage(cpu0);
-    const cpuMs = (cpu.user + cpu.system) / 1000;
-    const busy = performance.eventLoopUtilization(elu0).utilization;
+    const { wallMs, cpuMs, busy } = meter.stop();
     const drain = await this.fakes.request<FakesDrain>({ type: "drain" });
     return { wallMs, cpuMs, busy, completed, drain };
   }

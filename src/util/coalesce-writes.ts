@@ -14,12 +14,13 @@ import type { Writable } from "node:stream";
 // Taken at load: a test's fake timers must not hold a connection's writes back.
 const immediate = globalThis.setImmediate;
 
-const CORKED = Symbol("rekey.coalescedWrites");
+/** Sockets whose writes are coalesced already. */
+const coalesced = new WeakSet<Writable>();
 
 /** Cork `socket` at its first write in a turn of the event loop, uncork it at the turn's end. */
-export function coalesceWrites(socket: Writable & { [CORKED]?: boolean }): void {
-  if (socket[CORKED]) return;
-  socket[CORKED] = true;
+export function coalesceWrites(socket: Writable): void {
+  if (coalesced.has(socket)) return;
+  coalesced.add(socket);
   const write = socket.write;
   let corked = false;
   const flush = () => {

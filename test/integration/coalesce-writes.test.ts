@@ -4,8 +4,7 @@
  * not hold it, and every Redis client rekey creates (src/redis-connection.ts) writes this way from
  * its first connect and after a reconnect, with every reply where it belongs.
  */
-import { createServer, type Server } from "node:net";
-import { type AddressInfo, connect, type Socket } from "node:net";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createRedisClient } from "../../src/redis-connection.ts";
