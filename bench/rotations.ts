@@ -86,8 +86,8 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "8" },
     sample: { type: "string", default: "500" },
     // Whole runs of each kind first (`warmup-runs`, of `warmup` policies; default all): JIT, heap
-    // growth (about 2,000 rotations: see the memory section), connection pools and Redis's own
-    // structures settle before anything is measured.
+    // growth (see the memory section), connection pools and Redis's own structures settle before
+    // anything is measured.
     warmup: { type: "string", default: "" },
     "warmup-runs": { type: "string", default: "2" },
     kinds: { type: "string", default: "rekey,baseline,minimal" },
