@@ -9,7 +9,11 @@
  *     `sample` completed rotations; Redis used_memory before and after, and what rekey keeps.
  *
  *   tsx bench/rotations.ts --mode engine|memory --redis <url> --policies <n> [--runs n]
- *     [--rounds n] [--concurrency n] [--sample n] [--cpu-prof <dir>] [--cpu-prof-interval-us n]
+ *     [--rounds n] [--concurrency n] [--sample n] [--in-memory] [--cpu-prof <dir>] [--cpu-prof-interval-us n]
+ *
+ *   --in-memory: the store and LaunchDarkly's calls answered from memory (lib/in-memory.ts), so
+ *     that the rekey process's CPU per rotation is rekey's own overhead alone, and a profile shows
+ *     nothing else; the references then cost next to nothing (their ratios mean nothing).
  *
  *   --cpu-prof <dir>: a V8 CPU profile of this process for each measured run (engine mode),
  *     `<dir>/<kind>-<round>.cpuprofile`, sampled every 250 µs unless --cpu-prof-interval-us says
@@ -93,6 +97,8 @@ const { values } = parseArgs({
     kinds: { type: "string", default: "rekey,baseline,minimal" },
     "cpu-prof": { type: "string", default: "" },
     "cpu-prof-interval-us": { type: "string", default: "250" },
+    // The store and the provider answer from memory (lib/in-memory.ts): rekey's own overhead alone.
+    "in-memory": { type: "boolean", default: false },
   },
 });
 const redisUrl = values.redis ?? "";
@@ -108,7 +114,7 @@ const deadlineMs = Math.max(120_000, policies * 200);
 // last rotation made current (rekey's CurrentFacts, the baseline's memory of them), as it would
 // in a deployment where nothing else writes the secrets.
 const sets = values.mode === "engine" ? KINDS.length : 1;
-const rig = await Rig.start({ redisUrl, policies: policies * sets, perAccount: 20, concurrency });
+const rig = await Rig.start({ redisUrl, policies: policies * sets, perAccount: 20, concurrency, inMemory: values["in-memory"] });
 const setOf = (kind: Kind, indices: number[]) => indices.map((i) => i + policies * Math.max(0, KINDS.indexOf(kind)));
 try {
   if (values.mode === "engine") emitResult(await engine());

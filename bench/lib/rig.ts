@@ -18,12 +18,14 @@ import { createLogger } from "../../src/log.ts";
 import { Policy } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker, type Stoppable } from "../../src/processes.ts";
 import type { Provider, ProviderContext } from "../../src/providers/types.ts";
+import { createProviders } from "../../src/providers/index.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../../src/stores/types.ts";
 import type { ConsumerReport } from "../consumer-process.ts";
 import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
+import { InMemoryStore, inMemoryProviderCalls } from "./in-memory.ts";
 import { benchFile, tsxExecArgv } from "./child.ts";
 
 export const REGION = "us-east-1";
@@ -120,6 +122,12 @@ export interface RigOptions {
   /** Policies per LaunchDarkly account (fake instance). */
   perAccount: number;
   concurrency: number;
+  /**
+   * The store and the LaunchDarkly calls answered from memory (./in-memory.ts), for every kind:
+   * the rekey process's CPU is then rekey's own overhead alone (for profiling; the references cost
+   * next to nothing, so their ratios mean nothing).
+   */
+  inMemory?: boolean;
 }
 
 export interface RekeyRun {
@@ -187,10 +195,14 @@ export class Rig {
     const setup = await fakes.request<FakesSetup>({ type: "setup", accounts, perAccount: opts.perAccount });
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
     const log = createLogger({ level: "info", destination: sink });
-    const store = new AwsSecretsManagerStore({
-      region: REGION,
-      clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: setup.awsUrl, credentials: { accessKeyId: "bench", secretAccessKey: "bench" }, maxAttempts: 3 }),
-    });
+    const store: SecretStore & Required<Pick<SecretStore, "create">> = opts.inMemory
+      ? new InMemoryStore()
+      : new AwsSecretsManagerStore({
+          region: REGION,
+          clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: setup.awsUrl, credentials: { accessKeyId: "bench", secretAccessKey: "bench" }, maxAttempts: 3 }),
+        });
+    const providers = createProviders();
+    if (opts.inMemory) providers.launchdarkly = { ...providers.launchdarkly, ...inMemoryProviderCalls() };
     const env: Record<string, string> = {};
     setup.accounts.forEach((a, k) => (env[`LD_ADMIN_${k}`] = a.admin));
     const prefix = `rekey-bench-${process.pid}-${Date.now()}`;
@@ -203,6 +215,7 @@ export class Rig {
       region: REGION,
       env,
       store,
+      providers,
       // The emulator runs without its quota: rekey's own pacing of AWS writes is off too.
       awsWritesPerSecond: Infinity,
     });
