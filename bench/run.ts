@@ -195,10 +195,7 @@ async function memory(redis: BenchRedis): Promise<void> {
     ["--mode", "memory", "--redis", redis.url, "--policies", String(plan.memPolicies), "--rounds", String(plan.memRounds), "--sample", String(plan.memSample), "--concurrency", String(CONCURRENCY)],
     { timeoutMs: 900_000, label: "memory" },
   );
-  // Warm-up: the first rounds (JIT, connection pools, and V8 raising the old generation's limit
-  // after each full collection until it fits the allocation rate: the RSS of a fresh process
-  // climbs for 3,000–5,000 rotations, at a random point of that span, and then stays flat). The
-  // goal is judged on the 10,000 rotations after it.
+  // Warm-up: the first rounds (why: the section's text below); the goal is judged on the rest.
   const warmRotations = plan.memPolicies * plan.memWarmRounds;
   const warm = res.samples.filter((s) => s.rotations >= warmRotations);
   const rss = warm.map((s) => s.rssBytes);

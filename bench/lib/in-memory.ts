@@ -6,20 +6,16 @@
  * their ratios mean nothing in that mode. Values and ids are made up; nothing checks them.
  */
 import { randomUUID } from "node:crypto";
-import type { CredentialHandle, IssuedCredential } from "../../src/providers/types.ts";
+import { createProviders } from "../../src/providers/index.ts";
+import type { ProviderRegistry } from "../../src/providers/types.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../../src/stores/types.ts";
 
-/** The calls a create-delete rotation makes of its provider, answered from memory. */
-export function inMemoryProviderCalls(): {
-  identify(): Promise<CredentialHandle>;
-  issue(): Promise<IssuedCredential>;
-  verify(): Promise<void>;
-  revoke(): Promise<void>;
-  sweep(): Promise<string[]>;
-  cleanupOrphans(): Promise<string[]>;
-} {
+/** rekey's providers, but LaunchDarkly's calls of a create-delete rotation answered from memory. */
+export function inMemoryProviders(): ProviderRegistry {
+  const providers = createProviders();
   let n = 0;
-  return {
+  providers.launchdarkly = {
+    ...providers.launchdarkly,
     identify: async () => ({ credentialId: "in-memory-old" }),
     issue: async () => {
       n++;
@@ -30,6 +26,7 @@ export function inMemoryProviderCalls(): {
     sweep: async () => [],
     cleanupOrphans: async () => [],
   };
+  return providers;
 }
 
 /** Versions by secret, newest last; the newest is AWSCURRENT. */

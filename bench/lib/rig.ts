@@ -18,14 +18,13 @@ import { createLogger } from "../../src/log.ts";
 import { Policy } from "../../src/policy/schema.ts";
 import { startApiServer, startRotationWorker, type Stoppable } from "../../src/processes.ts";
 import type { Provider, ProviderContext } from "../../src/providers/types.ts";
-import { createProviders } from "../../src/providers/index.ts";
 import { refOf } from "../../src/rotation/scope.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../../src/stores/aws-secrets-manager.ts";
 import type { SecretRef, SecretStore, StoredVersion } from "../../src/stores/types.ts";
 import type { ConsumerReport } from "../consumer-process.ts";
 import type { FakesDrain, FakesRequest, FakesSetup } from "../fakes-process.ts";
-import { InMemoryStore, inMemoryProviderCalls } from "./in-memory.ts";
+import { InMemoryStore, inMemoryProviders } from "./in-memory.ts";
 import { benchFile, tsxExecArgv } from "./child.ts";
 
 export const REGION = "us-east-1";
@@ -201,8 +200,6 @@ export class Rig {
           region: REGION,
           clientFor: (r) => new SecretsManagerClient({ region: r, endpoint: setup.awsUrl, credentials: { accessKeyId: "bench", secretAccessKey: "bench" }, maxAttempts: 3 }),
         });
-    const providers = createProviders();
-    if (opts.inMemory) providers.launchdarkly = { ...providers.launchdarkly, ...inMemoryProviderCalls() };
     const env: Record<string, string> = {};
     setup.accounts.forEach((a, k) => (env[`LD_ADMIN_${k}`] = a.admin));
     const prefix = `rekey-bench-${process.pid}-${Date.now()}`;
@@ -215,7 +212,8 @@ export class Rig {
       region: REGION,
       env,
       store,
-      providers,
+      // Otherwise the runtime's own providers, as `rekey run` builds them.
+      providers: opts.inMemory ? inMemoryProviders() : undefined,
       // The emulator runs without its quota: rekey's own pacing of AWS writes is off too.
       awsWritesPerSecond: Infinity,
     });
