@@ -29,6 +29,7 @@ import { createLogger } from "../src/log.ts";
 import { Policy, type PolicyInput } from "../src/policy/schema.ts";
 import { startRotationWorker } from "../src/processes.ts";
 import { encodeSigningKeys } from "../src/providers/qstash/signing-keys.ts";
+import { DEFAULT_WORKER_CONCURRENCY } from "../src/rotation/defaults.ts";
 import { CLOCK_SKEW_MS } from "../src/rotation/pacing.ts";
 import { createRuntime, type Runtime } from "../src/runtime.ts";
 import { AwsSecretsManagerStore } from "../src/stores/aws-secrets-manager.ts";
@@ -47,7 +48,7 @@ const { values } = parseArgs({
     redis: { type: "string" },
     credentials: { type: "string", default: "1000" },
     workers: { type: "string", default: "2" },
-    concurrency: { type: "string", default: "8" },
+    concurrency: { type: "string", default: String(DEFAULT_WORKER_CONCURRENCY) },
     "ld-limit": { type: "string", default: "60" },
     "snyk-limit": { type: "string", default: "1620" },
     "qstash-burst": { type: "string", default: "10" },

@@ -24,6 +24,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { DEFAULT_WORKER_CONCURRENCY } from "../src/rotation/defaults.ts";
 import { emitResult, progress } from "./lib/child.ts";
 import { type FakesDrain } from "./fakes-process.ts";
 import { type RekeyRun, Rig } from "./lib/rig.ts";
@@ -87,7 +88,7 @@ const { values } = parseArgs({
     policies: { type: "string", default: "1000" },
     runs: { type: "string", default: "3" },
     rounds: { type: "string", default: "10" },
-    concurrency: { type: "string", default: "8" },
+    concurrency: { type: "string", default: String(DEFAULT_WORKER_CONCURRENCY) },
     sample: { type: "string", default: "500" },
     // Whole runs of each kind first (`warmup-runs`, of `warmup` policies; default all): JIT, heap
     // growth (see the memory section), connection pools and Redis's own structures settle before

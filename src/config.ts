@@ -7,6 +7,7 @@ import { readConfigFile } from "./util/config-file.ts";
 import { z } from "zod";
 import { parseSinkSpec, type SinkSpec } from "./audit/sink.ts";
 import { ConfigError } from "./errors.ts";
+import { DEFAULT_WORKER_CONCURRENCY } from "./rotation/defaults.ts";
 import { type OidcOptions, parseScopeMap } from "./auth/jwt.ts";
 import type { TlsFiles } from "./api/tls.ts";
 import { type HostPort, prefixProblem, readTlsCa, type RedisTarget } from "./redis-connection.ts";
@@ -180,7 +181,7 @@ const Env = z.object({
     .regex(/^sha256:[0-9a-f]{64}$/, "expected sha256:<64 lower-case hex digits> (the sha256 of the admin token)")
     .optional(),
   REKEY_FINGERPRINT_KEY: z.string().min(32, "expected at least 32 characters (a random key, e.g. openssl rand -hex 32)").optional(),
-  REKEY_WORKER_CONCURRENCY: int(1, 1_000, "a whole number from 1 to 1000").default(8),
+  REKEY_WORKER_CONCURRENCY: int(1, 1_000, "a whole number from 1 to 1000").default(DEFAULT_WORKER_CONCURRENCY),
   REKEY_AUDIT_MAXLEN: int(1_000, 100_000_000, "a whole number from 1000 to 100000000").default(100_000),
   REKEY_SCHEDULER_TICK: z
     .string()

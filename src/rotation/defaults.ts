@@ -39,6 +39,20 @@ export const LEAK_RESUME_PRIORITY = 1;
  */
 export const RESUME_PRIORITY = 3;
 
+/**
+ * Rotation jobs one worker process runs at once (REKEY_WORKER_CONCURRENCY, `rekey worker -c`).
+ * A rotation spends nearly all its time waiting on providers and AWS: with a few hundred ms per
+ * provider call, one rotation takes about a second, so a worker running 8 at once finishes about 8
+ * a second, and a leak across two workers could not use the 50 writes a second AWS allows it
+ * (Little's law: 50 a second at a second each needs 50 in flight). What reaches the providers and
+ * AWS is bounded by pacing (their announced budgets, the 429 gates, the AWS write pacing), not by
+ * this number. Concurrent rotations also cost less CPU each: what they send to Redis in one turn
+ * of the event loop leaves in one write (util/coalesce-writes.ts). Measured in the engine
+ * benchmark (BENCHMARKS.md, "by concurrency"): rekey's CPU per rotation falls as concurrency rises
+ * from 8 to 32, the minimal script's does not.
+ */
+export const DEFAULT_WORKER_CONCURRENCY = 32;
+
 export const workerDefaults = {
   // A step holds its lock while it calls a provider and the store; 60 s covers the HTTP timeouts
   // (15 s per call) with room, and a dead worker's job is picked up again within about a minute.

@@ -59,9 +59,11 @@ export class OpenAdmits {
 }
 
 /**
- * Announced budgets are recorded once this few calls are left in a window: above it, requests in
- * flight from every worker together cannot exhaust the window, and recording every answer would
- * cost a Redis round trip per request for nothing.
+ * Announced budgets are recorded once this few calls are left in a window: above it, the requests
+ * in flight at once for one credential (one per rotation using it, at most a worker's concurrency
+ * per worker) rarely exhaust the window, and recording every answer would cost a Redis round trip
+ * per request for nothing. Where they do (several workers at full concurrency on one account), the
+ * provider's 429 closes the gate and the rotations park until its reset, without using an attempt.
  */
 export const RECORD_BUDGET_BELOW = 50;
 

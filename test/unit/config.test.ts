@@ -27,7 +27,7 @@ describe("loadConfig", () => {
       apiPort: 8080,
       adminTokenHash: undefined,
       fingerprintKey: undefined,
-      workerConcurrency: 8,
+      workerConcurrency: 32,
       auditMaxLen: 100_000,
       schedulerTickMs: 5_000,
       awsRegion: undefined,

@@ -7,7 +7,7 @@ import { errorMessage } from "../../errors.ts";
 import { logReload } from "../../policy/policy-set.ts";
 import { persistedNextDue } from "../../scheduler/next-due.ts";
 import { roleRegistry, startApiServer, startHealthServer, startRotationWorker, type Stoppable } from "../../processes.ts";
-import { workerDefaults } from "../../rotation/defaults.ts";
+import { DEFAULT_WORKER_CONCURRENCY, workerDefaults } from "../../rotation/defaults.ts";
 import { startScheduler } from "../../scheduler/runner.ts";
 import { openRuntime, untilStopped, type CommandContext } from "../context.ts";
 import type { CliIo } from "../io.ts";
@@ -133,7 +133,7 @@ export function register(program: Command, io: CliIo): void {
   program
     .command("worker")
     .description("run a rotation worker (and the notification sender) until SIGINT/SIGTERM; SIGHUP reloads policies")
-    .option("-c, --concurrency <n>", "rotation jobs at once (default REKEY_WORKER_CONCURRENCY or 8)")
+    .option("-c, --concurrency <n>", `rotation jobs at once (default REKEY_WORKER_CONCURRENCY or ${DEFAULT_WORKER_CONCURRENCY})`)
     .addOption(healthPortOption())
     .action((opts: RoleOptions) => runRoles(io, ["worker"], opts));
   program
