@@ -57,6 +57,14 @@ export interface HedgeOptions {
   hedgeAfterMs?: number;
   /** Tries in flight at once, at most (default 3). */
   maxInFlight?: number;
+  /**
+   * A try waits before it sends its request (for an AWS write slot: storeWrite): the hedge's
+   * timer for it starts when it calls `sent` (fn's second argument), not when it starts. A try
+   * still waiting for its turn is not slow, and a second try beside it would only wait too, and
+   * take a write slot of its own: in a mass leak, every cut-over write that waited 250 ms for its
+   * slot took two or three, and the writes that unlock revocations got fewer.
+   */
+  armOnSent?: boolean;
 }
 
 /**
@@ -66,7 +74,7 @@ export interface HedgeOptions {
  * first success wins; the others are aborted through the signal each try gets. Only for calls that
  * are idempotent (a store write under a fixed token, a read).
  */
-export function hedge<T>(fn: (signal: AbortSignal) => Promise<T>, o: HedgeOptions): Promise<T> {
+export function hedge<T>(fn: (signal: AbortSignal, sent: () => void) => Promise<T>, o: HedgeOptions): Promise<T> {
   const deadline = o.now() + o.budgetMs;
   const hedgeAfter = o.hedgeAfterMs ?? 250;
   const maxInFlight = o.maxInFlight ?? 3;
@@ -102,7 +110,14 @@ export function hedge<T>(fn: (signal: AbortSignal) => Promise<T>, o: HedgeOption
       if (tries.size >= maxInFlight) return schedule(hedgeAfter);
       const c = new AbortController();
       tries.add(c);
-      fn(AbortSignal.any([o.signal, c.signal])).then(
+      // The next try is due `hedgeAfter` after this one sends (armOnSent), or starts.
+      let armed = false;
+      const arm = () => {
+        if (armed || done || c.signal.aborted) return;
+        armed = true;
+        schedule(hedgeAfter);
+      };
+      fn(AbortSignal.any([o.signal, c.signal]), arm).then(
         (value) => finish(() => resolve(value)),
         (err: unknown) => {
           tries.delete(c);
@@ -115,7 +130,7 @@ export function hedge<T>(fn: (signal: AbortSignal) => Promise<T>, o: HedgeOption
           schedule(wait);
         },
       );
-      schedule(hedgeAfter);
+      if (!o.armOnSent) arm();
     }
     launch();
   });

@@ -151,8 +151,9 @@ export class PolicyCalls {
   /**
    * A store call behind the AWS write pacing and the shared throttle gate. `writes` is how many
    * quota-counted requests the call makes (promote: move AWSCURRENT, then drop AWSPENDING).
+   * `reserved` is called once the call has its slots, right before it is sent (hedge's armOnSent).
    */
-  async storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
+  async storeWrite<T>(fn: () => Promise<T>, writes = 1, reserved?: () => void): Promise<T> {
     const perSec = this.deps.awsWritesPerSecond ?? engineDefaults.awsWritesPerSecond;
     const limiter = this.limiter;
     // A sliding window (AWS counts any second, not calendar seconds) in which each write counts
@@ -181,6 +182,7 @@ export class PolicyCalls {
       // Longer than the window: the slot is held by a write still in flight, which settles sooner.
       await this.sleep(r.waitMs > rate.windowMs + 1 ? AWS_WRITE_POLL_MS : r.waitMs);
     }
+    reserved?.();
     try {
       return await fn();
     } catch (err) {

@@ -210,8 +210,8 @@ export class Run<Tx> {
   }
 
   /** A store call behind the AWS write pacing and the shared throttle gate (gateway.ts). */
-  storeWrite<T>(fn: () => Promise<T>, writes = 1): Promise<T> {
-    return this.calls.storeWrite(fn, writes);
+  storeWrite<T>(fn: () => Promise<T>, writes = 1, reserved?: () => void): Promise<T> {
+    return this.calls.storeWrite(fn, writes, reserved);
   }
 
   async readVersion(versionId: string): Promise<StoredVersion | undefined> {

@@ -47,6 +47,30 @@ describe("cut-over retries", () => {
     expect(aborted[0]).toBe(true);
   });
 
+  it("hedge with armOnSent: a try waiting for its turn (an AWS write slot) gets no second try beside it until it sends", async () => {
+    const starts: number[] = [];
+    const t0 = Date.now();
+    const v = await hedge(
+      (signal, sent) =>
+        new Promise<string>((resolve) => {
+          const i = starts.push(Date.now() - t0) - 1;
+          if (i === 0) {
+            // Waits 200 ms for its slot (four hedge intervals), sends, then hangs.
+            setTimeout(sent, 200);
+            signal.addEventListener("abort", () => resolve("aborted"));
+          } else {
+            sent();
+            setTimeout(() => resolve("second"), 5);
+          }
+        }),
+      { now: Date.now, signal: never, budgetMs: 5_000, hedgeAfterMs: 50, armOnSent: true },
+    );
+    expect(v).toBe("second");
+    // One second try, started a hedge interval after the first one sent, not while it waited.
+    expect(starts).toHaveLength(2);
+    expect(starts[1]).toBeGreaterThanOrEqual(245);
+  });
+
   it("hedge: starts nothing new before a rate limit's reset, and gives up with the last error after its budget", async () => {
     const starts: number[] = [];
     const t0 = Date.now();

@@ -226,12 +226,13 @@ async function storeIssued<Tx>(run: Run<Tx>, issued: IssuedCredential, toCurrent
   if (run.cutover) {
     try {
       const { store } = run.deps;
-      const budget = { now: run.deps.now, signal: run.signal, budgetMs: engineDefaults.cutoverRetryBudgetMs };
+      // A try is hedged from when it has its AWS write slot (armOnSent), not while it waits for one.
+      const budget = { now: run.deps.now, signal: run.signal, budgetMs: engineDefaults.cutoverRetryBudgetMs, armOnSent: true };
       // Straight to AWSCURRENT where the store can (one write); promoting skips what is done.
       // Hedged: the write is idempotent under the rotation's token, and a write that hangs (or
       // waits out the SDK's throttling back-off) would hold every consumer's outage.
-      if (store.putCurrent && toCurrent) run.wroteCurrent = (await hedge((signal) => run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, signal)), budget)).current;
-      else await hedge((signal) => run.storeWrite(() => store.putPending(run.ref, run.data.rotationId, issued.value, signal)), budget);
+      if (store.putCurrent && toCurrent) run.wroteCurrent = (await hedge((signal, sent) => run.storeWrite(() => store.putCurrent!(run.ref, run.data.rotationId, issued.value, signal), 1, sent), budget)).current;
+      else await hedge((signal, sent) => run.storeWrite(() => store.putPending(run.ref, run.data.rotationId, issued.value, signal), 1, sent), budget);
       return;
     } catch (err) {
       lastErr = err;
