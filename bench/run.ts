@@ -107,6 +107,18 @@ Reproduce: \`npm run bench -- --only schedule\`, or one run: \`tsx bench/schedul
 
 // ---- 2 + 3. engine overhead, confirmation to revocation ----------------------------------------
 
+type EngineRun = EngineResult["runs"][number];
+
+/** Every rekey run completed every rotation it was given. */
+function assertAllRotated(runs: EngineRun[], label: string): void {
+  if (runs.some((r) => r.failed || r.rotations !== plan.enginePolicies)) throw new Error(`${label}: a rekey rotation failed`);
+}
+
+/** Wall-time ratio of `a` to `b` within each round (one run of each kind per round). */
+function wallRatios(a: EngineRun[], b: EngineRun[]): number[] {
+  return a.map((r, k) => r.wallMs / (b[k]?.wallMs ?? Number.NaN));
+}
+
 async function engine(redis: BenchRedis): Promise<void> {
   console.log(`  engine: ${int(plan.enginePolicies)} rotations × ${plan.enginePairs} pair(s) of runs, concurrency ${CONCURRENCY}`);
   const res = await runChild<EngineResult>(
@@ -117,10 +129,10 @@ async function engine(redis: BenchRedis): Promise<void> {
   const rk = res.runs.filter((r) => r.kind === "rekey");
   const bl = res.runs.filter((r) => r.kind === "baseline");
   const mn = res.runs.filter((r) => r.kind === "minimal");
-  if (rk.some((r) => r.failed) || rk.some((r) => r.rotations !== plan.enginePolicies)) throw new Error("engine: a rekey rotation failed");
+  assertAllRotated(rk, "engine");
   // One run of each kind per round, in rotating order: the ratio within each round, then the median.
-  const ratios = rk.map((r, k) => r.wallMs / (bl[k]?.wallMs ?? Number.NaN));
-  const minRatios = rk.map((r, k) => r.wallMs / (mn[k]?.wallMs ?? Number.NaN));
+  const ratios = wallRatios(rk, bl);
+  const minRatios = wallRatios(rk, mn);
   const wallRatio = median(ratios);
   const minRatio = median(minRatios);
   const cpuRatio = median(rk.map((r, k) => r.cpuMs / (bl[k]?.cpuMs ?? Number.NaN)));
@@ -174,8 +186,8 @@ async function engine(redis: BenchRedis): Promise<void> {
     );
     const lr = lower.runs.filter((r) => r.kind === "rekey");
     const lm = lower.runs.filter((r) => r.kind === "minimal");
-    if (lr.some((r) => r.failed) || lr.some((r) => r.rotations !== plan.enginePolicies)) throw new Error(`engine at concurrency ${c}: a rekey rotation failed`);
-    byConcurrency.push({ concurrency: c, rekeyRate: rateOf(lr), rekeyCpu: perRot(lr, (r) => r.cpuMs), minimalRate: rateOf(lm), minimalCpu: perRot(lm, (r) => r.cpuMs), ratio: median(lr.map((r, k) => r.wallMs / (lm[k]?.wallMs ?? Number.NaN))) });
+    assertAllRotated(lr, `engine at concurrency ${c}`);
+    byConcurrency.push({ concurrency: c, rekeyRate: rateOf(lr), rekeyCpu: perRot(lr, (r) => r.cpuMs), minimalRate: rateOf(lm), minimalCpu: perRot(lm, (r) => r.cpuMs), ratio: median(wallRatios(lr, lm)) });
   }
   byConcurrency.push({ concurrency: CONCURRENCY, rekeyRate: rate, rekeyCpu: perRot(rk, (r) => r.cpuMs), minimalRate: rateOf(mn), minimalCpu: perRot(mn, (r) => r.cpuMs), ratio: minRatio });
   const concurrencyLines = byConcurrency.map((b) => `| ${b.concurrency}${b.concurrency === CONCURRENCY ? " (default)" : ""} | ${b.rekeyRate.toFixed(0)} | ${b.rekeyCpu.toFixed(2)} ms | ${b.minimalRate.toFixed(0)} | ${b.minimalCpu.toFixed(2)} ms | ${ratio(b.ratio)} |`);
